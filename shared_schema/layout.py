@@ -1,0 +1,102 @@
+"""The fixed padded tensor layout that every exported device model consumes.
+
+Per source `s` (0-based index in the dataset's source order), in this order:
+
+- `cand_{s}`      float32 [B, n, d_s]  candidate item vectors (zeros where padded)
+- `cand_mask_{s}` float32 [B, n]       1 for a real candidate, 0 for padding
+- `hist_{s}`      float32 [B, t, d_s]  history item vectors, index 0 = newest behaviour
+- `hist_mask_{s}` float32 [B, t]       1 for a real behaviour, 0 for padding (padding at the tail)
+
+Output: `scores` float32 [B, m, n]; scores at padded candidate slots are meaningless and ignored.
+Static shapes with masks export cleanly to ExecuTorch and LiteRT; dynamic shapes do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TensorSpec(BaseModel):
+    """Name, dtype and shape of one model input or output (batch dimension included)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    dtype: str = "float32"
+    shape: tuple[int, ...]
+
+
+class TensorLayout(BaseModel):
+    """Shapes of the device model's inputs for `m` sources with vector widths `vector_dims`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vector_dims: tuple[int, ...] = Field(min_length=1)
+    n: int = Field(ge=1)
+    t: int = Field(ge=1)
+
+    @property
+    def m(self) -> int:
+        return len(self.vector_dims)
+
+    def input_specs(self, batch: int = 1) -> list[TensorSpec]:
+        specs: list[TensorSpec] = []
+        for s, d in enumerate(self.vector_dims):
+            specs += [
+                TensorSpec(name=f"cand_{s}", shape=(batch, self.n, d)),
+                TensorSpec(name=f"cand_mask_{s}", shape=(batch, self.n)),
+                TensorSpec(name=f"hist_{s}", shape=(batch, self.t, d)),
+                TensorSpec(name=f"hist_mask_{s}", shape=(batch, self.t)),
+            ]
+        return specs
+
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.input_specs()]
+
+    def output_specs(self, batch: int = 1) -> list[TensorSpec]:
+        return [TensorSpec(name="scores", shape=(batch, self.m, self.n))]
+
+    def assemble(
+        self,
+        candidates: Sequence[np.ndarray],
+        histories: Sequence[np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Pad one request into batch-1 input arrays.
+
+        `candidates[s]` is `[k_s, d_s]` with `k_s <= n`; `histories[s]` is `[h_s, d_s]`, newest first
+        (rows past `t` are dropped). Returns `{input name: array}` in `input_names()` order.
+        """
+        if len(candidates) != self.m or len(histories) != self.m:
+            raise ValueError(
+                f"expected {self.m} candidate and history arrays (one per source), "
+                f"got {len(candidates)} and {len(histories)}"
+            )
+        out: dict[str, np.ndarray] = {}
+        for s, d in enumerate(self.vector_dims):
+            cand = _rows(candidates[s], d, f"candidates of source {s}")
+            hist = _rows(histories[s], d, f"history of source {s}")[: self.t]
+            if cand.shape[0] > self.n:
+                raise ValueError(f"candidates of source {s}: {cand.shape[0]} items, at most n={self.n} fit")
+            out[f"cand_{s}"], out[f"cand_mask_{s}"] = _pad(cand, self.n)
+            out[f"hist_{s}"], out[f"hist_mask_{s}"] = _pad(hist, self.t)
+        return out
+
+
+def _rows(values: np.ndarray, dim: int, what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float32)
+    if array.size == 0:
+        return np.zeros((0, dim), np.float32)
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"{what}: expected shape [k, {dim}], got {list(array.shape)}")
+    return array
+
+
+def _pad(rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    values = np.zeros((1, length, rows.shape[1]), dtype=np.float32)
+    mask = np.zeros((1, length), dtype=np.float32)
+    values[0, : rows.shape[0]] = rows
+    mask[0, : rows.shape[0]] = 1.0
+    return values, mask
