@@ -1,0 +1,1 @@
+"""Cloud side: data, models, training, evaluation, export and the FastAPI service."""
