@@ -16,6 +16,10 @@ COMMANDS = {
     "prepare": "cloud.commands.prepare",
     "movielens": "cloud.commands.movielens",
     "stats": "cloud.commands.stats",
+    "train": "cloud.commands.train",
+    "evaluate": "cloud.commands.evaluate",
+    "benchmark": "cloud.commands.benchmark",
+    "tradeoff": "cloud.commands.tradeoff",
 }
 
 
