@@ -1,0 +1,153 @@
+"""Merge per-source scores into one ordered list under a target exposure share per source (numpy).
+
+    order = merge([np.array([.9, .1]), np.array([.5])], target_shares=[.5, .5], K=2, mode="quota")
+    # [(0, 0), (1, 0), (0, 1)]: (source index, item index within that source), best first
+
+The first min(K, #candidates) entries are the exposed slots, chosen by `mode`; the rest follow by score.
+Ties in score go to the lower source index, then the lower item index, so within a source the order is
+always by score.
+
+- `score`: pure model order, as in the DIR paper.
+- `quota`: slot counts per source from the target shares by the largest-remainder method
+  (`quota_slots`). A source that offers fewer items than its count gives up the missing slots; they go to
+  the sources with spare items by largest remainder of those sources' shares, again and again until the
+  slots are placed or no source with a positive share has items left; any slots still free go to the best
+  remaining items by score. Each source fills its slots with its best items.
+- `controller`: like `quota`, but the shares of this page follow the user's exposure deficit. With c_s
+  items of source s shown so far (`shown_counts`, e.g. `HistoryStore.exposure_counts`), C = sum(c) and
+  k = the page's slot count, source s is owed d_s = k*w_s + gain*(w_s*C - c_s) slots; the page's slots
+  are allocated as in `quota` with shares max(d_s, 0). gain=0 is `quota`; gain=1 pays the whole debt at
+  once when the sources have the items; in between the error shrinks by a factor (1-gain) per page.
+  Record the exposed (top-k) items with `HistoryStore.record_exposures` so the next page sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+MODES = ("score", "quota", "controller")
+_TIE = 1e-9  # remainders closer than this count as equal (tie-break by share, then source index)
+
+
+def largest_remainder(slots: int, weights: np.ndarray) -> np.ndarray:
+    """Integer counts summing to `slots`, each floor or ceil of slots*w/sum(w); zero weights get 0."""
+    w = np.asarray(weights, dtype=np.float64)
+    counts = np.zeros(w.size, dtype=np.int64)
+    if slots <= 0 or w.sum() <= 0:
+        return counts
+    quota = slots * w / w.sum()
+    counts[:] = np.floor(quota + _TIE)
+    left = slots - int(counts.sum())
+    rem = np.round((quota - counts) / _TIE) * _TIE
+    order = np.lexsort((np.arange(w.size), -w, -rem))
+    order = order[w[order] > 0][:left]
+    counts[order] += 1
+    return counts
+
+
+def allocate(slots: int, weights: np.ndarray, available: np.ndarray) -> np.ndarray:
+    """Largest-remainder slot counts bounded by `available`, redistributing what a source cannot fill.
+
+    The counts may sum to less than min(slots, sum(available)) when only zero-weight sources have items
+    left; `merge` gives those slots to the best remaining items by score.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    avail = np.asarray(available, dtype=np.int64)
+    counts = np.zeros(w.size, dtype=np.int64)
+    total = min(int(slots), int(avail.sum()))
+    while counts.sum() < total:
+        open_ = (w > 0) & (counts < avail)
+        if not open_.any():
+            break
+        counts = np.minimum(counts + largest_remainder(total - int(counts.sum()), np.where(open_, w, 0.0)), avail)
+    return counts
+
+
+def quota_slots(K: int, target_shares: Sequence[float], available: Sequence[int] | None = None) -> np.ndarray:
+    """Per-source slot counts of the `quota` mode (unbounded when `available` is None)."""
+    w = _shares(target_shares, len(target_shares))
+    if available is None:
+        return largest_remainder(K, w)
+    return allocate(K, w, np.asarray(available))
+
+
+def controller_shares(
+    slots: int, target_shares: Sequence[float], shown_counts: Sequence[float], gain: float
+) -> np.ndarray:
+    """Shares for the next page: the positive part of each source's deficit (see module docstring)."""
+    w = _shares(target_shares, len(target_shares))
+    c = np.asarray(shown_counts, dtype=np.float64)
+    return np.maximum(slots * w + gain * (w * c.sum() - c), 0.0)
+
+
+def merge(
+    scores: Sequence[np.ndarray],
+    target_shares: Sequence[float],
+    K: int,
+    mode: str = "score",
+    shown_counts: Sequence[float] | None = None,
+    gain: float = 0.5,
+) -> list[tuple[int, int]]:
+    """Every real candidate once, as (source index, item index): top-K by `mode`, the rest by score."""
+    m = len(scores)
+    arrays = [_scores(s, i) for i, s in enumerate(scores)]
+    w = _shares(target_shares, m)
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 0:
+        raise ValueError(f"K: expected an int >= 0, got {K!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode: unknown merge mode {mode!r}; use one of {list(MODES)}")
+    if not np.isfinite(gain) or gain < 0:
+        raise ValueError(f"gain: expected a finite number >= 0, got {gain!r}")
+
+    src = np.concatenate([np.full(a.size, i, dtype=np.int64) for i, a in enumerate(arrays)])
+    idx = np.concatenate([np.arange(a.size) for a in arrays])
+    val = np.concatenate(arrays)
+    order = np.lexsort((idx, src, -val))  # best first; ties: lower source, then lower item index
+    k = min(int(K), val.size)
+
+    chosen = np.zeros(val.size, dtype=bool)
+    if mode == "score":
+        chosen[order[:k]] = True
+    else:
+        avail = np.array([a.size for a in arrays], dtype=np.int64)
+        if mode == "controller":
+            shown = np.zeros(m) if shown_counts is None else _counts(shown_counts, m)
+            w = controller_shares(k, w, shown, gain)
+        counts = allocate(k, w, avail)
+        rank_in_source = np.empty(val.size, dtype=np.int64)  # 0 = that source's best item
+        for s in range(m):
+            mine = order[src[order] == s]
+            rank_in_source[mine] = np.arange(mine.size)
+        chosen = rank_in_source < counts[src]
+        free = k - int(counts.sum())  # slots only zero-share sources could fill: best remaining by score
+        chosen[order[~chosen[order]][:free]] = True
+    ranked = np.concatenate([order[chosen[order]], order[~chosen[order]]])
+    return [(int(src[j]), int(idx[j])) for j in ranked]
+
+
+def _scores(value: object, i: int) -> np.ndarray:
+    a = np.asarray(value, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"scores[{i}]: expected a 1-D array of the source's real candidates, got shape {a.shape}")
+    bad = np.flatnonzero(~np.isfinite(a))
+    if bad.size:
+        raise ValueError(f"scores[{i}][{bad[0]}] is {a[bad[0]]}; pass finite scores of real candidates only")
+    return a
+
+
+def _shares(value: Sequence[float], m: int) -> np.ndarray:
+    w = np.asarray(value, dtype=np.float64)
+    if w.shape != (m,):
+        raise ValueError(f"target_shares: expected {m} shares (one per source), got shape {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"target_shares: expected finite shares >= 0 with a positive sum, got {w.tolist()}")
+    return w / w.sum()
+
+
+def _counts(value: Sequence[float], m: int) -> np.ndarray:
+    c = np.asarray(value, dtype=np.float64)
+    if c.shape != (m,) or not np.isfinite(c).all() or (c < 0).any():
+        raise ValueError(f"shown_counts: expected {m} finite counts >= 0 (one per source), got {c.tolist()}")
+    return c
