@@ -1,0 +1,1 @@
+"""Data: bring-your-own logs (LOGS folders), generators (synthetic, MovieLens), preparation."""

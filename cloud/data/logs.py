@@ -1,0 +1,319 @@
+"""Read and validate a bring-your-own-logs folder (dataset.toml, items.csv, events.csv, users.csv).
+
+    logs = read_logs("my_logs")          # raises ValueError / FileNotFoundError naming file, line, fix
+    logs.spec.sources[0].categorical     # vocab sizes filled in (0 in dataset.toml = inferred)
+    logs.items["video"].dense            # float32 [N_s, D_s], row i = item index i of that source
+    logs.events.ts                       # float64, one entry per events.csv row (in file order)
+
+Line numbers in messages are 1-based lines of the file (the header is line 1), assuming no quoted
+field spans several lines. A row with fewer fields than the header reads its missing fields as empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from shared_schema.specs import DatasetSpec
+
+EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "label")
+EVENT_OPTIONAL = ("list_id", "position", "click_prob")
+
+
+@dataclass(frozen=True)
+class ItemTable:
+    """Items of one source: original ids, categorical ids (0 = unknown) and dense features."""
+
+    ids: np.ndarray  # str [N]
+    categorical: np.ndarray  # int64 [N, F]
+    dense: np.ndarray  # float32 [N, D]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Events:
+    """events.csv as arrays, one entry per row in file order."""
+
+    user: np.ndarray  # int64 index into Logs.users
+    source: np.ndarray  # int64 source index (dataset source order)
+    item: np.ndarray  # int64 item index within its source
+    ts: np.ndarray  # float64 seconds
+    label: np.ndarray  # int8 0/1
+    list_id: np.ndarray  # int64 index into list_names, -1 = no list (plain behaviour)
+    list_names: np.ndarray  # str, original list ids
+    position: np.ndarray  # int64, -1 = unknown
+    click_prob: np.ndarray  # float32, NaN = unknown
+    line: np.ndarray  # int64 1-based line number in events.csv
+    has_click_prob: bool
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass(frozen=True)
+class Logs:
+    """A validated LOGS folder."""
+
+    spec: DatasetSpec
+    items: dict[str, ItemTable]
+    users: np.ndarray  # str [U]
+    events: Events
+    events_path: Path
+
+
+def read_logs(logs_dir: str | Path) -> Logs:
+    """Read and validate every file of a LOGS folder."""
+    root = Path(logs_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: LOGS folder not found; give a folder with dataset.toml, items.csv, events.csv")
+    spec = read_spec(root / "dataset.toml")
+    spec, items = read_items(root / "items.csv", spec)
+    users = read_users(root / "users.csv") if (root / "users.csv").exists() else None
+    events, users = read_events(root / "events.csv", items, users)
+    if spec.list_mode == "logged" and not (events.list_id >= 0).any():
+        raise ValueError(
+            f"{root / 'events.csv'}: no row has a list_id but dataset.toml sets list_mode = \"logged\"; "
+            "add list_id (and position) to impressions or set list_mode = \"sampled\""
+        )
+    return Logs(spec=spec, items=items, users=users, events=events, events_path=root / "events.csv")
+
+
+def read_spec(path: str | Path) -> DatasetSpec:
+    """Parse dataset.toml into a DatasetSpec; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; every LOGS folder needs a dataset.toml (see docs/data.md)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: invalid TOML ({exc}); fix the syntax") from exc
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'dataset'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise ValueError(f"{path}: {problems}; fix dataset.toml") from exc
+
+
+def read_items(path: str | Path, spec: DatasetSpec) -> tuple[DatasetSpec, dict[str, ItemTable]]:
+    """Read items.csv; returns the spec with categorical vocab sizes filled in and one table per source."""
+    path = Path(path)
+    feature_cols = {c for s in spec.sources for c in [f.name for f in s.categorical]
+                    + [col for f in s.dense for col in f.columns()]}
+    df = read_csv(path, ["item_id", "source", *sorted(feature_cols)])
+    item_id = df["item_id"].to_numpy(dtype=object)
+    source = df["source"].to_numpy(dtype=object)
+    _require_nonempty(path, "item_id", item_id)
+    duplicated = pd.Index(item_id).duplicated()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        first = int(np.flatnonzero(item_id == item_id[row])[0])
+        raise ValueError(f"{path}: line {row + 2}: item_id {item_id[row]!r} repeats line {first + 2}; "
+                         "item ids must be unique across all sources")
+    known = np.isin(source, spec.source_names)
+    if not known.all():
+        row = int(np.flatnonzero(~known)[0])
+        raise ValueError(f"{path}: line {row + 2}: unknown source {source[row]!r}; "
+                         f"use one of {spec.source_names} or add it to dataset.toml")
+    sources = spec.model_dump()
+    tables: dict[str, ItemTable] = {}
+    for s, src in enumerate(spec.sources):
+        rows = np.flatnonzero(source == src.name)
+        if len(rows) == 0:
+            raise ValueError(f"{path}: source {src.name!r} has no items; add its items or remove it from dataset.toml")
+        cats = []
+        for f, field in enumerate(src.categorical):
+            ids, vocab = _encode_categorical(path, src.name, field.name, field.vocab, df[field.name].to_numpy(dtype=object)[rows])
+            sources["sources"][s]["categorical"][f]["vocab"] = vocab
+            cats.append(ids)
+        dense = [_numeric(path, col, df[col].to_numpy(dtype=object)[rows], rows, finite=True,
+                          what=f"dense feature of source {src.name!r}")
+                 for field in src.dense for col in field.columns()]
+        tables[src.name] = ItemTable(
+            ids=item_id[rows].astype(str),
+            categorical=np.stack(cats, axis=1) if cats else np.zeros((len(rows), 0), np.int64),
+            dense=(np.stack(dense, axis=1) if dense else np.zeros((len(rows), 0))).astype(np.float32),
+        )
+    return DatasetSpec.model_validate(sources), tables
+
+
+def read_users(path: str | Path) -> np.ndarray:
+    """Read users.csv (user_id, then any columns, unused for now); returns the user ids in file order."""
+    path = Path(path)
+    ids = read_csv(path, ["user_id"])["user_id"].to_numpy(dtype=object)
+    _require_nonempty(path, "user_id", ids)
+    duplicated = pd.Index(ids).duplicated()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        raise ValueError(f"{path}: line {row + 2}: user_id {ids[row]!r} appears twice; user ids must be unique")
+    return ids.astype(str)
+
+
+def read_events(path: str | Path, items: dict[str, ItemTable],
+                users: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
+    """Read events.csv against the item tables; returns the events and the user ids they index."""
+    path = Path(path)
+    df = read_csv(path, list(EVENT_COLUMNS), optional=EVENT_OPTIONAL)
+    rows = np.arange(len(df))
+    if len(df) == 0:
+        raise ValueError(f"{path}: no events; add at least one row")
+    user_id = df["user_id"].to_numpy(dtype=object)
+    item_id = df["item_id"].to_numpy(dtype=object)
+    _require_nonempty(path, "user_id", user_id)
+    _require_nonempty(path, "item_id", item_id)
+
+    all_ids = np.concatenate([t.ids for t in items.values()])
+    item_source = np.repeat(np.arange(len(items)), [len(t) for t in items.values()])
+    item_local = np.concatenate([np.arange(len(t)) for t in items.values()])
+    where = pd.Index(all_ids).get_indexer(item_id)
+    if (where < 0).any():
+        bad = np.flatnonzero(where < 0)
+        raise ValueError(f"{path}: line {bad[0] + 2}: item_id {item_id[bad[0]]!r} is not in items.csv "
+                         f"({len(bad)} rows like this); add the item to items.csv or drop those rows")
+
+    if users is None:
+        user, users = pd.factorize(user_id, sort=True)
+        users = np.asarray(users, dtype=str)
+    else:
+        user = pd.Index(users).get_indexer(user_id)
+        if (user < 0).any():
+            bad = int(np.flatnonzero(user < 0)[0])
+            raise ValueError(f"{path}: line {bad + 2}: user_id {user_id[bad]!r} is not in users.csv; "
+                             "add the user to users.csv or drop the row")
+
+    ts = _numeric(path, "timestamp", df["timestamp"].to_numpy(dtype=object), rows, finite=True,
+                  what="timestamp (seconds)")
+    label = _numeric(path, "label", df["label"].to_numpy(dtype=object), rows, what="label")
+    bad = np.flatnonzero((label != 0) & (label != 1))
+    if len(bad):
+        raise ValueError(f"{path}: line {bad[0] + 2}: label must be 0 or 1, got {df['label'].iloc[bad[0]]!r}; "
+                         "use 1 for a click and 0 for a shown-but-not-clicked item")
+
+    list_id = np.full(len(df), -1, np.int64)
+    list_names = np.array([], dtype=str)
+    if "list_id" in df:
+        raw = df["list_id"].to_numpy(dtype=object)
+        has = raw != ""
+        codes, names = pd.factorize(raw[has])
+        list_id[has] = codes
+        list_names = np.asarray(names, dtype=str)
+    position = np.full(len(df), -1, np.int64)
+    if "position" in df:
+        position = _optional_int(path, "position", df["position"].to_numpy(dtype=object), rows)
+    click_prob = np.full(len(df), np.nan, np.float32)
+    if "click_prob" in df:
+        raw = df["click_prob"].to_numpy(dtype=object)
+        has = raw != ""
+        prob = _numeric(path, "click_prob", raw[has], rows[has], finite=True, what="click probability")
+        bad = np.flatnonzero((prob < 0) | (prob > 1))
+        if len(bad):
+            raise ValueError(f"{path}: line {rows[has][bad[0]] + 2}: click_prob must be in [0, 1], "
+                             f"got {prob[bad[0]]}; leave it empty when unknown")
+        click_prob[has] = prob
+    events = Events(
+        user=np.asarray(user, np.int64), source=item_source[where].astype(np.int64),
+        item=item_local[where].astype(np.int64), ts=ts, label=label.astype(np.int8),
+        list_id=list_id, list_names=list_names, position=position, click_prob=click_prob,
+        line=rows + 2, has_click_prob=bool(np.isfinite(click_prob).any()),
+    )
+    _check_lists(path, events)
+    return events, users
+
+
+def read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a CSV as text columns after checking its header; errors name the file and what is missing."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; see docs/data.md for the LOGS folder layout")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise ValueError(f"{path}: empty file; the first line must be a header with {required}")
+    header = [h.strip() for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ValueError(f"{path}: line 1: column(s) {repeated} appear more than once; keep one of each")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}: line 1: missing column(s) {missing}; the header needs {required}"
+                         + (f" (optional: {list(optional)})" if optional else ""))
+    try:
+        df = pd.read_csv(path, dtype=str, na_filter=False, keep_default_na=False, skip_blank_lines=False,
+                         encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: malformed CSV ({exc}); every row needs the header's number of fields") from exc
+    df.columns = header
+    return df[[c for c in header if c in required or c in optional]]
+
+
+def _require_nonempty(path: Path, column: str, values: np.ndarray) -> None:
+    empty = np.flatnonzero(values == "")
+    if len(empty):
+        raise ValueError(f"{path}: line {empty[0] + 2}: {column} is empty; fill it in or drop the row")
+
+
+def _numeric(path: Path, column: str, raw: np.ndarray, rows: np.ndarray, *, what: str,
+             finite: bool = False) -> np.ndarray:
+    """Parse a text column to float64; the first bad value raises an error naming its line."""
+    values = pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values) if finite else np.isnan(values))
+    if len(bad):
+        got = raw[bad[0]]
+        raise ValueError(f"{path}: line {rows[bad[0]] + 2}: column {column!r} ({what}) must be a "
+                         f"{'finite ' if finite else ''}number, got {'an empty value' if got == '' else repr(got)}; "
+                         "fix the value or drop the row")
+    return values
+
+
+def _optional_int(path: Path, column: str, raw: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Parse a column of non-negative integers where empty means unknown (-1)."""
+    out = np.full(len(raw), -1, np.int64)
+    has = raw != ""
+    values = _numeric(path, column, raw[has], rows[has], finite=True, what="non-negative integer")
+    bad = np.flatnonzero((values < 0) | (values != np.round(values)))
+    if len(bad):
+        raise ValueError(f"{path}: line {rows[has][bad[0]] + 2}: column {column!r} must be a non-negative "
+                         f"integer, got {raw[has][bad[0]]!r}; leave it empty when unknown")
+    out[has] = values.astype(np.int64)
+    return out
+
+
+def _encode_categorical(path: Path, source: str, field: str, vocab: int,
+                        raw: np.ndarray) -> tuple[np.ndarray, int]:
+    """Map raw values (compared as text) to 1..V-1 in sorted order; empty -> 0."""
+    ids = np.zeros(len(raw), np.int64)
+    has = raw != ""
+    uniques, inverse = np.unique(raw[has].astype(str), return_inverse=True)
+    ids[has] = inverse + 1
+    needed = len(uniques) + 1
+    if vocab and vocab < needed:
+        raise ValueError(f"{path}: categorical field {field!r} of source {source!r} has {len(uniques)} distinct "
+                         f"values and needs vocab >= {needed} (0 is kept for unknown), but dataset.toml "
+                         f"gives vocab = {vocab}; raise it or set vocab = 0 to infer it")
+    return ids, vocab or needed
+
+
+def _check_lists(path: Path, events: Events) -> None:
+    """Every list belongs to one user."""
+    rows = np.flatnonzero(events.list_id >= 0)
+    if len(rows) == 0:
+        return
+    order = rows[np.lexsort((events.user[rows], events.list_id[rows]))]
+    same_list = events.list_id[order[1:]] == events.list_id[order[:-1]]
+    clash = np.flatnonzero(same_list & (events.user[order[1:]] != events.user[order[:-1]]))
+    if len(clash):
+        lid = events.list_id[order[clash[0]]]
+        members = np.flatnonzero(events.list_id == lid)
+        a = members[0]
+        b = members[events.user[members] != events.user[a]][0]
+        raise ValueError(f"{path}: lines {a + 2} and {b + 2}: list_id {str(events.list_names[lid])!r} has rows "
+                         "of two users; a list is shown to one user, give each shown list its own list_id")
