@@ -1,0 +1,162 @@
+"""Build reranking lists (per-source candidates, padded to n) from validated logs.
+
+    lists = build_lists(logs, seed=0)      # Lists sorted by (timestamp, first events.csv row)
+    lists.cand_item[l, s, j]              # item index within source s, -1 = padding
+
+`logged`: every list_id is one list shown at the earliest timestamp of its rows; per source the
+candidates are ordered by logged position (rows without a position after those with one, ties by
+file row); a source with more than n items in one list keeps its first n by position.
+
+`sampled` (DIR appendix A.1): every click becomes a list at the click's timestamp: the clicked item
+plus `negatives` items drawn uniformly (with replacement, then rejected and redrawn) from all items of
+all sources, rejecting the positive, repeats within the list, and items the user clicked at or before
+that time. After 20 redraw rounds a still-rejected draw is dropped (its slot stays padding). When one
+source gets more than n items, negatives of that source are dropped at random (the positive is kept).
+Within a source the candidates are shuffled so the positive's slot carries no signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cloud.data.logs import Events, Logs
+
+REDRAW_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class Lists:
+    """Lists in time order: user, timestamp and [L, m, n] candidate arrays."""
+
+    user: np.ndarray  # int64 [L]
+    ts: np.ndarray  # float64 [L]
+    cand_item: np.ndarray  # int64 [L, m, n], -1 = padding
+    label: np.ndarray  # float32 [L, m, n]
+    click_prob: np.ndarray  # float32 [L, m, n], NaN = unknown
+    position: np.ndarray  # int64 [L, m, n], -1 = unknown
+    stats: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def build_lists(logs: Logs, seed: int = 0) -> Lists:
+    """Lists of the spec's list_mode (`seed` only matters for `sampled`)."""
+    spec = logs.spec
+    if spec.list_mode == "logged":
+        return logged_lists(logs.events, spec.m, spec.n)
+    counts = [len(logs.items[name]) for name in spec.source_names]
+    return sampled_lists(logs.events, counts, spec.n, spec.negatives, seed)
+
+
+def logged_lists(events: Events, m: int, n: int) -> Lists:
+    """One list per list_id; impressions grouped by source, ordered by position, first n kept."""
+    rows = np.flatnonzero(events.list_id >= 0)
+    lid = events.list_id[rows]
+    by_time = rows[np.lexsort((rows, events.ts[rows], lid))]
+    first = by_time[np.r_[True, np.diff(events.list_id[by_time]) != 0]]  # earliest row of each list
+    first = first[np.lexsort((first, events.ts[first]))]  # lists in time order
+    rank = np.empty(len(events.list_names), np.int64)
+    rank[events.list_id[first]] = np.arange(len(first))
+
+    pos = events.position[rows]
+    pos_key = np.where(pos < 0, np.iinfo(np.int64).max, pos)
+    order = rows[np.lexsort((rows, pos_key, events.source[rows], rank[lid]))]
+    list_of, src = rank[events.list_id[order]], events.source[order]
+    slot = rank_in_groups(list_of * m + src)
+    keep = slot < n
+    out = _empty(len(first), m, n)
+    at = (list_of[keep], src[keep], slot[keep])
+    kept = order[keep]
+    out["cand_item"][at] = events.item[kept]
+    out["label"][at] = events.label[kept]
+    out["click_prob"][at] = events.click_prob[kept]
+    out["position"][at] = events.position[kept]
+    return Lists(user=events.user[first], ts=events.ts[first], **out,
+                 stats={"impressions": int(len(rows)), "impressions_over_n_dropped": int((~keep).sum())})
+
+
+def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int, seed: int) -> Lists:
+    """One list per click: the positive plus uniformly drawn unclicked negatives, grouped by source."""
+    m = len(item_counts)
+    offsets = np.r_[0, np.cumsum(item_counts)]
+    total = int(offsets[-1])
+    item_source = np.repeat(np.arange(m), item_counts)
+    gitem = offsets[events.source] + events.item
+    clicks = np.flatnonzero(events.label == 1)
+    clicks = clicks[np.lexsort((clicks, events.ts[clicks]))]
+    if len(clicks) == 0:
+        raise ValueError("events.csv: no clicks (label 1); list_mode = \"sampled\" makes one list per click")
+    user, ts = events.user[clicks], events.ts[clicks]
+    rng = np.random.default_rng(seed)
+
+    first_key, first_ts = _first_clicks(events.user[clicks], gitem[clicks], ts, total)
+    drawn = np.column_stack([gitem[clicks], rng.integers(0, total, (len(clicks), negatives))])
+
+    def rejected() -> np.ndarray:
+        key = user[:, None] * total + drawn
+        at = np.minimum(np.searchsorted(first_key, key), len(first_key) - 1)
+        clicked = (first_key[at] == key) & (first_ts[at] <= ts[:, None])
+        bad = clicked | _repeats(drawn)
+        bad[:, 0] = False
+        return bad
+
+    bad = rejected()
+    for _ in range(REDRAW_ROUNDS):
+        if not bad.any():
+            break
+        drawn[bad] = rng.integers(0, total, int(bad.sum()))
+        bad = rejected()
+    drawn[bad] = -1
+
+    list_of, col = np.nonzero(drawn >= 0)
+    g = drawn[list_of, col]
+    src, is_neg, noise = item_source[g], col > 0, rng.random(len(g))
+    order = np.lexsort((noise, is_neg, src, list_of))  # positive first, then negatives at random
+    keep = order[rank_in_groups(list_of[order] * m + src[order]) < n]
+    keep = keep[np.lexsort((noise[keep], src[keep], list_of[keep]))]  # shuffle slots within a source
+    slot = rank_in_groups(list_of[keep] * m + src[keep])
+    out = _empty(len(clicks), m, n)
+    at = (list_of[keep], src[keep], slot)
+    out["cand_item"][at] = g[keep] - offsets[src[keep]]
+    out["label"][at] = ~is_neg[keep]
+    out["click_prob"][at] = np.where(is_neg[keep], np.nan, events.click_prob[clicks][list_of[keep]])
+    return Lists(user=user, ts=ts, **out, stats={
+        "negatives_dropped_after_redraws": int(bad.sum()),
+        "negatives_over_n_dropped": int(len(g) - len(keep)),
+    })
+
+
+def rank_in_groups(keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2... within each run of equal consecutive keys: [4, 4, 7, 9, 9, 9] -> [0, 1, 0, 0, 1, 2]."""
+    if len(keys) == 0:
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+
+
+def _first_clicks(user: np.ndarray, gitem: np.ndarray, ts: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted keys user*total+item of every clicked (user, item) with the time of its first click."""
+    key = user * total + gitem
+    order = np.lexsort((ts, key))
+    first = order[np.r_[True, key[order][1:] != key[order][:-1]]]
+    return key[first], ts[first]
+
+
+def _repeats(drawn: np.ndarray) -> np.ndarray:
+    """True where a row's value already appeared in an earlier column of that row."""
+    order = np.argsort(drawn, axis=1, kind="stable")
+    ranked = np.take_along_axis(drawn, order, axis=1)
+    repeat_sorted = np.zeros(drawn.shape, bool)
+    repeat_sorted[:, 1:] = ranked[:, 1:] == ranked[:, :-1]
+    out = np.empty_like(repeat_sorted)
+    np.put_along_axis(out, order, repeat_sorted, axis=1)
+    return out
+
+
+def _empty(count: int, m: int, n: int) -> dict[str, np.ndarray]:
+    shape = (count, m, n)
+    return {"cand_item": np.full(shape, -1, np.int64), "label": np.zeros(shape, np.float32),
+            "click_prob": np.full(shape, np.nan, np.float32), "position": np.full(shape, -1, np.int64)}

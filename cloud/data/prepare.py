@@ -1,0 +1,106 @@
+"""Turn a LOGS folder into a prepared DATA folder (the on-disk format in docs/data.md).
+
+    from cloud.data.prepare import prepare
+    stats = prepare("my_logs", "my_data", force=False, seed=0)
+
+The output is written to a temporary folder beside DATA and renamed into place only when complete,
+so a failure leaves nothing half-written; an existing DATA is refused unless `force=True`.
+Time split: lists are in time order; the valid cut is the timestamp of the list at quantile
+1 - valid_fraction - test_fraction, the test cut the one at 1 - test_fraction. A split holds the
+lists with cut <= ts < next cut, so lists with equal timestamps never straddle two splits (a tie at
+a cut goes to the later split).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from cloud.data.history import histories
+from cloud.data.lists import build_lists
+from cloud.data.logs import read_logs
+from shared_schema.specs import SCHEMA_VERSION, DatasetSpec
+
+SPLITS = ("train", "valid", "test")
+
+
+def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, seed: int = 0) -> dict:
+    """Validate LOGS, build lists, histories and the time split, write DATA; returns dataset.json's stats."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    logs = read_logs(logs_dir)
+    spec = logs.spec
+    lists = build_lists(logs, seed)
+    views = histories(logs.events, lists.user, lists.ts, spec.m, spec.t, spec.lag)
+    bounds = time_split(lists.ts, spec)
+    arrays = {"user": lists.user, "ts": lists.ts, "cand_item": lists.cand_item, "label": lists.label,
+              "click_prob": lists.click_prob, "position": lists.position, **views}
+    stats = {
+        "events": len(logs.events), "clicks": int(logs.events.label.sum()), "seed": seed,
+        "lists": {name: int(b - a) for name, (a, b) in bounds.items()},
+        "time_range": {name: [float(lists.ts[a]), float(lists.ts[b - 1])] for name, (a, b) in bounds.items()},
+        **lists.stats,
+    }
+    meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
+            "num_items": {name: len(table) for name, table in logs.items.items()},
+            "num_users": len(logs.users), "has_click_prob": logs.events.has_click_prob}
+    with _replace_dir(out, force) as tmp:
+        for name, table in logs.items.items():
+            folder = tmp / "items" / name
+            folder.mkdir(parents=True)
+            np.save(folder / "ids.npy", table.ids)
+            np.save(folder / "categorical.npy", table.categorical)
+            np.save(folder / "dense.npy", table.dense)
+        np.save(tmp / "users.npy", logs.users)
+        for name, (a, b) in bounds.items():
+            (tmp / name).mkdir()
+            for key, value in arrays.items():
+                np.save(tmp / name / f"{key}.npy", value[a:b])
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return stats
+
+
+def time_split(ts: np.ndarray, spec: DatasetSpec) -> dict[str, tuple[int, int]]:
+    """[start, stop) of train, valid and test in the time-sorted lists; empty splits are an error."""
+    total = len(ts)
+    cuts = [0]
+    for fraction in (1 - spec.valid_fraction - spec.test_fraction, 1 - spec.test_fraction):
+        at = min(int(total * fraction), total - 1)
+        cuts.append(int(np.searchsorted(ts, ts[at], side="left")))
+    cuts.append(total)
+    bounds = {name: (cuts[i], cuts[i + 1]) for i, name in enumerate(SPLITS)}
+    empty = [name for name, (a, b) in bounds.items() if a == b]
+    if empty:
+        raise ValueError(
+            f"events.csv: the time split leaves {empty} empty ({total} lists, {len(np.unique(ts))} distinct "
+            "list timestamps); add more lists or change valid_fraction/test_fraction in dataset.toml"
+        )
+    return bounds
+
+
+@contextmanager
+def _replace_dir(out: Path, force: bool):
+    """Yield a temp folder beside `out`; on success it replaces `out`, on failure it is removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        if out.exists():
+            if not force:
+                raise FileExistsError(f"{out}: appeared while preparing; pass --force to replace it")
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            out.rename(old / out.name)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
