@@ -99,7 +99,8 @@ def read_spec(path: str | Path) -> DatasetSpec:
         return DatasetSpec.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'dataset'}: {err['msg'].removeprefix('Value error, ')}"
+            (f"{'.'.join(map(str, err['loc']))}: " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise ValueError(f"{path}: {problems}; fix dataset.toml") from exc

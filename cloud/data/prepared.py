@@ -30,7 +30,10 @@ class PreparedData:
         meta_path = self.path / "dataset.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: not found; create DATA with `dir-cloud prepare --logs LOGS --out DATA`")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{meta_path}: not valid JSON ({exc}); re-run `dir-cloud prepare`") from exc
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(
                 f"{meta_path}: schema_version {meta.get('schema_version')!r} but this code reads {SCHEMA_VERSION}; "
