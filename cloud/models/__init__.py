@@ -1,0 +1,46 @@
+"""Model registry: every reranker by name, built from a DatasetSpec.
+
+    from cloud.models import MODELS, build_model, count_parameters
+    model = build_model("dir", spec, hidden=32)    # -> RerankModel
+    model = build_model("dir-pg", spec)            # an ablation (DIR paper, section 5.3)
+
+To add a model: one file per model with a RerankModel subclass, and one line in MODELS.
+`build_model` records `model.name` and `model.options` so a run can rebuild the same model.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+
+from cloud.models.base import ItemEncoder, RerankModel, count_parameters
+from cloud.models.dir import DIR
+from shared_schema.specs import DatasetSpec
+
+MODELS: dict[str, Callable[..., RerankModel]] = {
+    "dir": DIR,
+    "dir-isi": functools.partial(DIR, gru=False),
+    "dir-lrs": functools.partial(DIR, linear_sharing=False),
+    "dir-hrs": functools.partial(DIR, high_order_sharing=False),
+    "dir-lcm": functools.partial(DIR, listwise_context=False),
+    "dir-pg": functools.partial(DIR, preference_generator=False),
+    "dir-js": functools.partial(DIR, exposure_loss=False),
+}
+
+
+def build_model(name: str, spec: DatasetSpec, **options) -> RerankModel:
+    """The registered model `name` for `spec`; `options` are its constructor's keyword arguments."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    factory = MODELS[name]
+    accepted = [p for p in inspect.signature(factory).parameters if p != "spec"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"model {name!r} has no option(s) {unknown}; its options: {accepted}")
+    model = factory(spec, **options)
+    model.name, model.options = name, dict(options)
+    return model
+
+
+__all__ = ["MODELS", "ItemEncoder", "RerankModel", "build_model", "count_parameters"]

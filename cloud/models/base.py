@@ -1,0 +1,120 @@
+"""The embedding split every model follows: cloud-only `ItemEncoder` + exportable device model.
+
+    model = build_model("dir", spec)           # a RerankModel
+    scores = model(batch)                      # [B, m, n] logits, batch from cloud/batches.py
+    inputs = model.device_inputs(batch)        # dense tensors in TensorLayout order
+    assert torch.equal(model.device_model(*inputs), scores)
+    count_parameters(model)                    # {"cloud": ..., "device": ...}
+
+`ItemEncoder` holds the embedding tables (they stay in the cloud); `device_model` takes only the
+dense layout tensors (shared_schema/layout.py) and is what gets exported to ExecuTorch / TFLite.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shared_schema.layout import TensorLayout
+from shared_schema.specs import DatasetSpec
+
+
+class ItemEncoder(nn.Module):
+    """Per source, one `nn.Embedding(vocab, embedding_dim)` per categorical field, then raw dense features.
+
+        enc = ItemEncoder(spec, embedding_dim=16)
+        vectors = enc(0, cat[..., F_0], dense[..., D_0])   # [..., d_0]
+    """
+
+    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16):
+        super().__init__()
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.embedding_dim = embedding_dim
+        self.dense_dims = [source.dense_dim() for source in spec.sources]
+        self.tables = nn.ModuleList()
+        for source in spec.sources:
+            for field in source.categorical:
+                if field.vocab < 1:
+                    raise ValueError(
+                        f"source {source.name!r}, categorical field {field.name!r}: vocab is 0 (not inferred yet); "
+                        "build the model from the spec in a prepared DATA/dataset.json"
+                    )
+            self.tables.append(nn.ModuleList(nn.Embedding(f.vocab, embedding_dim) for f in source.categorical))
+        self._dims = [source.vector_dim(embedding_dim) for source in spec.sources]
+
+    def vector_dims(self) -> list[int]:
+        """Width d_s of each source's item vector."""
+        return list(self._dims)
+
+    def forward(self, s: int, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        tables = self.tables[s]
+        if cat.shape[-1] != len(tables) or dense.shape[-1] != self.dense_dims[s]:
+            raise ValueError(
+                f"source {s}: expected {len(tables)} categorical columns and {self.dense_dims[s]} dense floats, "
+                f"got cat {list(cat.shape)} and dense {list(dense.shape)}"
+            )
+        parts = [table(cat[..., f]) for f, table in enumerate(tables)]
+        if self.dense_dims[s]:
+            parts.append(dense.to(torch.float32))
+        return torch.cat(parts, dim=-1)
+
+
+class RerankModel(nn.Module):
+    """Base of every reranker: `item_encoder` (cloud) composed with `device_model` (exported).
+
+    A subclass calls `super().__init__(spec, embedding_dim)` and then sets `self.device_model`, an
+    `nn.Module` whose `forward(*inputs)` takes the tensors of `self.layout` in order and returns
+    scores [B, m, n] (logits). Set `uses_exposure_loss = False` where the exposure loss is not used.
+    """
+
+    uses_exposure_loss = True
+    device_model: nn.Module
+
+    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16):
+        super().__init__()
+        self.spec = spec
+        self.item_encoder = ItemEncoder(spec, embedding_dim)
+        self.layout = TensorLayout(vector_dims=tuple(self.item_encoder.vector_dims()), n=spec.n, t=spec.t)
+
+    def device_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Encode a feature batch into the layout tensors (padded vectors zeroed), in layout order."""
+        inputs: list[torch.Tensor] = []
+        for s in range(self.layout.m):
+            for part in ("cand", "hist"):
+                cat, dense, mask = (_get(batch, f"{part}_{kind}_{s}") for kind in ("cat", "dense", "mask"))
+                vectors = self.item_encoder(s, cat, dense) * mask.unsqueeze(-1)
+                inputs += [vectors, mask]
+        return tuple(inputs)
+
+    def example_inputs(self, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """Random layout tensors (some slots padded and zeroed) for tracing, export and tests."""
+        generator = torch.Generator().manual_seed(seed)
+        inputs: list[torch.Tensor] = []
+        for spec in self.layout.input_specs(batch):
+            if "mask" in spec.name:
+                length = spec.shape[1]
+                real = torch.randint(1, length + 1, (batch, 1), generator=generator)
+                inputs.append((torch.arange(length).unsqueeze(0) < real).to(torch.float32))
+            else:
+                inputs.append(torch.randn(spec.shape, generator=generator))
+        for i in range(0, len(inputs), 2):  # vectors come right before their mask
+            inputs[i] = inputs[i] * inputs[i + 1].unsqueeze(-1)
+        return tuple(inputs)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.device_model(*self.device_inputs(batch))
+
+
+def count_parameters(model: RerankModel) -> dict[str, int]:
+    """Trainable parameter counts: `cloud` (embedding tables) and `device` (the exported model)."""
+    return {
+        "cloud": sum(p.numel() for p in model.item_encoder.parameters()),
+        "device": sum(p.numel() for p in model.device_model.parameters()),
+    }
+
+
+def _get(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in batch:
+        raise ValueError(f"feature batch has no {key!r}; batches come from cloud/batches.py (keys: {sorted(batch)})")
+    return batch[key]

@@ -1,0 +1,206 @@
+"""DIR: "On-device Integrated Re-ranking with Heterogeneous Behavior Modeling" (Xi et al., KDD'23;
+seeds/004), written export-friendly for ExecuTorch and TFLite.
+
+    model = DIR(spec)                                  # or build_model("dir-isi", spec), see __init__.py
+    scores = model(batch)                              # [B, m, n] logits
+    scores = model.device_model(*model.device_inputs(batch))   # the same, bit for bit
+
+Device model (dense layout tensors in, logits out), defaults in brackets:
+1. Heterogeneous encoding: one MLP per source, d_s -> hidden [32] -> hidden, for candidates and history.
+2. Intra-source interaction: one GRU per source over its history, oldest to newest (index 0 = newest,
+   padding at the tail); p_s = state after the newest behaviour; padded steps keep the state, an empty
+   history gives p_s = 0. The m GRUs run as one grouped computation over stacked weights [m, ...].
+   `gru=False` (dir-isi): masked average pooling instead.
+3. Linear (cross-stitch) sharing V = A P, A [m, m] learnable, identity at init (`linear_sharing`, dir-lrs).
+4. High-order sharing: multi-head self-attention [heads = 2] over the m rows [p_s, v_s] -> r_s of width
+   hidden (`high_order_sharing`, dir-hrs; without it r_s = v_s).
+5. Listwise context: multi-head self-attention over all m*n candidate slots, padded keys masked, with a
+   residual x̂ = x + Attn(x) (`listwise_context`, dir-lcm; without it x̂ = x).
+6. Source-level alignment o = [x̂, r_s, x̂ * r_s] (slot (s, j) belongs to source s by the fixed layout, so
+   r_s is broadcast over the n slots of source s), shared MLP [mlp_dims = (64, 32)], the last hidden layer
+   personalized by the preference-adaptive generator ẑ = g(R) ⊙ relu(W z + b), g(R) = sigmoid(MLP([r_1..r_m]))
+   (`preference_generator`, dir-pg), then a linear layer to one logit per slot.
+Padded candidate slots get the constant logit PAD_LOGIT. `exposure_loss=False` (dir-js) only sets
+`uses_exposure_loss`. Export rules kept: no nn.GRU / chunk / split / one_hot / boolean indexing / -inf,
+masks are float multiplications, no data-dependent control flow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cloud.models.base import RerankModel
+from shared_schema.specs import DatasetSpec
+
+MASKED = 1e9
+"""Added (negated) to attention logits of padded keys; finite so no -inf arithmetic produces NaN."""
+
+PAD_LOGIT = -1e4
+"""Score of every padded candidate slot (sigmoid -> 0; representable in float16)."""
+
+
+class DIR(RerankModel):
+    """DIR with its ablations as constructor flags (see the module docstring for each flag)."""
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        hidden: int = 32,
+        heads: int = 2,
+        mlp_dims: Sequence[int] = (64, 32),
+        gru: bool = True,
+        linear_sharing: bool = True,
+        high_order_sharing: bool = True,
+        listwise_context: bool = True,
+        preference_generator: bool = True,
+        exposure_loss: bool = True,
+    ):
+        super().__init__(spec, embedding_dim)
+        self.uses_exposure_loss = exposure_loss
+        self.device_model = DIRDeviceModel(
+            self.layout.vector_dims, hidden=hidden, heads=heads, mlp_dims=mlp_dims, gru=gru,
+            linear_sharing=linear_sharing, high_order_sharing=high_order_sharing,
+            listwise_context=listwise_context, preference_generator=preference_generator,
+        )
+
+
+class DIRDeviceModel(nn.Module):
+    """`forward(cand_0, cand_mask_0, hist_0, hist_mask_0, cand_1, ...) -> scores [B, m, n]`.
+
+    Weights do not depend on n or t, so the same model also runs on longer padded inputs.
+    """
+
+    def __init__(
+        self,
+        vector_dims: Sequence[int],
+        hidden: int = 32,
+        heads: int = 2,
+        mlp_dims: Sequence[int] = (64, 32),
+        gru: bool = True,
+        linear_sharing: bool = True,
+        high_order_sharing: bool = True,
+        listwise_context: bool = True,
+        preference_generator: bool = True,
+    ):
+        super().__init__()
+        if hidden < 1 or heads < 1 or hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be a positive multiple of heads ({heads})")
+        if not mlp_dims or min(mlp_dims) < 1:
+            raise ValueError(f"mlp_dims must be one or more positive widths, got {tuple(mlp_dims)}")
+        m = len(vector_dims)
+        self.m = m
+        self.encoders = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden)) for d in vector_dims
+        )
+        self.gru = GroupedGRU(m, hidden) if gru else None
+        self.share = nn.Parameter(torch.eye(m)) if linear_sharing else None
+        self.source_attention = (
+            SelfAttention(2 * hidden if linear_sharing else hidden, hidden, heads) if high_order_sharing else None
+        )
+        self.candidate_attention = SelfAttention(hidden, hidden, heads) if listwise_context else None
+        widths = [3 * hidden, *mlp_dims]
+        self.mlp = nn.Sequential(*(layer for a, b in zip(widths[:-2], widths[1:-1]) for layer in (nn.Linear(a, b), nn.ReLU())))
+        self.personal = nn.Linear(widths[-2], widths[-1])
+        self.generator = (
+            nn.Sequential(nn.Linear(m * hidden, hidden), nn.ReLU(), nn.Linear(hidden, widths[-1]), nn.Sigmoid())
+            if preference_generator else None
+        )
+        self.out = nn.Linear(widths[-1], 1)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        encoded = [self.encoders[s](torch.cat([inputs[4 * s], inputs[4 * s + 2]], dim=1)) for s in range(m)]
+        n = inputs[0].shape[1]
+        cand = torch.stack([e[:, :n] for e in encoded], dim=1)  # [B, m, n, h]
+        cand_mask = torch.stack(inputs[1::4], dim=1)  # [B, m, n]
+        prefs = self._preferences(
+            torch.stack([e[:, n:] for e in encoded], dim=0),  # [m, B, t, h]
+            torch.stack(inputs[3::4], dim=0),  # [m, B, t]
+        )  # [B, m, h]
+        batch, _, _, hidden = cand.shape
+        x = cand.reshape(batch, m * n, hidden)
+        if self.candidate_attention is not None:
+            x = x + self.candidate_attention(x, cand_mask.reshape(batch, m * n))
+        x = x.reshape(batch, m, n, hidden)
+        r = prefs.unsqueeze(2).expand(batch, m, n, hidden)
+        z = self.mlp(torch.cat([x, r, x * r], dim=-1))
+        z = torch.relu(self.personal(z))
+        if self.generator is not None:
+            z = z * self.generator(prefs.reshape(batch, m * hidden)).reshape(batch, 1, 1, -1)
+        scores = self.out(z).squeeze(-1)
+        return scores * cand_mask + (1.0 - cand_mask) * PAD_LOGIT
+
+    def _preferences(self, hist: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
+        """Source-level preferences R [B, m, h] from histories [m, B, t, h] with masks [m, B, t]."""
+        if self.gru is not None:
+            p = self.gru(hist, hist_mask)
+        else:  # masked average pooling as a matmul; an empty history gives 0
+            total = torch.matmul(hist_mask.unsqueeze(2), hist).squeeze(2)
+            p = total / hist_mask.sum(dim=2, keepdim=True).clamp(min=1.0)
+        p = p.transpose(0, 1)  # [B, m, h]
+        v = torch.matmul(self.share, p) if self.share is not None else p
+        if self.source_attention is None:
+            return v
+        return self.source_attention(torch.cat([p, v], dim=-1) if self.share is not None else p)
+
+
+class GroupedGRU(nn.Module):
+    """m independent GRUs (gate order r, z, n as in nn.GRU) run together with batched matmuls.
+
+        p = GroupedGRU(m, h)(hist [m, B, t, h], mask [m, B, t])   # [m, B, h]
+
+    Steps run from index t-1 to 0 (oldest to newest); a step with mask 0 leaves the state unchanged.
+    """
+
+    def __init__(self, m: int, hidden: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(hidden)
+        self.hidden = hidden
+        self.w_input = nn.Parameter(torch.empty(m, hidden, 3 * hidden).uniform_(-bound, bound))
+        self.w_state = nn.Parameter(torch.empty(m, hidden, 3 * hidden).uniform_(-bound, bound))
+        self.b_input = nn.Parameter(torch.empty(m, 1, 3 * hidden).uniform_(-bound, bound))
+        self.b_state = nn.Parameter(torch.empty(m, 1, 3 * hidden).uniform_(-bound, bound))
+
+    def forward(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m, batch, steps, h = hist.shape
+        gates_in = torch.bmm(hist.reshape(m, batch * steps, h), self.w_input) + self.b_input
+        gates_in = gates_in.reshape(m, batch, steps, 3 * h)
+        state = hist.new_zeros(m, batch, h)
+        for k in range(steps - 1, -1, -1):
+            x = gates_in[:, :, k]
+            g = torch.bmm(state, self.w_state) + self.b_state
+            rz = torch.sigmoid(x[..., : 2 * h] + g[..., : 2 * h])
+            candidate = torch.tanh(x[..., 2 * h:] + rz[..., :h] * g[..., 2 * h:])
+            z = rz[..., h:]
+            new = candidate + z * (state - candidate)  # (1 - z) * candidate + z * state
+            state = state + mask[:, :, k: k + 1] * (new - state)
+        return state
+
+
+class SelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention (Eq. 2, no output projection), optional key mask.
+
+        out = SelfAttention(d_in, d_out, heads)(x [B, L, d_in], key_mask [B, L] or None)   # [B, L, d_out]
+    """
+
+    def __init__(self, d_in: int, d_out: int, heads: int):
+        super().__init__()
+        self.d_out, self.heads = d_out, heads
+        self.qkv = nn.Linear(d_in, 3 * d_out)
+        self.scale = 1.0 / math.sqrt(d_out // heads)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        length, d, heads = x.shape[1], self.d_out, self.heads
+        qkv = self.qkv(x)
+        q, k, v = (qkv[..., i * d: (i + 1) * d].reshape(-1, length, heads, d // heads).transpose(1, 2) for i in range(3))
+        logits = torch.matmul(q, k.transpose(2, 3)) * self.scale  # [B, heads, L, L]
+        if key_mask is not None:
+            keep = key_mask.reshape(-1, 1, 1, length)
+            logits = logits * keep + (keep - 1.0) * MASKED
+        out = torch.matmul(torch.softmax(logits, dim=-1), v)
+        return out.transpose(1, 2).reshape(-1, length, d)
