@@ -30,7 +30,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,7 @@ def _v1_initial_schema(db: sqlite_utils.Database) -> None:
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
         """CREATE TABLE items (source TEXT NOT NULL, item_id TEXT NOT NULL, vector BLOB NOT NULL,
            dim INTEGER NOT NULL, embedding_version TEXT NOT NULL, updated_at REAL NOT NULL,
-           PRIMARY KEY (source, item_id))""",
+           PRIMARY KEY (source, item_id)) WITHOUT ROWID""",
         """CREATE TABLE behaviors (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,
            item_id TEXT NOT NULL, source TEXT NOT NULL,
            action TEXT NOT NULL CHECK (action IN ('impression', 'click')))""",
@@ -56,8 +55,8 @@ def _v1_initial_schema(db: sqlite_utils.Database) -> None:
         " source TEXT NOT NULL, request_id TEXT NOT NULL DEFAULT '')",
     ):
         db.execute(sql)
-    db["behaviors"].create_index(
-        ["source", "action", sqlite_utils.db.DescIndex("ts"), sqlite_utils.db.DescIndex("id")],
+    db["behaviors"].create_index(  # covers the last-clicks read: no table lookups
+        ["source", "action", sqlite_utils.db.DescIndex("ts"), sqlite_utils.db.DescIndex("id"), "item_id"],
         index_name="behaviors_last",
     )
     db["exposures"].create_index(["source"], index_name="exposures_source")
@@ -67,17 +66,13 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial_schema]
 """Schema migrations in order; a file at schema version v gets MIGRATIONS[v:] applied on open."""
 
 
-@lru_cache(maxsize=16)
-def last_clicks_sql(m: int) -> str:
-    """One statement for the newest clicks of m sources; parameters: (source, t) per source."""
-    part = (
-        "SELECT * FROM (SELECT {k} AS k, b.ts, b.id, b.item_id, i.vector"
-        " FROM behaviors AS b CROSS JOIN items AS i ON i.source = b.source AND i.item_id = b.item_id"
-        " WHERE b.source = ? AND b.action = 'click'"
-        " AND i.embedding_version = (SELECT value FROM meta WHERE key = 'embedding_version')"
-        " ORDER BY b.ts DESC, b.id DESC LIMIT ?)"
-    )
-    return " UNION ALL ".join(part.format(k=k) for k in range(m)) + " ORDER BY k, ts DESC, id DESC"
+LAST_CLICKS_SQL = """SELECT b.item_id, i.vector
+  FROM behaviors AS b CROSS JOIN items AS i ON i.source = b.source AND i.item_id = b.item_id
+  WHERE b.source = ? AND b.action = 'click'
+    AND i.embedding_version = (SELECT value FROM meta WHERE key = 'embedding_version')
+  ORDER BY b.ts DESC, b.id DESC LIMIT ?"""
+"""Newest clicks of one source with current vectors; parameters (source, t). CROSS JOIN keeps
+`behaviors` (read in index order, stopping after t rows) as the outer loop."""
 
 
 _PRUNE_BEHAVIORS = """DELETE FROM behaviors WHERE source = :s AND action = :a AND (ts, id) <
@@ -215,19 +210,17 @@ class HistoryStore:
         return source  # type: ignore[return-value]
 
     def _check_dim(self, conn: sqlite3.Connection, source: str, version: str, dim: int, field: str) -> None:
-        known = self._dims.get(source)
-        if known is None:
-            key = f"dim:{version}:{source}"
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                conn.execute(_SET_META, (key, dim))
-                return
-            known = row[0]
-        if dim != known:
-            raise ValueError(
-                f"{field}: vector has {dim} values but source {source!r} uses {known} "
-                f"(embedding version {version!r}); send vectors of the bundle's width"
-            )
+        """The first vector of a source under a version fixes its width (in `meta`); `dims` too."""
+        key = f"dim:{version}:{source}"
+        stored = _meta(conn, key)
+        for known in (self._dims.get(source), stored):
+            if known is not None and dim != known:
+                raise ValueError(
+                    f"{field}: vector has {dim} values but source {source!r} uses {known} "
+                    f"(embedding version {version!r}); send vectors of the bundle's width"
+                )
+        if stored is None:
+            conn.execute(_SET_META, (key, dim))
 
     def _check_event(self, event: object, field: str) -> tuple[BehaviorEvent, np.ndarray | None]:
         if not isinstance(event, BehaviorEvent):
@@ -344,13 +337,13 @@ class HistoryStore:
             self._check_source(s, f"sources[{i}]")
         if isinstance(t, bool) or not isinstance(t, int) or t < 0:
             raise ValueError(f"t: expected an int >= 0, got {t!r}")
-        out: list[list[tuple[str, np.ndarray]]] = [[] for _ in sources]
-        if not sources or t == 0:
-            return out
-        params = [p for s in sources for p in (s, t)]
-        for k, _, _, item_id, blob in self.db.conn.execute(last_clicks_sql(len(sources)), params):
-            out[k].append((item_id, np.frombuffer(blob, dtype=VECTOR_DTYPE)))
-        return out
+        conn = self.db.conn
+        conn.execute("BEGIN")  # one snapshot for all sources
+        try:
+            rows = [conn.execute(LAST_CLICKS_SQL, (s, t)).fetchall() for s in sources]
+        finally:
+            conn.execute("COMMIT")
+        return [_split(source_rows) for source_rows in rows]
 
     def exposure_counts(self, sources: Sequence[str]) -> np.ndarray:
         """Items shown to this user so far, per source (int64), including pruned exposure rows."""
@@ -390,6 +383,14 @@ class HistoryStore:
             "items": dict(conn.execute("SELECT source, count(*) FROM items GROUP BY 1").fetchall()),
             "exposure_rows": dict(conn.execute("SELECT source, count(*) FROM exposures GROUP BY 1").fetchall()),
         }
+
+
+def _split(rows: list[tuple[str, bytes]]) -> list[tuple[str, np.ndarray]]:
+    """(item_id, vector) pairs; the vectors are views of one array (a source's vectors share a width)."""
+    if not rows:
+        return []
+    vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=VECTOR_DTYPE).reshape(len(rows), -1)
+    return [(item_id, v) for (item_id, _), v in zip(rows, vectors)]
 
 
 def _meta(conn: sqlite3.Connection, key: str) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import time
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from device_runtime import store as store_mod
-from device_runtime.store import HistoryStore, last_clicks_sql
+from device_runtime.store import LAST_CLICKS_SQL, HistoryStore
 from shared_schema.messages import BehaviorEvent
 
 SOURCES = ["video", "article", "ad"]
@@ -162,16 +163,23 @@ def test_fixed_dims_are_enforced_from_the_first_vector(tmp_path):
 
 
 def test_last_clicks_query_uses_the_index_not_a_scan(store):
-    params = ["video", 20, "article", 20, "ad", 20]
-    plan = store.db.execute("EXPLAIN QUERY PLAN " + last_clicks_sql(3), params).fetchall()
-    details = [row[3] for row in plan]
-    assert details.count("SEARCH b USING INDEX behaviors_last (source=? AND action=?)") == 3, details
-    assert details.count("SEARCH i USING INDEX sqlite_autoindex_items_1 (source=? AND item_id=?)") == 3, details
-    assert not any(d.startswith(("SCAN b", "SCAN i", "SCAN behaviors", "SCAN items")) for d in details), details
-    # each part reads the index in order and stops after t rows: no sort inside a part (the outer
-    # ORDER BY only sorts the <= t rows each part returns)
-    parts = {row[0] for row in plan if row[3].startswith("CO-ROUTINE")}
-    assert len(parts) == 3 and not any(row[1] in parts and "TEMP B-TREE" in row[3] for row in plan), details
+    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + LAST_CLICKS_SQL, ("video", 20))]
+    # behaviours read newest-first from the covering index (stopping after t rows), then one primary-key
+    # lookup per click: no scan, no sort. (Older SQLite writes "SEARCH TABLE behaviors AS b ...".)
+    assert re.fullmatch(r"SEARCH (TABLE behaviors AS )?b USING COVERING INDEX behaviors_last \(source=\? AND action=\?\)", plan[0]), plan
+    assert re.fullmatch(r"SEARCH (TABLE items AS )?i USING PRIMARY KEY \(source=\? AND item_id=\?\)", plan[1]), plan
+    assert not any("SCAN" in p or "TEMP B-TREE" in p for p in plan), plan
+
+
+def test_fixed_dims_and_stored_dims_must_agree(tmp_path):
+    path = tmp_path / "h.db"
+    with HistoryStore(path) as s:
+        s.cache_items("video", [("v0", vec(0))], "e1")
+    with HistoryStore(path, dims={"video": 8}) as s:
+        with pytest.raises(ValueError, match=r"items\[0\]\.vector: vector has 8 values but source 'video' uses 4"):
+            s.cache_items("video", [("v1", vec(1, dim=8))], "e1")
+        s.cache_items("video", [("v1", vec(1, dim=8))], "e2")  # a new embedding version may change widths
+        assert s.last_clicks(["video"], 5) == [[]]
 
 
 def test_last_clicks_is_fast_with_10000_behaviours(tmp_path):
