@@ -1,0 +1,72 @@
+"""ExecuTorch backend: runs a `.pte` program with `executorch.runtime.Runtime`.
+
+    backend = open_executorch(Path("bundle/model.pte"), manifest.inputs, manifest.outputs[0], "xnnpack")
+
+The delegate is fixed when the program is lowered, so the bundle carries one `.pte` per delegate
+(`xnnpack` -> model.pte, `portable` -> model_portable.pte). ExecuTorch's Python runtime needs torch:
+it is imported here, lazily, and nowhere else in the device runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from device_runtime.backends.base import Backend
+from shared_schema import TensorSpec
+
+_DTYPES = {6: "float32", 3: "int32", 4: "int64", 11: "bool"}  # ExecuTorch ScalarType codes
+
+
+class ExecuTorchBackend(Backend):
+    """One loaded `forward` method; numpy in, numpy out (zero-copy through torch.from_numpy)."""
+
+    name = "executorch"
+
+    def __init__(self, path, delegate, inputs, output, method, from_numpy):
+        super().__init__(path, delegate, inputs, output)
+        self._method = method
+        self._from_numpy = from_numpy
+
+    def _invoke(self, arrays: list[np.ndarray]) -> np.ndarray:
+        return self._method.execute([self._from_numpy(a) for a in arrays])[0].numpy()
+
+
+def open_executorch(
+    path: Path, inputs: Sequence[TensorSpec], output: TensorSpec, delegate: str = "xnnpack", threads: int = 1
+) -> ExecuTorchBackend:
+    """Load the program at `path` (already lowered for `delegate`) and check its signature."""
+    try:
+        import torch
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+    except ImportError as exc:
+        raise ImportError(
+            f"ExecuTorch runtime not installed ({exc}); `pip install dir-rerank[device-executorch]`"
+        ) from exc
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+    program = Runtime.get().load_program(path)
+    method = program.load_method("forward")
+    meta = method.metadata
+    if meta.num_inputs() != len(inputs) or meta.num_outputs() != 1:
+        raise ValueError(
+            f"{path.name}: program takes {meta.num_inputs()} inputs and returns {meta.num_outputs()} outputs, "
+            f"the manifest says {len(inputs)} inputs and 1 output"
+        )
+    for i, spec in enumerate(inputs):
+        _check(path, spec, meta.input_tensor_meta(i))
+    _check(path, output, meta.output_tensor_meta(0))
+    return ExecuTorchBackend(path, delegate, inputs, output, method, torch.from_numpy)
+
+
+def _check(path: Path, spec: TensorSpec, info) -> None:
+    shape = tuple(info.sizes())
+    dtype = _DTYPES.get(int(info.dtype()), f"scalar type {int(info.dtype())}")
+    if shape != tuple(spec.shape) or dtype != spec.dtype:
+        raise ValueError(
+            f"{path.name}: tensor for {spec.name!r} is {dtype}{list(shape)}, "
+            f"the manifest says {spec.dtype}{list(spec.shape)}"
+        )

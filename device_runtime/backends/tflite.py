@@ -1,0 +1,162 @@
+"""LiteRT / TFLite backend: `ai_edge_litert` (or `tflite_runtime` when that is what is installed).
+
+    backend = open_tflite(Path("bundle/model.tflite"), manifest.inputs, manifest.outputs[0], "xnnpack")
+
+Delegates: `cpu` (builtin kernels, no default delegate), `xnnpack` (the interpreter's default XNNPACK
+delegate), or an external delegate by name (`edgetpu`, `armnn`, `qnn`, `gpu`) or by library path,
+loaded with `load_delegate`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from device_runtime.backends.base import Backend
+from shared_schema import TensorSpec
+
+EXTERNAL_DELEGATES = {
+    "edgetpu": "libedgetpu.so.1",
+    "armnn": "libarmnnDelegate.so",
+    "qnn": "libQnnTFLiteDelegate.so",
+    "gpu": "libtensorflowlite_gpu_delegate.so",
+}
+"""Delegate names and the shared library each one loads (any other path works too)."""
+
+_POSITIONAL = re.compile(r"^args_(\d+)$")
+
+
+def interpreter_module():
+    """The installed interpreter module: ai_edge_litert first, then tflite_runtime."""
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter
+        except ImportError as exc:
+            raise ImportError(
+                "no TFLite interpreter installed; `pip install dir-rerank[device-tflite]` (ai-edge-litert)"
+            ) from exc
+    return interpreter
+
+
+def delegate_library(delegate: str) -> str | None:
+    """Shared library for an external delegate name or path; None for `cpu` and `xnnpack`."""
+    if delegate in ("cpu", "xnnpack"):
+        return None
+    if delegate in EXTERNAL_DELEGATES:
+        return EXTERNAL_DELEGATES[delegate]
+    if "/" in delegate or delegate.endswith((".so", ".dylib", ".dll")) or ".so." in delegate:
+        return delegate
+    known = ["cpu", "xnnpack", *EXTERNAL_DELEGATES]
+    raise ValueError(f"unknown TFLite delegate {delegate!r}; use one of {known} or a delegate library path")
+
+
+class TFLiteBackend(Backend):
+    """A TFLite interpreter whose inputs are bound to the manifest's input names.
+
+    A quantized model's integer inputs/outputs are (de)quantized with each tensor's scale and zero
+    point, so callers always feed and receive float32 as the manifest says.
+    """
+
+    name = "tflite"
+
+    def __init__(self, path, delegate, inputs, output, interpreter, input_details, output_detail):
+        super().__init__(path, delegate, inputs, output)
+        self._interpreter = interpreter
+        self._inputs = [(d["index"], _quantizer(d)) for d in input_details]
+        self._output = (output_detail["index"], _quantizer(output_detail))
+        self._keep_alive = None
+
+    def op_names(self) -> list[str]:
+        """Ops of the interpreter's execution plan; a `DELEGATE` op is a subgraph a delegate runs."""
+        return [op["op_name"] for op in self._interpreter._get_ops_details()]
+
+    def _invoke(self, arrays: list[np.ndarray]) -> np.ndarray:
+        for (index, quant), array in zip(self._inputs, arrays):
+            self._interpreter.set_tensor(index, array if quant is None else _quantize(array, *quant))
+        self._interpreter.invoke()
+        index, quant = self._output
+        out = self._interpreter.get_tensor(index)
+        return out if quant is None else ((out.astype(np.float32) - quant[1]) * quant[0]).astype(np.float32)
+
+
+def open_tflite(
+    path: Path,
+    inputs: Sequence[TensorSpec],
+    output: TensorSpec,
+    delegate: str = "xnnpack",
+    threads: int = 1,
+    delegate_options: Mapping[str, str] | None = None,
+) -> TFLiteBackend:
+    """Load `path` with `delegate`; raises the loader's own error when the delegate is not available."""
+    module = interpreter_module()
+    library = delegate_library(delegate)
+    kwargs: dict = {"model_path": str(path), "num_threads": threads}
+    loaded = None
+    if library is not None:
+        ctypes.CDLL(library)  # the same dlopen as load_delegate; fails cleanly with the loader's OSError
+        loaded = module.load_delegate(library, dict(delegate_options or {}))
+        kwargs["experimental_delegates"] = [loaded]
+    elif delegate == "cpu":
+        kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = module.Interpreter(**kwargs)
+    interpreter.allocate_tensors()
+    input_details, output_detail = _bind(interpreter, inputs, output, path)
+    backend = TFLiteBackend(path, delegate, inputs, output, interpreter, input_details, output_detail)
+    backend._keep_alive = loaded  # the delegate must outlive the interpreter
+    return backend
+
+
+def _bind(interpreter, inputs: Sequence[TensorSpec], output: TensorSpec, path: Path) -> tuple[list[dict], dict]:
+    """Tensor details for the manifest inputs (by name, or by position for `args_<i>` names) and output."""
+    signatures = interpreter.get_signature_list()
+    if signatures:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        details = runner.get_input_details()
+        outputs = list(runner.get_output_details().values())
+    else:
+        details = {d["name"]: d for d in interpreter.get_input_details()}
+        outputs = interpreter.get_output_details()
+    names = [spec.name for spec in inputs]
+    if set(details) == set(names):
+        ordered = [details[name] for name in names]
+    elif len(details) == len(names) and all(_POSITIONAL.match(k) for k in details):
+        ordered = [details[k] for k in sorted(details, key=lambda k: int(_POSITIONAL.match(k).group(1)))]
+    else:
+        raise ValueError(f"{path.name}: model inputs {sorted(details)} do not match the manifest's {names}")
+    for spec, detail in zip(inputs, ordered):
+        _check(path, spec, detail)
+    if len(outputs) != 1:
+        raise ValueError(f"{path.name}: expected one output ({output.name!r}), the model has {len(outputs)}")
+    _check(path, output, outputs[0])
+    return ordered, outputs[0]
+
+
+def _quantizer(detail: dict) -> tuple[float, int, np.dtype] | None:
+    """(scale, zero point, integer dtype) of a quantized float tensor; None for a float tensor."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return None
+    scale, zero_point = detail["quantization"]
+    return float(scale), int(zero_point), dtype
+
+
+def _quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def _check(path: Path, spec: TensorSpec, detail: dict) -> None:
+    shape = tuple(int(x) for x in detail["shape"])
+    dtype = np.dtype(detail["dtype"])
+    quantized_float = dtype.kind in "iu" and detail["quantization"][0] != 0 and spec.dtype == "float32"
+    if shape != tuple(spec.shape) or (dtype != np.dtype(spec.dtype) and not quantized_float):
+        raise ValueError(
+            f"{path.name}: tensor for {spec.name!r} is {dtype}{list(shape)}, "
+            f"the manifest says {spec.dtype}{list(spec.shape)}"
+        )
