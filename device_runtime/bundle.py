@@ -1,0 +1,254 @@
+"""Model bundles on the device: verify, install atomically, keep the previous ones, roll back.
+
+    registry = BundleRegistry("~/.dir-device")
+    registry.install("bundle.zip")      # or a bundle directory; refuses a bad one, the active one stays
+    registry.active().path              # root/versions/<model_version>-<manifest hash>
+    registry.rollback()                 # back to the previously active bundle
+
+Layout under `root`: `versions/<version>/` (manifest.json + model files) and `current`, a small JSON
+pointer `{"active": version, "previous": [older versions, newest first]}` replaced with `os.replace`,
+so readers always see either the old or the new bundle, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from pydantic import ValidationError
+
+from shared_schema import SCHEMA_VERSION, BundleManifest
+from shared_schema.manifest import MANIFEST_NAME
+
+LOAD_CHECK_ORDER = ("tflite:cpu", "tflite:xnnpack", "executorch:portable", "executorch:xnnpack")
+"""What install tries to prove that this runtime can load at least one file of the bundle."""
+
+
+@dataclass(frozen=True)
+class InstalledBundle:
+    """An installed bundle: its version name, directory and manifest."""
+
+    version: str
+    path: Path
+    manifest: BundleManifest
+
+
+def read_manifest(bundle_dir: str | os.PathLike) -> BundleManifest:
+    """Parse `bundle_dir/manifest.json`, checking the schema version before anything else."""
+    path = Path(bundle_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; a bundle holds {MANIFEST_NAME} next to its model files")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); re-download the bundle") from exc
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: schema_version {version!r} is not supported by this runtime (it reads {SCHEMA_VERSION}); "
+            f"install a bundle exported for schema {SCHEMA_VERSION} or upgrade dir-rerank"
+        )
+    try:
+        manifest = BundleManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: not a valid bundle manifest: {exc}") from exc
+    _check_consistent(manifest, path)
+    return manifest
+
+
+def verify(bundle_dir: str | os.PathLike) -> BundleManifest:
+    """Check the manifest and every listed file's size and sha256; return the manifest."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    for entry in manifest.files:
+        path = bundle_dir / _safe_relative(entry.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: listed in {MANIFEST_NAME} but missing; re-download the bundle")
+        size = path.stat().st_size
+        if size != entry.size:
+            raise ValueError(
+                f"{path}: {size} bytes, {MANIFEST_NAME} says {entry.size} (truncated or wrong file); "
+                "re-download the bundle"
+            )
+        digest = _sha256(path)
+        if digest != entry.sha256:
+            raise ValueError(
+                f"{path}: sha256 {digest} does not match {MANIFEST_NAME} ({entry.sha256}); "
+                "the file is corrupt, re-download the bundle"
+            )
+    return manifest
+
+
+class BundleRegistry:
+    """Installed bundles under `root`; `keep` bounds how many versions stay on disk."""
+
+    def __init__(self, root: str | os.PathLike, keep: int = 3):
+        if keep < 2:
+            raise ValueError(f"keep must be >= 2 (the active bundle and one to roll back to), got {keep}")
+        self.root = Path(root).expanduser().absolute()
+        self.keep = keep
+        self.versions_dir = self.root / "versions"
+        self.pointer = self.root / "current"
+
+    verify = staticmethod(verify)
+
+    def install(self, path: str | os.PathLike) -> InstalledBundle:
+        """Verify the bundle at `path` (directory or .zip), copy it in, and make it the active one."""
+        source = Path(path).expanduser()
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: no such bundle (give a bundle directory or .zip)")
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.versions_dir))
+        try:
+            if source.is_file():
+                source = _extract_zip(source, staging / "unzipped")
+            manifest = read_manifest(source)
+            copy = staging / "bundle"
+            copy.mkdir()
+            for name in [MANIFEST_NAME, *(f.path for f in manifest.files)]:
+                src = source / _safe_relative(name)
+                if not src.is_file():
+                    raise FileNotFoundError(f"{src}: listed in {MANIFEST_NAME} but missing; re-download the bundle")
+                (copy / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, copy / name)
+            verify(copy)
+            _check_loadable(copy, manifest)
+            version = _version_name(manifest, copy / MANIFEST_NAME)
+            target = self.versions_dir / version
+            if not _intact(target):
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(copy, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        state = self._state()
+        if state["active"] != version:
+            previous = [v for v in [state["active"], *state["previous"]] if v and v != version]
+            self._write_state(version, previous)
+        return self.active()
+
+    def active(self) -> InstalledBundle | None:
+        """The active bundle, or None when nothing is installed."""
+        version = self._state()["active"]
+        if version is None:
+            return None
+        path = self.versions_dir / version
+        return InstalledBundle(version, path, read_manifest(path))
+
+    def previous(self) -> list[str]:
+        """Versions kept for rollback, newest first."""
+        return list(self._state()["previous"])
+
+    def rollback(self) -> InstalledBundle:
+        """Make the previously active bundle active again; the rolled-back one is removed."""
+        state = self._state()
+        if not state["previous"]:
+            raise ValueError(f"{self.root}: no previous bundle to roll back to")
+        self._write_state(state["previous"][0], state["previous"][1:])
+        return self.active()
+
+    def _state(self) -> dict:
+        if not self.pointer.exists():
+            return {"active": None, "previous": []}
+        try:
+            state = json.loads(self.pointer.read_text(encoding="utf-8"))
+            return {"active": str(state["active"]), "previous": [str(v) for v in state["previous"]]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.pointer}: unreadable bundle pointer ({exc}); reinstall a bundle") from exc
+
+    def _write_state(self, active: str, previous: list[str]) -> None:
+        previous = previous[: self.keep - 1]
+        _atomic_write(self.pointer, json.dumps({"active": active, "previous": previous}))
+        for stale in set(p.name for p in self.versions_dir.iterdir()) - {active, *previous}:
+            if not stale.startswith(".staging-"):
+                shutil.rmtree(self.versions_dir / stale, ignore_errors=True)
+
+
+def _check_consistent(manifest: BundleManifest, path: Path) -> None:
+    m = len(manifest.sources)
+    if len(manifest.vector_dims) != m or len(manifest.target_shares) != m:
+        raise ValueError(
+            f"{path}: {m} sources but {len(manifest.vector_dims)} vector_dims and "
+            f"{len(manifest.target_shares)} target_shares"
+        )
+    layout = manifest.layout()
+    if manifest.inputs != layout.input_specs() or manifest.outputs != layout.output_specs():
+        raise ValueError(f"{path}: inputs/outputs do not follow the tensor layout for n, t and vector_dims")
+    if not manifest.files:
+        raise ValueError(f"{path}: lists no model files")
+
+
+def _intact(bundle_dir: Path) -> bool:
+    """True when `bundle_dir` already holds a verified copy (reinstalling the same bundle keeps it)."""
+    try:
+        verify(bundle_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_loadable(bundle_dir: Path, manifest: BundleManifest) -> None:
+    from device_runtime.backends import BackendError, load_backend
+
+    try:
+        load_backend(bundle_dir, manifest, order=LOAD_CHECK_ORDER)
+    except BackendError as exc:
+        raise ValueError(f"this runtime cannot load any file of the bundle: {exc}") from exc
+
+
+def _safe_relative(name: str) -> PurePosixPath:
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ValueError(f"bundle file path {name!r} must be relative and stay inside the bundle")
+    return rel
+
+
+def _extract_zip(archive: Path, out: Path) -> Path:
+    """Extract safely; returns the directory that holds manifest.json (top level or one folder down)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                _safe_relative(member)
+            zf.extractall(out)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{archive}: not a readable zip ({exc}); re-download the bundle") from exc
+    if (out / MANIFEST_NAME).is_file():
+        return out
+    inner = [p for p in out.iterdir() if (p / MANIFEST_NAME).is_file()]
+    if len(inner) != 1:
+        raise FileNotFoundError(f"{archive}: no {MANIFEST_NAME} at the top level or in a single folder")
+    return inner[0]
+
+
+def _version_name(manifest: BundleManifest, manifest_path: Path) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", manifest.model_version)[:64]
+    return f"{safe}-{_sha256(manifest_path)[:12]}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
