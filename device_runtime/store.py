@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -191,16 +191,17 @@ class HistoryStore:
                 conn.execute(_SET_META, ("schema_version", version + 1))
 
     @contextmanager
-    def _write(self) -> Iterable[sqlite3.Connection]:
+    def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the write lock first (no deadlock between two writers)."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # some errors (disk full...) have already rolled back
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     # -- validation ------------------------------------------------------------------------------
     def _check_source(self, source: object, field: str) -> str:
@@ -222,7 +223,7 @@ class HistoryStore:
         if stored is None:
             conn.execute(_SET_META, (key, dim))
 
-    def _check_event(self, event: object, field: str) -> tuple[BehaviorEvent, np.ndarray | None]:
+    def _check_event(self, event: object, field: str) -> tuple[BehaviorEvent, np.ndarray | None, str]:
         if not isinstance(event, BehaviorEvent):
             raise ValueError(f"{field}: expected a BehaviorEvent, got {type(event).__name__}")
         _text(event.item_id, f"{field}.item_id")
@@ -231,36 +232,35 @@ class HistoryStore:
             raise ValueError(f"{field}.action: unknown action {event.action!r}; use one of {list(ACTIONS)}")
         _finite(event.ts, f"{field}.ts")
         vec = None if event.vector is None else _vector(event.vector, f"{field}.vector")
-        return event, vec
+        return event, vec, field
 
     # -- writes ----------------------------------------------------------------------------------
     def record(self, event: BehaviorEvent) -> int:
         """Store one behaviour (and its item vector, if the event carries one); returns its id."""
-        return self._record([self._check_event(event, "event")], "event")[0]
+        return self._record([self._check_event(event, "event")])[0]
 
     def record_many(self, events: Sequence[BehaviorEvent]) -> list[int]:
         """Store behaviours in one transaction (all or none); returns their ids in order."""
-        return self._record([self._check_event(e, f"events[{i}]") for i, e in enumerate(events)], "events")
+        return self._record([self._check_event(e, f"events[{i}]") for i, e in enumerate(events)])
 
-    def _record(self, checked: list[tuple[BehaviorEvent, np.ndarray | None]], field: str) -> list[int]:
+    def _record(self, checked: list[tuple[BehaviorEvent, np.ndarray | None, str]]) -> list[int]:
         ids = []
         with self._write() as conn:
             version = _meta(conn, "embedding_version")
-            for i, (event, vec) in enumerate(checked):
+            for event, vec, field in checked:
                 if vec is not None:
-                    where = field if len(checked) == 1 else f"{field}[{i}]"
                     if version is None:
                         raise ValueError(
-                            f"{where}.vector: the store has no embedding version yet; call "
+                            f"{field}.vector: the store has no embedding version yet; call "
                             "cache_items(...) or set_embedding_version(...) first"
                         )
-                    self._put_items(conn, event.source, [(event.item_id, vec)], version, f"{where}.vector")
+                    self._put_items(conn, event.source, [(event.item_id, vec)], version, f"{field}.vector")
                 cur = conn.execute(
                     "INSERT INTO behaviors (ts, item_id, source, action) VALUES (?, ?, ?, ?)",
                     (float(event.ts), event.item_id, event.source, event.action),
                 )
                 ids.append(cur.lastrowid)
-            self._wrote(conn, {e.source for e, _ in checked}, len(checked))
+            self._wrote(conn, {e.source for e, _, _ in checked}, len(checked))
         return ids
 
     def cache_items(self, source: str, items: Sequence[tuple[str, object]], embedding_version: str) -> int:

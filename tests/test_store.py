@@ -36,10 +36,15 @@ def snapshot(s: HistoryStore):
     return {t: s.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in ("items", "behaviors", "exposures", "meta")}
 
 
-def test_pragmas_wal_synchronous_busy_timeout(store):
+def test_pragmas_wal_synchronous_busy_timeout(store, tmp_path):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+    with HistoryStore(tmp_path / "full.db", synchronous="full", busy_timeout_ms=250) as full:
+        assert full.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert full.db.execute("PRAGMA busy_timeout").fetchone()[0] == 250
+    with pytest.raises(ValueError, match="synchronous"):
+        HistoryStore(tmp_path / "off.db", synchronous="OFF")
 
 
 def test_last_clicks_newest_first_per_source_only_clicks_at_most_t(store):
@@ -130,6 +135,8 @@ def test_record_many_is_all_or_nothing(store):
     assert snapshot(store) == before
     with pytest.raises(ValueError, match=r"events\[1\]\.source"):
         store.record_many([click("v0", ts=1), click("v1", source="nope")])
+    with pytest.raises(ValueError, match=r"events\[0\]\.vector: vector has 2 values"):
+        store.record_many([click("v1", vector=[1.0, 2.0])])
     assert snapshot(store) == before
 
 

@@ -98,9 +98,8 @@ def test_every_returned_record_survives_sigkill(tmp_path):
 
 
 def test_concurrent_writers_and_readers_never_see_database_is_locked(tmp_path):
-    path = tmp_path / "history.db"
-    HistoryStore(path).close()
-    workers = [_spawn("writer", path, i) for i in range(2)] + [_spawn("reader", path) for _ in range(3)]
+    path = tmp_path / "history.db"  # not created yet: the workers race to create and migrate it
+    workers = [_spawn("writer", path, i) for i in range(2)] + [_spawn("reader", path) for _ in range(2)]
     _start(workers, seconds=2.0)
     reports = []
     for w in workers:
