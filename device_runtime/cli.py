@@ -1,0 +1,187 @@
+"""`dir-device`: install model bundles, rerank slates and keep the behaviour history on the device.
+
+Every command works on a bundle registry (--root, default $DIR_DEVICE_HOME or ~/.dir-device) and a
+history store (--db, default ROOT/history.db) and prints JSON. Examples:
+
+    dir-device install bundle.zip
+    dir-device rerank --slate slate.json --merge controller
+    dir-device record --item v3 --source video --action click
+    dir-device history --source video --limit 5
+    dir-device rollback
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from device_runtime.backends import DEFAULT_ORDER, BackendError
+from device_runtime.bundle import BundleRegistry, InstalledBundle
+from device_runtime.reranker import MERGE_MODES, Reranker, check_event
+from shared_schema import BehaviorEvent, CandidateSlate
+
+
+def install(args: argparse.Namespace) -> dict:
+    """Verify a bundle (directory or .zip) and make it the active one.
+
+    Checks the manifest's schema version, every file's size and sha256, and that this runtime can
+    load at least one model file; a bad bundle is refused and the active one stays.
+    """
+    registry = BundleRegistry(args.root)
+    return _bundle_json(registry.install(args.bundle), registry)
+
+
+def rollback(args: argparse.Namespace) -> dict:
+    """Make the previously active bundle active again."""
+    registry = BundleRegistry(args.root)
+    return _bundle_json(registry.rollback(), registry)
+
+
+def rerank(args: argparse.Namespace) -> dict:
+    """Rerank a candidate slate (JSON file, or - for stdin) and print the merged list.
+
+    Reads the newest clicks per source from the history store, runs the active bundle, merges the
+    sources under the bundle's target shares and records the exposures of the top K.
+    """
+    text = sys.stdin.read() if args.slate == "-" else _read(Path(args.slate))
+    try:
+        slate = CandidateSlate.model_validate_json(text)
+    except ValueError as exc:
+        raise ValueError(f"{args.slate}: not a valid candidate slate: {exc}") from exc
+    with _open(args) as reranker:
+        return reranker.rerank(slate).model_dump()
+
+
+def record(args: argparse.Namespace) -> dict:
+    """Record a behaviour (click or impression) of an item in the history store."""
+    event = BehaviorEvent(item_id=args.item, source=args.source, action=args.action,
+                          ts=time.time() if args.ts is None else args.ts)
+    bundle = _active(args.root)
+    check_event(bundle.manifest, event)
+    with _store(args, bundle) as store:
+        return {"recorded": store.record(event), **event.model_dump(exclude={"vector"})}
+
+
+def history(args: argparse.Namespace) -> dict:
+    """List the newest behaviours in the history store, newest first."""
+    bundle = _active(args.root)
+    if args.source is not None and args.source not in bundle.manifest.source_names:
+        raise ValueError(f"--source {args.source!r} is not a source of the bundle: {bundle.manifest.source_names}")
+    with _store(args, bundle) as store:
+        where = "WHERE source = ?" if args.source else ""
+        rows = store.db.conn.execute(
+            f"SELECT ts, item_id, source, action FROM behaviors {where} ORDER BY ts DESC, id DESC LIMIT ?",
+            ([args.source] if args.source else []) + [args.limit],
+        )
+        return {"behaviors": [dict(zip(("ts", "item_id", "source", "action"), row)) for row in rows]}
+
+
+def info(args: argparse.Namespace) -> dict:
+    """Show the active bundle, the backend and delegate that run it (and why others did not), store stats."""
+    with _open(args) as reranker:
+        registry = BundleRegistry(args.root)
+        return {**reranker.info(), "root": str(registry.root), "previous": registry.previous()}
+
+
+COMMANDS = {"install": install, "rollback": rollback, "rerank": rerank, "record": record, "history": history,
+            "info": info}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `dir-device` parser: one subcommand per entry of COMMANDS, each with --root and --db."""
+    default_root = os.environ.get("DIR_DEVICE_HOME", str(Path.home() / ".dir-device"))
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=default_root,
+                        help="bundle registry folder (default: $DIR_DEVICE_HOME or ~/.dir-device; now %(default)s)")
+    common.add_argument("--db", default=None, help="history store SQLite file (default: ROOT/history.db)")
+    runtime = argparse.ArgumentParser(add_help=False)
+    runtime.add_argument("--backend", default="auto", choices=["auto", "tflite", "executorch"],
+                         help="inference runtime (default: auto, the first of --order that runs)")
+    runtime.add_argument("--delegate", default="auto",
+                         help="cpu, xnnpack, portable, an NPU/GPU delegate name (edgetpu, armnn, qnn, gpu) "
+                              "or a TFLite delegate library path (default: auto)")
+    runtime.add_argument("--threads", type=int, default=1, help="CPU threads for inference (default: 1)")
+    runtime.add_argument("--order", default=",".join(DEFAULT_ORDER),
+                         help="comma-separated BACKEND:DELEGATE pairs that auto tries (default: %(default)s)")
+    runtime.add_argument("--quantization", default=None,
+                         help="use only model files of this quantization, e.g. int8 (default: fp32 first)")
+    runtime.add_argument("--merge", default="score", choices=MERGE_MODES,
+                         help="score: model order; quota: per-source top-K slots from the target shares; "
+                              "controller: steer toward the target using exposures already shown (default: score)")
+
+    parser = argparse.ArgumentParser(prog="dir-device", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {}
+    for name, fn in COMMANDS.items():
+        parents = [common, runtime] if name in ("rerank", "info") else [common]
+        parsers[name] = sub.add_parser(name, parents=parents, help=fn.__doc__.splitlines()[0],
+                                       description=fn.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parsers[name].set_defaults(_run=fn)
+    parsers["install"].add_argument("bundle", metavar="BUNDLE", help="bundle directory or .zip")
+    parsers["rerank"].add_argument("--slate", required=True, metavar="FILE", help="CandidateSlate JSON file, or -")
+    parsers["record"].add_argument("--item", required=True, help="item id")
+    parsers["record"].add_argument("--source", required=True, help="source of the item (a source of the bundle)")
+    parsers["record"].add_argument("--action", default="click", choices=["click", "impression"],
+                                   help="default: click")
+    parsers["record"].add_argument("--ts", type=float, default=None, help="unix time in seconds (default: now)")
+    parsers["history"].add_argument("--source", default=None, help="only this source")
+    parsers["history"].add_argument("--limit", type=int, default=20, help="how many (default: 20)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.db is None:
+        args.db = str(Path(args.root).expanduser() / "history.db")
+    try:
+        out = args._run(args)
+    except (ValueError, FileNotFoundError, BackendError, ImportError) as exc:
+        print(f"dir-device {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _open(args: argparse.Namespace) -> Reranker:
+    Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    order = [o.strip() for o in args.order.split(",") if o.strip()]
+    return Reranker.open(args.root, args.db, args.backend, args.delegate, args.merge, args.threads, order,
+                         args.quantization)
+
+
+def _active(root: str) -> InstalledBundle:
+    bundle = BundleRegistry(root).active()
+    if bundle is None:
+        raise FileNotFoundError(f"{root}: no bundle installed; run `dir-device install BUNDLE --root {root}`")
+    return bundle
+
+
+def _store(args: argparse.Namespace, bundle: InstalledBundle):
+    from device_runtime.store import HistoryStore
+
+    Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    m = bundle.manifest
+    return HistoryStore(Path(args.db).expanduser(), sources=m.source_names,
+                        dims=dict(zip(m.source_names, m.vector_dims)))
+
+
+def _bundle_json(bundle: InstalledBundle, registry: BundleRegistry) -> dict:
+    m = bundle.manifest
+    return {"active": bundle.version, "path": str(bundle.path), "model_name": m.model_name,
+            "model_version": m.model_version, "embedding_version": m.embedding_version,
+            "previous": registry.previous()}
+
+
+def _read(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such slate file")
+    return path.read_text(encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
