@@ -168,11 +168,10 @@ class GroupedGRU(nn.Module):
 
     def forward(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m, batch, steps, h = hist.shape
-        gates_in = torch.bmm(hist.reshape(m, batch * steps, h), self.w_input) + self.b_input
-        gates_in = gates_in.reshape(m, batch, steps, 3 * h)
         state = hist.new_zeros(m, batch, h)
         for k in range(steps - 1, -1, -1):
-            x = gates_in[:, :, k]
+            # projecting per step (not all steps at once) keeps each slice's backward small
+            x = torch.bmm(hist[:, :, k], self.w_input) + self.b_input
             g = torch.bmm(state, self.w_state) + self.b_state
             rz = torch.sigmoid(x[..., : 2 * h] + g[..., : 2 * h])
             candidate = torch.tanh(x[..., 2 * h:] + rz[..., :h] * g[..., 2 * h:])
