@@ -11,6 +11,7 @@ identical tables, and users are generated in fixed-size chunks so memory stays b
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,7 +147,7 @@ def generate(config: SynthConfig = SynthConfig()) -> SynthTables:
                        _users_table(config, merged), truth, config)
 
 
-def write_logs(tables: SynthTables, out, force: bool = False):
+def write_logs(tables: SynthTables, out: str | Path, force: bool = False) -> Path:
     """Write `tables` as a LOGS folder at `out` (atomic; refuses a non-empty `out` unless `force`)."""
     settings = ", ".join(f"{k}={v}" for k, v in asdict(tables.config).items())
     return write_logs_folder(
