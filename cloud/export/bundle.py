@@ -1,0 +1,295 @@
+"""Write a model bundle (DESIGN section 6): the device model exported for each runtime + manifest.json.
+
+    manifest = write_bundle(model, spec, "out/bundle", backends=("executorch", "tflite"), quantize="int8",
+                            embedding_version=run.embedding_version, metrics=run.metrics)
+    print(summary(manifest))
+
+Only `model.device_model` is exported (the embedding split); the item encoder's tables stay in the cloud.
+Files: model.pte (ExecuTorch, XNNPACK), model_portable.pte (ExecuTorch portable kernels), model.tflite
+(LiteRT, fp32, batch 1); quantize="int8" adds model_int8.tflite (full int8, for NPUs) and
+quantize="int8-dynamic" model_int8_dynamic.tflite (int8 weights, float activations). Each file is loaded back
+with its real runtime and compared with eager PyTorch on the parity cases (cloud/export/parity.py); an
+fp32 file above `parity_tolerance` fails the export. Everything is written to a temporary folder that is
+renamed to `out_dir` at the end, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cloud import runs
+from cloud.export.capture import ExportError, capture
+from cloud.export.executorch import lower_executorch
+from cloud.export.parity import eager_runner, max_abs_diff, parity_cases
+from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
+from cloud.export.runners import open_runner
+from cloud.export.tflite import convert_tflite
+from shared_schema.manifest import MANIFEST_NAME, BundleFile, BundleManifest
+from shared_schema.specs import DatasetSpec
+
+BACKENDS = ("executorch", "tflite")
+QUANTIZED_FILES = {"int8": "model_int8.tflite", "int8-dynamic": "model_int8_dynamic.tflite"}
+QUANTIZED_NOTES = {
+    "int8": "full int8 (weights and activations; ai-edge-quantizer static_wi8_ai8) for NPUs; its inputs and "
+            "output are int8: (de)quantize with each tensor's scale and zero point",
+    "int8-dynamic": "int8 weights, float32 activations and I/O (ai-edge-quantizer dynamic_wi8_afp32) for CPUs",
+}
+PARITY_TOLERANCE = 1e-5
+EXPORTERS = ("torch", "executorch", "litert-torch", "ai-edge-quantizer")
+
+
+@dataclass
+class _File:
+    """One file to make: `make(program, folder)` returns its bytes and the ops left outside its delegate."""
+
+    path: str
+    runtime: str
+    delegate: str
+    quantization: str
+    stage: str
+    make: Callable[[torch.export.ExportedProgram, Path], tuple[bytes, dict[str, int]]]
+    parity: float | None = None
+
+
+def write_bundle(
+    model,
+    spec: DatasetSpec,
+    out_dir: str | Path,
+    backends: Sequence[str] | str = BACKENDS,
+    quantize: Sequence[str] | str | None = None,
+    embedding_version: str | None = None,
+    model_version: str | None = None,
+    metrics: Mapping | None = None,
+    calibration_inputs: Iterable | None = None,
+    model_name: str | None = None,
+    overwrite: bool = False,
+    parity_tolerance: float = PARITY_TOLERANCE,
+    progress: Callable[..., None] = functools.partial(print, flush=True),
+) -> BundleManifest:
+    """Export `model.device_model` into the bundle folder `out_dir` and return its manifest.
+
+    `model` is a RerankModel (item_encoder + device_model + layout); `backends` any of "executorch",
+    "tflite"; `quantize` any of "int8", "int8-dynamic". `embedding_version` defaults to a hash of the
+    item encoder's tables, `model_version` to a hash of the device model's weights; `metrics` are the
+    run's quality metrics (nested dicts flattened with '.'). `calibration_inputs` ("int8" only): real
+    inputs, dicts or tuples in layout order of any batch size (default: item-encoder vectors of random
+    items). `progress` is print-like: called with end="" as a stage starts ("[2/6] lowering to
+    ExecuTorch (XNNPACK)...") and again as it ends (" 12.3 s").
+    """
+    backends = _names(backends, BACKENDS, "backends")
+    quantize = _names(quantize or (), tuple(QUANTIZED_FILES), "quantize", allow_empty=True)
+    if quantize and "tflite" not in backends:
+        raise ValueError(f"quantize={list(quantize)} makes int8 files from model.tflite: add 'tflite' to backends")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; choose another --out or pass overwrite=True (--force)")
+    layout = _check_layout(model, spec)
+    device_model = model.device_model.eval()
+    calibration = []
+    if "int8" in quantize:
+        calibration = (as_requests(calibration_inputs, layout) if calibration_inputs is not None
+                       else encoder_calibration(model))
+    files = _plan(backends, quantize, device_model, layout, calibration)
+    cases = parity_cases(layout)
+    reference = eager_runner(device_model, layout)
+    notes: dict[str, str] = {}
+    total = len(files) + 3
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        with _stage(progress, 1, total, "capturing the device model (torch.export)"):
+            program = capture(device_model, layout)
+        for i, f in enumerate(files, start=2):
+            with _stage(progress, i, total, f.stage):
+                data, left = f.make(program, tmp)
+                (tmp / f.path).write_bytes(data)
+            if left:
+                notes[f"non_delegated_ops.{f.path}"] = "; ".join(f"{op} x{count}" for op, count in left.items())
+        with _stage(progress, total - 1, total, f"parity vs eager PyTorch ({len(cases)} cases per file)"):
+            for f in files:
+                f.parity = _parity(tmp / f.path, f.runtime, reference, cases, layout)
+                if f.quantization == "fp32" and not f.parity <= parity_tolerance:
+                    raise ExportError(f"{f.path}: max abs diff {f.parity:.3g} vs eager PyTorch exceeds "
+                                      f"{parity_tolerance:g} on the parity cases; the export is not trusted")
+        with _stage(progress, total, total, f"writing {MANIFEST_NAME}"):
+            notes.update({f"quantization.{QUANTIZED_FILES[mode]}": QUANTIZED_NOTES[mode] for mode in quantize})
+            if calibration:
+                notes["int8_calibration"] = (
+                    f"{len(calibration)} requests from " + ("the given calibration inputs" if calibration_inputs
+                    is not None else "item-encoder vectors of random items") + ", every candidate slot marked real")
+            manifest = _manifest(model, spec, layout, files, tmp, embedding_version, model_version, metrics,
+                                 model_name, notes, len(cases))
+            (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+        _publish(tmp, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _plan(backends, quantize, device_model, layout, calibration) -> list[_File]:
+    files = []
+    if "executorch" in backends:
+        for xnnpack, path, what in ((True, "model.pte", "XNNPACK"), (False, "model_portable.pte", "portable kernels")):
+            files.append(_File(path, "executorch", "xnnpack" if xnnpack else "portable", "fp32",
+                               f"lowering to ExecuTorch ({what})", functools.partial(_lower, xnnpack=xnnpack)))
+    if "tflite" in backends:
+        files.append(_File("model.tflite", "tflite", "any", "fp32", "converting to TFLite (litert-torch)",
+                           lambda program, folder: (convert_tflite(device_model, layout), {})))
+    for mode in quantize:
+        detail = f", {len(calibration)} calibration requests" if mode == "int8" else ""
+        files.append(_File(QUANTIZED_FILES[mode], "tflite", "any", mode, f"quantizing to {mode} (ai-edge-quantizer{detail})",
+                           functools.partial(_quantize, mode=mode, calibration=calibration)))
+    return files
+
+
+def _lower(program, folder: Path, xnnpack: bool) -> tuple[bytes, dict[str, int]]:
+    lowered = lower_executorch(program, xnnpack=xnnpack)
+    return lowered.buffer, lowered.non_delegated
+
+
+def _quantize(program, folder: Path, mode: str, calibration: list) -> tuple[bytes, dict[str, int]]:
+    return quantize_tflite((folder / "model.tflite").read_bytes(), mode, calibration), {}
+
+
+def summary(manifest: BundleManifest) -> str:
+    """Human-readable table of a bundle: parameter split, files, sizes, parity, ops left outside XNNPACK."""
+    mt = manifest.metrics
+    lines = [f"bundle {manifest.model_name} {manifest.model_version} (embedding {manifest.embedding_version}): "
+             f"m={len(manifest.sources)} n={manifest.n} t={manifest.t} vector_dims={manifest.vector_dims}"]
+    if "params_device" in mt:
+        lines.append(f"parameters: device {int(mt['params_device']):,} exported | cloud {int(mt['params_cloud']):,} "
+                     f"(embedding tables) -> {mt['cloud_param_share']:.1%} of parameters stay in the cloud")
+    lines.append(f"{'file':<27}{'runtime':<12}{'delegate':<10}{'quantization':<14}{'size':>11}  parity max|diff|")
+    for f in manifest.files:
+        parity = "-" if f.parity_max_abs_diff is None else f"{f.parity_max_abs_diff:.2e}"
+        lines.append(f"{f.path:<27}{f.runtime:<12}{f.delegate:<10}{f.quantization:<14}{f.size / 1024:>8.1f} KB  {parity}")
+    for key, ops in manifest.notes.items():
+        if key.startswith("non_delegated_ops."):
+            lines.append(f"not delegated in {key.split('.', 1)[1]}: {ops}")
+    return "\n".join(lines)
+
+
+def _names(value: Sequence[str] | str, known: Sequence[str], what: str, allow_empty: bool = False) -> tuple[str, ...]:
+    """'a,b' or ['a', 'b'] -> ('a', 'b'), each one of `known`."""
+    names = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
+    unknown = [v for v in names if v not in known]
+    if unknown or not (names or allow_empty):
+        raise ValueError(f"{what}: unknown {unknown or 'empty list'}; choose from {list(known)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _check_layout(model, spec: DatasetSpec):
+    layout = model.layout
+    dims = tuple(model.item_encoder.vector_dims())
+    if (layout.n, layout.t, layout.m) != (spec.n, spec.t, spec.m) or tuple(layout.vector_dims) != dims:
+        raise ValueError(f"model layout (m={layout.m}, n={layout.n}, t={layout.t}, dims={list(layout.vector_dims)}) "
+                         f"does not match spec (m={spec.m}, n={spec.n}, t={spec.t}) / item encoder dims {list(dims)}: "
+                         "build the model from the same DatasetSpec")
+    return layout
+
+
+def _parity(path: Path, runtime: str, reference, cases, layout) -> float:
+    if runtime == "tflite":  # a .tflite runs with or without XNNPACK on the device: check both
+        return max(max_abs_diff(reference, open_runner(path, layout, xnnpack=x), cases, layout) for x in (True, False))
+    return max_abs_diff(reference, open_runner(path, layout), cases, layout)
+
+
+def _manifest(model, spec, layout, files, folder, embedding_version, model_version, metrics, model_name,
+              notes, n_cases) -> BundleManifest:
+    cloud = sum(p.numel() for p in model.item_encoder.parameters())
+    device = sum(p.numel() for p in model.device_model.parameters())
+    numbers = {**_flatten(metrics or {}), "params_device": float(device), "params_cloud": float(cloud),
+               "cloud_param_share": cloud / max(cloud + device, 1)}
+    notes = {
+        "embedding_split": f"only the device model is exported ({device} parameters); the item encoder's "
+                           f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the cloud",
+        "parity": f"max abs diff vs eager PyTorch fp32 over real candidate slots of {n_cases} batch-1 cases "
+                  "(full, random, empty history per source, no candidates per source, all histories empty, "
+                  "one candidate per source); .tflite checked with and without XNNPACK",
+        "exporters": ", ".join(f"{name} {_version(name)}" for name in EXPORTERS),
+        **notes,
+    }
+    return BundleManifest(
+        model_name=model_name or getattr(model, "name", None) or type(model).__name__.lower(),
+        model_version=model_version or _digest(model.device_model),
+        sources=list(spec.sources),
+        vector_dims=list(layout.vector_dims),
+        n=layout.n, t=layout.t, K=spec.K,
+        target_shares=spec.target_shares,
+        embedding_version=embedding_version or runs.embedding_version(model),
+        inputs=layout.input_specs(1),
+        outputs=layout.output_specs(1),
+        files=[BundleFile(path=f.path, sha256=hashlib.sha256((folder / f.path).read_bytes()).hexdigest(),
+                          size=(folder / f.path).stat().st_size, runtime=f.runtime, delegate=f.delegate,
+                          quantization=f.quantization, parity_max_abs_diff=f.parity) for f in files],
+        metrics=numbers,
+        notes=notes,
+    )
+
+
+def _flatten(metrics: Mapping, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def _digest(module) -> str:
+    """Short content hash of a module's weights (the default model version)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished folder into place; an existing bundle is replaced only with `overwrite`."""
+    if not out_dir.exists():
+        tmp.rename(out_dir)
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out_dir} appeared during the export; the new bundle was discarded")
+    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _stage:
+    """Prints `[i/n] what... 12.3 s` around one export stage."""
+
+    def __init__(self, progress, index: int, total: int, what: str):
+        self.progress, self.label = progress, f"[{index}/{total}] {what}..."
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.progress(self.label, end="")
+
+    def __exit__(self, kind, exc, tb):
+        elapsed = time.perf_counter() - self.start
+        self.progress(f" {elapsed:.1f} s" + (" FAILED" if kind else ""))
+        return False

@@ -1,0 +1,79 @@
+"""Parity inputs and the parity measure for exported device models.
+
+    cases = parity_cases(layout)                      # [(case name, {input name: array [1, ...]}), ...]
+    diff = max_abs_diff(eager_runner(device_model, layout), runner, cases, layout)
+
+The cases cover random lists and the padded / cold-start situations the device meets: a source with an
+empty history (all-zero history mask), a source with no candidates, and partially padded lists. Scores
+are compared on real candidate slots only: the layout says padded slots are meaningless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from shared_schema.layout import TensorLayout
+
+Inputs = dict[str, np.ndarray]
+Runner = Callable[[Inputs], np.ndarray]
+
+
+def random_inputs(layout: TensorLayout, rng: np.random.Generator, cand_len=None, hist_len=None) -> Inputs:
+    """One batch-1 request: N(0, 1) vectors, the first `cand_len[s]` / `hist_len[s]` slots real (default random)."""
+    out: Inputs = {}
+    for s, d in enumerate(layout.vector_dims):
+        for part, length, real in (("cand", layout.n, cand_len), ("hist", layout.t, hist_len)):
+            k = int(rng.integers(1, length + 1)) if real is None else int(real[s])
+            mask = np.zeros((1, length), np.float32)
+            mask[0, :k] = 1.0
+            out[f"{part}_{s}"] = rng.standard_normal((1, length, d)).astype(np.float32) * mask[..., None]
+            out[f"{part}_mask_{s}"] = mask
+    return {name: out[name] for name in layout.input_names()}
+
+
+def parity_cases(layout: TensorLayout, seed: int = 0, random_cases: int = 8) -> list[tuple[str, Inputs]]:
+    """Named batch-1 cases: full lists, random lists, cold sources, empty sources, partial padding."""
+    rng = np.random.default_rng(seed)
+    m, n, t = layout.m, layout.n, layout.t
+    cases = [("full", random_inputs(layout, rng, [n] * m, [t] * m))]
+    cases += [(f"random_{i}", random_inputs(layout, rng)) for i in range(random_cases)]
+    for s in range(m):
+        cases.append((f"empty_history_{s}", random_inputs(layout, rng, [n] * m, [0 if j == s else t for j in range(m)])))
+        if m > 1:  # a list needs at least one real candidate somewhere
+            cases.append((f"no_candidates_{s}", random_inputs(layout, rng, [0 if j == s else n for j in range(m)], None)))
+    cases.append(("all_histories_empty", random_inputs(layout, rng, [n] * m, [0] * m)))
+    cases.append(("one_candidate_each", random_inputs(layout, rng, [1] * m, [1] * m)))
+    return cases
+
+
+def real_slots(inputs: Inputs, layout: TensorLayout) -> np.ndarray:
+    """Boolean [1, m, n]: True where a candidate slot is real."""
+    return np.stack([inputs[f"cand_mask_{s}"] for s in range(layout.m)], axis=1) > 0
+
+
+def max_abs_diff(reference: Runner, candidate: Runner, cases: list[tuple[str, Inputs]], layout: TensorLayout) -> float:
+    """Largest |reference - candidate| over the real candidate slots of all cases (inf if not finite)."""
+    worst = 0.0
+    expected_shape = (1, layout.m, layout.n)
+    for name, inputs in cases:
+        ref, got = np.asarray(reference(inputs)), np.asarray(candidate(inputs))
+        if got.shape != expected_shape:
+            raise ValueError(f"parity case {name!r}: scores have shape {list(got.shape)}, expected {list(expected_shape)}")
+        keep = real_slots(inputs, layout)
+        diff = np.abs(ref[keep].astype(np.float64) - got[keep].astype(np.float64))
+        worst = max(worst, float(diff.max()) if np.isfinite(diff).all() else float("inf"))
+    return worst
+
+
+def eager_runner(device_model, layout: TensorLayout) -> Runner:
+    """Run the PyTorch device model on one request (the parity reference)."""
+    import torch
+
+    def run(inputs: Inputs) -> np.ndarray:
+        with torch.no_grad():
+            args = [torch.from_numpy(inputs[name]) for name in layout.input_names()]
+            return device_model(*args).numpy()
+
+    return run
