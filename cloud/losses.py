@@ -64,7 +64,8 @@ def topk_membership(
     _same_shape(scores, mask=mask)
     real = mask > 0
     if method == "gumbel":
-        uniform = torch.rand(scores.shape, generator=generator, dtype=scores.dtype).clamp(1e-10, 1.0 - 1e-7)
+        uniform = torch.rand(scores.shape, generator=generator, dtype=scores.dtype, device=scores.device)
+        uniform = uniform.clamp(1e-10, 1.0 - 1e-7)
         scores = scores - (-uniform.log()).log()
     ranked = scores.detach().masked_fill(~real, float("-inf"))
     order = ranked.topk(min(K, scores.shape[1]), dim=1).indices

@@ -113,6 +113,8 @@ def test_device_inputs_follow_the_layout_and_zero_padding(spec):
     assert [tuple(x.shape) for x in inputs] == [s.shape for s in model.layout.input_specs(batch=4)]
     for i in range(0, len(inputs), 2):
         assert (inputs[i][inputs[i + 1] == 0] == 0).all()
+    with pytest.raises(ValueError, match="expected 12 inputs"):
+        model.device_model(*inputs[:8])
     del batch["hist_dense_2"]
     with pytest.raises(ValueError, match="hist_dense_2"):
         model.device_inputs(batch)

@@ -114,6 +114,8 @@ class DIRDeviceModel(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         m = self.m
+        if len(inputs) != 4 * m:
+            raise ValueError(f"expected {4 * m} inputs (cand, cand_mask, hist, hist_mask per source), got {len(inputs)}")
         encoded = [self.encoders[s](torch.cat([inputs[4 * s], inputs[4 * s + 2]], dim=1)) for s in range(m)]
         n = inputs[0].shape[1]
         cand = torch.stack([e[:, :n] for e in encoded], dim=1)  # [B, m, n, h]
