@@ -20,6 +20,7 @@ COMMANDS = {
     "evaluate": "cloud.commands.evaluate",
     "benchmark": "cloud.commands.benchmark",
     "tradeoff": "cloud.commands.tradeoff",
+    "slate": "cloud.commands.slate",
     "export": "cloud.commands.export",
 }
 

@@ -1,0 +1,86 @@
+"""Training CLI and run folder: train, evaluate, resume, bad input (real synth data, a few epochs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cloud.cli import main as cloud_main
+from cloud.data.prepare import prepare
+from cloud.data.synth import SynthConfig, generate, write_logs
+from cloud.runs import load_run
+from cloud.training import NonFiniteLoss, TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    write_logs(generate(SynthConfig(users=300, seed=1)), root / "logs")
+    prepare(root / "logs", root / "data")
+    return root / "data"
+
+
+def test_train_writes_a_reproducible_run(synth_data, tmp_path):
+    metrics = train(TrainConfig(epochs=2, batch_size=128), synth_data, tmp_path / "run", progress=False)
+    for name in ("config.json", "model.pt", "checkpoint.pt", "epochs.csv", "metrics.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert metrics["test"]["lists"] == len(np.load(synth_data / "test" / "user.npy"))  # every test list counted
+    assert 0.0 <= metrics["test"]["auc"] <= 1.0
+    run = load_run(tmp_path / "run")
+    assert run.config["model"] == "dir" and run.embedding_version == metrics["embedding_version"]
+    again = train(TrainConfig(epochs=2, batch_size=128), synth_data, tmp_path / "run2", progress=False)
+    assert again["test"] == metrics["test"]  # same seed, same data -> same model
+
+
+def test_resume_continues_from_the_checkpoint(synth_data, tmp_path):
+    straight = train(TrainConfig(epochs=3, patience=10, batch_size=128), synth_data, tmp_path / "a", progress=False)
+    train(TrainConfig(epochs=1, patience=10, batch_size=128), synth_data, tmp_path / "b", progress=False)
+    resumed = train(TrainConfig(epochs=3, patience=10, batch_size=128), synth_data, tmp_path / "b",
+                    resume=True, progress=False)
+    assert len((tmp_path / "b" / "epochs.csv").read_text().strip().splitlines()) == 4  # header + 3 epochs
+    assert resumed["test"]["auc"] == pytest.approx(straight["test"]["auc"], abs=1e-6)
+
+
+def test_existing_run_is_not_overwritten(synth_data, tmp_path):
+    train(TrainConfig(epochs=1, batch_size=128), synth_data, tmp_path / "run", progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(TrainConfig(epochs=1, batch_size=128), synth_data, tmp_path / "run", progress=False)
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(synth_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    train(TrainConfig(epochs=1, batch_size=128), data, tmp_path / "run", progress=False)
+    dense = np.load(data / "items" / "video" / "dense.npy")
+    dense[:] = np.inf  # corrupted features reach the model
+    np.save(data / "items" / "video" / "dense.npy", dense)
+    with pytest.raises(NonFiniteLoss, match="lower --lr"):
+        train(TrainConfig(epochs=2, batch_size=128), data, tmp_path / "run", resume=True, progress=False)
+    assert load_run(tmp_path / "run").model is not None  # last good checkpoint still loads
+
+
+def test_cli_train_evaluate_and_bad_input(synth_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cloud_main(["train", "--data", str(synth_data), "--out", str(run), "--epochs", "1",
+                       "--history", "cloud", "--model", "dir-isi"]) == 0
+    capsys.readouterr()
+    assert cloud_main(["evaluate", "--run", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["history"] == "cloud" and result["model"] == "dir-isi" and result["lists"] > 0
+    assert cloud_main(["evaluate", "--run", str(run), "--history", "device"]) == 2
+    assert "trained on cloud history" in capsys.readouterr().err
+    assert cloud_main(["train", "--data", str(synth_data), "--out", str(tmp_path / "x"), "--model", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert cloud_main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
+    assert "dir-cloud prepare" in capsys.readouterr().err
+
+
+def test_benchmark_grid_writes_the_table(synth_data, tmp_path):
+    assert cloud_main(["benchmark", "--data", str(synth_data), "--models", "dir,dir-js", "--histories",
+                       "device", "--seeds", "2", "--epochs", "1", "--out", str(tmp_path / "bench")]) == 0
+    table = (tmp_path / "bench" / "table.md").read_text()
+    assert "| dir | device | 2 |" in table and "| dir-js | device | 2 |" in table and "oracle" in table
+    assert len((tmp_path / "bench" / "results.csv").read_text().strip().splitlines()) == 5
