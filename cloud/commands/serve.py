@@ -1,0 +1,47 @@
+"""Serve slates, item vectors and model bundles over HTTP (FastAPI + uvicorn).
+
+    dir-cloud serve --run RUN --data DATA --bundles BUNDLES --host 127.0.0.1 --port 8000
+
+Endpoints (OpenAPI at /docs and /openapi.json; docs/service.md): GET /health, GET /version,
+GET /v1/users, GET /v1/users/{user}/slate, GET /v1/lists/{split}/{row}, POST /v1/vectors,
+GET /v1/bundles, GET /v1/bundles/{version}, GET /v1/bundles/{version}/files/{name}.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run folder written by `dir-cloud train`")
+    parser.add_argument("--data", help="prepared data folder (default: the run's)")
+    parser.add_argument("--bundles", required=True, help="folder with one exported bundle per subfolder")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--affinity-weight", type=float, default=0.5,
+                        help="upstream ranker: weight of the user's category affinity vs item popularity")
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest accepted request body")
+    parser.add_argument("--max-vector-ids", type=int, default=1000, help="most item ids per POST /v1/vectors")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch intra-op threads (requests already run in parallel threads)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import torch
+    import uvicorn
+
+    from cloud.service import BundleFolder, CloudService, create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    torch.set_num_threads(args.torch_threads)
+    service = CloudService.load(args.run, args.data, affinity_weight=args.affinity_weight,
+                                max_vector_ids=args.max_vector_ids)
+    app = create_app(service, BundleFolder(args.bundles), max_body_bytes=args.max_body_bytes)
+    info = service.info()
+    print(f"serving model {info.model_name} (embedding {info.embedding_version}), {len(service.users)} users, "
+          f"sources {info.sources}, bundles from {args.bundles} on http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
