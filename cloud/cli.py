@@ -22,7 +22,6 @@ COMMANDS = {
     "tradeoff": "cloud.commands.tradeoff",
     "slate": "cloud.commands.slate",
     "export": "cloud.commands.export",
-    "simulate": "cloud.commands.simulate",
     "serve": "cloud.commands.serve",
 }
 
