@@ -3,7 +3,7 @@
     from tests.export_fixtures import SPEC, small_dir, quiet, shared_bundle
     model = small_dir()
     write_bundle(model, SPEC, tmp / "bundle", progress=quiet)
-    bundle = shared_bundle(tmp_path_factory)    # the session's one full bundle (about a minute)
+    bundle = shared_bundle(tmp_path_factory)    # all backends and int8 variants, once per session
 
 Three sources with different vector widths (d = 8, 7, 12), n = 4, t = 3: small enough that a full
 export takes seconds, with padding and per-source dims like the real layout.
@@ -47,27 +47,34 @@ def quiet(*args, **kwargs) -> None:
 
 @dataclass
 class Exported:
-    """The session's bundle of `small_dir()`: its folder, manifest, model and printed progress lines."""
+    """A bundle of `small_dir()`: its folder, manifest, model, printed progress lines and what it holds."""
 
     path: Path
     manifest: object
     model: object
     progress: list[str]
+    backends: tuple[str, ...]
+    quantize: tuple[str, ...]
 
 
-_BUILT: dict[str, Exported] = {}
+_BUILT: list[Exported] = []
 RUN_METRICS = {"test": {"auc": 0.71, "ndcg@2": 0.5}, "epochs": 3}
+ALL_BACKENDS = ("executorch", "tflite")
+ALL_QUANTIZE = ("int8", "int8-dynamic")
 
 
-def shared_bundle(tmp_path_factory) -> Exported:
-    """Export small_dir() once per test session (all backends, int8 and int8-dynamic) and reuse it."""
-    if "bundle" not in _BUILT:
-        from cloud.export import write_bundle
+def shared_bundle(tmp_path_factory, backends=ALL_BACKENDS, quantize=ALL_QUANTIZE) -> Exported:
+    """A bundle of small_dir() with at least `backends` and `quantize`: one already exported in this
+    session when one has them (the full one when test files run together), else a fresh export."""
+    for built in _BUILT:
+        if set(backends) <= set(built.backends) and set(quantize) <= set(built.quantize):
+            return built
+    from cloud.export import write_bundle
 
-        model = small_dir()
-        out = tmp_path_factory.mktemp("export") / "bundle"
-        lines: list[str] = []
-        manifest = write_bundle(model, SPEC, out, quantize="int8,int8-dynamic", metrics=RUN_METRICS,
-                                model_version="test-1", progress=lambda text, end="\n": lines.append(text + end))
-        _BUILT["bundle"] = Exported(out, manifest, model, "".join(lines).splitlines())
-    return _BUILT["bundle"]
+    model = small_dir()
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    lines: list[str] = []
+    manifest = write_bundle(model, SPEC, out, backends=backends, quantize=quantize, metrics=RUN_METRICS,
+                            model_version="test-1", progress=lambda text, end="\n": lines.append(text + end))
+    _BUILT.append(Exported(out, manifest, model, "".join(lines).splitlines(), tuple(backends), tuple(quantize)))
+    return _BUILT[-1]

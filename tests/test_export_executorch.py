@@ -21,7 +21,7 @@ TINY = TensorLayout(vector_dims=(4, 3), n=3, t=2)
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
+    return shared_bundle(tmp_path_factory, backends=("executorch",), quantize=())
 
 
 def _file(bundle, name):

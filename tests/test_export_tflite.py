@@ -19,7 +19,7 @@ from tests.export_fixtures import shared_bundle
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
+    return shared_bundle(tmp_path_factory, backends=("tflite",))
 
 
 def _file(bundle, name):
