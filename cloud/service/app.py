@@ -74,7 +74,7 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         """User ids the service can build slates for, in data order."""
         return UserList(total=len(service.users), offset=offset, users=service.users[offset:offset + limit])
 
-    @app.get("/v1/users/{user_id}/slate", tags=["slates"])
+    @app.get("/v1/users/{user_id:path}/slate", tags=["slates"])
     def user_slate(user_id: str, response: Response,
                    n: Annotated[int | None, Query(ge=1, le=service.spec.n, description="candidates per source")] = None
                    ) -> CandidateSlate:

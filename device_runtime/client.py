@@ -1,0 +1,302 @@
+"""Client of the cloud service on the device: slates, vector refresh, bundle download and sync.
+
+    client = CloudClient("http://127.0.0.1:8000", timeout=5)
+    try:
+        report = client.sync(BundleRegistry(root), store)   # newer bundle installed, stale vectors refreshed
+        slate = client.fetch_slate("u000042")               # CandidateSlate for Reranker.rerank
+    except CloudUnavailable as exc:                         # down, timeout, bad status, garbage answer
+        ...                                                 # keep serving: installed bundle + cached vectors
+
+Standard library HTTP (urllib) only, so the device install needs nothing more. Behaviour is never sent:
+the client only asks for slates, vectors of item ids and bundles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import TypeVar
+from urllib.parse import quote, urlencode
+
+from pydantic import BaseModel, ValidationError
+
+from device_runtime.bundle import BundleRegistry, InstalledBundle
+from device_runtime.store import HistoryStore
+from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
+from shared_schema.manifest import MANIFEST_NAME
+from shared_schema.service import (
+    BundleEntry,
+    BundleFileEntry,
+    BundleList,
+    ItemVectors,
+    ListSlate,
+    ServiceInfo,
+    VectorRequest,
+)
+
+log = logging.getLogger(__name__)
+Message = TypeVar("Message", bound=BaseModel)
+CHUNK = 1 << 16
+
+
+class CloudUnavailable(Exception):
+    """The cloud could not answer usefully: unreachable, timed out, an error status or a garbage answer.
+
+    `status` is the HTTP status when the server answered with an error, else None.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class SyncReport:
+    """What `CloudClient.sync` did."""
+
+    installed: str | None = None  # registry version installed by this sync
+    active: str | None = None  # registry version active afterwards
+    refreshed: int = 0  # cached item vectors replaced by the current embedding version's
+    unknown: list[tuple[str, str]] = field(default_factory=list)  # (source, item_id) the cloud does not know
+    skipped: str = ""  # why vectors were not refreshed, if they were not
+
+
+class CloudClient:
+    """HTTP client of `dir-cloud serve`; every failure is a `CloudUnavailable`."""
+
+    def __init__(self, base_url: str, timeout: float = 5.0, vector_batch: int = 500):
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url {base_url!r} must start with http:// or https://")
+        if timeout <= 0 or vector_batch < 1:
+            raise ValueError("timeout must be > 0 and vector_batch >= 1")
+        self.base_url, self.timeout, self.vector_batch = base_url.rstrip("/"), timeout, vector_batch
+
+    # -- endpoints ---------------------------------------------------------------------------------
+    def health(self) -> dict:
+        return self._get("/health", None)
+
+    def version(self) -> ServiceInfo:
+        return self._get("/version", ServiceInfo)
+
+    def fetch_slate(self, user: str, n: int | None = None) -> CandidateSlate:
+        """The user's candidate slate (upstream top n per source, with vectors)."""
+        query = f"?{urlencode({'n': n})}" if n is not None else ""
+        return self._get(f"/v1/users/{quote(user, safe='')}/slate{query}", CandidateSlate)
+
+    def fetch_list(self, split: str, row: int) -> ListSlate:
+        """A prepared list replayed as a slate, with its device-view history."""
+        return self._get(f"/v1/lists/{quote(split, safe='')}/{int(row)}", ListSlate)
+
+    def fetch_vectors(self, ids: Mapping[str, Sequence[str]]) -> ItemVectors:
+        """Vectors of item ids per source, in requests of at most `vector_batch` ids."""
+        pairs = [(s, i) for s, items in ids.items() for i in items]
+        merged: dict[str, list[CandidateItem]] = {s: [] for s in ids}
+        unknown: dict[str, list[str]] = {}
+        version = None
+        for start in range(0, max(len(pairs), 1), self.vector_batch):
+            chunk: dict[str, list[str]] = {}
+            for s, i in pairs[start:start + self.vector_batch]:
+                chunk.setdefault(s, []).append(i)
+            body = VectorRequest(ids=chunk).model_dump_json().encode()
+            answer = self._call("POST", "/v1/vectors", ItemVectors, body, {"Content-Type": "application/json"})
+            if version not in (None, answer.embedding_version):
+                raise CloudUnavailable(f"the service changed embedding version ({version} -> "
+                                       f"{answer.embedding_version}) during one refresh; sync again")
+            version = answer.embedding_version
+            for entry in answer.sources:
+                merged.setdefault(entry.source, []).extend(entry.items)
+            for s, missing in answer.unknown.items():
+                unknown.setdefault(s, []).extend(missing)
+        return ItemVectors(embedding_version=version, unknown=unknown,
+                           sources=[SourceCandidates(source=s, items=items) for s, items in merged.items()])
+
+    def list_bundles(self) -> BundleList:
+        return self._get("/v1/bundles", BundleList)
+
+    def download_bundle(self, version: str, dest: str | os.PathLike) -> Path:
+        """Download bundle `version` into the new folder `dest`, checking every file's size and sha256.
+
+        Files go to `.DEST.partial` next to `dest` first; an interrupted download resumes there with
+        HTTP Range on the next call, and the folder is renamed to `dest` only when every file checks out.
+        """
+        dest = Path(dest)
+        if dest.exists():
+            raise FileExistsError(f"{dest} exists; download into a new folder")
+        entry = self._get(f"/v1/bundles/{quote(version, safe='')}", BundleEntry)
+        names = [f.path for f in entry.files]
+        if MANIFEST_NAME not in names:
+            raise CloudUnavailable(f"bundle {entry.version!r}: the listing has no {MANIFEST_NAME}; not a bundle")
+        partial = dest.with_name(f".{dest.name}.partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        for item in entry.files:
+            self._download(item, partial / _safe(item.path))
+        if entry.files[names.index(MANIFEST_NAME)].sha256 != entry.manifest_sha256:
+            raise CloudUnavailable(f"bundle {entry.version!r}: listing and manifest checksum disagree")
+        os.rename(partial, dest)
+        return dest
+
+    # -- sync --------------------------------------------------------------------------------------
+    def sync(self, registry: BundleRegistry, store: HistoryStore, install: bool = True) -> SyncReport:
+        """Install the service's latest bundle if it is newer than the active one (via the registry's
+        verified install), then refresh cached vectors that are not of the active embedding version.
+
+        A bundle the registry refuses raises its ValueError; the active bundle stays. After an install,
+        reopen the Reranker to use it.
+        """
+        report = SyncReport()
+        if install:
+            listing = self.list_bundles()
+            latest = next((b for b in listing.bundles if b.version == listing.latest), None)
+            if latest is not None and _is_newer(latest, registry.active()):
+                downloads = registry.root / "downloads"
+                dest = downloads / f"{latest.version}-{latest.manifest_sha256[:12]}"
+                shutil.rmtree(dest, ignore_errors=True)
+                try:
+                    report.installed = registry.install(self.download_bundle(latest.version, dest)).version
+                finally:
+                    shutil.rmtree(dest, ignore_errors=True)
+        active = registry.active()
+        report.active = active.version if active else None
+        if active is None:
+            report.skipped = "no bundle is installed"
+            return report
+        self._refresh(active, store, report)
+        return report
+
+    def _refresh(self, active: InstalledBundle, store: HistoryStore, report: SyncReport) -> None:
+        version = active.manifest.embedding_version
+        info = self.version()
+        if info.embedding_version != version:
+            report.skipped = (f"the service's embedding version {info.embedding_version!r} is not the active "
+                              f"bundle's {version!r}; install the service's bundle to refresh vectors")
+            return
+        if store.embedding_version != version:
+            store.set_embedding_version(version)
+        usable = set(active.manifest.source_names) & set(info.sources)
+        stale: dict[str, list[str]] = {}
+        for source, item_id in store.stale_items(version):
+            if source in usable:
+                stale.setdefault(source, []).append(item_id)
+        if not stale:
+            return
+        answer = self.fetch_vectors(stale)
+        if answer.embedding_version != version:
+            report.skipped = f"the service moved to embedding version {answer.embedding_version!r}; sync again"
+            return
+        for entry in answer.sources:
+            if entry.items:
+                report.refreshed += store.cache_items(
+                    entry.source, [(item.item_id, item.vector) for item in entry.items], version)
+        report.unknown = [(s, i) for s, ids in answer.unknown.items() for i in ids]
+
+    # -- HTTP --------------------------------------------------------------------------------------
+    def _get(self, path: str, model: type[Message] | None):
+        return self._call("GET", path, model)
+
+    def _call(self, method: str, path: str, model: type[Message] | None, body: bytes | None = None,
+              headers: dict | None = None):
+        url = self.base_url + path
+        with self._open(method, url, body, headers) as response:
+            raw = response.read()
+        try:
+            return json.loads(raw) if model is None else model.model_validate_json(raw)
+        except (ValueError, ValidationError) as exc:
+            raise CloudUnavailable(f"{method} {url}: the answer is not a valid "
+                                   f"{model.__name__ if model else 'JSON'} ({_first_line(exc)})") from None
+
+    @contextmanager
+    def _open(self, method: str, url: str, body: bytes | None = None,
+              headers: dict | None = None) -> Iterator[http.client.HTTPResponse]:
+        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                yield response
+        except urllib.error.HTTPError as exc:
+            raise CloudUnavailable(f"{method} {url}: HTTP {exc.code}: {_detail(exc)}", exc.code) from None
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, not HTTP
+            raise CloudUnavailable(f"{method} {url}: the cloud service is unavailable "
+                                   f"({type(exc).__name__}: {exc}); keep serving offline") from None
+
+    def _download(self, item: BundleFileEntry, target: Path) -> None:
+        """Fetch one file into `target`, resuming a shorter partial copy with Range + If-Range."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        have = target.stat().st_size if target.exists() else 0
+        if have == item.size and _sha256(target) == item.sha256:
+            return
+        if have >= item.size:
+            target.unlink()
+            have = 0
+        headers = {"Range": f"bytes={have}-", "If-Range": f'"{item.sha256}"'} if have else {}
+        url = self.base_url + item.url
+        with self._open("GET", url, headers=headers) as response:
+            resumed = have and response.status == 206
+            if resumed:
+                log.info("resuming %s at byte %d of %d", item.path, have, item.size)
+            with open(target, "ab" if resumed else "wb") as out:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    out.write(block)
+        size, digest = target.stat().st_size, _sha256(target)
+        if (size, digest) != (item.size, item.sha256):
+            target.unlink()
+            raise CloudUnavailable(f"GET {url}: got {size} bytes with sha256 {digest}, the listing says {item.size} "
+                                   f"bytes with {item.sha256}; the copy was discarded, download again")
+
+
+def _is_newer(entry: BundleEntry, active: InstalledBundle | None) -> bool:
+    """True when `entry` is another bundle than the active one and was created after it."""
+    if active is None:
+        return True
+    if _sha256(active.path / MANIFEST_NAME) == entry.manifest_sha256:
+        return False
+    return _when(entry.created_at) > _when(active.manifest.created_at)
+
+
+def _when(stamp: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _safe(name: str) -> PurePosixPath:
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise CloudUnavailable(f"the bundle listing names the unsafe file path {name!r}; refusing it")
+    return rel
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _detail(error: urllib.error.HTTPError) -> str:
+    """The server's JSON `detail`, else the start of its body, else the status reason."""
+    try:
+        raw = error.read()
+    except (OSError, http.client.HTTPException):
+        raw = b""
+    try:
+        detail = json.loads(raw)["detail"]
+    except (ValueError, KeyError, TypeError):
+        detail = raw.decode(errors="replace").strip()[:300] or str(error.reason)
+    return detail if isinstance(detail, str) else json.dumps(detail)[:500]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
