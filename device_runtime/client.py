@@ -89,6 +89,13 @@ class CloudClient:
     def version(self) -> ServiceInfo:
         return self._get("/version", ServiceInfo)
 
+    def users(self, offset: int = 0, limit: int = 100) -> list[str]:
+        """User ids the service builds slates for."""
+        answer = self._get(f"/v1/users?{urlencode({'offset': offset, 'limit': limit})}", None)
+        if not isinstance(answer, dict) or not isinstance(answer.get("users"), list):
+            raise CloudUnavailable(f"GET {self.base_url}/v1/users: the answer has no user list")
+        return [str(u) for u in answer["users"]]
+
     def fetch_slate(self, user: str, n: int | None = None) -> CandidateSlate:
         """The user's candidate slate (upstream top n per source, with vectors)."""
         query = f"?{urlencode({'n': n})}" if n is not None else ""
