@@ -1,0 +1,111 @@
+"""`dir-device` run for real in a subprocess: install, rerank, record, history, info, rollback, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device_runtime.cli import COMMANDS
+from tests.device_fixtures import copy_bundle, device_bundle, make_slate, read_manifest  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dir_device(*args: str, home: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if home is not None:
+        env["DIR_DEVICE_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "device_runtime.cli", *args], capture_output=True, text=True,
+                          env=env, input=stdin, timeout=120)
+
+
+def ok(*args: str, **kw) -> dict:
+    proc = dir_device(*args, **kw)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_help_explains_every_subcommand():
+    proc = dir_device("--help")
+    assert proc.returncode == 0
+    for name in COMMANDS:
+        assert name in proc.stdout
+    sub = dir_device("rerank", "--help")
+    assert sub.returncode == 0
+    for option in ("--slate", "--merge", "--backend", "--delegate", "--threads", "--root", "--db"):
+        assert option in sub.stdout
+    assert "DIR_DEVICE_HOME" in dir_device("install", "--help").stdout
+
+
+def test_install_rerank_record_history_info_rollback(device_bundle, tmp_path):
+    home = tmp_path / "home"
+    manifest = read_manifest(device_bundle)
+    first = ok("install", str(device_bundle), home=home)
+    assert first["model_version"] == manifest.model_version and first["previous"] == []
+    assert (home / "current").is_file()
+
+    slate = tmp_path / "slate.json"
+    slate.write_text(make_slate(manifest).model_dump_json())
+    result = ok("rerank", "--slate", str(slate), "--merge", "quota", "--backend", "tflite", "--delegate", "cpu",
+                home=home)
+    assert len(result["items"]) == manifest.n * len(manifest.sources)
+    assert (result["backend"], result["delegate"], result["merge"]) == ("tflite", "cpu", "quota")
+    assert result["bundle_version"] == first["active"] and "inference" in result["timings_ms"]
+    from_stdin = ok("rerank", "--slate", "-", "--db", str(tmp_path / "other.db"), home=home,
+                    stdin=slate.read_text())
+    assert [i["item_id"] for i in from_stdin["items"]] == [i["item_id"] for i in ok(
+        "rerank", "--slate", str(slate), "--db", str(tmp_path / "third.db"), home=home)["items"]]
+
+    source = manifest.source_names[0]
+    recorded = ok("record", "--item", f"{source}3", "--source", source, "--action", "click", "--ts", "123.5",
+                  home=home)
+    assert recorded["ts"] == 123.5
+    ok("record", "--item", "later", "--source", manifest.source_names[1], home=home)
+    history = ok("history", "--source", source, "--limit", "5", home=home)["behaviors"]
+    assert history == [{"ts": 123.5, "item_id": f"{source}3", "source": source, "action": "click"}]
+    assert len(ok("history", home=home)["behaviors"]) == 2
+
+    info = ok("info", home=home)
+    assert info["bundle"]["version"] == first["active"] and info["attempts"][-1]["result"] == "ok"
+    assert info["store"]["behaviors"][source]["click"] == 1 and info["root"] == str(home)
+
+    second = ok("install", str(copy_bundle(device_bundle, tmp_path / "v2", model_version="cli-2")), home=home)
+    assert second["previous"] == [first["active"]]
+    assert ok("rollback", home=home)["active"] == first["active"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["install", "nowhere"], "dir-device install: error: nowhere: no such bundle"),
+    (["rerank", "--slate", "missing.json"], "dir-device rerank: error: missing.json: no such slate file"),
+    (["rollback"], "dir-device rollback: error: .*no previous bundle"),
+    (["info"], "dir-device info: error: .*run `dir-device install BUNDLE"),
+    (["history"], "dir-device history: error: .*no bundle installed"),
+])
+def test_errors_exit_2_with_the_command_name(tmp_path, args, message):
+    proc = dir_device(*args, "--root", str(tmp_path / "empty"))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert re.search(message, proc.stderr), proc.stderr
+
+
+def test_bad_input_with_a_bundle_installed(device_bundle, tmp_path):
+    home = tmp_path / "home"
+    ok("install", str(device_bundle), home=home)
+    manifest = read_manifest(device_bundle)
+    slate = tmp_path / "slate.json"
+    slate.write_text(make_slate(manifest, embedding_version="stale").model_dump_json())
+    proc = dir_device("rerank", "--slate", str(slate), home=home)
+    assert proc.returncode == 2 and "slate.embedding_version 'stale' differs" in proc.stderr
+    slate.write_text("{}")
+    proc = dir_device("rerank", "--slate", str(slate), home=home)
+    assert proc.returncode == 2 and "not a valid candidate slate" in proc.stderr
+    proc = dir_device("record", "--item", "x", "--source", "ads", home=home)
+    assert proc.returncode == 2 and "event.source 'ads' is not a source of the bundle" in proc.stderr
+    proc = dir_device("info", "--backend", "tflite", "--delegate", "edgetpu", home=home)
+    assert proc.returncode == 2 and "tflite:edgetpu ->" in proc.stderr
