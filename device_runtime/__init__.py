@@ -5,3 +5,7 @@
 `backends`: ExecuTorch / TFLite inference; `bundle`: model bundle install and rollback;
 `reranker`: the facade tying them together; `cli`: the `dir-device` command.
 """
+
+from device_runtime.reranker import Reranker
+
+__all__ = ["Reranker"]
