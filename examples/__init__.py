@@ -1,0 +1,1 @@
+"""Example programs that embed the device runtime (see examples/README.md)."""
