@@ -13,6 +13,7 @@ history store (--db, default ROOT/history.db) and prints JSON. Examples:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -119,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers = {}
     for name, fn in COMMANDS.items():
         parents = [common, runtime] if name in ("rerank", "info") else [common]
-        parsers[name] = sub.add_parser(name, parents=parents, help=fn.__doc__.splitlines()[0],
-                                       description=fn.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        doc = inspect.cleandoc(fn.__doc__)
+        parsers[name] = sub.add_parser(name, parents=parents, help=doc.splitlines()[0], description=doc,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
         parsers[name].set_defaults(_run=fn)
     parsers["install"].add_argument("bundle", metavar="BUNDLE", help="bundle directory or .zip")
     parsers["rerank"].add_argument("--slate", required=True, metavar="FILE", help="CandidateSlate JSON file, or -")
