@@ -79,7 +79,8 @@ def write_bundle(
 ) -> BundleManifest:
     """Export `model.device_model` into the bundle folder `out_dir` and return its manifest.
 
-    `model` is a RerankModel (item_encoder + device_model + layout); `backends` any of "executorch",
+    `model` is a RerankModel (item_encoder + device_model + layout; its device model is put in eval
+    mode); `backends` any of "executorch",
     "tflite"; `quantize` any of "int8", "int8-dynamic". `embedding_version` defaults to a hash of the
     item encoder's tables, `model_version` to a hash of the device model's weights; `metrics` are the
     run's quality metrics (nested dicts flattened with '.'). `calibration_inputs` ("int8" only): real

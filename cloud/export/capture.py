@@ -53,16 +53,15 @@ def _describe(name: str, module: nn.Module) -> str:
 
 
 def _failing_part(root: nn.Module, exc: BaseException) -> str:
-    """The innermost submodule whose forward was on the stack when `exc` was raised."""
+    """The innermost submodule whose forward was on the stack where `exc` (or its original cause) was raised."""
     names = {id(module): name for name, module in root.named_modules()}
     found = ""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
+    while exc is not None and id(exc) not in seen:  # from the raised error back to its original cause
         seen.add(id(exc))
-        for frame, _ in traceback.walk_tb(exc.__traceback__):
-            owner = frame.f_locals.get("self")
-            if id(owner) in names and len(names[id(owner)]) >= len(found):
-                found = names[id(owner)]
+        owners = [frame.f_locals.get("self") for frame, _ in traceback.walk_tb(exc.__traceback__)]
+        inner = [names[id(owner)] for owner in owners if id(owner) in names]
+        found = inner[-1] if inner else found
         exc = exc.__cause__ or exc.__context__
     return _describe(found, root.get_submodule(found))
 

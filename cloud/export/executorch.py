@@ -18,8 +18,9 @@ SKIPPED = ("getitem", "executorch_call_delegate")
 
 @dataclass
 class Lowered:
+    """The serialized program and the ops left outside XNNPACK ('op @ module path': count)."""
+
     buffer: bytes
-    delegate: str
     non_delegated: dict[str, int] = field(default_factory=dict)
 
 
@@ -34,7 +35,7 @@ def lower_executorch(program: torch.export.ExportedProgram, xnnpack: bool = True
         partitioner = [XnnpackPartitioner()]
     edge = to_edge_transform_and_lower(program, partitioner=partitioner)
     left = non_delegated_ops(edge.exported_program().graph_module) if xnnpack else {}
-    return Lowered(bytes(edge.to_executorch().buffer), "xnnpack" if xnnpack else "portable", left)
+    return Lowered(bytes(edge.to_executorch().buffer), left)
 
 
 def non_delegated_ops(graph_module: torch.fx.GraphModule) -> dict[str, int]:
