@@ -98,6 +98,7 @@ def test_user_slate_follows_popularity_and_affinity_without_clicked_items(client
                                                                                    "video", rows))
         assert {"upstream", "encode", "app"} <= set(_timings(response))
     assert client.get("/v1/users/u1/slate?n=1").json()["sources"][0]["items"][0]["item_id"] == "v3"
+    assert service.data.items("video") is service.data.items("video")  # opened once, not per request
 
 
 def test_bad_slate_requests_are_clear_4xx(client):

@@ -74,13 +74,16 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         """User ids the service can build slates for, in data order."""
         return UserList(total=len(service.users), offset=offset, users=service.users[offset:offset + limit])
 
+    # async: about a millisecond of CPU per slate; on the event loop it skips two thread hand-offs that
+    # cost more than the work under load (benchmarks/service_load.py, docs/service.md)
     @app.get("/v1/users/{user_id:path}/slate", tags=["slates"])
-    def user_slate(user_id: str, response: Response,
+    async def user_slate(user_id: str, response: Response,
                    n: Annotated[int | None, Query(ge=1, le=service.spec.n, description="candidates per source")] = None
                    ) -> CandidateSlate:
         """Upstream top-n candidates per source for the user, each with its vector (docs/service.md).
 
-        Server-Timing: `upstream` (candidate ranking), `encode` (ItemEncoder), `handler`, `app`.
+        Server-Timing: `upstream` (candidate ranking), `encode` (ItemEncoder), `handler` (both + building
+        the slate), `app` (everything in the app, serialization included).
         """
         try:
             slate, timings = service.user_slate(user_id, n)

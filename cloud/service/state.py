@@ -1,11 +1,11 @@
 """What the endpoints serve from: a trained run's ItemEncoder, its prepared data and the upstream ranker.
 
     service = CloudService.load("out/run", data_dir="out/data")
-    slate, timings = service.user_slate("u00042", n=10)     # CandidateSlate, {"upstream": ms, "encode": ms}
+    slate, timings = service.user_slate("u00042", n=10)     # CandidateSlate, {"upstream": ms, "encode": ms, ...}
     answer = service.vectors({"video": ["v1", "nope"]})     # ItemVectors, "nope" listed as unknown
     replay = service.list_slate("test", 0)                  # ListSlate: a prepared list and its history
 
-Thread-safe for reads (the model is in eval mode under no_grad; the data is memory-mapped).
+Thread-safe for reads: the model is in eval mode under no_grad, the data's arrays are memory-mapped once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.data.prepared import PreparedData
+from cloud.data.prepared import SPLITS, PreparedData
 from cloud.runs import LoadedRun, load_run
 from cloud.service.upstream import UpstreamRanker
 from cloud.slates import encode_items, slate_for_list
@@ -32,11 +32,34 @@ class UnknownUser(KeyError):
     """A user id that the prepared data does not hold."""
 
 
+class ServedData(PreparedData):
+    """PreparedData whose item tables and split arrays are opened once, at start-up.
+
+    Each `np.load` parses the .npy header with `ast.literal_eval`; per request that costs time and,
+    from many threads at once, trips a CPython 3.11.7 bug ("AST constructor recursion depth mismatch").
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        self._items = {name: super(ServedData, self).items(name) for name in self.spec.source_names}
+        self._splits = {name: super(ServedData, self).split(name) for name in SPLITS}
+
+    def items(self, source: str):
+        self.spec.source(source)  # KeyError naming the known sources
+        return self._items[source]
+
+    def split(self, name: str) -> dict[str, np.ndarray]:
+        if name not in self._splits:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        return self._splits[name]
+
+
 class CloudService:
     """A run's item encoder over its prepared data, with the demo upstream ranker."""
 
     def __init__(self, run: LoadedRun, data: PreparedData, affinity_weight: float = 0.5,
                  max_vector_ids: int = MAX_VECTOR_IDS):
+        data = data if isinstance(data, ServedData) else ServedData(data.path)
         _check_same_spec(run, data)
         self.run, self.data, self.spec = run, data, data.spec
         self.model = run.model.eval()
@@ -52,7 +75,7 @@ class CloudService:
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None, **options) -> CloudService:
         """The run at `run_dir` over `data_dir` (default: the data it was trained on)."""
         run = load_run(run_dir)
-        return cls(run, PreparedData(data_dir or run.config["data"]), **options)
+        return cls(run, ServedData(data_dir or run.config["data"]), **options)
 
     def info(self) -> ServiceInfo:
         return ServiceInfo(
@@ -63,7 +86,8 @@ class CloudService:
         )
 
     def user_slate(self, user_id: str, n: int | None = None) -> tuple[CandidateSlate, dict[str, float]]:
-        """Top `n` (default the dataset's n) upstream candidates per source with vectors, and stage timings."""
+        """Top `n` (default the dataset's n) upstream candidates per source with vectors, and the timings (ms)
+        of the upstream ranking, the ItemEncoder and the whole call (`handler`: both + building the slate)."""
         if user_id not in self._user_index:
             raise UnknownUser(user_id)
         start = time.perf_counter()
@@ -79,7 +103,8 @@ class CloudService:
         encoded = time.perf_counter()
         slate = CandidateSlate(user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version,
                                sources=sources)
-        return slate, {"upstream": (ranked - start) * 1e3, "encode": (encoded - ranked) * 1e3}
+        return slate, {"upstream": (ranked - start) * 1e3, "encode": (encoded - ranked) * 1e3,
+                       "handler": (time.perf_counter() - start) * 1e3}
 
     def list_slate(self, split: str, row: int) -> ListSlate:
         """The slate of prepared list `row` of `split` and its device-view history (ValueError if out of range)."""
