@@ -71,7 +71,7 @@ def tiny_bundle(tiny, request) -> Path:
     for dist in ("torch", "litert-torch", "ai-edge-litert"):
         digest.update(metadata.version(dist).encode())
     cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("simulation-bundle") if cache is not None else tiny["root"]
+    root = cache.mkdir("simulation-bundle") if cache is not None else tiny["root"] / "bundles"
     bundle = root / digest.hexdigest()[:16]
     try:
         verify(bundle)
