@@ -128,8 +128,8 @@ def test_vectors_known_unknown_and_limits(client, service):
     assert answer.embedding_version == service.embedding_version and answer.unknown == {"article": ["zz"]}
     got = {s.source: s.items for s in answer.sources}
     assert [i.item_id for i in got["article"]] == ["a2"] and [i.item_id for i in got["video"]] == ["v5"]
-    assert np.allclose(got["article"][0].vector, encode_items(service.model, service.data, "article",
-                                                                       [list(service.data.items("article").ids).index("a2")])[0])
+    a2 = list(service.data.items("article").ids).index("a2")
+    assert np.allclose(got["article"][0].vector, encode_items(service.model, service.data, "article", [a2])[0])
 
     wrong_source = client.post("/v1/vectors", json={"ids": {"podcast": ["p1"]}})
     assert wrong_source.status_code == 422 and "['video', 'article']" in wrong_source.json()["detail"]
@@ -170,7 +170,8 @@ def test_bundle_file_sha256_etag_and_range(client, bundles):
         response = client.get(item["url"])
         assert response.status_code == 200 and response.content == data
         assert response.headers["x-content-sha256"] == item["sha256"] == hashlib.sha256(data).hexdigest()
-        assert response.headers["etag"] == f'"{item["sha256"]}"' and int(response.headers["content-length"]) == len(data)
+        assert response.headers["etag"] == f'"{item["sha256"]}"'
+        assert int(response.headers["content-length"]) == len(data)
     assert entry["manifest_sha256"] == entry["files"][0]["sha256"]
     model = entry["files"][1]
     data = (bundles.root / "b-old" / model["path"]).read_bytes()

@@ -108,7 +108,8 @@ def test_sync_rerank_click_and_the_next_rerank_uses_it(cloud, tmp_path):
     diff = max(abs(_scores(second)[i] - _scores(first)[i]) for i in _scores(first))
     assert diff > 1e-6, "the click in the history did not change any score"
     again = cloud.client.fetch_slate(user)  # the cloud never saw the click: same candidates
-    assert [[i.item_id for i in s.items] for s in again.sources] == [[i.item_id for i in s.items] for s in slate.sources]
+    assert [[i.item_id for i in s.items] for s in again.sources] == [[i.item_id for i in s.items]
+                                                                     for s in slate.sources]
 
 
 def test_device_keeps_serving_offline_when_the_cloud_is_garbage_or_down(cloud, tmp_path):

@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     torch.set_num_threads(args.torch_threads)
+    bundles = BundleFolder(args.bundles)  # a missing folder fails before the run is loaded
     service = CloudService.load(args.run, args.data, affinity_weight=args.affinity_weight,
                                 max_vector_ids=args.max_vector_ids)
-    app = create_app(service, BundleFolder(args.bundles), max_body_bytes=args.max_body_bytes)
+    app = create_app(service, bundles, max_body_bytes=args.max_body_bytes)
     info = service.info()
     print(f"serving model {info.model_name} (embedding {info.embedding_version}), {len(service.users)} users, "
           f"sources {info.sources}, bundles from {args.bundles} on http://{args.host}:{args.port}", flush=True)

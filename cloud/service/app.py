@@ -161,7 +161,8 @@ def _entry(bundle: Bundle) -> BundleEntry:
         version=bundle.version, model_name=m.model_name, model_version=m.model_version, created_at=m.created_at,
         embedding_version=m.embedding_version, manifest_sha256=bundle.files[MANIFEST_NAME].sha256,
         files=[BundleFileEntry(path=name, sha256=f.sha256, size=f.size,
-                               url=f"/v1/bundles/{quote(bundle.version)}/files/{quote(name)}") for name, f in bundle.files.items()],
+                               url=f"/v1/bundles/{quote(bundle.version)}/files/{quote(name)}")
+               for name, f in bundle.files.items()],
     )
 
 
