@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         device = measure_device(world, args.bundle, scorer, loaded.embedding_version, config.device_users,
                                 args.backend, args.threads)
-        samples = device.samples_ms
+        samples = [round(float(x), 4) for x in device.samples_ms]  # as written to device_latency.csv
         source = f"measured: {len(samples)} real `Reranker.rerank` calls, {device.backend}/{device.delegate}"
     K = int(loaded.config.get("K") or loaded.spec.K)
     study = run_study(world, scorer, samples, config, K)

@@ -13,6 +13,7 @@ import csv
 import json
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +29,7 @@ PATH_COLUMNS = ("response_p50_ms", "response_p95_ms", "response_p99_ms", "stalen
 
 
 def write_report(study: Study, out: str | Path, context: dict, device: DeviceMeasurement | None = None,
-                 device_ms: np.ndarray | None = None, force: bool = False) -> Path:
+                 device_ms: Sequence[float] | None = None, force: bool = False) -> Path:
     """Write every file into a temporary sibling folder, then rename it to `out`."""
     out = check_out(out, force)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -39,7 +40,7 @@ def write_report(study: Study, out: str | Path, context: dict, device: DeviceMea
         _csv(tmp / "delay_sweep.csv", study.delay_rows)
         _csv(tmp / "rate_sweep.csv", study.rate_rows)
         if device_ms is not None:
-            _csv(tmp / "device_latency.csv", [{"latency_ms": round(float(x), 4)} for x in device_ms])
+            _csv(tmp / "device_latency.csv", [{"latency_ms": float(x)} for x in device_ms])
         (tmp / "config.json").write_text(json.dumps({"config": asdict(study.config), "K": study.K, **context},
                                                     indent=2, sort_keys=True) + "\n")
         _plots(study, tmp)
