@@ -6,6 +6,7 @@ history store (--db, default ROOT/history.db) and prints JSON. Examples:
     dir-device install bundle.zip
     dir-device rerank --slate slate.json --merge controller
     dir-device record --item v3 --source video --action click
+    dir-device record --events history.jsonl
     dir-device history --source video --limit 5
     dir-device rollback
 """
@@ -58,13 +59,37 @@ def rerank(args: argparse.Namespace) -> dict:
 
 
 def record(args: argparse.Namespace) -> dict:
-    """Record a behaviour (click or impression) of an item in the history store."""
-    event = BehaviorEvent(item_id=args.item, source=args.source, action=args.action,
-                          ts=time.time() if args.ts is None else args.ts)
+    """Record a behaviour (click or impression) of an item in the history store.
+
+    One behaviour from --item/--source/--action, or many from --events FILE (JSON lines of
+    BehaviorEvent, vectors included, as `dir-cloud slate` writes them), stored in one transaction.
+    """
     bundle = _active(args.root)
-    check_event(bundle.manifest, event)
+    if args.events:
+        events = _read_events(args.events)
+    elif args.item and args.source:
+        events = [BehaviorEvent(item_id=args.item, source=args.source, action=args.action,
+                                ts=time.time() if args.ts is None else args.ts)]
+    else:
+        raise ValueError("give --item and --source for one behaviour, or --events FILE for many")
+    for event in events:
+        check_event(bundle.manifest, event)
     with _store(args, bundle) as store:
-        return {"recorded": store.record(event), **event.model_dump(exclude={"vector"})}
+        ids = store.record_many(events)
+    if len(events) == 1:
+        return {"recorded": ids[0], **events[0].model_dump(exclude={"vector"})}
+    return {"recorded": len(ids), "sources": sorted({e.source for e in events})}
+
+
+def _read_events(path: str) -> list[BehaviorEvent]:
+    events = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                events.append(BehaviorEvent.model_validate_json(line))
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {number}: not a BehaviorEvent: {exc}") from None
+    return events
 
 
 def history(args: argparse.Namespace) -> dict:
@@ -126,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         parsers[name].set_defaults(_run=fn)
     parsers["install"].add_argument("bundle", metavar="BUNDLE", help="bundle directory or .zip")
     parsers["rerank"].add_argument("--slate", required=True, metavar="FILE", help="CandidateSlate JSON file, or -")
-    parsers["record"].add_argument("--item", required=True, help="item id")
-    parsers["record"].add_argument("--source", required=True, help="source of the item (a source of the bundle)")
+    parsers["record"].add_argument("--item", help="item id")
+    parsers["record"].add_argument("--source", help="source of the item (a source of the bundle)")
+    parsers["record"].add_argument("--events", metavar="FILE", help="JSON lines of BehaviorEvent to record at once")
     parsers["record"].add_argument("--action", default="click", choices=["click", "impression"],
                                    help="default: click")
     parsers["record"].add_argument("--ts", type=float, default=None, help="unix time in seconds (default: now)")
@@ -168,8 +194,11 @@ def _store(args: argparse.Namespace, bundle: InstalledBundle):
 
     Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     m = bundle.manifest
-    return HistoryStore(Path(args.db).expanduser(), sources=m.source_names,
-                        dims=dict(zip(m.source_names, m.vector_dims)))
+    store = HistoryStore(Path(args.db).expanduser(), sources=m.source_names,
+                         dims=dict(zip(m.source_names, m.vector_dims)))
+    if store.embedding_version != m.embedding_version:  # as Reranker.open: vectors follow the active bundle
+        store.set_embedding_version(m.embedding_version)
+    return store
 
 
 def _bundle_json(bundle: InstalledBundle, registry: BundleRegistry) -> dict:

@@ -109,3 +109,23 @@ def test_bad_input_with_a_bundle_installed(device_bundle, tmp_path):
     assert proc.returncode == 2 and "event.source 'ads' is not a source of the bundle" in proc.stderr
     proc = dir_device("info", "--backend", "tflite", "--delegate", "edgetpu", home=home)
     assert proc.returncode == 2 and "tflite:edgetpu ->" in proc.stderr
+
+
+def test_record_events_file_seeds_the_history(device_bundle, tmp_path):
+    home = tmp_path / "home"
+    manifest = read_manifest(device_bundle)
+    ok("install", str(device_bundle), home=home)
+    slate = make_slate(manifest)
+    events = [
+        {"item_id": item.item_id, "source": source.source, "action": "click", "ts": 100.0 + i, "vector": item.vector}
+        for i, (source, item) in enumerate((s, s.items[0]) for s in slate.sources if s.items)
+    ]
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert ok("record", "--events", str(path), home=home)["recorded"] == len(events)
+    newest = ok("history", "--limit", "1", home=home)["behaviors"][0]
+    assert (newest["item_id"], newest["source"]) == (events[-1]["item_id"], events[-1]["source"])
+    path.write_text(path.read_text() + "{not json}\n")
+    proc = dir_device("record", "--events", str(path), home=home)
+    assert proc.returncode == 2 and f"line {len(events) + 1}" in proc.stderr
+    assert len(ok("history", home=home)["behaviors"]) == len(events)  # the bad file stored nothing

@@ -52,9 +52,9 @@ class SynthConfig:
     """World and log size; defaults give ~2,000 users and ~100k events (docs/synthetic.md)."""
 
     seed: int = 0
-    users: int = 2000
+    users: int = 3000
     requests_per_user: int = 16
-    lists_per_user: int = 4  # requests logged as full lists; the others leave only their clicks
+    lists_per_user: int = 12  # requests logged as full lists; the others leave only their clicks
     warmup: int = 4  # first requests of a user are never logged (they build history)
     requests_per_session: int = 4
     days: float = 28.0
