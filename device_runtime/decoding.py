@@ -1,0 +1,104 @@
+"""List decoding around a fixed-shape exported network, in numpy (no torch): SVR's beam search.
+
+    probs = [1 / (1 + np.exp(-scores[0, s, :count_s])) for s, count_s in enumerate(counts)]
+    order = beam_search(probs, K=5, beam_width=4, target_shares=[.5, .5], diversity=1.0)
+    # [(source index, item index), ...]: every real candidate once, the top-K decided by the search
+
+The reward of a top-K prefix y_1..y_k (SVR maximises a list reward on the estimated scores; its exact
+reward is not in the seeds, this one is our choice): R = sum_j p(y_j) / log2(j + 1)  (expected clicks,
+DCG-discounted)  -  diversity * JS(target_shares, source shares of the prefix) * k / K. The JS term is
+not additive over slots, which is what makes a beam wider than 1 differ from sorting. Beams extend by
+every unused candidate, keep the `beam_width` best prefixes (ties: lower source, then lower item, then
+earlier beam); the rest of the list follows by probability, as in merge.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def beam_search(
+    probs: Sequence[np.ndarray],
+    K: int,
+    beam_width: int = 4,
+    target_shares: Sequence[float] | None = None,
+    diversity: float = 0.0,
+) -> list[tuple[int, int]]:
+    """Every real candidate once as (source, item): the best top-K prefix found, then the rest by probability."""
+    arrays = [_probs(p, s) for s, p in enumerate(probs)]
+    m = len(arrays)
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 0:
+        raise ValueError(f"K: expected an int >= 0, got {K!r}")
+    if isinstance(beam_width, bool) or not isinstance(beam_width, (int, np.integer)) or beam_width < 1:
+        raise ValueError(f"beam_width: expected an int >= 1, got {beam_width!r}")
+    if not np.isfinite(diversity) or diversity < 0:
+        raise ValueError(f"diversity: expected a finite number >= 0, got {diversity!r}")
+    target = _shares(target_shares, m)
+
+    src = np.concatenate([np.full(a.size, s, dtype=np.int64) for s, a in enumerate(arrays)]) if m else np.zeros(0, np.int64)
+    idx = np.concatenate([np.arange(a.size) for a in arrays]) if m else np.zeros(0, np.int64)
+    val = np.concatenate(arrays) if m else np.zeros(0)
+    k = min(int(K), val.size)
+    beams: list[tuple[float, list[int]]] = [(0.0, [])]
+    for step in range(k):
+        gain = val / np.log2(step + 2.0)
+        expanded = []
+        for b, (total, prefix) in enumerate(beams):
+            used = np.zeros(val.size, dtype=bool)
+            used[prefix] = True
+            counts = np.bincount(src[prefix], minlength=m).astype(np.float64)
+            for c in np.flatnonzero(~used):
+                counts[src[c]] += 1.0
+                penalty = diversity * _js(target, counts / (step + 1.0)) * (step + 1.0) / max(k, 1)
+                counts[src[c]] -= 1.0
+                base = total + gain[c]
+                expanded.append((base - penalty, base, b, c))
+        expanded.sort(key=lambda e: (-e[0], src[e[3]], idx[e[3]], e[2]))
+        beams = [(base, beams[b][1] + [c]) for _, base, b, c in expanded[:beam_width]]
+    best = beams[0][1]
+    chosen = np.zeros(val.size, dtype=bool)
+    chosen[best] = True
+    rest = [i for i in np.lexsort((idx, src, -val)) if not chosen[i]]
+    return [(int(src[i]), int(idx[i])) for i in [*best, *rest]]
+
+
+def list_reward(probs: Sequence[np.ndarray], order: Sequence[tuple[int, int]], K: int,
+                target_shares: Sequence[float] | None = None, diversity: float = 0.0) -> float:
+    """The reward `beam_search` maximises, of the first K entries of `order`."""
+    arrays = [_probs(p, s) for s, p in enumerate(probs)]
+    top = list(order)[:K]
+    target = _shares(target_shares, len(arrays))
+    counts = np.bincount([s for s, _ in top], minlength=len(arrays)).astype(np.float64)
+    gain = sum(arrays[s][i] / np.log2(j + 2.0) for j, (s, i) in enumerate(top))
+    if not top:
+        return 0.0
+    return float(gain - diversity * _js(target, counts / len(top)) * len(top) / max(min(K, sum(a.size for a in arrays)), 1))
+
+
+def _js(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence (natural log) of two distributions."""
+    mid = (p + q) / 2.0
+    return 0.5 * (_kl(p, mid) + _kl(q, mid))
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    keep = p > 0
+    return float(np.sum(p[keep] * np.log(p[keep] / q[keep])))
+
+
+def _probs(p, s: int) -> np.ndarray:
+    a = np.asarray(p, dtype=np.float64)
+    if a.ndim != 1 or not np.isfinite(a).all():
+        raise ValueError(f"probs[{s}]: expected a 1-D array of finite probabilities (real candidates only), got shape {a.shape}")
+    return a
+
+
+def _shares(shares, m: int) -> np.ndarray:
+    if shares is None:
+        return np.full(m, 1.0 / max(m, 1))
+    w = np.asarray(shares, dtype=np.float64)
+    if w.shape != (m,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"target_shares: expected {m} finite non-negative numbers with a positive sum, got {shares!r}")
+    return w / w.sum()
