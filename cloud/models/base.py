@@ -105,6 +105,13 @@ class RerankModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.device_model(*self.device_inputs(batch))
 
+    def auxiliary_loss(self, batch: dict[str, torch.Tensor], scores: torch.Tensor) -> torch.Tensor | None:
+        """A model-specific training loss to add to the utility loss (scores = self(batch)), or None.
+
+            extra = model.auxiliary_loss(batch, scores)   # PEAR: alpha * list-level "any click" BCE
+        """
+        return None
+
 
 def count_parameters(model: RerankModel) -> dict[str, int]:
     """Trainable parameter counts: `cloud` (embedding tables) and `device` (the exported model)."""
