@@ -8,7 +8,7 @@ from cloud.models.base import ItemEncoder
 from cloud.models.dir import PAD_LOGIT, DIRDeviceModel, GroupedGRU
 from shared_schema.specs import CategoricalField, DatasetSpec, DenseField, SourceSpec
 
-NAMES = sorted(MODELS)
+NAMES = [name for name in sorted(MODELS) if name.startswith("dir")]  # DIR and its ablations; baselines have their own files
 DIR_NAMES = ["dir", "dir-isi", "dir-lrs", "dir-hrs", "dir-lcm", "dir-pg", "dir-js"]
 
 

@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable
 
 from cloud.models.base import ItemEncoder, RerankModel, count_parameters
+from cloud.models.din import DIN
 from cloud.models.dir import DIR
 from shared_schema.specs import DatasetSpec
 
@@ -26,6 +27,7 @@ MODELS: dict[str, Callable[..., RerankModel]] = {
     "dir-lcm": functools.partial(DIR, listwise_context=False),
     "dir-pg": functools.partial(DIR, preference_generator=False),
     "dir-js": functools.partial(DIR, exposure_loss=False),
+    "din": DIN,
 }
 
 
