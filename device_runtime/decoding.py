@@ -1,8 +1,11 @@
-"""List decoding around a fixed-shape exported network, in numpy (no torch): SVR's beam search.
+"""List decoding around a fixed-shape network's outputs, in numpy (no torch): SVR's beam search and
+NAR4Rec's contrastive decoding.
 
     probs = [1 / (1 + np.exp(-scores[0, s, :count_s])) for s, count_s in enumerate(counts)]
     order = beam_search(probs, K=5, beam_width=4, target_shares=[.5, .5], diversity=1.0)
     # [(source index, item index), ...]: every real candidate once, the top-K decided by the search
+
+    order = contrastive_decode(probs [N, S], similarity [N, N], valid [N], alpha=0.2)   # flat indices
 
 The reward of a top-K prefix y_1..y_k (SVR maximises a list reward on the estimated scores; its exact
 reward is not in the seeds, this one is our choice): R = sum_j p(y_j) / log2(j + 1)  (expected clicks,
@@ -62,6 +65,33 @@ def beam_search(
     chosen[best] = True
     rest = [i for i in np.lexsort((idx, src, -val)) if not chosen[i]]
     return [(int(src[i]), int(idx[i])) for i in [*best, *rest]]
+
+
+def contrastive_decode(probs: np.ndarray, similarity: np.ndarray, valid: np.ndarray, alpha: float = 0.2) -> list[int]:
+    """NAR4Rec's decoding (Eq. 16-17): for slot j = 0..S-1 pick the unpicked valid candidate maximising
+    (1 - alpha) * probs[i, j] - alpha * max over picked k of similarity[i, k] (no penalty at slot 0; ties to
+    the lower index); then the other valid candidates by their slot marginal sum_j probs[i, j]. Returns
+    indices into the N rows; every valid candidate exactly once, no padded one."""
+    p = np.asarray(probs, dtype=np.float64)
+    sim = np.asarray(similarity, dtype=np.float64)
+    keep = np.asarray(valid, dtype=bool)
+    if p.ndim != 2 or sim.shape != (p.shape[0], p.shape[0]) or keep.shape != (p.shape[0],):
+        raise ValueError(f"contrastive_decode: expected probs [N, S], similarity [N, N], valid [N]; got "
+                         f"{p.shape}, {sim.shape}, {keep.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}")
+    open_ = keep.copy()
+    penalty = np.zeros(p.shape[0])
+    picked: list[int] = []
+    for j in range(min(p.shape[1], int(keep.sum()))):
+        value = np.where(open_, (1.0 - alpha) * p[:, j] - alpha * penalty, -np.inf)
+        best = int(np.argmax(value))
+        picked.append(best)
+        open_[best] = False
+        penalty = sim[:, best] if len(picked) == 1 else np.maximum(penalty, sim[:, best])
+    rest = np.flatnonzero(open_)
+    rest = rest[np.lexsort((rest, -p[rest].sum(axis=1)))]
+    return picked + [int(i) for i in rest]
 
 
 def list_reward(probs: Sequence[np.ndarray], order: Sequence[tuple[int, int]], K: int,
