@@ -17,6 +17,7 @@ from collections.abc import Callable
 from cloud.models.base import ItemEncoder, RerankModel, count_parameters
 from cloud.models.din import DIN
 from cloud.models.dir import DIR
+from cloud.models.mir import MIR
 from cloud.models.prm import PRM
 from cloud.models.setrank import SetRank
 from shared_schema.specs import DatasetSpec
@@ -32,6 +33,7 @@ MODELS: dict[str, Callable[..., RerankModel]] = {
     "din": DIN,
     "setrank": SetRank,
     "prm": PRM,
+    "mir": MIR,
 }
 
 
