@@ -18,6 +18,7 @@ from cloud.models.base import ItemEncoder, RerankModel, count_parameters
 from cloud.models.din import DIN
 from cloud.models.dir import DIR
 from cloud.models.mir import MIR
+from cloud.models.pear import PEAR
 from cloud.models.prm import PRM
 from cloud.models.setrank import SetRank
 from shared_schema.specs import DatasetSpec
@@ -34,6 +35,7 @@ MODELS: dict[str, Callable[..., RerankModel]] = {
     "setrank": SetRank,
     "prm": PRM,
     "mir": MIR,
+    "pear": PEAR,
 }
 
 
