@@ -1,11 +1,12 @@
-"""List decoding around a fixed-shape network's outputs, in numpy (no torch): SVR's beam search and
-NAR4Rec's contrastive decoding.
+"""List decoding around a fixed-shape network's outputs, in numpy (no torch): SVR's beam search,
+NAR4Rec's contrastive decoding and HRL's slot-by-slot policy calls.
 
     probs = [1 / (1 + np.exp(-scores[0, s, :count_s])) for s, count_s in enumerate(counts)]
     order = beam_search(probs, K=5, beam_width=4, target_shares=[.5, .5], diversity=1.0)
     # [(source index, item index), ...]: every real candidate once, the top-K decided by the search
 
     order = contrastive_decode(probs [N, S], similarity [N, N], valid [N], alpha=0.2)   # flat indices
+    order = slot_decode(run, request, K=5)       # run(inputs) -> scores [1, m, n], e.g. cloud.export.open_runner
 
 The reward of a top-K prefix y_1..y_k (SVR maximises a list reward on the estimated scores; its exact
 reward is not in the seeds, this one is our choice): R = sum_j p(y_j) / log2(j + 1)  (expected clicks,
@@ -17,7 +18,7 @@ earlier beam); the rest of the list follows by probability, as in merge.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -92,6 +93,30 @@ def contrastive_decode(probs: np.ndarray, similarity: np.ndarray, valid: np.ndar
     rest = np.flatnonzero(open_)
     rest = rest[np.lexsort((rest, -p[rest].sum(axis=1)))]
     return picked + [int(i) for i in rest]
+
+
+def slot_decode(run: Callable[[dict[str, np.ndarray]], np.ndarray], request: dict[str, np.ndarray],
+                K: int) -> list[tuple[int, int]]:
+    """HRL's decoding: per slot, call the policy network on the request with the placed candidates'
+    `cand_mask_{s}` entries zeroed, place the best real unplaced (source, item) (ties: lower source, then
+    lower item); after min(K, #real) slots the rest follow by the last call's scores."""
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 0:
+        raise ValueError(f"K: expected an int >= 0, got {K!r}")
+    m = sum(1 for name in request if name.startswith("cand_mask_"))
+    masks = [np.asarray(request[f"cand_mask_{s}"], dtype=np.float32).copy() for s in range(m)]
+    order: list[tuple[int, int]] = []
+    scores = None
+    for _ in range(min(int(K), int(sum(mask.sum() for mask in masks)))):
+        scores = np.asarray(run({**request, **{f"cand_mask_{s}": masks[s] for s in range(m)}}))[0]
+        value = np.where(np.stack([mask[0] for mask in masks]) > 0, scores, -np.inf)
+        s, i = np.unravel_index(int(np.argmax(value)), value.shape)
+        order.append((int(s), int(i)))
+        masks[s][0, i] = 0.0
+    if scores is None and any(mask.sum() for mask in masks):
+        scores = np.asarray(run(request))[0]
+    rest = [(s, i) for s in range(m) for i in np.flatnonzero(masks[s][0] > 0)]
+    rest.sort(key=lambda si: (-scores[si], si))
+    return order + [(int(s), int(i)) for s, i in rest]
 
 
 def list_reward(probs: Sequence[np.ndarray], order: Sequence[tuple[int, int]], K: int,

@@ -1,0 +1,115 @@
+"""HRL: "Hierarchical Reinforcement Learning for Integrated Recommendation" (Xie et al., AAAI'21), a DIR
+baseline (MODELS.md section 5.2): a high-level agent picks the source (channel) of the next slot, a
+low-level agent picks the item within it; the list is built slot by slot.
+
+    model = HRL(spec)                                    # build_model("hrl", spec)
+    scores = model(batch)                                # [B, m, n] logit of the first slot's joint policy
+    loss = utility_loss(scores, ...) + model.auxiliary_loss(batch, scores)   # + REINFORCE over K slots
+    order = slot_decode(run, request, K=5)               # on the device: device_runtime/decoding.py
+
+State and policy (fixed-shape network, exported like every model), defaults in brackets:
+- The state of a slot is (history, the candidates not yet placed): the placed ones are removed by
+  zeroing their `cand_mask` entries, so the same network is called once per slot with no extra input.
+- Per-source projection to `width` [32] + source embedding (cloud/models/single_source.py); per source,
+  u_s = masked mean of its history, c_s = masked mean of its remaining candidates, k_s = #remaining.
+- High level: MLP([u_1, c_1, k_1, ..., u_m, c_m, k_m]) [hidden 32] -> m logits, sources with nothing left
+  masked, softmax -> pi_H(s).
+- Low level: MLP([x_i, u_s, x_i * u_s]) [hidden 32] -> logit, softmax within source s over its remaining
+  candidates -> pi_L(i | s).
+- scores = logit of p(s, i) = pi_H(s) pi_L(i | s) (clamped to [1e-6, 1 - 1e-6]): sigmoid(score) is the
+  probability the policy places (s, i) in the current slot; PAD_LOGIT at padded / placed slots.
+Training (cloud, on logged clicks; the paper's reward and state are not in the seeds, ours): REINFORCE.
+Each list is an episode of K slots sampled from the policy; placing item i earns its logged click as the
+reward; the return G_k = sum of the rewards from slot k on, minus the batch's mean return at slot k
+(baseline); loss = -sum_k (G_k - b_k) log p(a_k), weight `rl_weight` [1], through `auxiliary_loss`. The
+training loop also adds its utility loss: BCE of the first slot's p(s, i) against the clicks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cloud.models.base import RerankModel
+from cloud.models.dir import MASKED
+from cloud.models.single_source import SingleSourceInput, mlp, source_scores
+from cloud.models.svr import _masked_mean
+from shared_schema.specs import DatasetSpec
+
+EPS = 1e-6
+
+
+class HRL(RerankModel):
+    """HRL's two-level policy; utility + REINFORCE (auxiliary) loss; no exposure loss unless asked."""
+
+    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, hidden: int = 32,
+                 rl_weight: float = 1.0, exposure_loss: bool = False):
+        super().__init__(spec, embedding_dim)
+        if rl_weight < 0:
+            raise ValueError(f"rl_weight must be >= 0, got {rl_weight}")
+        self.uses_exposure_loss = exposure_loss
+        self.rl_weight = rl_weight
+        self.device_model = HRLDeviceModel(self.layout.vector_dims, width, hidden)
+
+    def auxiliary_loss(self, batch: dict[str, torch.Tensor], scores: torch.Tensor) -> torch.Tensor:
+        """rl_weight * REINFORCE loss of K sampled slots (logged clicks as rewards), summed over lists and
+        divided by the real candidates, like utility_loss."""
+        inputs = list(self.device_inputs(batch))
+        m = self.layout.m
+        label = batch["label"] * batch["mask"]
+        rewards, log_probs = [], []
+        for _ in range(min(self.spec.K, self.layout.n * m)):
+            remaining = torch.stack(inputs[1::4], dim=1)  # [B, m, n]
+            logits = self.device_model(*inputs) if len(rewards) else scores
+            p = torch.sigmoid(logits).reshape(len(label), -1) * remaining.reshape(len(label), -1)
+            alive = (remaining.reshape(len(label), -1).sum(-1) > 0).to(p.dtype)
+            action = torch.multinomial(p.detach() + (1.0 - alive).unsqueeze(-1), 1)  # [B, 1]; dead lists pick 0
+            log_probs.append(torch.log(torch.gather(p, 1, action).squeeze(-1).clamp(min=EPS)) * alive)
+            rewards.append(torch.gather(label.reshape(len(label), -1), 1, action).squeeze(-1) * alive)
+            placed = torch.zeros_like(p).scatter_(1, action, 1.0).reshape(remaining.shape) * alive.view(-1, 1, 1)
+            for s in range(m):
+                inputs[4 * s + 1] = inputs[4 * s + 1] * (1.0 - placed[:, s])
+        rewards_t = torch.stack(rewards, 1)
+        returns = rewards_t.flip(1).cumsum(1).flip(1)
+        advantage = returns - returns.mean(0, keepdim=True)
+        per_list = -(advantage * torch.stack(log_probs, 1)).sum(-1)
+        weight = batch.get("weight", torch.ones_like(per_list))
+        slots = (batch["mask"] * weight.view(-1, 1, 1)).sum().clamp(min=1.0)
+        return self.rl_weight * (per_list * weight).sum() / slots
+
+
+class HRLDeviceModel(nn.Module):
+    """`forward(cand_0, cand_mask_0, hist_0, hist_mask_0, cand_1, ...) -> scores [B, m, n]`, the logits of
+    the joint policy p(s, i) for the next slot over the candidates whose mask is 1."""
+
+    def __init__(self, vector_dims: Sequence[int], width: int = 32, hidden: int = 32):
+        super().__init__()
+        self.m = len(vector_dims)
+        self.inputs = SingleSourceInput(vector_dims, width)
+        self.high = nn.Sequential(*mlp([self.m * (2 * width + 1), hidden]), nn.Linear(hidden, self.m))
+        self.low = nn.Sequential(*mlp([3 * width, hidden]), nn.Linear(hidden, 1))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        cand, cand_mask, hist, hist_mask = self.inputs(*inputs)
+        batch, total, width = cand.shape
+        n = total // m
+        per_cand = cand.reshape(batch * m, n, width)
+        per_mask = cand_mask.reshape(batch * m, n)
+        source_of_slot = torch.arange(hist.shape[1], device=hist.device) % m  # merged slot r*m + s
+        users = torch.cat([_masked_mean(hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype)) for s in range(m)], 1)
+        left = torch.bmm(per_mask.unsqueeze(1), per_mask.unsqueeze(2)).reshape(batch, m, 1)  # remaining counts
+        state = torch.cat([users, _masked_mean(per_cand, per_mask).reshape(batch, m, width), left], dim=-1)
+        has_left = (left.reshape(batch, m) > 0).to(cand.dtype)
+        high = torch.log_softmax(_masked(self.high(state.reshape(batch, -1)), has_left), dim=-1)  # [B, m]
+        u = (per_cand.reshape(batch, m, n, width) * 0.0 + users.reshape(batch, m, 1, width)).reshape(batch, total, width)
+        low = self.low(torch.cat([cand, u, cand * u], dim=-1)).reshape(batch, m, n)
+        low = torch.log_softmax(_masked(low, cand_mask.reshape(batch, m, n)), dim=-1)
+        p = torch.exp(high.unsqueeze(-1) + low).clamp(EPS, 1.0 - EPS)
+        return source_scores((torch.log(p) - torch.log(1.0 - p)).reshape(batch, total), cand_mask, m)
+
+
+def _masked(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return logits * keep + (keep - 1.0) * MASKED
