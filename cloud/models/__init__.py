@@ -15,12 +15,17 @@ import inspect
 from collections.abc import Callable
 
 from cloud.models.base import ItemEncoder, RerankModel, count_parameters
+from cloud.models.crum import CRUM
 from cloud.models.din import DIN
 from cloud.models.dir import DIR
+from cloud.models.edgerec import EdgeRec
+from cloud.models.hrl import HRL
 from cloud.models.mir import MIR
+from cloud.models.nar4rec import NAR4Rec
 from cloud.models.pear import PEAR
 from cloud.models.prm import PRM
 from cloud.models.setrank import SetRank
+from cloud.models.svr import SVR
 from shared_schema.specs import DatasetSpec
 
 MODELS: dict[str, Callable[..., RerankModel]] = {
@@ -36,6 +41,11 @@ MODELS: dict[str, Callable[..., RerankModel]] = {
     "prm": PRM,
     "mir": MIR,
     "pear": PEAR,
+    "edgerec": EdgeRec,
+    "svr": SVR,
+    "nar4rec": NAR4Rec,
+    "crum": CRUM,
+    "hrl": HRL,
 }
 
 
