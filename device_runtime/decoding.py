@@ -45,22 +45,22 @@ def beam_search(
     idx = np.concatenate([np.arange(a.size) for a in arrays]) if m else np.zeros(0, np.int64)
     val = np.concatenate(arrays) if m else np.zeros(0)
     k = min(int(K), val.size)
+    onehot = np.eye(m)[src]  # [N, m]
     beams: list[tuple[float, list[int]]] = [(0.0, [])]
     for step in range(k):
         gain = val / np.log2(step + 2.0)
-        expanded = []
+        parts = []
         for b, (total, prefix) in enumerate(beams):
-            used = np.zeros(val.size, dtype=bool)
-            used[prefix] = True
-            counts = np.bincount(src[prefix], minlength=m).astype(np.float64)
-            for c in np.flatnonzero(~used):
-                counts[src[c]] += 1.0
-                penalty = diversity * _js(target, counts / (step + 1.0)) * (step + 1.0) / max(k, 1)
-                counts[src[c]] -= 1.0
-                base = total + gain[c]
-                expanded.append((base - penalty, base, b, c))
-        expanded.sort(key=lambda e: (-e[0], src[e[3]], idx[e[3]], e[2]))
-        beams = [(base, beams[b][1] + [c]) for _, base, b, c in expanded[:beam_width]]
+            free = np.ones(val.size, dtype=bool)
+            free[prefix] = False
+            cand = np.flatnonzero(free)
+            shares = (onehot[prefix].sum(axis=0) + onehot[cand]) / (step + 1.0)  # [c, m] after adding each
+            base = total + gain[cand]
+            value = base - diversity * _js_rows(target, shares) * (step + 1.0) / k
+            parts.append((value, base, np.full(cand.size, b), cand))
+        value, base, beam, cand = (np.concatenate(column) for column in zip(*parts))
+        keep = np.lexsort((beam, idx[cand], src[cand], -value))[:beam_width]
+        beams = [(float(base[i]), beams[beam[i]][1] + [int(cand[i])]) for i in keep]
     best = beams[0][1]
     chosen = np.zeros(val.size, dtype=bool)
     chosen[best] = True
@@ -129,18 +129,18 @@ def list_reward(probs: Sequence[np.ndarray], order: Sequence[tuple[int, int]], K
     gain = sum(arrays[s][i] / np.log2(j + 2.0) for j, (s, i) in enumerate(top))
     if not top:
         return 0.0
-    return float(gain - diversity * _js(target, counts / len(top)) * len(top) / max(min(K, sum(a.size for a in arrays)), 1))
+    return float(gain - diversity * _js_rows(target, counts[None] / len(top))[0] * len(top) / max(min(K, sum(a.size for a in arrays)), 1))
 
 
-def _js(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen-Shannon divergence (natural log) of two distributions."""
-    mid = (p + q) / 2.0
-    return 0.5 * (_kl(p, mid) + _kl(q, mid))
+def _js_rows(p: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence (natural log) of distribution p [m] and each row of rows [r, m]."""
+    mid = (p + rows) / 2.0
+    return 0.5 * (_kl_rows(np.broadcast_to(p, rows.shape), mid) + _kl_rows(rows, mid))
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    keep = p > 0
-    return float(np.sum(p[keep] * np.log(p[keep] / q[keep])))
+def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    safe = np.where(p > 0, p, 1.0)
+    return np.sum(np.where(p > 0, p * np.log(safe / np.where(p > 0, q, 1.0)), 0.0), axis=-1)
 
 
 def _probs(p, s: int) -> np.ndarray:
