@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 OUT ?= out
+EPOCHS ?= 10
 
 .PHONY: venv demo demo-app test clean
 
@@ -15,20 +16,31 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-demo: venv
-	$(VENV)/bin/dir-cloud synth --out $(OUT)/logs --seed 0
-	$(VENV)/bin/dir-cloud prepare --logs $(OUT)/logs --out $(OUT)/data
+# Main job: synthetic logs -> prepared lists -> train DIR -> evaluate on test -> export the bundle ->
+# install it on the device runtime, seed the user's history, rerank one test slate (about 5 minutes).
+DEVICE := DIR_DEVICE_HOME=$(OUT)/device $(VENV)/bin/dir-device
 
-# The demo feed app (examples/README.md): from `make demo`'s data, a small DIR run, its TFLite bundle and
-# one user's slate pool (each built once, under $(OUT)/feed_app), then http://127.0.0.1:8765/ until Ctrl-C.
+demo: venv
+	$(VENV)/bin/dir-cloud synth --out $(OUT)/logs --seed 0 --force
+	$(VENV)/bin/dir-cloud prepare --logs $(OUT)/logs --out $(OUT)/data --force
+	$(VENV)/bin/dir-cloud stats --data $(OUT)/data
+	rm -rf $(OUT)/run $(OUT)/device
+	$(VENV)/bin/dir-cloud train --data $(OUT)/data --model dir --history device --epochs $(EPOCHS) --out $(OUT)/run
+	$(VENV)/bin/dir-cloud evaluate --run $(OUT)/run --split test
+	$(VENV)/bin/dir-cloud export --run $(OUT)/run --out $(OUT)/bundle --force
+	$(VENV)/bin/dir-cloud slate --run $(OUT)/run --split test --row 0 --out $(OUT)/slate
+	$(DEVICE) install $(OUT)/bundle
+	$(DEVICE) record --events $(OUT)/slate/history.jsonl
+	$(DEVICE) rerank --slate $(OUT)/slate/slate.json --merge quota
+
+# The demo feed app (examples/README.md): `make demo`'s run and bundle, one user's slate pool (built once
+# under $(OUT)/feed_app), then http://127.0.0.1:8765/ until Ctrl-C.
 FEED := $(OUT)/feed_app
 
 demo-app: venv
-	test -f $(OUT)/data/dataset.json || $(MAKE) demo
-	test -f $(FEED)/run/metrics.json || $(VENV)/bin/dir-cloud train --data $(OUT)/data --out $(FEED)/run --epochs 3 --resume
-	test -f $(FEED)/bundle/manifest.json || $(VENV)/bin/dir-cloud export --run $(FEED)/run --out $(FEED)/bundle --backends tflite
-	test -d $(FEED)/pool || $(PY) -m examples.feed_app.build_pool --run $(FEED)/run --out $(FEED)/pool
-	$(PY) -m examples.feed_app --slates $(FEED)/pool --bundle $(FEED)/bundle --home $(FEED)/home
+	test -f $(OUT)/bundle/manifest.json || $(MAKE) demo
+	test -d $(FEED)/pool || $(PY) -m examples.feed_app.build_pool --run $(OUT)/run --out $(FEED)/pool
+	$(PY) -m examples.feed_app --slates $(FEED)/pool --bundle $(OUT)/bundle --home $(FEED)/home
 
 test: venv
 	$(PY) -m pytest -q
