@@ -102,15 +102,21 @@ class CRUM(RerankModel):
         perm.scatter_(2, first.unsqueeze(-1), second.unsqueeze(-1))
         perm.scatter_(2, second.unsqueeze(-1), first.unsqueeze(-1))
         logged = torch.sigmoid(self.evaluator(x, h, mask))  # [B, N]
-        take = lambda z: torch.gather(z.unsqueeze(1).expand(-1, p, -1, -1), 2,  # noqa: E731
-                                      perm.unsqueeze(-1).expand(-1, -1, -1, z.shape[-1])).reshape(batch * p, n, -1)
         swapped_mask = torch.gather(mask.unsqueeze(1).expand(-1, p, -1), 2, perm)
-        swapped = torch.sigmoid(self.evaluator(take(x), take(h), swapped_mask.reshape(batch * p, n))).reshape(batch, p, n)
+        swapped = self.evaluator(_reorder(x, perm), _reorder(h, perm), swapped_mask.reshape(batch * p, n))
+        swapped = torch.sigmoid(swapped).reshape(batch, p, n)
         by_item = torch.empty_like(swapped).scatter_(2, perm, swapped)  # P(c_i | pi_ij) indexed by item
         ratio = by_item / logged.clamp(min=1e-6).unsqueeze(1)
         clicks = label.unsqueeze(1)
         delta = ((ratio * clicks).sum(-1) - clicks.sum(-1)) * valid  # u_{pi_ij} - u_{pi_0} (ratio 1 at pi_0)
         return first, second, delta
+
+
+def _reorder(z: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """z [B, N, d] listed in each of the P orders perm [B, P, N] -> [B * P, N, d]."""
+    batch, p, n = perm.shape
+    index = perm.unsqueeze(-1).expand(-1, -1, -1, z.shape[-1])
+    return torch.gather(z.unsqueeze(1).expand(-1, p, -1, -1), 2, index).reshape(batch * p, n, -1)
 
 
 class CRUMDeviceModel(nn.Module):

@@ -35,7 +35,7 @@ from torch import nn
 from cloud.models.base import RerankModel
 from cloud.models.dir import MASKED
 from cloud.models.single_source import SingleSourceInput, mlp, source_scores
-from cloud.models.svr import _masked_mean
+from cloud.models.svr import masked_mean
 from shared_schema.specs import DatasetSpec
 
 EPS = 1e-6
@@ -99,9 +99,9 @@ class HRLDeviceModel(nn.Module):
         per_cand = cand.reshape(batch * m, n, width)
         per_mask = cand_mask.reshape(batch * m, n)
         source_of_slot = torch.arange(hist.shape[1], device=hist.device) % m  # merged slot r*m + s
-        users = torch.cat([_masked_mean(hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype)) for s in range(m)], 1)
+        users = torch.cat([masked_mean(hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype)) for s in range(m)], 1)
         left = torch.bmm(per_mask.unsqueeze(1), per_mask.unsqueeze(2)).reshape(batch, m, 1)  # remaining counts
-        state = torch.cat([users, _masked_mean(per_cand, per_mask).reshape(batch, m, width), left], dim=-1)
+        state = torch.cat([users, masked_mean(per_cand, per_mask).reshape(batch, m, width), left], dim=-1)
         has_left = (left.reshape(batch, m) > 0).to(cand.dtype)
         high = torch.log_softmax(_masked(self.high(state.reshape(batch, -1)), has_left), dim=-1)  # [B, m]
         u = (per_cand.reshape(batch, m, n, width) * 0.0 + users.reshape(batch, m, 1, width)).reshape(batch, total, width)

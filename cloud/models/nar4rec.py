@@ -42,7 +42,7 @@ from cloud.models.base import RerankModel
 from cloud.models.dir import SelfAttention
 from cloud.models.edgerec import BehaviourAttention
 from cloud.models.single_source import SingleSourceInput, masked_softmax, source_scores
-from cloud.models.svr import _masked_mean
+from cloud.models.svr import masked_mean
 from shared_schema.specs import DatasetSpec
 
 EPS = 1e-6
@@ -118,8 +118,8 @@ class NAR4RecDeviceModel(nn.Module):
 
     def encode(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cand, cand_mask, hist, hist_mask = self.inputs(*inputs)
-        x = cand + _masked_mean(hist, hist_mask)
-        t = _masked_mean(cand, cand_mask) * 0.0 + self.slot_embedding  # [B, S, w], broadcast by arithmetic
+        x = cand + masked_mean(hist, hist_mask)
+        t = masked_mean(cand, cand_mask) * 0.0 + self.slot_embedding  # [B, S, w], broadcast by arithmetic
         for cand_layer, slot_layer in zip(self.cand_layers, self.slot_layers):
             x = cand_layer(x, cand_mask)
             t = slot_layer(t, None, x, cand_mask)

@@ -90,14 +90,14 @@ class SVRDeviceModel(nn.Module):
     def encode(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cand, cand_mask, hist, hist_mask = self.inputs(*inputs)
         interest = self.attention(cand, hist, hist_mask)
-        context = cand * 0.0 + _masked_mean(cand, cand_mask)  # broadcast by arithmetic: no expand_copy
+        context = cand * 0.0 + masked_mean(cand, cand_mask)  # broadcast by arithmetic: no expand_copy
         z = self.bottom(torch.cat([cand, interest, cand * interest, context], dim=-1))
         scores = source_scores(self.click(z).squeeze(-1), cand_mask, self.m)
-        list_logit = self.list_head(_masked_mean(z, cand_mask)).reshape(-1)
+        list_logit = self.list_head(masked_mean(z, cand_mask)).reshape(-1)
         return scores, list_logit
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B, N, w], [B, N] -> [B, 1, w] mean over the real slots (0 when there are none), as one bmm."""
     keep = mask.unsqueeze(1)
     return torch.bmm(keep, x) / torch.bmm(keep, keep.transpose(1, 2)).clamp(min=1.0)
