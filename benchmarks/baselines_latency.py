@@ -1,0 +1,96 @@
+"""On-device latency of DIR and its on-device baselines (DIR paper, Table 3): batch 1, 1 thread, TFLite.
+
+    python benchmarks/baselines_latency.py               # DIR, EdgeRec, SVR (beam 1 and 4), NAR4Rec, CRUM, HRL
+    python benchmarks/baselines_latency.py --calls 500 --beam 2 8
+
+Each model is untrained (latency does not depend on the weights), converted with cloud.export to
+TFLite and run with the real LiteRT interpreter (XNNPACK, 1 thread) on one partially padded request of
+the spec in benchmarks/inference_latency.py (m=3, n=10, t=20). Per row: p50 / p99 ms of the network
+call alone, and of network + the numpy decoding a device runs after it (device_runtime): merge.py's
+`score` mode for DIR / EdgeRec / NAR4Rec / CRUM (NAR4Rec's contrastive decoding needs its matching
+matrix, which the single-output export does not carry), SVR's beam search (device_runtime/decoding.py)
+with K=5, the target shares as the reward's target and diversity 1.0, for each beam width, and HRL's
+slot_decode (K network calls, each with the placed candidates masked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from inference_latency import default_spec, tflite_call, time_call  # noqa: E402
+
+MODELS = ("dir", "edgerec", "svr", "nar4rec", "crum", "hrl")
+
+
+def decoder(name: str, request: dict, spec, beam: int, path: Path, layout):
+    """A call of network + the numpy step after it, returning the ordered list."""
+    from device_runtime.decoding import beam_search, slot_decode
+    from device_runtime.merge import merge
+
+    masks = [request[f"cand_mask_{s}"][0] > 0 for s in range(len(spec.sources))]
+    shares = [source.target_share for source in spec.sources]
+    if name == "hrl":
+        from cloud.export import open_runner  # the signature runner: inputs set by name on every call
+
+        run = open_runner(path, layout, threads=1)
+        return lambda: slot_decode(run, request, spec.K)
+    call = tflite_call(path, request, True)
+
+    def decode():
+        scores = call()
+        per_source = [scores[0, s][mask] for s, mask in enumerate(masks)]
+        if name == "svr":
+            probs = [1.0 / (1.0 + np.exp(-x)) for x in per_source]
+            return beam_search(probs, K=spec.K, beam_width=beam, target_shares=shares, diversity=1.0)
+        return merge(per_source, shares, spec.K, mode="score")
+
+    return decode
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--beam", type=int, nargs="+", default=[1, 4], help="SVR beam widths")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from cloud.export import convert_tflite
+    from cloud.export.parity import random_inputs
+    from cloud.models import build_model
+
+    torch.set_num_threads(1)
+    spec = default_spec()
+    print(f"\n{platform.machine()} {os.cpu_count()} cores, TFLite XNNPACK, 1 thread, batch 1, {args.calls} calls "
+          f"after {args.warmup} warm-up; m={len(spec.sources)} n={spec.n} t={spec.t} K={spec.K}")
+    print(f"{'model':<16}{'device params':>14}{'net p50':>10}{'net p99':>10}{'+decode p50':>13}{'+decode p99':>13}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in MODELS:
+            torch.manual_seed(0)
+            model = build_model(name, spec).eval()
+            path = Path(tmp) / f"{name}.tflite"
+            path.write_bytes(convert_tflite(model.device_model, model.layout))
+            request = random_inputs(model.layout, np.random.default_rng(0))
+            call = tflite_call(path, request, True)  # inputs set once: the network call alone
+            params = sum(p.numel() for p in model.device_model.parameters())
+            net = time_call(call, args.calls, args.warmup)
+            for beam in args.beam if name == "svr" else [0]:
+                full = time_call(decoder(name, request, spec, beam, path, model.layout), args.calls, args.warmup)
+                label = f"svr (beam {beam})" if name == "svr" else name
+                print(f"{label:<16}{params:>14,}{net[0]:>10.4f}{net[1]:>10.4f}{full[0]:>13.4f}{full[1]:>13.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
