@@ -11,7 +11,7 @@ from tests.baseline_checks import (
 from tests.test_dir_model import make_batch
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)
-SMALL = {"width": 8, "mlp_dims": (16, 8), "lstm_hidden": 4, "pairs": 3}
+SMALL = {"width": 8, "mlp_dims": (16, 8), "lstm_hidden": 4, "pairs": 2}
 
 
 def test_shapes_pad_logit_and_embedding_split():
