@@ -32,9 +32,14 @@ _SMOOTH = 1e-6  # added to both distributions in the JS divergence: finite gradi
 
 def utility_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean BCE-with-logits over real candidate slots (mask 1); padded slots count for nothing."""
+    return utility_sum(scores, labels, mask) / mask.sum().clamp(min=1.0)
+
+
+def utility_sum(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Summed BCE-with-logits over real slots: shards of a batch add up (distributed training)."""
     _same_shape(scores, labels=labels, mask=mask)
     per_slot = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
-    return (per_slot * mask).sum() / mask.sum().clamp(min=1.0)
+    return (per_slot * mask).sum()
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -88,12 +93,25 @@ def exposure_shares(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """w^p [m]: share of the batch's top-K exposures per source (scores, mask: [B, m, n])."""
+    per_source, exposed = exposure_counts(scores, mask, K, method, tau, generator)
+    return per_source / exposed.clamp(min=1.0)
+
+
+def exposure_counts(
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    K: int,
+    method: str = "straight_through",
+    tau: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-K exposures per source [m], exposed items []): sums over lists, so shards of a batch add up."""
     _same_shape(scores, mask=mask)
     batch, m, n = scores.shape
     member = topk_membership(scores.reshape(batch, m * n), mask.reshape(batch, m * n), K, method, tau, generator)
     per_source = member.reshape(batch, m, n).sum(dim=(0, 2))
     exposed = mask.reshape(batch, m * n).sum(1).clamp(max=K).sum()
-    return per_source / exposed.clamp(min=1.0)
+    return per_source, exposed
 
 
 def exposure_loss(
