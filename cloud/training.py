@@ -5,6 +5,12 @@
 
 Adam with L2 (weight decay), early stopping on validation AUC, the best epoch's weights kept as
 model.pt, the last epoch's full state as checkpoint.pt (so `resume=True` continues after a crash).
+
+Started by torchrun (docs/distributed.md), the same call trains data-parallel: every rank reads its
+share of each global batch (`config.batch_size` lists) from disk, DistributedDataParallel averages the
+gradients, and each rank's loss is normalised by the global batch (BatchSums), so N ranks take the
+steps one process would take. Validation is sharded and gathered, so every rank selects the same
+epoch; only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import torch
 from cloud import runs
 from cloud.batches import HISTORY_VIEWS, ListBatcher
 from cloud.data.prepared import PreparedData
-from cloud.evaluation import evaluate_model
-from cloud.losses import exposure_loss, utility_loss
+from cloud.distributed import Context, is_peer_failure, session
+from cloud.evaluation import evaluate_scores, predict
+from cloud.losses import exposure_counts, js_divergence, utility_sum
 from cloud.models import build_model
 
 
@@ -47,6 +54,7 @@ class TrainConfig:
     eval_batch_size: int = 2048
     target_shares: list[float] | None = None
     threads: int | None = None
+    device: str = "cpu"
     model_options: dict = field(default_factory=dict)
 
     @classmethod
@@ -74,102 +82,248 @@ class TrainConfig:
             raise ValueError(f"beta must lie in [0, 1], got {self.beta}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be positive")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}")
 
 
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
 
 
+class RankFailure(RuntimeError):
+    """A distributed run lost a rank; RUN/checkpoint.pt (the last finished epoch) is intact."""
+
+
 def train(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
-          progress: bool | None = None) -> dict:
-    """Train, select on validation, evaluate the selected model on test; returns RUN/metrics.json."""
+          progress: bool | None = None, distributed: bool = False) -> dict:
+    """Train, select on validation, evaluate the selected model on test; returns RUN/metrics.json.
+
+    Data-parallel when started by torchrun; `distributed=True` makes it an error not to be.
+    """
     config.check()
     data = PreparedData(data_dir)
+    with session(config.device, required=distributed) as ctx:
+        return _train(ctx, config, data, Path(run_dir), resume, progress)
+
+
+@dataclass
+class BatchSums:
+    """Additive statistics of a batch or of one rank's share of it: the shares' sums are the batch's.
+
+    lists, summed BCE over real slots, real slots, auxiliary loss times slots, exposed items, and top-K
+    exposures per source [m] (zeros when the exposure loss is off).
+    """
+
+    lists: torch.Tensor
+    bce: torch.Tensor
+    slots: torch.Tensor
+    aux: torch.Tensor
+    exposed: torch.Tensor
+    exposures: torch.Tensor
+
+    @classmethod
+    def of(cls, model, batch: dict[str, torch.Tensor], scores: torch.Tensor, K: int, topk: str,
+           exposure: bool) -> BatchSums:
+        """Sums of one (share of a) batch; lists of weight 0 count for nothing.
+
+        `model.auxiliary_loss` is taken to be normalised like utility_loss (per real slot of its
+        batch), so a share's value times its slots adds up over shares.
+        """
+        weight = batch["weight"]
+        mask = batch["mask"] * weight.view(-1, 1, 1)
+        slots = mask.sum()
+        aux = model.auxiliary_loss(batch, scores)
+        zero = scores.new_zeros(())
+        if exposure:
+            exposures, exposed = exposure_counts(scores, mask, K, method=topk)
+        else:
+            exposures, exposed = scores.new_zeros(scores.shape[1]), zero
+        return cls(weight.sum(), utility_sum(scores, batch["label"], mask), slots,
+                   zero if aux is None else aux * slots, exposed, exposures)
+
+    def packed(self) -> torch.Tensor:
+        scalars = torch.stack([self.lists, self.bce, self.slots, self.aux, self.exposed])
+        return torch.cat([scalars, self.exposures]).detach()
+
+    @classmethod
+    def unpacked(cls, values: torch.Tensor) -> BatchSums:
+        return cls(*values[:5], values[5:])
+
+
+def step_objective(local: BatchSums, total: BatchSums, target: torch.Tensor, beta: float, exposure: bool,
+                   world: int) -> tuple[torch.Tensor, float]:
+    """(objective of this rank, loss of the global batch).
+
+    The loss is util + aux, or beta * util + (1 - beta) * JS(target, exposure shares) + aux, over the
+    whole global batch. The objective's gradient is this rank's part of the loss gradient times `world`,
+    so DDP's average over ranks is the exact gradient: the utility and aux sums are divided by the global
+    slot count, and the JS term is evaluated at the global shares with a gradient through this rank's
+    exposures only (the other ranks' exposures enter as constants).
+    """
+    slots = total.slots.clamp(min=1.0)
+    util = local.bce / slots
+    util_value = total.bce / slots
+    if exposure:
+        exposures = local.exposures + (total.exposures - local.exposures.detach())
+        js = js_divergence(target, exposures / total.exposed.clamp(min=1.0))
+        util, util_value = beta * util + (1.0 - beta) * js, beta * util_value + (1.0 - beta) * js.detach()
+    objective = world * (util + local.aux / slots)
+    return objective, float(util_value + total.aux / slots)
+
+
+def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path, resume: bool,
+           progress: bool | None) -> dict:
     spec = data.spec
     shares = config.target_shares or spec.target_shares
     K = config.K or spec.K
-    run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    state = _on_main(ctx, _open_run, config, data, run_dir, resume, shares, K, ctx.world)
 
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    model = build_model(config.model, spec, **config.model_options)
+    model = build_model(config.model, spec, **config.model_options).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
     start_epoch, best, history_rows = 0, {"epoch": -1, "auc": -math.inf}, []
-    if resume and (run_dir / runs.CHECKPOINT).exists():
-        state = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=False)
-        _check_resume_config(state["config"], config, run_dir)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history_rows = state["epoch"] + 1, state["best"], state["history_rows"]
-        torch.set_rng_state(state["rng"])
-    runs.atomic_write_json(run_dir / runs.CONFIG, {
-        **dataclasses.asdict(config), "data": str(Path(data_dir).resolve()),
-        "spec": spec.model_dump(mode="json"), "target_shares": shares, "K": K,
-    })
+        _restore_rng(state["rng"], ctx, config.seed)
+    elif ctx.rank:
+        torch.manual_seed(config.seed + ctx.rank)  # own Gumbel noise per rank; same initial weights (above)
+    net = ctx.wrap(model)
 
-    train_set = ListBatcher(data.item_tables(), data.split("train"), config.history)
-    valid_set = ListBatcher(data.item_tables(), data.split("valid"), config.history)
-    target = torch.tensor(shares, dtype=torch.float32)
+    train_set = ListBatcher(data.item_tables(), data.split("train"), config.history, ctx.device)
+    valid_set = train_set.split(data.split("valid"))
+    target = torch.tensor(shares, dtype=torch.float32, device=ctx.device)
     use_exposure = model.uses_exposure_loss and config.beta < 1.0
-    show = sys.stderr.isatty() if progress is None else progress
+    show = ctx.is_main and (sys.stderr.isatty() if progress is None else progress)
     generator = torch.Generator().manual_seed(config.seed)
     for _ in range(start_epoch):  # keep the shuffle order identical to an uninterrupted run
         torch.randperm(len(train_set), generator=generator)
 
     for epoch in range(start_epoch, config.epochs):
-        model.train()
+        net.train()
         started, total, seen = time.perf_counter(), 0.0, 0
-        batches = train_set.batches(config.batch_size, shuffle=True, generator=generator)
+        batches = train_set.batches(config.batch_size, shuffle=True, generator=generator, rank=ctx.rank,
+                                    world=ctx.world)
         steps = math.ceil(len(train_set) / config.batch_size)
-        for step, batch in enumerate(_progress(batches, steps, f"epoch {epoch + 1}/{config.epochs}", show)):
-            scores = model(batch)
-            loss = utility_loss(scores, batch["label"], batch["mask"])
-            if use_exposure:
-                js = exposure_loss(scores, batch["mask"], target, K, method=config.topk)
-                loss = config.beta * loss + (1.0 - config.beta) * js
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower --lr "
-                    f"(now {config.lr}) or check the data; the last good checkpoint in {run_dir} is intact"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch["label"])
-            seen += len(batch["label"])
-        train_seconds = time.perf_counter() - started
-        valid = evaluate_model(model, valid_set, shares, K, config.eval_batch_size)
+        try:
+            for step, batch in enumerate(_progress(batches, steps, f"epoch {epoch + 1}/{config.epochs}", show)):
+                scores = net(batch)
+                local = BatchSums.of(model, batch, scores, K, config.topk, use_exposure)
+                sums = BatchSums.unpacked(ctx.all_reduce_sum(local.packed()))
+                objective, loss = step_objective(local, sums, target, config.beta, use_exposure, ctx.world)
+                if not math.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr "
+                        f"(now {config.lr}) or check the data; the last good checkpoint in {run_dir} is intact"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                optimizer.step()
+                lists = int(sums.lists.item())
+                total += loss * lists
+                seen += lists
+            train_seconds = time.perf_counter() - started
+            valid = _evaluate(ctx, model, valid_set, shares, K, config.eval_batch_size)
+            rng = _rng_states(ctx)
+        except RuntimeError as exc:
+            if not is_peer_failure(exc):
+                raise
+            saved = (f"{run_dir / runs.CHECKPOINT} holds epoch {epoch}: run the same command again with --resume"
+                     if epoch else "no epoch had finished: start the run again")
+            raise RankFailure(f"rank {ctx.rank}: lost contact with another rank in epoch {epoch + 1} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0]}); {saved}") from exc
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lists_per_s": seen / train_seconds,
                **{f"valid_{k}": v for k, v in valid.items()}}
         history_rows.append(row)
-        _log(row)
-        if valid["auc"] > best["auc"]:
+        improved = valid["auc"] > best["auc"]
+        if improved:
             best = {"epoch": epoch + 1, "auc": valid["auc"]}
-            runs.atomic_torch_save(model.state_dict(), run_dir / runs.MODEL)
-        runs.atomic_torch_save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "best": best, "history_rows": history_rows, "config": dataclasses.asdict(config),
-            "rng": torch.get_rng_state(),
-        }, run_dir / runs.CHECKPOINT)
-        _write_epochs(run_dir / runs.EPOCHS, history_rows)
+        if ctx.is_main:
+            _log(row)
+            if improved:
+                runs.atomic_torch_save(_cpu_state(model), run_dir / runs.MODEL)
+            runs.atomic_torch_save({
+                "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "best": best, "history_rows": history_rows, "config": dataclasses.asdict(config), "rng": rng,
+            }, run_dir / runs.CHECKPOINT)
+            _write_epochs(run_dir / runs.EPOCHS, history_rows)
         if epoch + 1 - best["epoch"] >= config.patience:
             break
 
-    model.load_state_dict(torch.load(run_dir / runs.MODEL, map_location="cpu", weights_only=True))
-    test_set = ListBatcher(data.item_tables(), data.split("test"), config.history)
+    model.load_state_dict(_on_main(ctx, torch.load, run_dir / runs.MODEL, map_location="cpu", weights_only=True))
+    test_set = train_set.split(data.split("test"))
     metrics = {
         "best_epoch": best["epoch"],
-        "valid": evaluate_model(model, valid_set, shares, K, config.eval_batch_size),
-        "test": evaluate_model(model, test_set, shares, K, config.eval_batch_size),
+        "valid": _evaluate(ctx, model, valid_set, shares, K, config.eval_batch_size),
+        "test": _evaluate(ctx, model, test_set, shares, K, config.eval_batch_size),
         "embedding_version": runs.embedding_version(model),
     }
-    runs.atomic_write_json(run_dir / runs.METRICS, metrics)
+    if ctx.is_main:
+        runs.atomic_write_json(run_dir / runs.METRICS, metrics)
     return metrics
+
+
+def _open_run(config: TrainConfig, data: PreparedData, run_dir: Path, resume: bool, shares, K: int,
+              world: int) -> dict | None:
+    """Create or reopen the run folder (rank 0); the checkpoint state to resume from, or None."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = None
+    if resume and (run_dir / runs.CHECKPOINT).exists():
+        state = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=False)
+        _check_resume_config(state["config"], config, run_dir)
+    runs.atomic_write_json(run_dir / runs.CONFIG, {
+        **dataclasses.asdict(config), "data": str(data.path.resolve()), "world_size": world,
+        "spec": data.spec.model_dump(mode="json"), "target_shares": shares, "K": K,
+    })
+    return state
+
+
+def _on_main(ctx: Context, fn, *args, **kwargs):
+    """fn(*args, **kwargs) run on rank 0; every rank returns its result or raises its error."""
+    outcome = None
+    if ctx.is_main:
+        try:
+            outcome = (fn(*args, **kwargs), None)
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            outcome = (None, exc)
+    result, error = ctx.broadcast(outcome)
+    if error is not None:
+        raise error
+    return result
+
+
+def _evaluate(ctx: Context, model: torch.nn.Module, batcher: ListBatcher, shares, K: int, batch_size: int) -> dict:
+    """Metrics on every list of the split; each rank scores a contiguous share, all ranks get all scores."""
+    start, stop = ctx.shard_range(len(batcher))
+    if stop > start:
+        part = predict(model, batcher.subset(start, stop), batch_size)
+    else:
+        part = np.zeros((0, *batcher.cand_item.shape[1:]), dtype=np.float32)
+    return evaluate_scores(np.concatenate(ctx.all_gather(part)), batcher, shares, K)
+
+
+def _rng_states(ctx: Context):
+    """The torch RNG state to checkpoint: one tensor, or one per rank in a distributed run."""
+    states = ctx.all_gather(torch.get_rng_state())
+    return states[0] if ctx.world == 1 else states
+
+
+def _restore_rng(saved, ctx: Context, seed: int) -> None:
+    states = saved if isinstance(saved, list) else [saved]
+    if ctx.rank < len(states):
+        torch.set_rng_state(states[ctx.rank])
+    else:  # resumed with more ranks than the checkpoint had
+        torch.manual_seed(seed + ctx.rank)
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
 
 
 def _check_resume_config(saved: dict, config: TrainConfig, run_dir: Path) -> None:

@@ -3,6 +3,9 @@
 Adam with L2, early stopping and checkpoint selection on the validation split, per-epoch loss and
 metrics in RUN/epochs.csv, the config saved in RUN/config.json, test metrics in RUN/metrics.json.
 A crash leaves RUN/checkpoint.pt and RUN/model.pt usable; `--resume` continues the run.
+
+Data-parallel on several processes or machines: start the same command with torchrun, e.g.
+`torchrun --nproc-per-node 2 -m cloud.cli train --data DATA --out RUN --threads 1` (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="differentiable top-K of the exposure loss")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: all cores; 1 is faster on a busy machine)")
+    parser.add_argument("--device", default=None, help="cpu (default) or cuda; under torchrun rank i uses GPU i of its node")
+    parser.add_argument("--distributed", action="store_true",
+                        help="fail unless started by torchrun (under torchrun training is data-parallel anyway)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
 
@@ -36,15 +42,23 @@ def config_from_args(args: argparse.Namespace):
 
     overrides = {"model": args.model, "history": args.history, "seed": args.seed, "epochs": args.epochs,
                  "lr": args.lr, "l2": args.l2, "beta": args.beta, "batch_size": args.batch_size,
-                 "topk": args.topk, "threads": args.threads}
+                 "topk": args.topk, "threads": args.threads, "device": args.device}
     if args.config:
         return TrainConfig.from_file(args.config, **overrides)
     return TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.training import train
+    import sys
 
-    metrics = train(config_from_args(args), args.data, args.out, resume=args.resume)
-    print(json.dumps({"run": args.out, **metrics}, indent=2))
+    from cloud.distributed import launch_rank
+    from cloud.training import RankFailure, train
+
+    try:
+        metrics = train(config_from_args(args), args.data, args.out, resume=args.resume, distributed=args.distributed)
+    except RankFailure as exc:
+        print(f"dir-cloud train: error: {exc}", file=sys.stderr)
+        return 1
+    if launch_rank() == 0:
+        print(json.dumps({"run": args.out, **metrics}, indent=2))
     return 0
