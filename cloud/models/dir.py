@@ -20,9 +20,10 @@ Device model (dense layout tensors in, logits out), defaults in brackets:
    r_s is broadcast over the n slots of source s), shared MLP [mlp_dims = (64, 32)], the last hidden layer
    personalized by the preference-adaptive generator ẑ = g(R) ⊙ relu(W z + b), g(R) = sigmoid(MLP([r_1..r_m]))
    (`preference_generator`, dir-pg), then a linear layer to one logit per slot.
-Padded candidate slots get the constant logit PAD_LOGIT. `exposure_loss=False` (dir-js) only sets
-`uses_exposure_loss`. Export rules kept: no nn.GRU / chunk / split / one_hot / boolean indexing / -inf,
-masks are float multiplications, no data-dependent control flow.
+Padded candidate slots get the constant logit PAD_LOGIT (0: every consumer skips them by mask).
+`exposure_loss=False` (dir-js) only sets `uses_exposure_loss`. Export rules kept: no nn.GRU / chunk /
+split / one_hot / boolean indexing / -inf, masks are float multiplications, no data-dependent control
+flow, and the lowering rules of docs/export.md (every op of every variant is delegated to XNNPACK).
 """
 
 from __future__ import annotations
@@ -31,16 +32,21 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cloud.models.base import RerankModel
 from shared_schema.specs import DatasetSpec
 
-MASKED = 1e9
-"""Added (negated) to attention logits of padded keys; finite so no -inf arithmetic produces NaN."""
+MASKED = 30.0
+"""Subtracted from the attention logit of a padded key (whose logit is first zeroed): its weight is
+exp(-30) ~ 1e-13 of a real key's at logit 0, and finite, so no -inf arithmetic produces NaN. Kept this
+small so int8 activation ranges calibrated on real padded lists stay close to the real logits' range."""
 
-PAD_LOGIT = -1e4
-"""Score of every padded candidate slot (sigmoid -> 0; representable in float16)."""
+PAD_LOGIT = 0.0
+"""Score of every padded candidate slot. Padded slots carry no meaning: losses, metrics, the exposure
+top-K and the device merge all skip them by mask. 0 lies inside the real logits' range, so it does not
+stretch an int8 output scale (a large negative constant collapsed the int8 scores)."""
 
 
 class DIR(RerankModel):
@@ -129,23 +135,27 @@ class DIRDeviceModel(nn.Module):
         if self.candidate_attention is not None:
             x = x + self.candidate_attention(x, cand_mask.reshape(batch, m * n))
         x = x.reshape(batch, m, n, hidden)
-        r = prefs.unsqueeze(2).expand(batch, m, n, hidden)
+        r = x * 0.0 + prefs.reshape(batch, m, 1, hidden)  # broadcast by arithmetic: no expand_copy
         z = self.mlp(torch.cat([x, r, x * r], dim=-1))
         z = torch.relu(self.personal(z))
         if self.generator is not None:
             z = z * self.generator(prefs.reshape(batch, m * hidden)).reshape(batch, 1, 1, -1)
-        scores = self.out(z).squeeze(-1)
+        scores = self.out(z).reshape(batch, m, n)
         return scores * cand_mask + (1.0 - cand_mask) * PAD_LOGIT
 
     def _preferences(self, hist: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
         """Source-level preferences R [B, m, h] from histories [m, B, t, h] with masks [m, B, t]."""
         if self.gru is not None:
             p = self.gru(hist, hist_mask)
-        else:  # masked average pooling as a matmul; an empty history gives 0
-            total = torch.matmul(hist_mask.unsqueeze(2), hist).squeeze(2)
-            p = total / hist_mask.sum(dim=2, keepdim=True).clamp(min=1.0)
+        else:  # masked average pooling as 3-D bmm (sum(dim) is not delegated); an empty history gives 0
+            m, batch, steps, h = hist.shape
+            flat_mask = hist_mask.reshape(m * batch, 1, steps)
+            total = torch.bmm(flat_mask, hist.reshape(m * batch, steps, h))
+            count = torch.bmm(flat_mask, flat_mask.transpose(1, 2))  # 0/1 mask: mask . mask = #real steps
+            p = (total / count.clamp(min=1.0)).reshape(m, batch, h)
         p = p.transpose(0, 1)  # [B, m, h]
-        v = torch.matmul(self.share, p) if self.share is not None else p
+        # V = A P as linear(P^T, A)^T: a parameter on the left of matmul lowers to a non-delegated mm
+        v = F.linear(p.transpose(1, 2), self.share).transpose(1, 2) if self.share is not None else p
         if self.source_attention is None:
             return v
         return self.source_attention(torch.cat([p, v], dim=-1) if self.share is not None else p)
@@ -170,16 +180,20 @@ class GroupedGRU(nn.Module):
 
     def forward(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m, batch, steps, h = hist.shape
-        state = hist.new_zeros(m, batch, h)
+        flat = hist.reshape(m, batch, steps * h)  # step k = a slice of the last axis (no select_copy)
+        state = None  # the zero initial state, peeled off the first step (no zeros tensor in the graph)
         for k in range(steps - 1, -1, -1):
             # projecting per step (not all steps at once) keeps each slice's backward small
-            x = torch.bmm(hist[:, :, k], self.w_input) + self.b_input
-            g = torch.bmm(state, self.w_state) + self.b_state
+            x = torch.bmm(flat[..., k * h: (k + 1) * h], self.w_input) + self.b_input
+            g = self.b_state if state is None else torch.bmm(state, self.w_state) + self.b_state
             rz = torch.sigmoid(x[..., : 2 * h] + g[..., : 2 * h])
             candidate = torch.tanh(x[..., 2 * h:] + rz[..., :h] * g[..., 2 * h:])
             z = rz[..., h:]
-            new = candidate + z * (state - candidate)  # (1 - z) * candidate + z * state
-            state = state + mask[:, :, k: k + 1] * (new - state)
+            keep = mask[:, :, k: k + 1]
+            if state is None:  # (1 - z) * candidate + z * 0, kept where the step is real
+                state = keep * (candidate - z * candidate)
+            else:  # (1 - z) * candidate + z * state where real, the old state where padded
+                state = state + keep * (candidate + z * (state - candidate) - state)
         return state
 
 
@@ -197,11 +211,15 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         length, d, heads = x.shape[1], self.d_out, self.heads
+        dh = d // heads
         qkv = self.qkv(x)
-        q, k, v = (qkv[..., i * d: (i + 1) * d].reshape(-1, length, heads, d // heads).transpose(1, 2) for i in range(3))
-        logits = torch.matmul(q, k.transpose(2, 3)) * self.scale  # [B, heads, L, L]
-        if key_mask is not None:
-            keep = key_mask.reshape(-1, 1, 1, length)
-            logits = logits * keep + (keep - 1.0) * MASKED
-        out = torch.matmul(torch.softmax(logits, dim=-1), v)
-        return out.transpose(1, 2).reshape(-1, length, d)
+        # 3-D bmm over [B * heads, L, dh]: a 4-D matmul lowers with non-delegated expand_copy ops
+        q, k, v = (qkv[..., i * d: (i + 1) * d].reshape(-1, length, heads, dh).transpose(1, 2).reshape(-1, length, dh)
+                   for i in range(3))
+        logits = torch.bmm(q, k.transpose(1, 2)) * self.scale  # [B * heads, L, L]
+        if key_mask is not None:  # the mask [B, 1, L] broadcasts over the rows of all heads
+            keep = key_mask.reshape(-1, 1, length)
+            logits = logits.reshape(-1, heads * length, length)
+            logits = (logits * keep + (keep - 1.0) * MASKED).reshape(-1, length, length)
+        out = torch.bmm(torch.softmax(logits, dim=-1), v)
+        return out.reshape(-1, heads, length, dh).transpose(1, 2).reshape(-1, length, d)
