@@ -148,14 +148,19 @@ def test_quota_when_infeasible_uses_every_item_of_short_sources(slate):
 
 
 def _simulate(mode, shares, seed, pages=200, K=5, n=10):
-    """Cumulative exposure shares after `pages` pages whose scores favour source 0."""
+    """Cumulative exposure shares after `pages` pages whose scores favour source 0.
+
+    A source is absent from 10% of pages; a present one offers K..n items, so the other sources can
+    always fill a page without forcing an over-exposed source (with 2 items per source, an absent big
+    source can force a 3% source to 5%: no merge can meet that target).
+    """
     rng = np.random.default_rng(seed)
     m = len(shares)
     shown = np.zeros(m)
     for _ in range(pages):
         scores = []
         for s in range(m):
-            size = 0 if rng.random() < 0.1 else int(rng.integers(2, n + 1))
+            size = 0 if rng.random() < 0.1 else int(rng.integers(K, n + 1))
             scores.append(rng.normal(size=size) + (2.0 if s == 0 else 0.0))
         order = merge(scores, shares, K, mode=mode, shown_counts=shown)
         shown += _top_counts(order, K, m)
