@@ -84,3 +84,16 @@ def test_benchmark_grid_writes_the_table(synth_data, tmp_path):
     table = (tmp_path / "bench" / "table.md").read_text()
     assert "| dir | device | 2 |" in table and "| dir-js | device | 2 |" in table and "oracle" in table
     assert len((tmp_path / "bench" / "results.csv").read_text().strip().splitlines()) == 5
+
+
+def test_tradeoff_writes_curves_and_plots(synth_data, tmp_path):
+    out = tmp_path / "tradeoff"
+    assert cloud_main(["tradeoff", "--data", str(synth_data), "--betas", "0.5,1.0", "--targets", "0.2/0.4/0.4",
+                       "--epochs", "1", "--out", str(out)]) == 0
+    betas = (out / "tradeoff.csv").read_text().strip().splitlines()
+    assert betas[0].startswith("beta,") and [row.split(",")[0] for row in betas[1:]] == ["0.5", "1.0"]
+    assert (out / "targets.csv").read_text().strip().splitlines()[1].startswith("0.2/0.4/0.4,")
+    for plot in ("tradeoff.png", "targets.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.loads((out / "runs" / "target-0.2-0.4-0.4" / "config.json").read_text())
+    assert config["target_shares"] == [0.2, 0.4, 0.4]  # the alternative target reached training
