@@ -6,22 +6,29 @@
         history = store.last_clicks(["video", "article"], t=20)  # [[("v1", f32 array)], []]
         shown = store.exposure_counts(["video", "article"])      # array([0, 0])
 
-Tables: `items` (source, item_id) -> float32 vector blob + embedding version; `behaviors` (autoincrement
-id, ts, item_id, source, action); `exposures` (ts, item_id, source, request_id); `meta` (key, value):
-schema version, current embedding version, known vector dims, exposure counts folded away by pruning.
+Tables (see `device_runtime.store_schema`): `items` (source, item_id) -> float32 vector blob and its
+embedding version; `behaviors` (autoincrement id, ts, item_id, source, action); `exposures` (ts,
+item_id, source, request_id); `tallies` (per source: rows stored and ever written, kept by triggers);
+`meta` (key, value): schema version, current embedding version, known vector dims.
 
 Durability: WAL with `synchronous=NORMAL`. A transaction is in the WAL file once `COMMIT` returns, so a
 behaviour whose `record` returned survives a kill of the process (SIGKILL, app killed by the OS); only an
 OS crash or power cut can lose the last few commits (never corrupt the file). Pass `synchronous="FULL"`
 to survive those too, at one fsync per write. Concurrency: one `HistoryStore` per thread or process,
 any number of them on one file; writes take the lock up front (`BEGIN IMMEDIATE`) and every connection
-waits up to `busy_timeout_ms`, so callers do not see `database is locked`.
+waits up to `busy_timeout_ms`, so callers do not see `database is locked`. WAL checkpoints (copying the
+log back into the file, with its fsyncs) run in a background thread every `checkpoint_every` commits
+(`device_runtime.checkpointer`), not inside a write unless writes come without a pause for thousands
+of pages; `checkpoint_every=None` leaves them to SQLite (inside the write that fills 1000 pages).
 
-Retention: per source, the newest `retention_per_source` clicks and as many impressions (ordered by
-ts, then id), the newest `retention_per_source` exposures (the pruned ones stay counted), and the
-newest `retention_per_source` cached items plus every item a kept behaviour refers to. Pruning runs
-inside a write transaction every `prune_every` written rows (default: a tenth of the retention; a prune
-costs about 1 ms per source at 1000 kept rows), so a table may exceed the bound by that many rows.
+Retention, per source, after every write: the newest `retention_per_source` clicks and as many
+impressions (ordered by ts, then id), the newest `retention_per_source` exposure rows (all exposures
+ever recorded stay counted), and every item a kept behaviour refers to plus the
+`retention_per_source` most recently cached other items. A write deletes, oldest first, just what it
+pushed over the bound (tallies say how much, indexes find it), so pruning costs O(rows written); a
+smaller retention than the file was kept at is applied, once, by the next write. Caching an item
+already cached with the same vector and version writes nothing (it is re-stamped as newly cached only
+once half the retention has been cached after it, so an item still being shown is not pruned).
 """
 
 from __future__ import annotations
@@ -29,42 +36,20 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import sqlite_utils
 
+from device_runtime.checkpointer import BACKSTOP_PAGES, Checkpointer
+from device_runtime.store_schema import MIGRATIONS
 from shared_schema.messages import BehaviorEvent
 
 ACTIONS = ("impression", "click")
 VECTOR_DTYPE = np.dtype("<f4")
 """Vectors are stored as little-endian float32 blobs."""
-
-
-def _v1_initial_schema(db: sqlite_utils.Database) -> None:
-    for sql in (
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
-        """CREATE TABLE items (source TEXT NOT NULL, item_id TEXT NOT NULL, vector BLOB NOT NULL,
-           dim INTEGER NOT NULL, embedding_version TEXT NOT NULL, updated_at REAL NOT NULL,
-           PRIMARY KEY (source, item_id)) WITHOUT ROWID""",
-        """CREATE TABLE behaviors (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,
-           item_id TEXT NOT NULL, source TEXT NOT NULL,
-           action TEXT NOT NULL CHECK (action IN ('impression', 'click')))""",
-        "CREATE TABLE exposures (id INTEGER PRIMARY KEY, ts REAL NOT NULL, item_id TEXT NOT NULL,"
-        " source TEXT NOT NULL, request_id TEXT NOT NULL DEFAULT '')",
-    ):
-        db.execute(sql)
-    db["behaviors"].create_index(  # covers the last-clicks read: no table lookups
-        ["source", "action", sqlite_utils.db.DescIndex("ts"), sqlite_utils.db.DescIndex("id"), "item_id"],
-        index_name="behaviors_last",
-    )
-    db["exposures"].create_index(["source"], index_name="exposures_source")
-
-
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial_schema]
-"""Schema migrations in order; a file at schema version v gets MIGRATIONS[v:] applied on open."""
 
 
 LAST_CLICKS_SQL = """SELECT b.item_id, i.vector
@@ -75,33 +60,52 @@ LAST_CLICKS_SQL = """SELECT b.item_id, i.vector
 """Newest clicks of one source with current vectors; parameters (source, t). CROSS JOIN keeps
 `behaviors` (read in index order, stopping after t rows) as the outer loop."""
 
+PRUNE_SQL = {
+    **{action: f"""DELETE FROM behaviors WHERE id IN (SELECT id FROM behaviors
+         WHERE source = :source AND action = '{action}' ORDER BY ts, id LIMIT :excess)""" for action in ACTIONS},
+    "exposure": """DELETE FROM exposures WHERE id IN (SELECT id FROM exposures WHERE source = :source
+      ORDER BY id LIMIT :excess)""",
+    "item": """DELETE FROM items WHERE source = :source AND item_id IN (SELECT item_id FROM items
+      WHERE source = :source AND refs = 0 ORDER BY seq LIMIT :excess)""",
+}
+"""Per tally kind, delete a source's `excess` oldest rows (items: unreferenced ones) by an index walk."""
 
-_PRUNE_BEHAVIORS = """DELETE FROM behaviors WHERE source = :s AND action = :a AND (ts, id) <
-  (SELECT ts, id FROM behaviors WHERE source = :s AND action = :a ORDER BY ts DESC, id DESC
-   LIMIT 1 OFFSET :keep - 1)"""
-_PRUNE_ITEMS = """DELETE FROM items WHERE source = :s
-  AND item_id NOT IN (SELECT item_id FROM behaviors WHERE source = :s)
-  AND item_id NOT IN (SELECT item_id FROM items WHERE source = :s ORDER BY updated_at DESC LIMIT :keep)"""
-_EXPOSURE_CUTOFF = "SELECT id FROM exposures WHERE source = ? ORDER BY id DESC LIMIT 1 OFFSET ? - 1"
-_ADD_TO_META = """INSERT INTO meta (key, value) VALUES (?, ?)
-  ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"""
+_OVER_BOUND = "SELECT source, kind, rows - ? FROM tallies WHERE rows > ?"
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-_UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_version, updated_at)
-  VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, item_id) DO UPDATE SET vector = excluded.vector,
-  dim = excluded.dim, embedding_version = excluded.embedding_version, updated_at = excluded.updated_at"""
+_UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_version, updated_at, seq, refs)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT count(*) FROM behaviors WHERE source = ?1 AND item_id = ?2))
+  ON CONFLICT (source, item_id) DO UPDATE SET vector = excluded.vector, dim = excluded.dim,
+    embedding_version = excluded.embedding_version, updated_at = excluded.updated_at, seq = excluded.seq
+  WHERE items.vector IS NOT excluded.vector OR items.embedding_version IS NOT excluded.embedding_version
+    OR items.seq <= ?8"""
+"""Insert an item, or rewrite it when its vector or version changed or its sequence number is <= ?8."""
+_ADVANCE_SEQ = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', 0, ?)
+  ON CONFLICT (source, kind) DO UPDATE SET total = total + excluded.total"""
 
 
 def _vector(value: object, field: str) -> np.ndarray:
     """`value` as a finite, non-empty 1-D little-endian float32 array, else ValueError naming `field`."""
+    return _floats(value, field, ndim=1)
+
+
+def _matrix(value: object, field: str) -> np.ndarray:
+    """`value` as a finite [items, width >= 1] little-endian float32 array, else ValueError naming the row."""
+    return _floats(value, field, ndim=2)
+
+
+def _floats(value: object, field: str, ndim: int) -> np.ndarray:
+    shape = "a non-empty 1-D vector" if ndim == 1 else "an [items, width] matrix"
     try:
-        vec = np.asarray(value, dtype=VECTOR_DTYPE)
+        array = np.asarray(value, dtype=VECTOR_DTYPE)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{field}: not a vector of floats ({exc})") from None
-    if vec.ndim != 1 or vec.size == 0:
-        raise ValueError(f"{field}: expected a non-empty 1-D vector, got shape {vec.shape}")
-    if not np.isfinite(vec).all():
-        raise ValueError(f"{field}: holds NaN or infinite values (or values beyond float32); send finite floats")
-    return vec
+        raise ValueError(f"{field}: not {shape} of floats ({exc})") from None
+    if array.ndim != ndim or array.shape[-1] == 0:
+        raise ValueError(f"{field}: expected {shape}, got shape {array.shape}")
+    finite = np.isfinite(array).all(axis=-1)
+    if not finite.all():
+        where = field if ndim == 1 else f"{field}[{np.flatnonzero(~finite)[0]}]"
+        raise ValueError(f"{where}: holds NaN or infinite values (or values beyond float32); send finite floats")
+    return array
 
 
 def _text(value: object, field: str) -> str:
@@ -130,35 +134,35 @@ class HistoryStore:
         *,
         sources: Sequence[str] | None = None,
         dims: dict[str, int] | None = None,
-        prune_every: int | None = None,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 10_000,
+        checkpoint_every: int | None = 50,
     ) -> None:
-        if retention_per_source < 1:
-            raise ValueError(f"retention_per_source must be >= 1, got {retention_per_source}")
-        prune_every = max(1, retention_per_source // 10) if prune_every is None else prune_every
-        if prune_every < 1:
-            raise ValueError(f"prune_every must be >= 1, got {prune_every}")
+        if isinstance(retention_per_source, bool) or not isinstance(retention_per_source, int) \
+                or retention_per_source < 1:
+            raise ValueError(f"retention_per_source must be an int >= 1, got {retention_per_source!r}")
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = Path(path)
         self.retention = retention_per_source
-        self.prune_every = prune_every
         self.sources = tuple(sources) if sources is not None else None
         self._dims = dict(dims or {})
         for s in self._dims:
             self._check_source(s, "dims")
-        self._writes = 0
-        self._touched: set[str] = set()
-        self.db = _open(self.path, synchronous.upper(), busy_timeout_ms)
+        self._widths: dict[str, int] = {}  # committed `dim:<version>:<source>` meta values (never change)
+        self.checkpointer = None if checkpoint_every is None else Checkpointer(self.path, checkpoint_every,
+                                                                                busy_timeout_ms)
+        self.db = _open(self.path, synchronous.upper(), busy_timeout_ms, autocheckpoint=self.checkpointer is None)
         try:
             self._migrate()
         except BaseException:
-            self.db.close()
+            self.close()
             raise
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.db.close()
 
     def __enter__(self) -> HistoryStore:
@@ -204,6 +208,8 @@ class HistoryStore:
             if conn.in_transaction:  # some errors (disk full...) have already rolled back
                 conn.execute("ROLLBACK")
             raise
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
 
     # -- validation ------------------------------------------------------------------------------
     def _check_source(self, source: object, field: str) -> str:
@@ -212,18 +218,26 @@ class HistoryStore:
             raise ValueError(f"{field}: unknown source {source!r}; this store's sources are {list(self.sources)}")
         return source  # type: ignore[return-value]
 
-    def _check_dim(self, conn: sqlite3.Connection, source: str, version: str, dim: int, field: str) -> None:
-        """The first vector of a source under a version fixes its width (in `meta`); `dims` too."""
+    def _check_widths(self, conn: sqlite3.Connection, source: str, version: str,
+                      rows: list[tuple[str, np.ndarray, str]]) -> None:
+        """All vectors of a source under a version share one width: `dims`, else the stored one (in
+        `meta`), else the first vector's, which is then stored."""
         key = f"dim:{version}:{source}"
-        stored = _meta(conn, key)
-        for known in (self._dims.get(source), stored):
-            if known is not None and dim != known:
-                raise ValueError(
-                    f"{field}: vector has {dim} values but source {source!r} uses {known} "
-                    f"(embedding version {version!r}); send vectors of the bundle's width"
-                )
+        stored = self._widths.get(key)
         if stored is None:
-            conn.execute(_SET_META, (key, dim))
+            stored = _meta(conn, key)
+            if stored is not None:
+                self._widths[key] = stored
+        width = rows[0][1].size if stored is None else stored
+        for _, vec, field in rows:
+            for known in (self._dims.get(source), width):
+                if known is not None and vec.size != known:
+                    raise ValueError(
+                        f"{field}: vector has {vec.size} values but source {source!r} uses {known} "
+                        f"(embedding version {version!r}); send vectors of the bundle's width"
+                    )
+        if stored is None:
+            conn.execute(_SET_META, (key, width))
 
     def _check_event(self, event: object, field: str) -> tuple[BehaviorEvent, np.ndarray | None, str]:
         if not isinstance(event, BehaviorEvent):
@@ -246,38 +260,57 @@ class HistoryStore:
         return self._record([self._check_event(e, f"events[{i}]") for i, e in enumerate(events)])
 
     def _record(self, checked: list[tuple[BehaviorEvent, np.ndarray | None, str]]) -> list[int]:
-        ids = []
+        vectors: dict[str, list[tuple[str, np.ndarray, str]]] = {}
+        for event, vec, field in checked:
+            if vec is not None:
+                vectors.setdefault(event.source, []).append((event.item_id, vec, f"{field}.vector"))
         with self._write() as conn:
             version = _meta(conn, "embedding_version")
-            for event, vec, field in checked:
-                if vec is not None:
-                    if version is None:
-                        raise ValueError(
-                            f"{field}.vector: the store has no embedding version yet; call "
-                            "cache_items(...) or set_embedding_version(...) first"
-                        )
-                    self._put_items(conn, event.source, [(event.item_id, vec)], version, f"{field}.vector")
-                cur = conn.execute(
+            if vectors and version is None:
+                field = next(f"{field}.vector" for _, vec, field in checked if vec is not None)
+                raise ValueError(f"{field}: the store has no embedding version yet; call "
+                                 "cache_items(...) or set_embedding_version(...) first")
+            self._put_items(conn, list(vectors.items()), version)
+            ids = [
+                conn.execute(
                     "INSERT INTO behaviors (ts, item_id, source, action) VALUES (?, ?, ?, ?)",
                     (float(event.ts), event.item_id, event.source, event.action),
-                )
-                ids.append(cur.lastrowid)
-            self._wrote(conn, {e.source for e, _, _ in checked}, len(checked))
+                ).lastrowid
+                for event, _, _ in checked
+            ]
+            self._prune(conn)
         return ids
 
     def cache_items(self, source: str, items: Sequence[tuple[str, object]], embedding_version: str) -> int:
-        """Upsert item vectors of one source; `embedding_version` becomes the store's current one."""
+        """Cache item vectors of one source; `embedding_version` becomes the store's current one.
+        Returns how many were given (an item already cached with the same vector is not rewritten)."""
         self._check_source(source, "source")
         _text(embedding_version, "embedding_version")
-        rows = [
-            (_text(item_id, f"items[{i}].item_id"), _vector(vec, f"items[{i}].vector"))
-            for i, (item_id, vec) in enumerate(items)
-        ]
+        rows = [(_text(item_id, f"items[{i}].item_id"), _vector(vec, f"items[{i}].vector"), f"items[{i}].vector")
+                for i, (item_id, vec) in enumerate(items)]
+        return self._cache([(source, rows)], embedding_version)
+
+    def cache_sources(self, items: Mapping[str, tuple[Sequence[str], object]], embedding_version: str) -> int:
+        """`cache_items` for a slate page, {source: (item ids, float32 [k, d] vectors)}, in one transaction."""
+        _text(embedding_version, "embedding_version")
+        batches = []
+        for source, (ids, vectors) in items.items():
+            where = f"items[{source!r}]"
+            self._check_source(source, where)
+            matrix = _matrix(vectors, f"{where}.vectors")
+            if matrix.shape[0] != len(ids):
+                raise ValueError(f"{where}: {len(ids)} item ids but {matrix.shape[0]} vectors; send one vector per id")
+            batches.append((source, [(_text(item_id, f"{where}.item_ids[{i}]"), matrix[i], f"{where}.vectors[{i}]")
+                                     for i, item_id in enumerate(ids)]))
+        return self._cache(batches, embedding_version)
+
+    def _cache(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str) -> int:
         with self._write() as conn:
-            conn.execute(_SET_META, ("embedding_version", embedding_version))
-            self._put_items(conn, source, rows, embedding_version, "items[{}].vector")
-            self._wrote(conn, {source}, len(rows))
-        return len(rows)
+            if _meta(conn, "embedding_version") != version:
+                conn.execute(_SET_META, ("embedding_version", version))
+            if self._put_items(conn, batches, version):
+                self._prune(conn)
+        return sum(len(rows) for _, rows in batches)
 
     def set_embedding_version(self, embedding_version: str) -> None:
         """Make `embedding_version` current: only vectors cached under it count as history."""
@@ -285,15 +318,28 @@ class HistoryStore:
         with self._write() as conn:
             conn.execute(_SET_META, ("embedding_version", embedding_version))
 
-    def _put_items(
-        self, conn: sqlite3.Connection, source: str, rows: list[tuple[str, np.ndarray]], version: str, field: str
-    ) -> None:
-        now = time.time()
-        for i, (_, vec) in enumerate(rows):
-            self._check_dim(conn, source, version, vec.size, field.format(i))
-        conn.executemany(
-            _UPSERT_ITEM, [(source, item_id, vec.tobytes(), vec.size, version, now) for item_id, vec in rows]
-        )
+    def _put_items(self, conn: sqlite3.Connection, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
+                   version: str) -> int:
+        """Upsert, per source, (item_id, vector, field) rows; returns how many rows were written.
+
+        An item already cached with the same vector and version is left alone unless half the
+        retention has been cached since its last write: then it is re-stamped as newly cached, so an
+        item the user still sees is never the oldest (first pruned) one."""
+        last_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
+        now, written = time.time(), 0
+        for source, rows in batches:
+            if not rows:
+                continue
+            self._check_widths(conn, source, version, rows)
+            last = last_seq.get(source, 0)
+            changed = conn.executemany(_UPSERT_ITEM, [
+                (source, item_id, vec.tobytes(), vec.size, version, now, last + i, last - self.retention // 2)
+                for i, (item_id, vec, _) in enumerate(rows, start=1)
+            ]).rowcount
+            if changed:
+                conn.execute(_ADVANCE_SEQ, (source, len(rows)))
+            written += changed
+        return written
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
         """Log the items shown to the user, as (item_id, source) pairs; returns how many."""
@@ -306,26 +352,18 @@ class HistoryStore:
         ]
         with self._write() as conn:
             conn.executemany("INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)", rows)
-            self._wrote(conn, {r[2] for r in rows}, len(rows))
+            self._prune(conn)
         return len(rows)
 
-    def _wrote(self, conn: sqlite3.Connection, sources: set[str], rows: int) -> None:
-        self._touched |= sources
-        self._writes += rows
-        if self._writes >= self.prune_every:
-            for source in sorted(self._touched):
-                self._prune(conn, source)
-            self._writes, self._touched = 0, set()
-
-    def _prune(self, conn: sqlite3.Connection, source: str) -> None:
-        keep = self.retention
-        for action in ACTIONS:
-            conn.execute(_PRUNE_BEHAVIORS, {"s": source, "a": action, "keep": keep})
-        conn.execute(_PRUNE_ITEMS, {"s": source, "keep": keep})
-        cutoff = conn.execute(_EXPOSURE_CUTOFF, (source, keep)).fetchone()
-        if cutoff is not None:
-            gone = conn.execute("DELETE FROM exposures WHERE source = ? AND id < ?", (source, cutoff[0])).rowcount
-            conn.execute(_ADD_TO_META, (f"exposures_folded:{source}", gone))
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        """Delete, oldest first, the rows over the retention bound: what the write just added, so the
+        cost is O(rows written), not O(rows stored). Tallies (a few rows per source) say how many."""
+        for _ in range(2):  # a second look for items that pruned behaviours left unreferenced
+            over = conn.execute(_OVER_BOUND, (self.retention, self.retention)).fetchall()
+            if not over:
+                return
+            for source, kind, excess in over:
+                conn.execute(PRUNE_SQL[kind], {"source": source, "excess": excess})
 
     # -- reads -----------------------------------------------------------------------------------
     @property
@@ -349,15 +387,10 @@ class HistoryStore:
 
     def exposure_counts(self, sources: Sequence[str]) -> np.ndarray:
         """Items shown to this user so far, per source (int64), including pruned exposure rows."""
-        counts = np.zeros(len(sources), dtype=np.int64)
         for i, s in enumerate(sources):
             self._check_source(s, f"sources[{i}]")
-            counts[i] = self.db.conn.execute(
-                "SELECT (SELECT count(*) FROM exposures WHERE source = ?)"
-                " + coalesce((SELECT value FROM meta WHERE key = ?), 0)",
-                (s, f"exposures_folded:{s}"),
-            ).fetchone()[0]
-        return counts
+        shown = dict(self.db.conn.execute("SELECT source, total FROM tallies WHERE kind = 'exposure'").fetchall())
+        return np.array([shown.get(s, 0) for s in sources], dtype=np.int64)
 
     def stale_items(self, embedding_version: str | None = None) -> list[tuple[str, str]]:
         """(source, item_id) of cached items whose vector is not of `embedding_version` (default: current)."""
@@ -406,8 +439,9 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(_meta(conn, "schema_version") or 0)
 
 
-def _open(path: Path, synchronous: str, busy_timeout_ms: int) -> sqlite_utils.Database:
-    """Connect in autocommit mode (transactions are explicit), WAL, with a busy timeout."""
+def _open(path: Path, synchronous: str, busy_timeout_ms: int, autocheckpoint: bool) -> sqlite_utils.Database:
+    """Connect in autocommit mode (transactions are explicit), WAL, with a busy timeout; without
+    `autocheckpoint`, a commit checkpoints only past `BACKSTOP_PAGES` (a `Checkpointer` does it)."""
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: folder {path.parent} does not exist; create it or choose another path")
     db = sqlite_utils.Database(path, execute_plugins=False)
@@ -416,6 +450,8 @@ def _open(path: Path, synchronous: str, busy_timeout_ms: int) -> sqlite_utils.Da
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         db.enable_wal()
         db.execute(f"PRAGMA synchronous = {synchronous}")
+        if not autocheckpoint:
+            db.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
     except sqlite3.DatabaseError as exc:
         db.close()
         raise ValueError(f"{path}: not a usable SQLite database ({exc}); pass a history store or a new file") from exc
