@@ -101,10 +101,9 @@ class Reranker:
         """Merged list of every candidate (top-K decided by the merge mode) with per-stage timings."""
         clock = [time.perf_counter()]
         candidates = self._candidates(slate)
-        version = self.manifest.embedding_version
-        for s, (items, vectors) in enumerate(candidates):
-            if items:
-                self.store.cache_items(self._sources[s], list(zip([i.item_id for i in items], vectors)), version)
+        self.store.cache_sources({self._sources[s]: ([i.item_id for i in items], vectors)
+                                  for s, (items, vectors) in enumerate(candidates) if items},
+                                 self.manifest.embedding_version)
         clock.append(time.perf_counter())
         histories = [_matrix([v for _, v in clicks], d) for clicks, d in
                      zip(self.store.last_clicks(self._sources, self.manifest.t), self.manifest.vector_dims)]
