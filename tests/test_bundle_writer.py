@@ -27,6 +27,7 @@ FILES = {  # path: (runtime, delegate, quantization)
     "model.tflite": ("tflite", "any", "fp32"),
     "model_int8.tflite": ("tflite", "any", "int8"),
     "model_int8_dynamic.tflite": ("tflite", "any", "int8-dynamic"),
+    "model_int8_dynamic.pte": ("executorch", "xnnpack", "int8-dynamic"),
 }
 
 
@@ -69,9 +70,9 @@ def test_manifest_on_disk_round_trips(bundle):
 
 
 def test_progress_is_printed_by_stage_with_seconds(bundle):
-    assert len(bundle.progress) == 8
+    assert len(bundle.progress) == 9
     for i, line in enumerate(bundle.progress, start=1):
-        assert re.fullmatch(rf"\[{i}/8\] .+\.\.\. \d+\.\d s", line), line
+        assert re.fullmatch(rf"\[{i}/9\] .+\.\.\. \d+\.\d s", line), line
     assert "lowering to ExecuTorch (XNNPACK)" in bundle.progress[1]
 
 

@@ -1,6 +1,7 @@
 """ExecuTorch export: the bundle's .pte files, run with executorch.runtime, match eager PyTorch on random,
-padded and cold-source lists; ops left outside XNNPACK are named; parts that cannot be a fixed-shape
-graph fail with an error naming them."""
+padded and cold-source lists; every DIR op is delegated to XNNPACK (ops left outside are named); the
+int8-dynamic program is delegated, close to fp32 and picked by the device runtime by quantization;
+parts that cannot be a fixed-shape graph fail with an error naming them."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ from torch import nn
 pytest.importorskip("executorch.runtime", reason="executorch not installed: pip install -e '.[export]'")
 
 from cloud.export import ExportError, capture, eager_runner, lower_executorch, max_abs_diff, open_runner, parity_cases
-from cloud.export.parity import real_slots
+from cloud.export.parity import random_inputs, real_slots
 from shared_schema.layout import TensorLayout
-from tests.export_fixtures import shared_bundle
+from tests.export_fixtures import shared_bundle, small_dir
 
 TINY = TensorLayout(vector_dims=(4, 3), n=3, t=2)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return shared_bundle(tmp_path_factory, backends=("executorch",), quantize=())
+    return shared_bundle(tmp_path_factory, backends=("executorch",), quantize=("int8-dynamic",))
 
 
 def _file(bundle, name):
@@ -59,6 +60,43 @@ def test_xnnpack_file_is_delegated_and_portable_file_is_not(bundle):
     assert b"XnnpackBackend" not in (bundle.path / "model_portable.pte").read_bytes()
     assert _file(bundle, "model.pte").delegate == "xnnpack"
     assert _file(bundle, "model_portable.pte").delegate == "portable"
+
+
+def test_xnnpack_takes_every_op_of_dir_and_of_its_pooling_variant(bundle):
+    """docs/export.md's lowering rules: nothing of DIR runs on portable kernels in model.pte or the int8
+    program; dir-isi (average pooling instead of the GRU) is the variant with its own code path."""
+    assert [key for key in bundle.manifest.notes if key.startswith("non_delegated_ops.")] == []
+    isi = small_dir(name="dir-isi")
+    assert lower_executorch(capture(isi.device_model, isi.layout)).non_delegated == {}
+
+
+def test_dynamic_int8_program_is_delegated_and_close_to_fp32(bundle):
+    stored = _file(bundle, "model_int8_dynamic.pte")
+    assert (stored.runtime, stored.delegate, stored.quantization) == ("executorch", "xnnpack", "int8-dynamic")
+    assert b"XnnpackBackend" in (bundle.path / stored.path).read_bytes()
+    assert "PT2E" in bundle.manifest.notes["quantization.model_int8_dynamic.pte"]
+    layout = bundle.manifest.layout()
+    rng = np.random.default_rng(11)
+    requests = [random_inputs(layout, rng) for _ in range(60)]
+    run, reference = open_runner(bundle.path / stored.path, layout), eager_runner(bundle.model.device_model, layout)
+    fp32 = np.concatenate([reference(r)[real_slots(r, layout)] for r in requests])
+    int8 = np.concatenate([run(r)[real_slots(r, layout)] for r in requests])
+    assert np.corrcoef(fp32, int8)[0, 1] > 0.99
+    assert np.abs(fp32 - int8).max() < 0.05 * (fp32.max() - fp32.min())
+    assert 0 < stored.parity_max_abs_diff < 0.05 * (fp32.max() - fp32.min())
+
+
+def test_the_device_runtime_picks_the_executorch_file_by_quantization(bundle):
+    from device_runtime.backends import load_backend
+
+    request = parity_cases(bundle.manifest.layout(), seed=5)[0][1]
+    fp32 = load_backend(bundle.path, bundle.manifest, "executorch", "xnnpack")
+    int8 = load_backend(bundle.path, bundle.manifest, "executorch", "xnnpack", quantization="int8-dynamic")
+    assert (fp32.path.name, int8.path.name) == ("model.pte", "model_int8_dynamic.pte")
+    layout = bundle.manifest.layout()
+    direct = open_runner(bundle.path / "model_int8_dynamic.pte", layout)
+    np.testing.assert_array_equal(int8.run(request), direct(request))
+    np.testing.assert_allclose(fp32.run(request), eager_runner(bundle.model.device_model, layout)(request), atol=1e-5)
 
 
 class _Reverse(nn.Module):

@@ -7,7 +7,8 @@
 Only `model.device_model` is exported (the embedding split); the item encoder's tables stay in the cloud.
 Files: model.pte (ExecuTorch, XNNPACK), model_portable.pte (ExecuTorch portable kernels), model.tflite
 (LiteRT, fp32, batch 1); quantize="int8" adds model_int8.tflite (full int8, for NPUs) and
-quantize="int8-dynamic" model_int8_dynamic.tflite (int8 weights, float activations). Each file is loaded back
+quantize="int8-dynamic" model_int8_dynamic.tflite and model_int8_dynamic.pte (int8 weights, float
+activations; the .pte via PT2E, XNNPACK-delegated), each for the backends asked for. Each file is loaded back
 with its real runtime and compared with eager PyTorch on the parity cases (cloud/export/parity.py); an
 fp32 file above `parity_tolerance` fails the export. Everything is written to a temporary folder that is
 renamed to `out_dir` at the end, so a failed export leaves nothing behind.
@@ -32,6 +33,7 @@ from cloud import runs
 from cloud.export.capture import ExportError, capture
 from cloud.export.executorch import lower_executorch
 from cloud.export.parity import eager_runner, max_abs_diff, parity_cases
+from cloud.export.pt2e import quantize_program
 from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
 from cloud.export.runners import open_runner
 from cloud.export.tflite import convert_tflite
@@ -39,12 +41,19 @@ from shared_schema.manifest import MANIFEST_NAME, BundleFile, BundleManifest
 from shared_schema.specs import DatasetSpec
 
 BACKENDS = ("executorch", "tflite")
-QUANTIZED_FILES = {"int8": "model_int8.tflite", "int8-dynamic": "model_int8_dynamic.tflite"}
-QUANTIZED_NOTES = {
-    "int8": "full int8 (weights and activations; ai-edge-quantizer static_wi8_ai8) for NPUs; its inputs and "
-            "output are int8: (de)quantize with each tensor's scale and zero point",
-    "int8-dynamic": "int8 weights, float32 activations and I/O (ai-edge-quantizer dynamic_wi8_afp32) for CPUs",
+QUANTIZE = ("int8", "int8-dynamic")
+QUANTIZED_FILES = {  # (backend, mode): (file, note)
+    ("tflite", "int8"): ("model_int8.tflite", "full int8 (weights and activations; ai-edge-quantizer "
+                         "static_wi8_ai8) for NPUs; its inputs and output are int8: (de)quantize with each "
+                         "tensor's scale and zero point"),
+    ("tflite", "int8-dynamic"): ("model_int8_dynamic.tflite", "int8 weights, float32 activations and I/O "
+                                 "(ai-edge-quantizer dynamic_wi8_afp32) for CPUs"),
+    ("executorch", "int8-dynamic"): ("model_int8_dynamic.pte", "int8 weights per channel, activations "
+                                     "quantized per call, float32 I/O (PT2E XNNPACKQuantizer, dynamic), "
+                                     "XNNPACK-delegated"),
 }
+"""Static int8 has no .pte: XNNPACK's partitioner rejects the statically quantized DIR graph
+("Invalid partition, found dependency cycles"; ExecuTorch 1.4.1)."""
 PARITY_TOLERANCE = 1e-5
 EXPORTERS = ("torch", "executorch", "litert-torch", "ai-edge-quantizer")
 
@@ -89,9 +98,12 @@ def write_bundle(
     ExecuTorch (XNNPACK)...") and again as it ends (" 12.3 s").
     """
     backends = _names(backends, BACKENDS, "backends")
-    quantize = _names(quantize or (), tuple(QUANTIZED_FILES), "quantize", allow_empty=True)
-    if quantize and "tflite" not in backends:
-        raise ValueError(f"quantize={list(quantize)} makes int8 files from model.tflite: add 'tflite' to backends")
+    quantize = _names(quantize or (), QUANTIZE, "quantize", allow_empty=True)
+    for mode in quantize:
+        makers = [b for b in BACKENDS if (b, mode) in QUANTIZED_FILES]
+        if not set(makers) & set(backends):
+            raise ValueError(f"quantize={mode!r} makes files for {makers} only: add {' or '.join(map(repr, makers))} "
+                             "to backends")
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; choose another --out or pass overwrite=True (--force)")
@@ -124,11 +136,12 @@ def write_bundle(
                     raise ExportError(f"{f.path}: max abs diff {f.parity:.3g} vs eager PyTorch exceeds "
                                       f"{parity_tolerance:g} on the parity cases; the export is not trusted")
         with _stage(progress, total, total, f"writing {MANIFEST_NAME}"):
-            notes.update({f"quantization.{QUANTIZED_FILES[mode]}": QUANTIZED_NOTES[mode] for mode in quantize})
+            notes.update({f"quantization.{f.path}": QUANTIZED_FILES[f.runtime, f.quantization][1]
+                          for f in files if f.quantization != "fp32"})
             if calibration:
                 notes["int8_calibration"] = (
                     f"{len(calibration)} requests from " + ("the given calibration inputs" if calibration_inputs
-                    is not None else "item-encoder vectors of random items") + ", every candidate slot marked real")
+                    is not None else "item-encoder vectors of random items") + ", padded slots as given")
             manifest = _manifest(model, spec, layout, files, tmp, embedding_version, model_version, metrics,
                                  model_name, notes, len(cases))
             (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
@@ -149,13 +162,21 @@ def _plan(backends, quantize, device_model, layout, calibration) -> list[_File]:
         files.append(_File("model.tflite", "tflite", "any", "fp32", "converting to TFLite (litert-torch)",
                            lambda program, folder: (convert_tflite(device_model, layout), {})))
     for mode in quantize:
-        detail = f", {len(calibration)} calibration requests" if mode == "int8" else ""
-        files.append(_File(QUANTIZED_FILES[mode], "tflite", "any", mode, f"quantizing to {mode} (ai-edge-quantizer{detail})",
-                           functools.partial(_quantize, mode=mode, calibration=calibration)))
+        if ("tflite", mode) in QUANTIZED_FILES and "tflite" in backends:
+            detail = f", {len(calibration)} calibration requests" if mode == "int8" else ""
+            files.append(_File(QUANTIZED_FILES["tflite", mode][0], "tflite", "any", mode,
+                               f"quantizing to {mode} (ai-edge-quantizer{detail})",
+                               functools.partial(_quantize, mode=mode, calibration=calibration)))
+        if ("executorch", mode) in QUANTIZED_FILES and "executorch" in backends:
+            files.append(_File(QUANTIZED_FILES["executorch", mode][0], "executorch", "xnnpack", mode,
+                               f"quantizing to {mode} and lowering to ExecuTorch (PT2E, XNNPACK)",
+                               functools.partial(_lower, xnnpack=True, mode=mode, layout=layout)))
     return files
 
 
-def _lower(program, folder: Path, xnnpack: bool) -> tuple[bytes, dict[str, int]]:
+def _lower(program, folder: Path, xnnpack: bool, mode: str | None = None, layout=None) -> tuple[bytes, dict[str, int]]:
+    if mode is not None:
+        program = quantize_program(program, layout, mode)
     lowered = lower_executorch(program, xnnpack=xnnpack)
     return lowered.buffer, lowered.non_delegated
 
