@@ -26,9 +26,10 @@ impressions (ordered by ts, then id), the newest `retention_per_source` exposure
 ever recorded stay counted), and every item a kept behaviour refers to plus the
 `retention_per_source` most recently cached other items. A write deletes, oldest first, just what it
 pushed over the bound (tallies say how much, indexes find it), so pruning costs O(rows written); a
-smaller retention than the file was kept at is applied, once, by the next write. Caching an item
-already cached with the same vector and version writes nothing (it is re-stamped as newly cached only
-once half the retention has been cached after it, so an item still being shown is not pruned).
+smaller retention than the file was kept at is applied, once, by the next write. Caching items
+already cached with the same vector and version writes nothing (one read per source, no write
+transaction); such an item is re-stamped as newly cached once half the retention has been cached
+after it, so an item still being shown is not pruned.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_ver
   WHERE items.vector IS NOT excluded.vector OR items.embedding_version IS NOT excluded.embedding_version
     OR items.seq <= ?8"""
 """Insert an item, or rewrite it when its vector or version changed or its sequence number is <= ?8."""
+_CACHED_SQL = "SELECT item_id, vector, embedding_version, seq FROM items WHERE source = ? AND item_id IN ({})"
+_CHECK_AT_MOST = 500
+"""`cache_items` batches up to this long are first checked against the cache with one query."""
 _ADVANCE_SEQ = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', 0, ?)
   ON CONFLICT (source, kind) DO UPDATE SET total = total + excluded.total"""
 
@@ -305,12 +309,39 @@ class HistoryStore:
         return self._cache(batches, embedding_version)
 
     def _cache(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str) -> int:
-        with self._write() as conn:
-            if _meta(conn, "embedding_version") != version:
-                conn.execute(_SET_META, ("embedding_version", version))
-            if self._put_items(conn, batches, version):
-                self._prune(conn)
+        todo = self._not_cached(batches, version)
+        if todo or _meta(self.db.conn, "embedding_version") != version:  # else no write transaction at all
+            with self._write() as conn:
+                if _meta(conn, "embedding_version") != version:
+                    conn.execute(_SET_META, ("embedding_version", version))
+                if self._put_items(conn, todo, version):
+                    self._prune(conn)
         return sum(len(rows) for _, rows in batches)
+
+    def _not_cached(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
+                    version: str) -> list[tuple[str, list[tuple[str, np.ndarray, str]]]]:
+        """The rows `_put_items` would write (new, changed, other version, due for a re-stamp), found
+        with one read per source and no lock; batches too long for one query are kept whole."""
+        conn = self.db.conn
+        last_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
+        todo = []
+        for source, rows in batches:
+            if len(rows) > _CHECK_AT_MOST:
+                todo.append((source, rows))
+                continue
+            aged = last_seq.get(source, 0) - self.retention // 2
+            ids = [item_id for item_id, _, _ in rows]
+            cached = {row[0]: row[1:] for row in conn.execute(_CACHED_SQL.format(", ".join("?" * len(ids))),
+                                                               (source, *ids))}
+
+            def due(item_id: str, vec: np.ndarray) -> bool:
+                hit = cached.get(item_id)
+                return hit is None or hit[0] != vec.tobytes() or hit[1] != version or hit[2] <= aged
+
+            stale = [row for row in rows if due(row[0], row[1])]
+            if stale:
+                todo.append((source, stale))
+        return todo
 
     def set_embedding_version(self, embedding_version: str) -> None:
         """Make `embedding_version` current: only vectors cached under it count as history."""

@@ -99,7 +99,7 @@ def test_an_item_shown_again_is_restamped_and_kept(tmp_path):
 
 
 def test_caching_an_unchanged_vector_writes_nothing(tmp_path):
-    with HistoryStore(tmp_path / "h.db", retention_per_source=100) as s:
+    with HistoryStore(tmp_path / "h.db", retention_per_source=2000) as s:
         video, article = np.stack([vec(i) for i in range(10)]), np.stack([vec(i, 3) for i in range(10)])
         page = {"video": ([f"v{i}" for i in range(10)], video), "article": ([f"a{i}" for i in range(10)], article)}
         assert s.cache_sources(page, "e1") == 20
@@ -111,9 +111,15 @@ def test_caching_an_unchanged_vector_writes_nothing(tmp_path):
         assert s.db.conn.total_changes > changes
         (blob,) = s.db.execute("SELECT vector FROM items WHERE item_id = 'v2'").fetchone()
         np.testing.assert_array_equal(np.frombuffer(blob, np.float32), vec(99))
+        many = [(f"m{i}", vec(i)) for i in range(600)]  # longer than one check query: the upsert skips them
+        s.cache_items("video", many, "e1")
+        changes = s.db.conn.total_changes
+        s.cache_items("video", many, "e1")
+        assert s.db.conn.total_changes == changes
         s.cache_sources({"video": (["v0"], video[:1])}, "e2")  # a new embedding version too
         assert s.stale_items() == sorted([("article", f"a{i}") for i in range(10)]
-                                         + [("video", f"v{i}") for i in range(1, 10)])
+                                         + [("video", f"v{i}") for i in range(1, 10)]
+                                         + [("video", f"m{i}") for i in range(600)])
 
 
 BAD_PAGES = [
