@@ -4,11 +4,11 @@
     python benchmarks/inference_latency.py --run RUN              # exports the run's model
     python benchmarks/inference_latency.py --bundle BUNDLE [--run RUN]   # existing files (eager needs --run)
 
-Rows: eager PyTorch, ExecuTorch portable, ExecuTorch XNNPACK, TFLite builtin CPU kernels, TFLite
-XNNPACK, and the int8 variants, all in one process on the same request (a partially padded list).
-Each row times `--calls` calls after `--warmup` calls (inputs prepared once in the runtime's own format,
-so the figure is the runtime's call: set inputs, run, read scores) and prints p50 / p99 in ms and the
-ratio to eager. Default model: DIR for m=3 sources of widths 40, 16 and 17, n=10, t=20.
+Rows: eager PyTorch, ExecuTorch portable, ExecuTorch XNNPACK (fp32 and int8-dynamic), TFLite builtin
+CPU kernels, TFLite XNNPACK, and the TFLite int8 variants, all in one process on the same request (a
+partially padded list). Each row times `--calls` calls after `--warmup` calls (inputs prepared once in the
+runtime's own format, so the figure is the runtime's call: set inputs, run, read scores) and prints p50 /
+p99 in ms and the ratio to eager. Default model: DIR for m=3 sources of widths 40, 16 and 17, n=10, t=20.
 Targets: TFLite p50 <= 0.08 ms, ExecuTorch p50 <= 0.2 ms per list.
 """
 
@@ -105,6 +105,8 @@ def rows(bundle: Path, manifest, device_model, request):
         ("eager PyTorch", None, lambda: eager_call(device_model, layout, request)),
         ("ExecuTorch portable", "model_portable.pte", lambda: executorch_call(bundle / "model_portable.pte", layout, request)),
         ("ExecuTorch XNNPACK", "model.pte", lambda: executorch_call(bundle / "model.pte", layout, request)),
+        ("ExecuTorch int8-dynamic XNNPACK", "model_int8_dynamic.pte",
+         lambda: executorch_call(bundle / "model_int8_dynamic.pte", layout, request)),
         ("TFLite builtin CPU", "model.tflite", lambda: tflite_call(bundle / "model.tflite", request, False)),
         ("TFLite XNNPACK", "model.tflite", lambda: tflite_call(bundle / "model.tflite", request, True)),
         ("TFLite int8 builtin CPU", "model_int8.tflite", lambda: tflite_call(bundle / "model_int8.tflite", request, False)),
@@ -158,12 +160,12 @@ def main(argv=None) -> int:
           f"{torch.__version__}, 1 thread, batch 1, {args.calls} calls after {args.warmup} warm-up; "
           f"m={len(manifest.sources)} n={manifest.n} t={manifest.t} dims={manifest.vector_dims}"
           + (f", {params:,} device parameters" if params else ""))
-    print(f"{'runtime':<30}{'file':<28}{'p50 ms':>9}{'p99 ms':>9}{'p50 / eager':>13}")
+    print(f"{'runtime':<33}{'file':<28}{'p50 ms':>9}{'p99 ms':>9}{'p50 / eager':>13}")
     eager = None
     for label, name, make in rows(bundle, manifest, device_model, request):
         p50, p99 = time_call(make(), args.calls, args.warmup)
         eager = eager or p50
-        print(f"{label:<30}{name or '-':<28}{p50:>9.4f}{p99:>9.4f}{p50 / eager:>13.3f}")
+        print(f"{label:<33}{name or '-':<28}{p50:>9.4f}{p99:>9.4f}{p50 / eager:>13.3f}")
     return 0
 
 
