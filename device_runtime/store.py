@@ -21,15 +21,16 @@ log back into the file, with its fsyncs) run in a background thread every `check
 (`device_runtime.checkpointer`), not inside a write unless writes come without a pause for thousands
 of pages; `checkpoint_every=None` leaves them to SQLite (inside the write that fills 1000 pages).
 
-Retention, per source, after every write: the newest `retention_per_source` clicks and as many
-impressions (ordered by ts, then id), the newest `retention_per_source` exposure rows (all exposures
-ever recorded stay counted), and every item a kept behaviour refers to plus the
-`retention_per_source` most recently cached other items. A write deletes, oldest first, just what it
-pushed over the bound (tallies say how much, indexes find it), so pruning costs O(rows written); a
-smaller retention than the file was kept at is applied, once, by the next write. Caching items
-already cached with the same vector and version writes nothing (one read per source, no write
-transaction); such an item is re-stamped as newly cached once half the retention has been cached
-after it, so an item still being shown is not pruned.
+Retention, per source: the newest `retention_per_source` (R) clicks and as many impressions (ordered
+by ts, then id), the newest R exposure rows (all exposures ever recorded stay counted), and every item
+a kept behaviour refers to plus the R most recently cached other items. A write that takes one of
+these to R + `prune_every` rows deletes that kind's oldest rows down to R (tallies say how many,
+indexes find them): after every write each holds fewer than R + `prune_every` rows (default 1: at most
+R), and pruning costs O(rows written), not O(rows stored). A larger `prune_every` prunes in batches
+(less work per row, a longer write now and then); a smaller R than the file was kept at is applied,
+once, by the next write. Caching items already cached with the same vector and version writes
+nothing (one read per source, no write transaction); such an item is re-stamped as newly cached once
+R/2 items have been cached after it, so an item still being shown is not pruned.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ PRUNE_SQL = {
 }
 """Per tally kind, delete a source's `excess` oldest rows (items: unreferenced ones) by an index walk."""
 
-_OVER_BOUND = "SELECT source, kind, rows - ? FROM tallies WHERE rows > ?"
+_OVER_BOUND = "SELECT source, kind, rows - :keep FROM tallies WHERE rows >= :keep + :every"
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_version, updated_at, seq, refs)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT count(*) FROM behaviors WHERE source = ?1 AND item_id = ?2))
@@ -138,17 +139,18 @@ class HistoryStore:
         *,
         sources: Sequence[str] | None = None,
         dims: dict[str, int] | None = None,
+        prune_every: int = 1,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 10_000,
         checkpoint_every: int | None = 50,
     ) -> None:
-        if isinstance(retention_per_source, bool) or not isinstance(retention_per_source, int) \
-                or retention_per_source < 1:
-            raise ValueError(f"retention_per_source must be an int >= 1, got {retention_per_source!r}")
+        for name, value in (("retention_per_source", retention_per_source), ("prune_every", prune_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = Path(path)
-        self.retention = retention_per_source
+        self.retention, self.prune_every = retention_per_source, prune_every
         self.sources = tuple(sources) if sources is not None else None
         self._dims = dict(dims or {})
         for s in self._dims:
@@ -274,7 +276,8 @@ class HistoryStore:
                 field = next(f"{field}.vector" for _, vec, field in checked if vec is not None)
                 raise ValueError(f"{field}: the store has no embedding version yet; call "
                                  "cache_items(...) or set_embedding_version(...) first")
-            self._put_items(conn, list(vectors.items()), version)
+            if vectors:
+                self._put_items(conn, list(vectors.items()), version)
             ids = [
                 conn.execute(
                     "INSERT INTO behaviors (ts, item_id, source, action) VALUES (?, ?, ?, ?)",
@@ -387,10 +390,10 @@ class HistoryStore:
         return len(rows)
 
     def _prune(self, conn: sqlite3.Connection) -> None:
-        """Delete, oldest first, the rows over the retention bound: what the write just added, so the
-        cost is O(rows written), not O(rows stored). Tallies (a few rows per source) say how many."""
+        """Delete, oldest first, down to the retention the rows of every kind that reached
+        R + prune_every rows: O(rows written) amortized. Tallies (a few rows per source) say how many."""
         for _ in range(2):  # a second look for items that pruned behaviours left unreferenced
-            over = conn.execute(_OVER_BOUND, (self.retention, self.retention)).fetchall()
+            over = conn.execute(_OVER_BOUND, {"keep": self.retention, "every": self.prune_every}).fetchall()
             if not over:
                 return
             for source, kind, excess in over:

@@ -310,3 +310,5 @@ def test_bad_paths(tmp_path):
         HistoryStore(tmp_path / "missing" / "h.db")
     with pytest.raises(ValueError, match=r"retention_per_source"):
         HistoryStore(tmp_path / "h.db", retention_per_source=0)
+    with pytest.raises(ValueError, match=r"prune_every must be an int >= 1"):
+        HistoryStore(tmp_path / "h.db", prune_every=0)

@@ -31,7 +31,8 @@ def check_tallies(s: HistoryStore) -> None:
     """Tallies and reference counts equal what a full count finds."""
     conn = s.db.conn
     tallies = {(src, kind): rows for src, kind, rows in conn.execute("SELECT source, kind, rows FROM tallies")}
-    counted = {(src, a): n for src, a, n in conn.execute("SELECT source, action, count(*) FROM behaviors GROUP BY 1, 2")}
+    counted = {(src, a): n for src, a, n in
+               conn.execute("SELECT source, action, count(*) FROM behaviors GROUP BY 1, 2")}
     counted |= {(src, "exposure"): n for src, n in conn.execute("SELECT source, count(*) FROM exposures GROUP BY 1")}
     counted |= {(src, "item"): n for src, n in conn.execute(
         "SELECT source, count(*) FROM items AS i WHERE NOT EXISTS"
@@ -44,7 +45,7 @@ def check_tallies(s: HistoryStore) -> None:
 
 
 def test_retention_keeps_the_newest_behaviours_and_their_items(tmp_path):
-    with HistoryStore(tmp_path / "h.db", retention_per_source=10, sources=SOURCES) as s:
+    with HistoryStore(tmp_path / "h.db", retention_per_source=10, prune_every=1, sources=SOURCES) as s:
         s.set_embedding_version("e1")
         s.record_many([click(f"v{i}", ts=i, vector=vec(i)) for i in range(40)])
         s.record_many([click(f"v{i}", ts=i, action="impression") for i in range(3)])
@@ -59,25 +60,28 @@ def test_retention_keeps_the_newest_behaviours_and_their_items(tmp_path):
         check_tallies(s)
 
 
-def test_bounds_hold_after_every_write(tmp_path):
-    keep = 7
-    with HistoryStore(tmp_path / "h.db", retention_per_source=keep) as s:
+@pytest.mark.parametrize("every", [1, 4])
+def test_bounds_hold_after_every_write(tmp_path, every):
+    keep, bound = 7, 7 + every - 1
+    with HistoryStore(tmp_path / "h.db", retention_per_source=keep, prune_every=every) as s:
         for i in range(60):
             s.cache_items("video", [(f"c{i}-{j}", vec(j)) for j in range(3)], "e1")
             s.record(click(f"v{i}", ts=i, vector=vec(i)))
             s.record(click(f"c{i}-0", ts=i, action="impression"))
             s.record_exposures([(f"c{i}-1", "video"), (f"c{i}-2", "video")], ts=i)
             stats = s.stats()
-            assert stats["behaviors"]["video"]["click"] <= keep
-            assert stats["behaviors"]["video"]["impression"] <= keep
-            assert stats["exposure_rows"]["video"] <= keep
-            assert stats["items"]["video"] <= keep + 2 * keep  # unreferenced + one per kept behaviour
+            assert stats["behaviors"]["video"]["click"] <= bound
+            assert stats["behaviors"]["video"]["impression"] <= bound
+            assert stats["exposure_rows"]["video"] <= bound
+            assert stats["items"]["video"] <= bound + 2 * bound  # unreferenced + one per kept behaviour
+        assert stats["behaviors"]["video"]["click"] >= keep  # pruned down to the retention, not below
+        assert [i for i, _ in s.last_clicks(["video"], keep)[0]] == [f"v{i}" for i in range(59, 59 - keep, -1)]
         assert s.exposure_counts(["video"]).tolist() == [120]
         check_tallies(s)
 
 
 def test_an_item_a_kept_behaviour_refers_to_is_never_pruned(tmp_path):
-    with HistoryStore(tmp_path / "h.db", retention_per_source=3) as s:
+    with HistoryStore(tmp_path / "h.db", retention_per_source=3, prune_every=1) as s:
         s.cache_items("video", [("old", vec(0))], "e1")
         s.record(click("old", ts=1))
         for page in range(10):  # many newer items push "old" far out of the newest 3
@@ -90,7 +94,7 @@ def test_an_item_a_kept_behaviour_refers_to_is_never_pruned(tmp_path):
 
 
 def test_an_item_shown_again_is_restamped_and_kept(tmp_path):
-    with HistoryStore(tmp_path / "h.db", retention_per_source=10) as s:
+    with HistoryStore(tmp_path / "h.db", retention_per_source=10, prune_every=1) as s:
         for page in range(30):  # "hit" is on every page, between 4 new items
             s.cache_items("video", [("hit", vec(0)), *((f"p{page}-{j}", vec(j)) for j in range(4))], "e1")
             assert "hit" in item_ids(s)
@@ -123,8 +127,10 @@ def test_caching_an_unchanged_vector_writes_nothing(tmp_path):
 
 
 BAD_PAGES = [
-    ({"article": (["a0", "a1"], np.ones((2, 4)))}, r"items\['article'\]\.vectors\[0\]: vector has 4 values but source 'article' uses 3"),
-    ({"article": (["a0", "a1"], [[1.0, 2.0, 3.0], [1.0, math.inf, 0.0]])}, r"items\['article'\]\.vectors\[1\]: holds NaN or infinite"),
+    ({"article": (["a0", "a1"], np.ones((2, 4)))},
+     r"items\['article'\]\.vectors\[0\]: vector has 4 values but source 'article' uses 3"),
+    ({"article": (["a0", "a1"], [[1.0, 2.0, 3.0], [1.0, math.inf, 0.0]])},
+     r"items\['article'\]\.vectors\[1\]: holds NaN or infinite"),
     ({"article": (["a0"], [1.0, 2.0, 3.0])}, r"items\['article'\]\.vectors: expected an \[items, width\] matrix"),
     ({"article": (["a0", "a1"], np.ones((1, 3)))}, r"items\['article'\]: 2 item ids but 1 vectors"),
     ({"article": (["a0", ""], np.ones((2, 3)))}, r"items\['article'\]\.item_ids\[1\]"),
@@ -143,7 +149,7 @@ def test_a_bad_page_is_refused_naming_the_field_and_nothing_changes(tmp_path, pa
 
 
 def test_exposure_counts_survive_pruning(tmp_path):
-    with HistoryStore(tmp_path / "h.db", retention_per_source=5, sources=SOURCES) as s:
+    with HistoryStore(tmp_path / "h.db", retention_per_source=5, prune_every=1, sources=SOURCES) as s:
         for page in range(10):
             s.record_exposures([(f"v{page}a", "video"), (f"v{page}b", "video"), (f"a{page}", "article")],
                                ts=page, request_id=f"r{page}")
@@ -158,7 +164,7 @@ def test_exposure_counts_survive_pruning(tmp_path):
 
 def test_tallies_match_full_counts_after_random_writes(tmp_path):
     rng = np.random.default_rng(0)
-    with HistoryStore(tmp_path / "h.db", retention_per_source=6) as s:
+    with HistoryStore(tmp_path / "h.db", retention_per_source=6, prune_every=3) as s:
         s.set_embedding_version("e1")
         for step in range(150):
             source, item = str(rng.choice(["video", "article"])), f"i{rng.integers(12)}"
@@ -200,7 +206,7 @@ def _steps(s: HistoryStore, call) -> int:
 
 
 def _write_steps_at_the_bound(path, keep: int) -> dict[str, int]:
-    with HistoryStore(path, retention_per_source=keep) as s:
+    with HistoryStore(path, retention_per_source=keep, prune_every=1) as s:
         s.set_embedding_version("e1")
         s.record_many([click(f"v{i}", ts=i, vector=vec(i)) for i in range(keep + 1)])
         s.cache_items("video", [(f"free{i}", vec(i)) for i in range(keep)], "e1")
@@ -245,7 +251,7 @@ def test_a_v1_file_migrates_keeping_history_and_exposure_counts(tmp_path):
     db.conn.commit()
     db.close()
 
-    with HistoryStore(path, retention_per_source=3) as s:
+    with HistoryStore(path, retention_per_source=3, prune_every=1) as s:
         assert s.schema_version == len(MIGRATIONS) == 2
         assert s.exposure_counts(["video", "article", "ad"]).tolist() == [42, 1, 7]
         assert s.db.execute("SELECT count(*) FROM meta WHERE key LIKE 'exposures%'").fetchone() == (0,)
