@@ -5,13 +5,17 @@
 
 For every backend/delegate pair that loads here, a fresh history store gets `--behaviours` stored
 clicks (with item vectors) and `--requests` batch-1 reranks are timed after a warm-up: wall time
-around `Reranker.rerank` (p50/p99/mean) and the median of each stage it reports. Pairs that do not
-load are listed with the loader's error. Target: p50 <= 1 ms, p99 <= 3 ms.
+around `Reranker.rerank` (p50/p99/mean), the calling thread's CPU time (p50/p99: the cost without the
+waits for other processes on a loaded machine) and the median of each stage it reports; with
+`--click-every`, clicks recorded between reranks (each prunes the oldest click at the retention bound)
+are timed too.
+Pairs that do not load are listed with the loader's error. Target: p50 <= 1 ms, p99 <= 3 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -49,22 +53,29 @@ def export_bundle(out: Path) -> Path:
     return out
 
 
-def slates(manifest: BundleManifest, count: int, rng: np.random.Generator) -> list[CandidateSlate]:
-    """`count` full slates (n items per source) over a pool of 200 items per source."""
+def slates(manifest: BundleManifest, count: int, rng: np.random.Generator, new_vectors: bool) -> list[CandidateSlate]:
+    """`count` full slates (n items per source) over a pool of 200 items per source. Each item keeps
+    one vector, as the cloud sends it for an embedding version; `new_vectors`: a fresh one per slate."""
+    pools = [rng.standard_normal((200, dim)) for dim in manifest.vector_dims]
     out = []
     for r in range(count):
         sources = []
-        for name, dim in zip(manifest.source_names, manifest.vector_dims):
-            ids = rng.choice(200, size=manifest.n, replace=False)
+        for name, pool in zip(manifest.source_names, pools):
+            ids = rng.choice(len(pool), size=manifest.n, replace=False)
+            vectors = rng.standard_normal((manifest.n, pool.shape[1])) if new_vectors else pool[ids]
             sources.append(SourceCandidates(source=name, items=[
-                CandidateItem(item_id=f"{name}{i}", vector=rng.standard_normal(dim).tolist()) for i in ids]))
+                CandidateItem(item_id=f"{name}{i}", vector=v.tolist()) for i, v in zip(ids, vectors)]))
         out.append(CandidateSlate(user_id="bench", request_id=f"r{r}", sources=sources,
                                   embedding_version=manifest.embedding_version))
     return out
 
 
 def seed_history(reranker: Reranker, behaviours: int, rng: np.random.Generator) -> None:
+    """`behaviours` clicks with vectors, round robin over the sources, and as many exposures per source
+    as the store keeps: the store starts at its bound, so every write prunes (a long-used device)."""
     m = reranker.manifest
+    keep = reranker.store.retention
+    reranker.store.record_exposures([(f"x{i}", name) for name in m.source_names for i in range(keep)], ts=0.0)
     now = time.time() - behaviours
     events = []
     for i in range(behaviours):
@@ -84,19 +95,27 @@ def measure(bundle: Path, pair: str, args: argparse.Namespace, workdir: Path) ->
                        retention_per_source=per_source) as reranker:
         seed_history(reranker, args.behaviours, rng)
         stored = sum(v["click"] for v in reranker.store.stats()["behaviors"].values())
-        pages = slates(manifest, 64, rng)
+        pages = slates(manifest, 64, rng, args.new_vectors)
         for i in range(args.warmup):
             reranker.rerank(pages[i % len(pages)])
-        wall, stages = [], {k: [] for k in STAGES}
+        wall, cpu, stages, clicks = [], [], {k: [] for k in STAGES}, []
         for i in range(args.requests):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             result = reranker.rerank(pages[i % len(pages)])
             wall.append((time.perf_counter() - start) * 1e3)
+            cpu.append((time.thread_time() - start_cpu) * 1e3)
             for k in STAGES:
                 stages[k].append(result.timings_ms[k])
+            if args.click_every and i % args.click_every == 0:  # the user clicks the top item
+                top = result.items[0]
+                start = time.perf_counter()
+                reranker.record(BehaviorEvent(item_id=top.item_id, source=top.source, action="click", ts=time.time()))
+                clicks.append((time.perf_counter() - start) * 1e3)
     wall = np.array(wall)
     return {"pair": pair, "stored": stored, "p50": np.percentile(wall, 50), "p99": np.percentile(wall, 99),
-            "mean": wall.mean(), **{k: float(np.median(v)) for k, v in stages.items()}}
+            "mean": wall.mean(), "cpu_p50": np.percentile(cpu, 50), "cpu_p99": np.percentile(cpu, 99),
+            **{k: float(np.median(v)) for k, v in stages.items()},
+            "record": np.percentile(clicks, [50, 99]) if clicks else None}
 
 
 def main() -> None:
@@ -107,6 +126,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--merge", default="controller", choices=["score", "quota", "controller"])
+    parser.add_argument("--new-vectors", action="store_true",
+                        help="every slate sends new vectors for its items (worst case for the vector cache)")
+    parser.add_argument("--click-every", type=int, default=0, metavar="N",
+                        help="record a click on the top item after every N-th rerank, timed apart (default: none)")
     parser.add_argument("--pairs", default=",".join(PAIRS), help="BACKEND:DELEGATE pairs (default: %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,13 +146,17 @@ def main() -> None:
             rows.append(measure(bundle, pair, args, workdir))
     print(f"# rerank latency: {manifest.model_name} m={len(manifest.sources)} n={manifest.n} t={manifest.t} "
           f"K={manifest.K}, batch 1, merge={args.merge}, threads={args.threads}, {args.requests} requests, "
-          f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}\n")
-    head = ["backend:delegate", "stored clicks", "p50 ms", "p99 ms", "mean ms", *(f"{s} p50" for s in STAGES)]
+          f"{'new' if args.new_vectors else 'fixed'} item vectors, clicks every {args.click_every or '-'} pages, "
+          f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
+    head = ["backend:delegate", "stored clicks", "p50 ms", "p99 ms", "mean ms", "cpu p50 ms", "cpu p99 ms",
+            *(f"{s} p50" for s in STAGES), "record p50/p99 ms"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        cells = [r["pair"], str(r["stored"]), *(f"{r[k]:.3f}" for k in ("p50", "p99", "mean")),
-                 *(f"{r[k]:.3f}" for k in STAGES)]
+        cells = [r["pair"], str(r["stored"]),
+                 *(f"{r[k]:.3f}" for k in ("p50", "p99", "mean", "cpu_p50", "cpu_p99", *STAGES)),
+                 "-" if r["record"] is None else "{:.3f} / {:.3f}".format(*r["record"])]
         print("| " + " | ".join(cells) + " |")
     for pair, why in unavailable:
         print(f"\nnot available: {pair}: {why}")
