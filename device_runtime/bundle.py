@@ -77,7 +77,7 @@ def verify(bundle_dir: str | os.PathLike) -> BundleManifest:
                 f"{path}: {size} bytes, {MANIFEST_NAME} says {entry.size} (truncated or wrong file); "
                 "re-download the bundle"
             )
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != entry.sha256:
             raise ValueError(
                 f"{path}: sha256 {digest} does not match {MANIFEST_NAME} ({entry.sha256}); "
@@ -228,10 +228,11 @@ def _extract_zip(archive: Path, out: Path) -> Path:
 
 def _version_name(manifest: BundleManifest, manifest_path: Path) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", manifest.model_version)[:64]
-    return f"{safe}-{_sha256(manifest_path)[:12]}"
+    return f"{safe}-{file_sha256(manifest_path)[:12]}"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

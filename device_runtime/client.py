@@ -13,7 +13,6 @@ the client only asks for slates, vectors of item ids and bundles.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -31,7 +30,7 @@ from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ValidationError
 
-from device_runtime.bundle import BundleRegistry, InstalledBundle
+from device_runtime.bundle import BundleRegistry, InstalledBundle, file_sha256
 from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
 from shared_schema.manifest import MANIFEST_NAME
@@ -239,7 +238,7 @@ class CloudClient:
         """Fetch one file into `target`, resuming a shorter partial copy with Range + If-Range."""
         target.parent.mkdir(parents=True, exist_ok=True)
         have = target.stat().st_size if target.exists() else 0
-        if have == item.size and _sha256(target) == item.sha256:
+        if have == item.size and file_sha256(target) == item.sha256:
             return
         if have >= item.size:
             target.unlink()
@@ -253,7 +252,7 @@ class CloudClient:
             with open(target, "ab" if resumed else "wb") as out:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
-        size, digest = target.stat().st_size, _sha256(target)
+        size, digest = target.stat().st_size, file_sha256(target)
         if (size, digest) != (item.size, item.sha256):
             target.unlink()
             raise CloudUnavailable(f"GET {url}: got {size} bytes with sha256 {digest}, the listing says {item.size} "
@@ -264,7 +263,7 @@ def _is_newer(entry: BundleEntry, active: InstalledBundle | None) -> bool:
     """True when `entry` is another bundle than the active one and was created after it."""
     if active is None:
         return True
-    if _sha256(active.path / MANIFEST_NAME) == entry.manifest_sha256:
+    if file_sha256(active.path / MANIFEST_NAME) == entry.manifest_sha256:
         return False
     return _when(entry.created_at) > _when(active.manifest.created_at)
 
@@ -282,14 +281,6 @@ def _safe(name: str) -> PurePosixPath:
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise CloudUnavailable(f"the bundle listing names the unsafe file path {name!r}; refusing it")
     return rel
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _detail(error: urllib.error.HTTPError) -> str:
