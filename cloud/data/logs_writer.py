@@ -11,14 +11,12 @@ interrupted run leaves no half-written LOGS folder. An existing non-empty `out` 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from cloud.files import replace_dir
 from shared_schema.specs import DatasetSpec
 
 _TOP_KEYS = ("name", "n", "t", "K", "lag", "list_mode", "negatives", "valid_fraction", "test_fraction")
@@ -69,26 +67,8 @@ def write_logs_folder(
 ) -> Path:
     """Write dataset.toml and one CSV per `tables` entry (file name -> frame) into `out`, atomically."""
     out = check_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with replace_dir(out, force) as tmp:
         (tmp / "dataset.toml").write_text(dataset_toml(spec, comments), encoding="utf-8")
         for name, frame in tables.items():
             frame.to_csv(tmp / name, index=False, float_format="%.6g", lineterminator="\n")
-        os.chmod(tmp, 0o755)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move `tmp` to `out`; an existing `out` (checked by check_out) is removed only after the move."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old)

@@ -14,9 +14,6 @@ a cut goes to the later split).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ import numpy as np
 from cloud.data.history import histories
 from cloud.data.lists import build_lists
 from cloud.data.logs import read_logs
+from cloud.files import replace_dir
 from shared_schema.specs import SCHEMA_VERSION, DatasetSpec
 
 SPLITS = ("train", "valid", "test")
@@ -50,7 +48,7 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
     meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
             "num_items": {name: len(table) for name, table in logs.items.items()},
             "num_users": len(logs.users), "has_click_prob": logs.events.has_click_prob}
-    with _replace_dir(out, force) as tmp:
+    with replace_dir(out, force) as tmp:
         for name, table in logs.items.items():
             folder = tmp / "items" / name
             folder.mkdir(parents=True)
@@ -84,23 +82,3 @@ def time_split(ts: np.ndarray, spec: DatasetSpec) -> dict[str, tuple[int, int]]:
     return bounds
 
 
-@contextmanager
-def _replace_dir(out: Path, force: bool):
-    """Yield a temp folder beside `out`; on success it replaces `out`, on failure it is removed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    tmp.chmod(0o755)
-    try:
-        yield tmp
-        if out.exists():
-            if not force:
-                raise FileExistsError(f"{out}: appeared while preparing; pass --force to replace it")
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

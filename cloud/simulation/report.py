@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud.data.logs_writer import check_out
+from cloud.files import replace_dir
 from cloud.simulation.device_latency import DeviceMeasurement
 from cloud.simulation.study import Study
 from cloud.simulation.summary import paired_gain, path_summary
@@ -32,9 +31,7 @@ def write_report(study: Study, out: str | Path, context: dict, device: DeviceMea
                  device_ms: Sequence[float] | None = None, force: bool = False) -> Path:
     """Write every file into a temporary sibling folder, then rename it to `out`."""
     out = check_out(out, force)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with replace_dir(out, force) as tmp:
         rows = [{"path": name, **path_summary(result)} for name, result in study.paths.items()]
         _csv(tmp / "paths.csv", rows)
         _csv(tmp / "delay_sweep.csv", study.delay_rows)
@@ -45,16 +42,6 @@ def write_report(study: Study, out: str | Path, context: dict, device: DeviceMea
                                                     indent=2, sort_keys=True) + "\n")
         _plots(study, tmp)
         (tmp / "summary.md").write_text(summary_markdown(study, rows, context, device))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from cloud.files import replace_dir
 
 SPLITS = ("train", "valid", "test")
 
@@ -38,9 +38,7 @@ def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None
     data = PreparedData(data_dir or run.config["data"])
     lists = _user_lists(data, user)[:max_slates]
     names = read_titles(Path(titles)) if titles else {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replace_dir(out, force) as tmp:
         for number, (_, split, row) in enumerate(lists):
             slate, history = slate_for_list(run.model, data, split, row, run.embedding_version)
             for entry in slate.sources:
@@ -52,12 +50,6 @@ def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None
                 (folder / "history.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in history),
                                                       encoding="utf-8")
                 seeded = len(history)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"user": slate.user_id, "slates": len(lists), "history": seeded}
 
 
