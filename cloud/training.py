@@ -151,18 +151,18 @@ class BatchSums:
 
 
 def step_objective(local: BatchSums, total: BatchSums, target: torch.Tensor, beta: float, exposure: bool,
-                   world: int) -> tuple[torch.Tensor, float]:
+                   world: int, utility: bool = True) -> tuple[torch.Tensor, float]:
     """(objective of this rank, loss of the global batch).
 
     The loss is util + aux, or beta * util + (1 - beta) * JS(target, exposure shares) + aux, over the
-    whole global batch. The objective's gradient is this rank's part of the loss gradient times `world`,
+    whole global batch; util is 0 with `utility=False` (models whose auxiliary loss is their objective). The objective's gradient is this rank's part of the loss gradient times `world`,
     so DDP's average over ranks is the exact gradient: the utility and aux sums are divided by the global
     slot count, and the JS term is evaluated at the global shares with a gradient through this rank's
     exposures only (the other ranks' exposures enter as constants).
     """
     slots = total.slots.clamp(min=1.0)
-    util = local.bce / slots
-    util_value = total.bce / slots
+    util = local.bce / slots if utility else local.bce.new_zeros(())
+    util_value = total.bce / slots if utility else util
     if exposure:
         exposures = local.exposures + (total.exposures - local.exposures.detach())
         js = js_divergence(target, exposures / total.exposed.clamp(min=1.0))
@@ -204,6 +204,7 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
         torch.randperm(len(train_set), generator=generator)
 
     for epoch in range(start_epoch, config.epochs):
+        model.begin_epoch(epoch, config.epochs)
         net.train()
         started, total, seen = time.perf_counter(), 0.0, 0
         batches = train_set.batches(config.batch_size, shuffle=True, generator=generator, rank=ctx.rank,
@@ -214,7 +215,8 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
                 scores = net(batch)
                 local = BatchSums.of(model, batch, scores, K, config.topk, use_exposure)
                 sums = BatchSums.unpacked(ctx.all_reduce_sum(local.packed()))
-                objective, loss = step_objective(local, sums, target, config.beta, use_exposure, ctx.world)
+                objective, loss = step_objective(local, sums, target, config.beta, use_exposure, ctx.world,
+                                                 model.uses_utility_loss)
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(
                         f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr "

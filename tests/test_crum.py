@@ -1,4 +1,4 @@
-"""CRUM baseline: shapes, padding, GAT, hand-written Bi-LSTM, swap gains, training, export (reranker only)."""
+"""CRUM baseline: shapes, padding, GAT, hand-written Bi-LSTM, swap gains, two-stage training, export (reranker only)."""
 
 import pytest
 import torch
@@ -49,7 +49,7 @@ def test_swap_gains_are_zero_without_clicks_and_pairs_are_real_and_ordered():
     model = build("crum", pairs=6)
     batch = make_batch(SPEC, seed=2)
     with torch.no_grad():
-        _, x, h, mask = model.device_model.encode(*model.device_inputs(batch))
+        x, h, mask = model.evaluator.encoder(*model.device_inputs(batch))
         label = (batch["label"] * batch["mask"]).reshape(mask.shape)
         first, second, delta = model.swap_gains(x, h, mask, label)
         assert (first < second).all()
@@ -61,12 +61,46 @@ def test_swap_gains_are_zero_without_clicks_and_pairs_are_real_and_ordered():
         assert delta[clicked].abs().sum() > 0
 
 
-def test_auxiliary_loss_trains_evaluator_and_reranker():
-    model = build("crum").train()
-    batch = make_batch(SPEC, seed=3)
+def grads_after_one_step(model, batch) -> dict[str, bool]:
+    model.zero_grad(set_to_none=True)
     model.auxiliary_loss(batch, model(batch)).backward()
-    assert model.evaluator.out.weight.grad.abs().sum() > 0
-    assert model.device_model.out.weight.grad.abs().sum() > 0
+    parts = {"evaluator": model.evaluator, "reranker": model.device_model, "embeddings": model.item_encoder}
+    return {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+            for name, part in parts.items()}
+
+
+def test_stage_one_trains_the_evaluator_and_stage_two_only_the_reranker():
+    model = build("crum", evaluator_epochs=2).train()
+    batch = make_batch(SPEC, seed=3)
+    model.begin_epoch(1, 3)
+    assert model.stage == "evaluator"
+    assert grads_after_one_step(model, batch) == {"evaluator": True, "reranker": False, "embeddings": True}
+    model.begin_epoch(2, 3)
+    assert model.stage == "reranker"
+    assert grads_after_one_step(model, batch) == {"evaluator": False, "reranker": True, "embeddings": False}
+    with pytest.raises(ValueError, match="evaluator_epochs=2"):
+        model.begin_epoch(0, 2)
+
+
+def test_stage_two_pair_loss_falls_with_the_evaluator_unchanged():
+    model = build("crum", seed=3, **SMALL).train()
+    batch = make_batch(SPEC, batch=16, seed=9)
+    model.begin_epoch(1, 2)
+    frozen = {k: v.clone() for k, v in model.evaluator.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=1e-2)
+
+    def pair_loss() -> torch.Tensor:
+        torch.manual_seed(0)  # the same random pairs at every evaluation
+        return model.auxiliary_loss(batch, model(batch))
+
+    before = pair_loss().item()
+    for _ in range(12):
+        optimizer.zero_grad()
+        pair_loss().backward()
+        optimizer.step()
+    assert pair_loss().item() < 0.9 * before
+    assert all(torch.equal(v, model.evaluator.state_dict()[k]) for k, v in frozen.items())
 
 
 def test_training_steps_reduce_the_loss():

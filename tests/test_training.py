@@ -7,12 +7,15 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from cloud.cli import main as cloud_main
 from cloud.data.prepare import prepare
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.runs import load_run
-from cloud.training import NonFiniteLoss, TrainConfig, train
+from cloud.data.prepared import PreparedData
+from cloud.models import build_model
+from cloud.training import BatchSums, NonFiniteLoss, TrainConfig, step_objective, train
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,35 @@ def test_resume_continues_from_the_checkpoint(synth_data, tmp_path):
                     resume=True, progress=False)
     assert len((tmp_path / "b" / "epochs.csv").read_text().strip().splitlines()) == 4  # header + 3 epochs
     assert resumed["test"]["auc"] == pytest.approx(straight["test"]["auc"], abs=1e-6)
+
+
+def test_staged_model_freezes_its_evaluator_after_stage_one(synth_data, tmp_path):
+    """CRUM through the real trainer (begin_epoch each epoch, no utility BCE): with one evaluator epoch, runs
+    of 2 and 3 epochs end with the same evaluator and embeddings (frozen after epoch 1) and different
+    rerankers (trained in epochs 2 and 3)."""
+    config = dict(model="crum", batch_size=256, patience=10, model_options={"width": 8, "lstm_hidden": 4, "pairs": 2})
+    train(TrainConfig(epochs=2, **config), synth_data, tmp_path / "two", progress=False)
+    train(TrainConfig(epochs=3, **config), synth_data, tmp_path / "three", progress=False)
+    two, three = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"] for name in ("two", "three"))
+    initial = build_model("crum", PreparedData(synth_data).spec, **config["model_options"]).state_dict()
+
+    def same(a, b, prefix):
+        return all(torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+
+    assert not same(initial, two, "evaluator.") and not same(initial, two, "item_encoder.")
+    assert same(two, three, "evaluator.") and same(two, three, "item_encoder.")
+    assert not same(initial, two, "device_model.") and not same(two, three, "device_model.")
+    with pytest.raises(ValueError, match="evaluator_epochs=1"):
+        train(TrainConfig(epochs=1, **config), synth_data, tmp_path / "short", progress=False)
+
+
+def test_step_objective_leaves_out_the_utility_loss_when_asked():
+    sums = BatchSums(*(torch.tensor(v) for v in (2.0, 6.0, 3.0, 1.5, 0.0)), torch.zeros(3))
+    target = torch.tensor([0.5, 0.3, 0.2])
+    with_util, value = step_objective(sums, sums, target, 0.5, False, 1)
+    without, value_without = step_objective(sums, sums, target, 0.5, False, 1, utility=False)
+    assert value == pytest.approx(6.0 / 3 + 1.5 / 3) and value_without == pytest.approx(1.5 / 3)
+    assert float(with_util) == pytest.approx(value) and float(without) == pytest.approx(value_without)
 
 
 def test_existing_run_is_not_overwritten(synth_data, tmp_path):

@@ -65,10 +65,13 @@ class RerankModel(nn.Module):
 
     A subclass calls `super().__init__(spec, embedding_dim)` and then sets `self.device_model`, an
     `nn.Module` whose `forward(*inputs)` takes the tensors of `self.layout` in order and returns
-    scores [B, m, n] (logits). Set `uses_exposure_loss = False` where the exposure loss is not used.
+    scores [B, m, n] (logits). Set `uses_exposure_loss = False` where the exposure loss is not used and
+    `uses_utility_loss = False` where `auxiliary_loss` is the whole click objective (the trainer then
+    leaves out its BCE on the scores); `begin_epoch` lets a model train in stages (CRUM).
     """
 
     uses_exposure_loss = True
+    uses_utility_loss = True
     device_model: nn.Module
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16):
@@ -111,6 +114,9 @@ class RerankModel(nn.Module):
             extra = model.auxiliary_loss(batch, scores)   # PEAR: alpha * list-level "any click" BCE
         """
         return None
+
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the trainer before epoch `epoch` (0-based) of `epochs`, also on resume; a no-op here."""
 
 
 def count_parameters(model: RerankModel) -> dict[str, int]:

@@ -3,8 +3,9 @@ MODELS.md section 4), run single-source: all m*n candidates as one list (cloud/m
 The seed lost its equations; every choice below marked [ours] is documented in docs/baselines.md.
 
     model = CRUM(spec)                                   # build_model("crum", spec)
+    model.begin_epoch(epoch, epochs)                     # the trainer's call: picks the training stage
     scores = model(batch)                                # [B, m, n] reranker logits (the exported part)
-    loss = utility_loss(scores, ...) + model.auxiliary_loss(batch, scores)   # evaluator BCE + swap pairs
+    loss = model.auxiliary_loss(batch, scores)           # stage 1: evaluator BCE; stage 2: swap pairs
     u = model.evaluator_probs(batch)                     # [B, N] evaluator click probabilities (cloud)
 
 Initial order [ours]: the layout has no order across sources, so the initial permutation pi_0 is the
@@ -12,22 +13,22 @@ flat slot order s*n + j (source by source, each source's slots in the order give
 within-source slot j as its position attribute (learned embedding [n, width]) plus the source embedding.
 CRUM uses no user history; neither does this model.
 
-Device model (exported), defaults in brackets: per-source projection to `width` [32] + source embedding
-+ position embedding -> `gat_layers` [2] GAT layers over the fully connected graph of real candidates
-(`heads` [2], e_ij = LeakyReLU(a1 . W x_i + a2 . W x_j), softmax over real j, ELU, heads concatenated)
--> scorer MLP([x, h]) [(64, 32)] -> one logit per candidate (the paper's MLP [1024, 512, 128, 64] is too
-big for a phone).
+Device model (exported), defaults in brackets: ListEncoder = per-source projection to `width` [32] +
+source embedding + position embedding -> `gat_layers` [2] GAT layers over the fully connected graph of
+real candidates (`heads` [2], e_ij = LeakyReLU(a1 . W x_i + a2 . W x_j), softmax over real j, ELU, heads
+concatenated) -> scorer MLP([x, h]) [(64, 32)] -> one logit per candidate (the paper's MLP
+[1024, 512, 128, 64] is too big for a phone).
 
-Evaluator (cloud only): w_i = [x_i, q(position in pi), h_i] in pi order, a Bi-LSTM written by hand
-(`lstm_hidden` [16] per direction; padded steps keep the state), MLP([x_i, q_i]) [(64, 32)] -> click logit.
-Training, all through `auxiliary_loss`, one loop [ours: the paper trains the evaluator first, then the
-reranker with the evaluator frozen; here both train together and the reranker's pair weights are
-computed without gradient, so the evaluator is frozen for that term]:
-- evaluator BCE on the logged clicks in the initial order (it trains the GAT too);
-- `pairs` [10] random pairs (i above j in pi_0, both real) per list; u_pi = sum_i P(c_i | pi) / P(c_i | pi_0)
-  * c_i (b_i = 1), dU = u_{pi_ij} - u_{pi_0}; reading (B) of MODELS.md 4.4: if dU > 0 the target is
-  s_j > s_i, else s_i > s_j, loss |dU| * log(1 + exp(-(s_winner - s_loser))), weight `pair_weight` [1].
-The training loop also adds its utility loss (BCE on the reranker scores), which the paper does not have.
+Evaluator (cloud only, its own ListEncoder of the same shape): w_i = [x_i, q(position in pi), h_i] in pi
+order, a Bi-LSTM written by hand (`lstm_hidden` [16] per direction; padded steps keep the state),
+MLP([x_i, q_i]) [(64, 32)] -> click logit.
+Training in two stages, as in the paper, all through `auxiliary_loss` (the trainer adds no BCE):
+- stage 1, the first `evaluator_epochs` [1, ours] epochs: evaluator BCE on the logged clicks in the
+  initial order; the evaluator and the item embeddings (cloud) learn, the reranker does not;
+- stage 2, the remaining epochs: the evaluator and the item embeddings are frozen; `pairs` [10] random
+  pairs (i above j in pi_0, both real) per list; u_pi = sum_i P(c_i | pi) / P(c_i | pi_0) * c_i (b_i = 1),
+  dU = u_{pi_ij} - u_{pi_0}; reading (B) of MODELS.md 4.4: if dU > 0 the target is s_j > s_i, else
+  s_i > s_j, loss |dU| * log(1 + exp(-(s_winner - s_loser))) trains the reranker.
 """
 
 from __future__ import annotations
@@ -45,45 +46,65 @@ from shared_schema.specs import DatasetSpec
 
 
 class CRUM(RerankModel):
-    """CRUM's reranker (exported) with its cloud-only evaluator; see the module docstring."""
+    """CRUM's reranker (exported) with its cloud-only evaluator, trained in two stages (module docstring)."""
+
+    uses_utility_loss = False
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,
                  gat_layers: int = 2, mlp_dims: Sequence[int] = (64, 32), lstm_hidden: int = 16, pairs: int = 10,
-                 pair_weight: float = 1.0, exposure_loss: bool = False):
+                 evaluator_epochs: int = 1, exposure_loss: bool = False):
         super().__init__(spec, embedding_dim)
-        if pairs < 1 or pair_weight < 0:
-            raise ValueError(f"pairs must be >= 1 and pair_weight >= 0, got pairs={pairs}, pair_weight={pair_weight}")
+        if pairs < 1 or evaluator_epochs < 1:
+            raise ValueError(f"pairs and evaluator_epochs must be >= 1, got pairs={pairs}, "
+                             f"evaluator_epochs={evaluator_epochs}")
         self.uses_exposure_loss = exposure_loss
-        self.pairs, self.pair_weight = pairs, pair_weight
-        self.device_model = CRUMDeviceModel(self.layout.vector_dims, spec.n, width, heads, gat_layers, mlp_dims)
-        self.evaluator = Evaluator(spec.m * spec.n, width, lstm_hidden, mlp_dims)
+        self.pairs, self.evaluator_epochs = pairs, evaluator_epochs
+        dims = self.layout.vector_dims
+        self.device_model = CRUMDeviceModel(dims, spec.n, width, heads, gat_layers, mlp_dims)
+        self.evaluator = Evaluator(ListEncoder(dims, spec.n, width, heads, gat_layers), spec.m * spec.n,
+                                   lstm_hidden, mlp_dims)
+        self.stage = "evaluator"
         self._last: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
 
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """Stage 1 (epochs < evaluator_epochs): the evaluator and the item embeddings learn the clicks; stage 2:
+        both frozen, the reranker learns from the swap pairs."""
+        if epochs <= self.evaluator_epochs:
+            raise ValueError(f"CRUM trains its evaluator for evaluator_epochs={self.evaluator_epochs} epochs before "
+                             f"the reranker: give more epochs than that (got {epochs}) or lower evaluator_epochs")
+        self.stage = "evaluator" if epoch < self.evaluator_epochs else "reranker"
+        first = self.stage == "evaluator"
+        self.evaluator.requires_grad_(first)
+        self.item_encoder.requires_grad_(first)
+        self.device_model.requires_grad_(not first)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = self.device_model.encode(*self.device_inputs(batch))
-        self._last = (parts[0], parts) if torch.is_grad_enabled() else None
-        return parts[0]
+        inputs = self.device_inputs(batch)
+        scores = self.device_model(*inputs)
+        self._last = (scores, inputs) if torch.is_grad_enabled() else None
+        return scores
 
     @torch.no_grad()
     def evaluator_probs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B, N] evaluator click probabilities of the flat candidates in the initial order."""
-        _, x, h, mask = self.device_model.encode(*self.device_inputs(batch))
-        return torch.sigmoid(self.evaluator(x, h, mask))
+        return torch.sigmoid(self.evaluator(*self.evaluator.encoder(*self.device_inputs(batch))))
 
     def auxiliary_loss(self, batch: dict[str, torch.Tensor], scores: torch.Tensor) -> torch.Tensor:
-        if self._last is not None and self._last[0] is scores:
-            _, x, h, mask = self._last[1]
-        else:
-            _, x, h, mask = self.device_model.encode(*self.device_inputs(batch))
+        """Stage "evaluator": the evaluator's click BCE; stage "reranker": the |dU|-weighted swap-pair loss
+        on `scores`. Normalised like utility_loss (per real candidate)."""
+        inputs = self._last[1] if self._last is not None and self._last[0] is scores else self.device_inputs(batch)
         self._last = None
+        x, h, mask = self.evaluator.encoder(*inputs)
         label = (batch["label"] * batch["mask"]).reshape(mask.shape)
-        logit = self.evaluator(x, h, mask)
-        per_list = (F.binary_cross_entropy_with_logits(logit, label, reduction="none") * mask).sum(-1)
-        first, second, delta = self.swap_gains(x.detach(), h.detach(), mask, label)
-        flat = scores.reshape(mask.shape)
-        s_i, s_j = torch.gather(flat, 1, first), torch.gather(flat, 1, second)
-        margin = torch.where(delta > 0, s_j - s_i, s_i - s_j)
-        per_list = per_list + self.pair_weight * (delta.abs() * F.softplus(-margin)).sum(-1)
+        if self.stage == "evaluator":
+            logit = self.evaluator(x, h, mask)
+            per_list = (F.binary_cross_entropy_with_logits(logit, label, reduction="none") * mask).sum(-1)
+        else:
+            first, second, delta = self.swap_gains(x.detach(), h.detach(), mask, label)
+            flat = scores.reshape(mask.shape)
+            s_i, s_j = torch.gather(flat, 1, first), torch.gather(flat, 1, second)
+            margin = torch.where(delta > 0, s_j - s_i, s_i - s_j)
+            per_list = (delta.abs() * F.softplus(-margin)).sum(-1)
         weight = batch.get("weight", torch.ones_like(per_list))
         slots = (batch["mask"] * weight.view(-1, 1, 1)).sum().clamp(min=1.0)
         return (per_list * weight).sum() / slots
@@ -91,7 +112,7 @@ class CRUM(RerankModel):
     @torch.no_grad()
     def swap_gains(self, x, h, mask, label) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Random pairs (first above second in pi_0, both real; [B, P] each) and their dU [B, P] (0 for
-        lists with fewer than two real candidates)."""
+        lists with fewer than two real candidates); x, h: the evaluator's encoding of the list."""
         batch, n = mask.shape
         p = self.pairs
         noise = torch.rand(batch, p, n, device=mask.device) + 2.0 * (1.0 - mask).unsqueeze(1)
@@ -119,12 +140,11 @@ def _reorder(z: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     return torch.gather(z.unsqueeze(1).expand(-1, p, -1, -1), 2, index).reshape(batch * p, n, -1)
 
 
-class CRUMDeviceModel(nn.Module):
-    """`forward(cand_0, cand_mask_0, hist_0, hist_mask_0, cand_1, ...) -> scores [B, m, n]`; `encode(...)`
-    also returns the node features x [B, N, w], GAT outputs h [B, N, w] and the flat mask [B, N]."""
+class ListEncoder(nn.Module):
+    """Layout tensors -> node features x [B, N, w] (projection + source + slot-position embeddings), GAT
+    outputs h [B, N, w] and the flat mask [B, N]; the reranker and the evaluator each have one."""
 
-    def __init__(self, vector_dims, n: int, width: int = 32, heads: int = 2, gat_layers: int = 2,
-                 mlp_dims: Sequence[int] = (64, 32)):
+    def __init__(self, vector_dims, n: int, width: int = 32, heads: int = 2, gat_layers: int = 2):
         super().__init__()
         if heads < 1 or width % heads or gat_layers < 1:
             raise ValueError(f"width ({width}) must be a positive multiple of heads ({heads}); gat_layers >= 1")
@@ -132,21 +152,32 @@ class CRUMDeviceModel(nn.Module):
         self.inputs = SingleSourceInput(vector_dims, width)
         self.position = nn.Parameter(torch.randn(n, width) * 0.1)
         self.gat = nn.ModuleList(GraphAttention(width, heads) for _ in range(gat_layers))
-        self.scorer = mlp([2 * width, *mlp_dims])
-        self.out = nn.Linear(mlp_dims[-1], 1)
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.encode(*inputs)[0]
-
-    def encode(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cand, cand_mask, _, _ = self.inputs(*inputs)
         batch, total, width = cand.shape
         x = (cand.reshape(batch, self.m, -1, width) + self.position).reshape(batch, total, width)
         h = x
         for layer in self.gat:
             h = layer(h, cand_mask)
+        return x, h, cand_mask
+
+
+class CRUMDeviceModel(nn.Module):
+    """`forward(cand_0, cand_mask_0, hist_0, hist_mask_0, cand_1, ...) -> scores [B, m, n]`: ListEncoder,
+    then MLP([x, h]) -> one logit per candidate."""
+
+    def __init__(self, vector_dims, n: int, width: int = 32, heads: int = 2, gat_layers: int = 2,
+                 mlp_dims: Sequence[int] = (64, 32)):
+        super().__init__()
+        self.encoder = ListEncoder(vector_dims, n, width, heads, gat_layers)
+        self.scorer = mlp([2 * width, *mlp_dims])
+        self.out = nn.Linear(mlp_dims[-1], 1)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        x, h, mask = self.encoder(*inputs)
         logits = self.out(self.scorer(torch.cat([x, h], dim=-1))).squeeze(-1)
-        return source_scores(logits, cand_mask, self.m), x, h, cand_mask
+        return source_scores(logits, mask, self.encoder.m)
 
 
 class GraphAttention(nn.Module):
@@ -174,10 +205,16 @@ class GraphAttention(nn.Module):
 
 
 class Evaluator(nn.Module):
-    """Click logits [B, N] of a list given in order: [x, position, h] -> hand-written Bi-LSTM -> MLP([x, q])."""
+    """Click logits [B, N] of a list given in order, from its own ListEncoder's x, h:
+    [x, position, h] -> hand-written Bi-LSTM -> MLP([x, q]).
 
-    def __init__(self, positions: int, width: int, hidden: int, mlp_dims: Sequence[int]):
+        logits = evaluator(*evaluator.encoder(*layout_inputs))
+    """
+
+    def __init__(self, encoder: ListEncoder, positions: int, hidden: int, mlp_dims: Sequence[int]):
         super().__init__()
+        width = encoder.position.shape[1]
+        self.encoder = encoder
         self.position = nn.Parameter(torch.randn(positions, width) * 0.1)
         self.forward_lstm, self.backward_lstm = LSTM(3 * width, hidden), LSTM(3 * width, hidden)
         self.mlp = mlp([width + 2 * hidden, *mlp_dims])

@@ -4,7 +4,7 @@ low-level agent picks the item within it; the list is built slot by slot.
 
     model = HRL(spec)                                    # build_model("hrl", spec)
     scores = model(batch)                                # [B, m, n] logit of the first slot's joint policy
-    loss = utility_loss(scores, ...) + model.auxiliary_loss(batch, scores)   # + REINFORCE over K slots
+    loss = model.auxiliary_loss(batch, scores)           # REINFORCE over K slots (the trainer adds no BCE)
     order = slot_decode(run, request, K=5)               # on the device: device_runtime/decoding.py
 
 State and policy (fixed-shape network, exported like every model), defaults in brackets:
@@ -21,8 +21,8 @@ State and policy (fixed-shape network, exported like every model), defaults in b
 Training (cloud, on logged clicks; the paper's reward and state are not in the seeds, ours): REINFORCE.
 Each list is an episode of K slots sampled from the policy; placing item i earns its logged click as the
 reward; the return G_k = sum of the rewards from slot k on, minus the batch's mean return at slot k
-(baseline); loss = -sum_k (G_k - b_k) log p(a_k), weight `rl_weight` [1], through `auxiliary_loss`. The
-training loop also adds its utility loss: BCE of the first slot's p(s, i) against the clicks.
+(baseline); loss = -sum_k (G_k - b_k) log p(a_k), weight `rl_weight` [1], through `auxiliary_loss`, the
+whole objective; `utility_loss=True` adds the trainer's BCE of the first slot's p(s, i) against the clicks.
 """
 
 from __future__ import annotations
@@ -42,11 +42,15 @@ EPS = 1e-6
 
 
 class HRL(RerankModel):
-    """HRL's two-level policy; utility + REINFORCE (auxiliary) loss; no exposure loss unless asked."""
+    """HRL's two-level policy trained by REINFORCE (`auxiliary_loss`) alone; `utility_loss=True` adds the
+    trainer's BCE on the first slot's p(s, i), `exposure_loss=True` the exposure loss."""
+
+    device_decoder = "slot_policy"
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, hidden: int = 32,
-                 rl_weight: float = 1.0, exposure_loss: bool = False):
+                 rl_weight: float = 1.0, utility_loss: bool = False, exposure_loss: bool = False):
         super().__init__(spec, embedding_dim)
+        self.uses_utility_loss = utility_loss
         if rl_weight < 0:
             raise ValueError(f"rl_weight must be >= 0, got {rl_weight}")
         self.uses_exposure_loss = exposure_loss

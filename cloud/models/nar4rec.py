@@ -4,7 +4,7 @@ seeds/002, MODELS.md section 3), run single-source: all m*n candidates as one se
 
     model = NAR4Rec(spec)                                # build_model("nar4rec", spec)
     scores = model(batch)                                # [B, m, n] logits of the slot marginals (exported)
-    loss = utility_loss(scores, ...) + model.auxiliary_loss(batch, scores)   # + (un)likelihood + contrastive
+    loss = model.auxiliary_loss(batch, scores)           # (un)likelihood + contrastive (the trainer adds no BCE)
     probs, sim = model.matching(batch)                   # [B, N, S] matrix, [B, N, N] cosine (cloud side)
     order = contrastive_decode(probs[0].numpy(), sim[0].numpy(), valid, alpha=0.2)   # device_runtime.decoding
 
@@ -17,7 +17,8 @@ Network, defaults in brackets (L, d and heads are not in the paper):
    over the slots, cross-attention to the candidate encoder's output of the same layer, FFN (residual + LN).
 4. Matching matrix p[i, j] = softmax over the real candidates i of x_i . t_j / sqrt(width) (Eq. 12).
 Exported `scores`: the logit of the slot marginal q_i = sum_j p[i, j] (clamped to [1e-6, 1 - 1e-6]), so
-the normal utility loss is BCE on the matching-matrix marginals. The export writes one output (`scores`),
+the trainer's utility loss, when turned on (`utility_loss=True`; off by default, as in the paper), is
+BCE on the matching-matrix marginals. The export writes one output (`scores`),
 so the full matrix and the contrastive decoding stay cloud side (`matching` + `contrastive_decode`);
 the device orders by `scores` (merge.py) unless the export gains a second output.
 
@@ -49,12 +50,14 @@ EPS = 1e-6
 
 
 class NAR4Rec(RerankModel):
-    """NAR4Rec's generator; marginal BCE (utility loss) + `auxiliary_loss`; no exposure loss unless asked."""
+    """NAR4Rec's generator trained by `auxiliary_loss` alone (the paper's losses); `utility_loss=True` adds
+    the trainer's BCE on the marginals, `exposure_loss=True` the exposure loss."""
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2, layers: int = 1,
                  slots: int | None = None, tau: float = 1.0, omega: float = 0.01, rho: float = 0.5,
-                 exposure_loss: bool = False):
+                 utility_loss: bool = False, exposure_loss: bool = False):
         super().__init__(spec, embedding_dim)
+        self.uses_utility_loss = utility_loss
         slots = spec.K if slots is None else slots
         if slots < 1 or layers < 1:
             raise ValueError(f"slots ({slots}) and layers ({layers}) must be >= 1")
