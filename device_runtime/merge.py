@@ -92,7 +92,7 @@ def merge(
 ) -> list[tuple[int, int]]:
     """Every real candidate once, as (source index, item index): top-K by `mode`, the rest by score."""
     m = len(scores)
-    arrays = [_scores(s, i) for i, s in enumerate(scores)]
+    arrays = [np.asarray(s, dtype=np.float64) for s in scores]
     w = _shares(target_shares, m)
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 0:
         raise ValueError(f"K: expected an int >= 0, got {K!r}")
@@ -101,9 +101,14 @@ def merge(
     if not np.isfinite(gain) or gain < 0:
         raise ValueError(f"gain: expected a finite number >= 0, got {gain!r}")
 
-    src = np.concatenate([np.full(a.size, i, dtype=np.int64) for i, a in enumerate(arrays)])
-    idx = np.concatenate([np.arange(a.size) for a in arrays])
+    if any(a.ndim != 1 for a in arrays):
+        _check_scores(arrays)
     val = np.concatenate(arrays)
+    if not np.isfinite(val).all():
+        _check_scores(arrays)
+    sizes = [a.size for a in arrays]
+    src = np.repeat(np.arange(m), sizes)
+    idx = np.arange(val.size) - np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
     order = np.lexsort((idx, src, -val))  # best first; ties: lower source, then lower item index
     k = min(int(K), val.size)
 
@@ -111,7 +116,7 @@ def merge(
     if mode == "score":
         chosen[order[:k]] = True
     else:
-        avail = np.array([a.size for a in arrays], dtype=np.int64)
+        avail = np.array(sizes, dtype=np.int64)
         if mode == "controller":
             shown = np.zeros(m) if shown_counts is None else _counts(shown_counts, m)
             w = controller_shares(k, w, shown, gain)
@@ -124,17 +129,17 @@ def merge(
         free = k - int(counts.sum())  # slots only zero-share sources could fill: best remaining by score
         chosen[order[~chosen[order]][:free]] = True
     ranked = np.concatenate([order[chosen[order]], order[~chosen[order]]])
-    return [(int(src[j]), int(idx[j])) for j in ranked]
+    return list(zip(src[ranked].tolist(), idx[ranked].tolist()))
 
 
-def _scores(value: object, i: int) -> np.ndarray:
-    a = np.asarray(value, dtype=np.float64)
-    if a.ndim != 1:
-        raise ValueError(f"scores[{i}]: expected a 1-D array of the source's real candidates, got shape {a.shape}")
-    bad = np.flatnonzero(~np.isfinite(a))
-    if bad.size:
-        raise ValueError(f"scores[{i}][{bad[0]}] is {a[bad[0]]}; pass finite scores of real candidates only")
-    return a
+def _check_scores(arrays: list[np.ndarray]) -> None:
+    """Raise for the first score array that is not 1-D or holds a non-finite value."""
+    for i, a in enumerate(arrays):
+        if a.ndim != 1:
+            raise ValueError(f"scores[{i}]: expected a 1-D array of the source's real candidates, got shape {a.shape}")
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise ValueError(f"scores[{i}][{bad[0]}] is {a[bad[0]]}; pass finite scores of real candidates only")
 
 
 def _shares(value: Sequence[float], m: int) -> np.ndarray:

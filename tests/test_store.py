@@ -312,3 +312,44 @@ def test_bad_paths(tmp_path):
         HistoryStore(tmp_path / "h.db", retention_per_source=0)
     with pytest.raises(ValueError, match=r"prune_every must be an int >= 1"):
         HistoryStore(tmp_path / "h.db", prune_every=0)
+
+
+def test_read_memos_see_another_connections_writes(tmp_path):
+    """Two stores on one file (two processes of the app): what one writes, the other reads next,
+    though it had just read the same clicks and items into its memos."""
+    reader = HistoryStore(tmp_path / "h.db", sources=["video"])
+    writer = HistoryStore(tmp_path / "h.db", sources=["video"])
+    try:
+        reader.cache_items("video", [("v1", vec(1)), ("v2", vec(2))], "e1")
+        reader.record(click("v1", ts=1.0))
+        assert [i for i, _ in reader.last_clicks(["video"], 5)[0]] == ["v1"]
+        writer.record(click("v2", ts=2.0))
+        assert [i for i, _ in reader.last_clicks(["video"], 5)[0]] == ["v2", "v1"]
+        writer.cache_items("video", [("v2", vec(7))], "e1")  # the item's vector changed elsewhere
+        assert np.allclose(reader.last_clicks(["video"], 5)[0][0][1], vec(7))
+        with writer._write() as conn:  # an item deleted behind the reader's back
+            conn.execute("DELETE FROM items WHERE item_id = 'v1'")
+        reader.cache_items("video", [("v1", vec(1))], "e1")  # not skipped on the memo's word: re-cached
+        assert [i for i, _ in reader.last_clicks(["video"], 5)[0]] == ["v2", "v1"]
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_read_memos_follow_this_stores_own_writes(store):
+    store.cache_items("video", [("v1", vec(1)), ("v2", vec(2))], "e1")
+    store.record(click("v1", ts=1.0))
+    before = store.last_clicks(["video", "article"], 5)
+    store.cache_items("video", [("v1", vec(1)), ("v2", vec(2))], "e1")  # nothing new: read into the memo only
+    store.record_exposures([("v2", "video")], ts=2.0)  # exposures alone keep the memos
+    assert store._clicks and store._known
+    assert [[i for i, _ in s] for s in store.last_clicks(["video", "article"], 5)] == [[i for i, _ in s] for s in before]
+    store.record(click("v2", ts=3.0))
+    assert [i for i, _ in store.last_clicks(["video"], 5)[0]] == ["v2", "v1"]
+    store.set_embedding_version("e2")  # old vectors stop counting at once
+    assert store.last_clicks(["video"], 5) == [[]]
+    store.cache_items("video", [("v2", vec(3))], "e2")
+    assert [i for i, _ in store.last_clicks(["video"], 5)[0]] == ["v2"]
+    returned = store.last_clicks(["video"], 5)
+    returned[0].clear()  # a caller changing the returned lists does not change the memo
+    assert len(store.last_clicks(["video"], 5)[0]) == 1
