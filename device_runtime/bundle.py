@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import ValidationError
 
 from shared_schema import SCHEMA_VERSION, BundleManifest
-from shared_schema.manifest import MANIFEST_NAME
+from shared_schema.manifest import DECODERS, MANIFEST_NAME, decoder_settings
 
 LOAD_CHECK_ORDER = ("tflite:cpu", "tflite:xnnpack", "executorch:portable", "executorch:xnnpack")
 """What install tries to prove that this runtime can load at least one file of the bundle."""
@@ -178,8 +178,19 @@ def _check_consistent(manifest: BundleManifest, path: Path) -> None:
             f"{len(manifest.target_shares)} target_shares"
         )
     layout = manifest.layout()
-    if manifest.inputs != layout.input_specs() or manifest.outputs != layout.output_specs():
+    if manifest.inputs != layout.input_specs() or manifest.outputs[:1] != layout.output_specs():
         raise ValueError(f"{path}: inputs/outputs do not follow the tensor layout for n, t and vector_dims")
+    try:
+        decoder_settings(manifest.decoder, manifest.decoder_options)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    extra, wanted = [o.name for o in manifest.outputs[1:]], list(DECODERS[manifest.decoder].outputs)
+    if extra != wanted:
+        raise ValueError(f"{path}: outputs after 'scores' are {extra}, decoder {manifest.decoder!r} reads {wanted}")
+    for spec in manifest.outputs[1:]:
+        if len(spec.shape) != 3 or spec.shape[:2] != (1, layout.m * layout.n) or spec.shape[2] < 1:
+            raise ValueError(f"{path}: output {spec.name!r} has shape {list(spec.shape)}, expected "
+                             f"[1, m*n={layout.m * layout.n}, k] (one row per candidate slot)")
     if not manifest.files:
         raise ValueError(f"{path}: lists no model files")
 

@@ -1,7 +1,19 @@
-"""The model bundle's manifest (`manifest.json`), written by the cloud and checked by the device."""
+"""The model bundle's manifest (`manifest.json`), written by the cloud and checked by the device.
+
+    manifest = BundleManifest.model_validate_json(text)
+    manifest.decoder, decoder_settings(manifest.decoder, manifest.decoder_options)   # "beam_search", {...}
+
+`decoder` says how the device turns the network's outputs into the list (DECODERS): `merge` (merge.py,
+the default; a manifest without the field means it), `beam_search` (SVR), `slot_policy` (HRL: the
+network once per slot) or `contrastive` (NAR4Rec). A decoder may need outputs after `scores`, listed in
+`outputs` in that order, each [1, m*n, k]: one row per flat candidate s*n + j.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +22,44 @@ from shared_schema.layout import TensorLayout, TensorSpec
 from shared_schema.specs import SCHEMA_VERSION, SourceSpec
 
 MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A list decoder: the outputs it reads after `scores` and its options {name: (default, min, max)}."""
+
+    outputs: tuple[str, ...] = ()
+    options: Mapping[str, tuple[float | int, float, float]] = field(default_factory=dict)
+
+
+DECODERS = {
+    "merge": Decoder(),
+    "beam_search": Decoder(options={"beam_width": (4, 1, math.inf), "diversity": (1.0, 0.0, math.inf)}),
+    "slot_policy": Decoder(),
+    "contrastive": Decoder(outputs=("matching", "encodings"), options={"alpha": (0.2, 0.0, 1.0)}),
+}
+"""Decoders this schema knows; `matching` is NAR4Rec's [1, m*n, S] matrix, `encodings` its unit-norm
+candidate encodings [1, m*n, w] (cosine similarity = encodings @ encodings.T)."""
+
+
+def decoder_settings(decoder: str, options: Mapping[str, float | int]) -> dict[str, float | int]:
+    """`options` with the decoder's defaults filled in; ValueError naming `decoder` or `decoder_options.KEY`."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder {decoder!r} is not known to this runtime; known decoders: {list(DECODERS)} "
+                         "(export the bundle with one of them or upgrade dir-rerank)")
+    known = DECODERS[decoder].options
+    defaults = {name: default for name, (default, _, _) in known.items()}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"decoder_options {unknown} do not apply to decoder {decoder!r}; its options: {defaults}")
+    for name, value in options.items():
+        default, low, high = known[name]
+        integral = isinstance(default, int)
+        if isinstance(value, bool) or (integral and not isinstance(value, int)) or not math.isfinite(value) \
+                or not low <= value <= high:
+            kind = "an integer" if integral else "a number"
+            raise ValueError(f"decoder_options.{name}: expected {kind} in [{low}, {high}], got {value!r}")
+    return {**defaults, **options}
 
 
 class BundleFile(BaseModel):
@@ -45,6 +95,8 @@ class BundleManifest(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     files: list[BundleFile]
+    decoder: str = Field("merge", description="how the device builds the list: a key of DECODERS")
+    decoder_options: dict[str, float | int] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     notes: dict[str, str] = Field(default_factory=dict)
 
