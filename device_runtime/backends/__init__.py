@@ -3,6 +3,7 @@
     backend = load_backend("bundle/", manifest)                        # auto: first that runs
     backend = load_backend("bundle/", manifest, "tflite", "edgetpu")   # exactly this, or BackendError
     scores = backend.run(inputs)            # float32 [1, m, n]
+    scores, *extra = backend.run_all(inputs)   # every output of manifest.outputs, in that order
     backend.name, backend.delegate          # what actually ran
     backend.attempts                        # [(backend, delegate, "ok" or the loader's error), ...]
     load_backend("bundle/", manifest, "tflite", "edgetpu", quantization="int8")  # an int8 file only
@@ -102,11 +103,11 @@ def load_backend(
 
 
 def _open(path, manifest, backend, delegate, threads, delegate_options) -> Backend:
-    inputs, output = manifest.inputs, manifest.outputs[0]
+    inputs, outputs = manifest.inputs, manifest.outputs
     if backend == "tflite":
         from device_runtime.backends.tflite import open_tflite
 
-        return open_tflite(path, inputs, output, delegate, threads, delegate_options)
+        return open_tflite(path, inputs, outputs, delegate, threads, delegate_options)
     from device_runtime.backends.executorch import open_executorch
 
-    return open_executorch(path, inputs, output, delegate, threads)
+    return open_executorch(path, inputs, outputs, delegate, threads)

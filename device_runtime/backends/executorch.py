@@ -1,9 +1,10 @@
 """ExecuTorch backend: runs a `.pte` program with `executorch.runtime.Runtime`.
 
-    backend = open_executorch(Path("bundle/model.pte"), manifest.inputs, manifest.outputs[0], "xnnpack")
+    backend = open_executorch(Path("bundle/model.pte"), manifest.inputs, manifest.outputs, "xnnpack")
 
 The delegate is fixed when the program is lowered, so the bundle carries one `.pte` per delegate
-(`xnnpack` -> model.pte, `portable` -> model_portable.pte). ExecuTorch's Python runtime needs torch:
+(`xnnpack` -> model.pte, `portable` -> model_portable.pte). Outputs come in the order the PyTorch
+model returns them, which is the manifest's order (`scores` first). ExecuTorch's Python runtime needs torch:
 it is imported here, lazily, and nowhere else in the device runtime.
 """
 
@@ -25,17 +26,17 @@ class ExecuTorchBackend(Backend):
 
     name = "executorch"
 
-    def __init__(self, path, delegate, inputs, output, method, from_numpy):
-        super().__init__(path, delegate, inputs, output)
+    def __init__(self, path, delegate, inputs, outputs, method, from_numpy):
+        super().__init__(path, delegate, inputs, outputs)
         self._method = method
         self._from_numpy = from_numpy
 
-    def _invoke(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return self._method.execute([self._from_numpy(a) for a in arrays])[0].numpy()
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [out.numpy() for out in self._method.execute([self._from_numpy(a) for a in arrays])]
 
 
 def open_executorch(
-    path: Path, inputs: Sequence[TensorSpec], output: TensorSpec, delegate: str = "xnnpack", threads: int = 1
+    path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], delegate: str = "xnnpack", threads: int = 1
 ) -> ExecuTorchBackend:
     """Load the program at `path` (already lowered for `delegate`) and check its signature."""
     try:
@@ -51,15 +52,16 @@ def open_executorch(
     program = Runtime.get().load_program(path)
     method = program.load_method("forward")
     meta = method.metadata
-    if meta.num_inputs() != len(inputs) or meta.num_outputs() != 1:
+    if meta.num_inputs() != len(inputs) or meta.num_outputs() != len(outputs):
         raise ValueError(
             f"{path.name}: program takes {meta.num_inputs()} inputs and returns {meta.num_outputs()} outputs, "
-            f"the manifest says {len(inputs)} inputs and 1 output"
+            f"the manifest says {len(inputs)} inputs and {len(outputs)} outputs {[o.name for o in outputs]}"
         )
     for i, spec in enumerate(inputs):
         _check(path, spec, meta.input_tensor_meta(i))
-    _check(path, output, meta.output_tensor_meta(0))
-    return ExecuTorchBackend(path, delegate, inputs, output, method, torch.from_numpy)
+    for i, spec in enumerate(outputs):
+        _check(path, spec, meta.output_tensor_meta(i))
+    return ExecuTorchBackend(path, delegate, inputs, outputs, method, torch.from_numpy)
 
 
 def _check(path: Path, spec: TensorSpec, info) -> None:

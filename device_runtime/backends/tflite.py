@@ -1,10 +1,14 @@
 """LiteRT / TFLite backend: `ai_edge_litert` (or `tflite_runtime` when that is what is installed).
 
-    backend = open_tflite(Path("bundle/model.tflite"), manifest.inputs, manifest.outputs[0], "xnnpack")
+    backend = open_tflite(Path("bundle/model.tflite"), manifest.inputs, manifest.outputs, "xnnpack")
 
 Delegates: `cpu` (builtin kernels, no default delegate), `xnnpack` (the interpreter's default XNNPACK
 delegate), or an external delegate by name (`edgetpu`, `armnn`, `qnn`, `gpu`) or by library path,
 loaded with `load_delegate`.
+
+Outputs are bound to the manifest's output names through the signature (whose outputs LiteRT lists by
+name, not in the order the PyTorch model returned them); a file without matching names has its outputs
+bound by shape, each manifest output to the one output of its shape.
 """
 
 from __future__ import annotations
@@ -65,30 +69,28 @@ class TFLiteBackend(Backend):
 
     name = "tflite"
 
-    def __init__(self, path, delegate, inputs, output, interpreter, input_details, output_detail):
-        super().__init__(path, delegate, inputs, output)
+    def __init__(self, path, delegate, inputs, outputs, interpreter, input_details, output_details):
+        super().__init__(path, delegate, inputs, outputs)
         self._interpreter = interpreter
         self._inputs = [(d["index"], _quantizer(d)) for d in input_details]
-        self._output = (output_detail["index"], _quantizer(output_detail))
+        self._outputs = [(d["index"], _quantizer(d)) for d in output_details]
         self._keep_alive = None
 
     def op_names(self) -> list[str]:
         """Ops of the interpreter's execution plan; a `DELEGATE` op is a subgraph a delegate runs."""
         return [op["op_name"] for op in self._interpreter._get_ops_details()]
 
-    def _invoke(self, arrays: list[np.ndarray]) -> np.ndarray:
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         for (index, quant), array in zip(self._inputs, arrays):
             self._interpreter.set_tensor(index, array if quant is None else _quantize(array, *quant))
         self._interpreter.invoke()
-        index, quant = self._output
-        out = self._interpreter.get_tensor(index)
-        return out if quant is None else ((out.astype(np.float32) - quant[1]) * quant[0]).astype(np.float32)
+        return [_dequantize(self._interpreter.get_tensor(index), quant) for index, quant in self._outputs]
 
 
 def open_tflite(
     path: Path,
     inputs: Sequence[TensorSpec],
-    output: TensorSpec,
+    outputs: Sequence[TensorSpec],
     delegate: str = "xnnpack",
     threads: int = 1,
     delegate_options: Mapping[str, str] | None = None,
@@ -106,22 +108,23 @@ def open_tflite(
         kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = module.Interpreter(**kwargs)
     interpreter.allocate_tensors()
-    input_details, output_detail = _bind(interpreter, inputs, output, path)
-    backend = TFLiteBackend(path, delegate, inputs, output, interpreter, input_details, output_detail)
+    input_details, output_details = _bind(interpreter, inputs, outputs, path)
+    backend = TFLiteBackend(path, delegate, inputs, outputs, interpreter, input_details, output_details)
     backend._keep_alive = loaded  # the delegate must outlive the interpreter
     return backend
 
 
-def _bind(interpreter, inputs: Sequence[TensorSpec], output: TensorSpec, path: Path) -> tuple[list[dict], dict]:
-    """Tensor details for the manifest inputs (by name, or by position for `args_<i>` names) and output."""
+def _bind(interpreter, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+          path: Path) -> tuple[list[dict], list[dict]]:
+    """Tensor details for the manifest inputs (by name, or by position for `args_<i>` names) and outputs."""
     signatures = interpreter.get_signature_list()
     if signatures:
         runner = interpreter.get_signature_runner(next(iter(signatures)))
         details = runner.get_input_details()
-        outputs = list(runner.get_output_details().values())
+        out_details = runner.get_output_details()
     else:
         details = {d["name"]: d for d in interpreter.get_input_details()}
-        outputs = interpreter.get_output_details()
+        out_details = {d["name"]: d for d in interpreter.get_output_details()}
     names = [spec.name for spec in inputs]
     if set(details) == set(names):
         ordered = [details[name] for name in names]
@@ -131,10 +134,33 @@ def _bind(interpreter, inputs: Sequence[TensorSpec], output: TensorSpec, path: P
         raise ValueError(f"{path.name}: model inputs {sorted(details)} do not match the manifest's {names}")
     for spec, detail in zip(inputs, ordered):
         _check(path, spec, detail)
-    if len(outputs) != 1:
-        raise ValueError(f"{path.name}: expected one output ({output.name!r}), the model has {len(outputs)}")
-    _check(path, output, outputs[0])
-    return ordered, outputs[0]
+    bound = match_outputs(out_details, outputs, path)
+    for spec, detail in zip(outputs, bound):
+        _check(path, spec, detail)
+    return ordered, bound
+
+
+def match_outputs(details: Mapping[str, dict], outputs: Sequence[TensorSpec], path: Path) -> list[dict]:
+    """The model's output details (by tensor or signature name) in manifest order: by name when the names
+    are the manifest's, the only one when there is one, else each manifest output to the one of its shape."""
+    names = [spec.name for spec in outputs]
+    if len(details) != len(outputs):
+        raise ValueError(f"{path.name}: the model has {len(details)} outputs {sorted(details)}, "
+                         f"the manifest lists {len(outputs)} {names}")
+    if set(details) == set(names):
+        return [details[name] for name in names]
+    if len(outputs) == 1:
+        return list(details.values())
+    bound = []
+    for spec in outputs:
+        fits = [d for d in details.values() if tuple(int(x) for x in d["shape"]) == tuple(spec.shape)]
+        twins = [o.name for o in outputs if tuple(o.shape) == tuple(spec.shape)]
+        if len(fits) != 1 or len(twins) != 1:
+            raise ValueError(f"{path.name}: cannot tell which model output is {spec.name!r}: the outputs are named "
+                             f"{sorted(details)} (not {names}), {len(fits)} of them and the manifest outputs {twins} "
+                             f"have the shape {list(spec.shape)}")
+        bound.append(fits[0])
+    return bound
 
 
 def _quantizer(detail: dict) -> tuple[float, int, np.dtype] | None:
@@ -149,6 +175,12 @@ def _quantizer(detail: dict) -> tuple[float, int, np.dtype] | None:
 def _quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
     info = np.iinfo(dtype)
     return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, quant: tuple[float, int, np.dtype] | None) -> np.ndarray:
+    if quant is None:
+        return values
+    return ((values.astype(np.float32) - quant[1]) * quant[0]).astype(np.float32)
 
 
 def _check(path: Path, spec: TensorSpec, detail: dict) -> None:
