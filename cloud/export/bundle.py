@@ -4,7 +4,12 @@
                             embedding_version=run.embedding_version, metrics=run.metrics)
     print(summary(manifest))
 
-Only `model.device_model` is exported (the embedding split); the item encoder's tables stay in the cloud.
+Only `model.export_module()` is exported (the device model: the embedding split); the item encoder's tables
+stay in the cloud. The manifest's `decoder` is the model's `device_decoder` (how the device builds the list,
+shared_schema.manifest.DECODERS), its options filled in with the defaults; a decoder that reads outputs
+after `scores` (NAR4Rec's `contrastive`: `matching`, `encodings`) gets them exported, parity-checked and
+listed in `outputs` after `scores`. A `merge` bundle's manifest leaves the two fields out, so runtimes
+older than them still read it.
 Files: model.pte (ExecuTorch, XNNPACK), model_portable.pte (ExecuTorch portable kernels), model.tflite
 (LiteRT, fp32, batch 1); quantize="int8" adds model_int8.tflite (full int8, for NPUs) and
 quantize="int8-dynamic" model_int8_dynamic.tflite and model_int8_dynamic.pte (int8 weights, float
@@ -30,14 +35,14 @@ import numpy as np
 import torch
 
 from cloud import runs
-from cloud.export.capture import ExportError, capture
+from cloud.export.capture import ExportError, capture, output_specs
 from cloud.export.executorch import lower_executorch
 from cloud.export.parity import eager_runner, max_abs_diff, parity_cases
 from cloud.export.pt2e import quantize_program
 from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
 from cloud.export.runners import open_runner
 from cloud.export.tflite import convert_tflite
-from shared_schema.manifest import MANIFEST_NAME, BundleFile, BundleManifest
+from shared_schema.manifest import DECODERS, MANIFEST_NAME, BundleFile, BundleManifest, decoder_settings
 from shared_schema.specs import DatasetSpec
 
 BACKENDS = ("executorch", "tflite")
@@ -82,11 +87,12 @@ def write_bundle(
     metrics: Mapping | None = None,
     calibration_inputs: Iterable | None = None,
     model_name: str | None = None,
+    decoder_options: Mapping[str, float | int] | None = None,
     overwrite: bool = False,
     parity_tolerance: float = PARITY_TOLERANCE,
     progress: Callable[..., None] = functools.partial(print, flush=True),
 ) -> BundleManifest:
-    """Export `model.device_model` into the bundle folder `out_dir` and return its manifest.
+    """Export `model.export_module()` into the bundle folder `out_dir` and return its manifest.
 
     `model` is a RerankModel (item_encoder + device_model + layout; its device model is put in eval
     mode); `backends` any of "executorch",
@@ -94,7 +100,8 @@ def write_bundle(
     item encoder's tables, `model_version` to a hash of the device model's weights; `metrics` are the
     run's quality metrics (nested dicts flattened with '.'). `calibration_inputs` ("int8" only): real
     inputs, dicts or tuples in layout order of any batch size (default: item-encoder vectors of random
-    items). `progress` is print-like: called with end="" as a stage starts ("[2/6] lowering to
+    items). `decoder_options` override the model's `device_decoder_options` (e.g. {"beam_width": 8} for
+    SVR). `progress` is print-like: called with end="" as a stage starts ("[2/6] lowering to
     ExecuTorch (XNNPACK)...") and again as it ends (" 12.3 s").
     """
     backends = _names(backends, BACKENDS, "backends")
@@ -108,21 +115,25 @@ def write_bundle(
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; choose another --out or pass overwrite=True (--force)")
     layout = _check_layout(model, spec)
-    device_model = model.device_model.eval()
+    decoder = model.device_decoder
+    settings = decoder_settings(decoder, {**model.device_decoder_options, **(decoder_options or {})})
+    names = ("scores", *DECODERS[decoder].outputs)
+    model.device_model.eval()
+    exported = model.export_module().eval()
     calibration = []
     if "int8" in quantize:
         calibration = (as_requests(calibration_inputs, layout) if calibration_inputs is not None
                        else encoder_calibration(model))
-    files = _plan(backends, quantize, device_model, layout, calibration)
+    files = _plan(backends, quantize, exported, layout, calibration, names)
     cases = parity_cases(layout)
-    reference = eager_runner(device_model, layout)
+    reference = eager_runner(exported, layout)
     notes: dict[str, str] = {}
     total = len(files) + 3
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         with _stage(progress, 1, total, "capturing the device model (torch.export)"):
-            program = capture(device_model, layout)
+            program = capture(exported, layout, names)
         for i, f in enumerate(files, start=2):
             with _stage(progress, i, total, f.stage):
                 data, left = f.make(program, tmp)
@@ -131,7 +142,7 @@ def write_bundle(
                 notes[f"non_delegated_ops.{f.path}"] = "; ".join(f"{op} x{count}" for op, count in left.items())
         with _stage(progress, total - 1, total, f"parity vs eager PyTorch ({len(cases)} cases per file)"):
             for f in files:
-                f.parity = _parity(tmp / f.path, f.runtime, reference, cases, layout)
+                f.parity = _parity(tmp / f.path, f.runtime, reference, cases, layout, names)
                 if f.quantization == "fp32" and not f.parity <= parity_tolerance:
                     raise ExportError(f"{f.path}: max abs diff {f.parity:.3g} vs eager PyTorch exceeds "
                                       f"{parity_tolerance:g} on the parity cases; the export is not trusted")
@@ -143,8 +154,10 @@ def write_bundle(
                     f"{len(calibration)} requests from " + ("the given calibration inputs" if calibration_inputs
                     is not None else "item-encoder vectors of random items") + ", padded slots as given")
             manifest = _manifest(model, spec, layout, files, tmp, embedding_version, model_version, metrics,
-                                 model_name, notes, len(cases))
-            (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+                                 model_name, notes, len(cases), output_specs(program, layout, names), settings)
+            plain = manifest.decoder == "merge" and not manifest.decoder_options
+            (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(
+                indent=2, exclude={"decoder", "decoder_options"} if plain else None))
         _publish(tmp, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -152,7 +165,7 @@ def write_bundle(
     return manifest
 
 
-def _plan(backends, quantize, device_model, layout, calibration) -> list[_File]:
+def _plan(backends, quantize, module, layout, calibration, names) -> list[_File]:
     files = []
     if "executorch" in backends:
         for xnnpack, path, what in ((True, "model.pte", "XNNPACK"), (False, "model_portable.pte", "portable kernels")):
@@ -160,7 +173,7 @@ def _plan(backends, quantize, device_model, layout, calibration) -> list[_File]:
                                f"lowering to ExecuTorch ({what})", functools.partial(_lower, xnnpack=xnnpack)))
     if "tflite" in backends:
         files.append(_File("model.tflite", "tflite", "any", "fp32", "converting to TFLite (litert-torch)",
-                           lambda program, folder: (convert_tflite(device_model, layout), {})))
+                           lambda program, folder: (convert_tflite(module, layout, names), {})))
     for mode in quantize:
         if ("tflite", mode) in QUANTIZED_FILES and "tflite" in backends:
             detail = f", {len(calibration)} calibration requests" if mode == "int8" else ""
@@ -222,14 +235,15 @@ def _check_layout(model, spec: DatasetSpec):
     return layout
 
 
-def _parity(path: Path, runtime: str, reference, cases, layout) -> float:
-    if runtime == "tflite":  # a .tflite runs with or without XNNPACK on the device: check both
-        return max(max_abs_diff(reference, open_runner(path, layout, xnnpack=x), cases, layout) for x in (True, False))
-    return max_abs_diff(reference, open_runner(path, layout), cases, layout)
+def _parity(path: Path, runtime: str, reference, cases, layout, names) -> float:
+    """Max abs diff of every output vs eager; a .tflite runs with or without XNNPACK on the device: both."""
+    modes = (True, False) if runtime == "tflite" else (True,)
+    return max(max_abs_diff(reference, open_runner(path, layout, xnnpack=x, outputs=names), cases, layout)
+               for x in modes)
 
 
 def _manifest(model, spec, layout, files, folder, embedding_version, model_version, metrics, model_name,
-              notes, n_cases) -> BundleManifest:
+              notes, n_cases, outputs, decoder_options) -> BundleManifest:
     cloud = sum(p.numel() for p in model.item_encoder.parameters())
     device = sum(p.numel() for p in model.device_model.parameters())
     numbers = {**_flatten(metrics or {}), "params_device": float(device), "params_cloud": float(cloud),
@@ -237,8 +251,8 @@ def _manifest(model, spec, layout, files, folder, embedding_version, model_versi
     notes = {
         "embedding_split": f"only the device model is exported ({device} parameters); the item encoder's "
                            f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the cloud",
-        "parity": f"max abs diff vs eager PyTorch fp32 over real candidate slots of {n_cases} batch-1 cases "
-                  "(full, random, empty history per source, no candidates per source, all histories empty, "
+        "parity": f"max abs diff vs eager PyTorch fp32 over real candidate slots of {n_cases} batch-1 cases, "
+                  "every output (full, random, empty history per source, no candidates per source, all histories empty, "
                   "one candidate per source); .tflite checked with and without XNNPACK",
         "exporters": ", ".join(f"{name} {_version(name)}" for name in EXPORTERS),
         **notes,
@@ -252,7 +266,9 @@ def _manifest(model, spec, layout, files, folder, embedding_version, model_versi
         target_shares=spec.target_shares,
         embedding_version=embedding_version or runs.embedding_version(model),
         inputs=layout.input_specs(1),
-        outputs=layout.output_specs(1),
+        outputs=outputs,
+        decoder=model.device_decoder,
+        decoder_options=decoder_options,
         files=[BundleFile(path=f.path, sha256=hashlib.sha256((folder / f.path).read_bytes()).hexdigest(),
                           size=(folder / f.path).stat().st_size, runtime=f.runtime, delegate=f.delegate,
                           quantization=f.quantization, parity_max_abs_diff=f.parity) for f in files],

@@ -1,23 +1,27 @@
 """Capture a device model as one fixed-shape graph (torch.export), or say which part cannot be one.
 
     program = capture(device_model, layout)       # torch.export.ExportedProgram, batch 1
+    program = capture(model.export_module(), layout, outputs=("scores", "matching", "encodings"))
+    specs = output_specs(program, layout, ("scores", "matching", "encodings"))   # manifest `outputs`
     # raises ExportError("device model part 'ranker' (mypkg.Ranker) cannot ... run it outside the graph")
 
 Sorting into an order, beam search, data-dependent control flow or outputs whose shape depends on the
 values cannot be a fixed-shape graph; such parts belong outside the device model (numpy in the device
-runtime, or the cloud), DESIGN section 4.
+runtime, or the cloud), DESIGN section 4. The first output is `scores` [1, m, n]; a list decoder's extra
+outputs follow it, each [1, m*n, k] (one row per flat candidate s*n + j).
 """
 
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from cloud.export.parity import random_inputs
-from shared_schema.layout import TensorLayout
+from shared_schema.layout import TensorLayout, TensorSpec
 
 OUTSIDE = ("must run outside the exported graph: move it out of the device model "
            "(numpy in the device runtime, or cloud-side), see DESIGN section 4")
@@ -33,8 +37,10 @@ def sample_args(layout: TensorLayout, seed: int = 0) -> tuple[torch.Tensor, ...]
     return tuple(torch.from_numpy(inputs[name]) for name in layout.input_names())
 
 
-def capture(device_model: nn.Module, layout: TensorLayout) -> torch.export.ExportedProgram:
-    """torch.export the model at batch 1; every tensor in the graph must have a static shape."""
+def capture(device_model: nn.Module, layout: TensorLayout,
+            outputs: Sequence[str] = ("scores",)) -> torch.export.ExportedProgram:
+    """torch.export the model at batch 1; every tensor in the graph must have a static shape, and the
+    model returns the tensors named `outputs` (see `output_specs`)."""
     args = sample_args(layout)
     try:
         program = torch.export.export(device_model, args, strict=False)
@@ -43,7 +49,7 @@ def capture(device_model: nn.Module, layout: TensorLayout) -> torch.export.Expor
         raise ExportError(f"{part} cannot be exported as a fixed-shape graph "
                           f"({type(exc).__name__}: {_first_line(exc)}); it {OUTSIDE}") from exc
     _check_static(program, device_model)
-    _check_output(program, layout)
+    output_specs(program, layout, outputs)
     return program
 
 
@@ -86,13 +92,19 @@ def _has(root: nn.Module, path: str) -> bool:
         return False
 
 
-def _check_output(program: torch.export.ExportedProgram, layout: TensorLayout) -> None:
+def output_specs(program: torch.export.ExportedProgram, layout: TensorLayout,
+                 names: Sequence[str] = ("scores",)) -> list[TensorSpec]:
+    """The program's outputs as manifest TensorSpecs named `names`: `scores` [1, m, n] first, then one
+    [1, m*n, k] tensor per further name; ExportError when the program returns anything else."""
     outputs = [node for node in program.graph.nodes if node.op == "output"][0].args[0]
-    shapes = [tuple(o.meta["val"].shape) for o in outputs if hasattr(o, "meta") and "val" in o.meta]
-    expected = (1, layout.m, layout.n)
-    if shapes != [expected]:
-        raise ExportError(f"the device model must return one tensor `scores` of shape {list(expected)} "
-                          f"([B, m, n]), it returns shapes {[list(s) for s in shapes]}")
+    shapes = [tuple(o.meta["val"].shape) if hasattr(o, "meta") and "val" in o.meta else None for o in outputs]
+    m, n = layout.m, layout.n
+    if len(shapes) != len(names) or shapes[0] != (1, m, n) or any(
+            shape is None or len(shape) != 3 or shape[:2] != (1, m * n) for shape in shapes[1:]):
+        extra = "".join(f", then `{name}` of shape [1, {m * n}, k]" for name in names[1:])
+        raise ExportError(f"the device model must return `scores` of shape {[1, m, n]} ([B, m, n]){extra}; "
+                          f"it returns shapes {[list(s) if s else s for s in shapes]}")
+    return [TensorSpec(name=name, shape=shape) for name, shape in zip(names, shapes)]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,10 +2,13 @@
 
     cases = parity_cases(layout)                      # [(case name, {input name: array [1, ...]}), ...]
     diff = max_abs_diff(eager_runner(device_model, layout), runner, cases, layout)
+    diff = max_abs_diff(eager_runner(model.export_module(), layout), open_runner(path, layout, outputs=names),
+                        cases, layout)        # a model with extra outputs: every output compared
 
 The cases cover random lists and the padded / cold-start situations the device meets: a source with an
 empty history (all-zero history mask), a source with no candidates, and partially padded lists. Scores
-are compared on real candidate slots only: the layout says padded slots are meaningless.
+are compared on real candidate slots only: the layout says padded slots are meaningless; extra outputs
+([1, m*n, k], one row per flat candidate s*n + j) on the rows of real candidates.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 from shared_schema.layout import TensorLayout
 
 Inputs = dict[str, np.ndarray]
-Runner = Callable[[Inputs], np.ndarray]
+Runner = Callable[[Inputs], np.ndarray | list[np.ndarray]]
 
 
 def random_inputs(layout: TensorLayout, rng: np.random.Generator, cand_len=None, hist_len=None) -> Inputs:
@@ -54,26 +57,36 @@ def real_slots(inputs: Inputs, layout: TensorLayout) -> np.ndarray:
 
 
 def max_abs_diff(reference: Runner, candidate: Runner, cases: list[tuple[str, Inputs]], layout: TensorLayout) -> float:
-    """Largest |reference - candidate| over the real candidate slots of all cases (inf if not finite)."""
+    """Largest |reference - candidate| over the real candidate slots (rows) of every output of all cases
+    (inf if not finite). Runners return `scores` or a list of outputs, `scores` first."""
     worst = 0.0
-    expected_shape = (1, layout.m, layout.n)
     for name, inputs in cases:
-        ref, got = np.asarray(reference(inputs)), np.asarray(candidate(inputs))
-        if got.shape != expected_shape:
-            raise ValueError(f"parity case {name!r}: scores have shape {list(got.shape)}, expected {list(expected_shape)}")
+        ref, got = _outputs(reference(inputs)), _outputs(candidate(inputs))
+        if len(got) != len(ref):
+            raise ValueError(f"parity case {name!r}: {len(got)} outputs, the reference returns {len(ref)}")
         keep = real_slots(inputs, layout)
-        diff = np.abs(ref[keep].astype(np.float64) - got[keep].astype(np.float64))
-        worst = max(worst, float(diff.max()) if np.isfinite(diff).all() else float("inf"))
+        for i, (a, b) in enumerate(zip(ref, got)):
+            if b.shape != a.shape:
+                raise ValueError(f"parity case {name!r}: output {i} has shape {list(b.shape)}, "
+                                 f"expected {list(a.shape)}")
+            rows = keep if i == 0 else keep.reshape(1, -1)  # extra outputs: one row per flat candidate
+            diff = np.abs(a[rows].astype(np.float64) - b[rows].astype(np.float64))
+            worst = max(worst, float(diff.max(initial=0.0)) if np.isfinite(diff).all() else float("inf"))
     return worst
 
 
 def eager_runner(device_model, layout: TensorLayout) -> Runner:
-    """Run the PyTorch device model on one request (the parity reference)."""
+    """Run the PyTorch model on one request (the parity reference): scores, or a list when it returns a tuple."""
     import torch
 
-    def run(inputs: Inputs) -> np.ndarray:
+    def run(inputs: Inputs):
         with torch.no_grad():
             args = [torch.from_numpy(inputs[name]) for name in layout.input_names()]
-            return device_model(*args).numpy()
+            result = device_model(*args)
+            return [r.numpy() for r in result] if isinstance(result, tuple) else result.numpy()
 
     return run
+
+
+def _outputs(result) -> list[np.ndarray]:
+    return [np.asarray(r) for r in result] if isinstance(result, (list, tuple)) else [np.asarray(result)]

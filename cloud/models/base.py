@@ -72,6 +72,10 @@ class RerankModel(nn.Module):
 
     uses_exposure_loss = True
     uses_utility_loss = True
+    device_decoder = "merge"
+    """How the device builds the list (a key of shared_schema.manifest.DECODERS), with these options; a
+    decoder that reads outputs after `scores` needs `export_module()` to return them."""
+    device_decoder_options: dict[str, float | int] = {}
     device_model: nn.Module
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16):
@@ -107,6 +111,11 @@ class RerankModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.device_model(*self.device_inputs(batch))
+
+    def export_module(self) -> nn.Module:
+        """What a bundle exports: `device_model` (returns scores), or a module over it that returns (scores,
+        the extra outputs of `device_decoder`, each [B, m*n, k])."""
+        return self.device_model
 
     def auxiliary_loss(self, batch: dict[str, torch.Tensor], scores: torch.Tensor) -> torch.Tensor | None:
         """A model-specific training loss to add to the utility loss (scores = self(batch)), or None.

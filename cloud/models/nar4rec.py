@@ -5,8 +5,9 @@ seeds/002, MODELS.md section 3), run single-source: all m*n candidates as one se
     model = NAR4Rec(spec)                                # build_model("nar4rec", spec)
     scores = model(batch)                                # [B, m, n] logits of the slot marginals (exported)
     loss = model.auxiliary_loss(batch, scores)           # (un)likelihood + contrastive (the trainer adds no BCE)
-    probs, sim = model.matching(batch)                   # [B, N, S] matrix, [B, N, N] cosine (cloud side)
+    probs, sim = model.matching(batch)                   # [B, N, S] matrix, [B, N, N] cosine
     order = contrastive_decode(probs[0].numpy(), sim[0].numpy(), valid, alpha=0.2)   # device_runtime.decoding
+    scores, matching, encodings = model.export_module()(*inputs)   # what the bundle exports (three outputs)
 
 Network, defaults in brackets (L, d and heads are not in the paper):
 1. Per-source linear projection to `width` [32] + source embedding; the masked mean of the merged history
@@ -18,9 +19,10 @@ Network, defaults in brackets (L, d and heads are not in the paper):
 4. Matching matrix p[i, j] = softmax over the real candidates i of x_i . t_j / sqrt(width) (Eq. 12).
 Exported `scores`: the logit of the slot marginal q_i = sum_j p[i, j] (clamped to [1e-6, 1 - 1e-6]), so
 the trainer's utility loss, when turned on (`utility_loss=True`; off by default, as in the paper), is
-BCE on the matching-matrix marginals. The export writes one output (`scores`),
-so the full matrix and the contrastive decoding stay cloud side (`matching` + `contrastive_decode`);
-the device orders by `scores` (merge.py) unless the export gains a second output.
+BCE on the matching-matrix marginals. The bundle (`export_module`, decoder `contrastive`) also exports the
+matching matrix `matching` [1, N, S] and the unit-norm candidate encodings `encodings` [1, N, width]; the
+device runs `contrastive_decode` on them in numpy (cosine similarity = encodings @ encodings.T), see
+device_runtime/decoding.py `decode_request`.
 
 Training targets (DIR's lists have no logged slot order, MODELS.md 3.7): the logged sequence Y is the
 list's clicked candidates first, then its unclicked ones, each group in slot order, first S kept (slots
@@ -53,6 +55,8 @@ class NAR4Rec(RerankModel):
     """NAR4Rec's generator trained by `auxiliary_loss` alone (the paper's losses); `utility_loss=True` adds
     the trainer's BCE on the marginals, `exposure_loss=True` the exposure loss."""
 
+    device_decoder = "contrastive"
+
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2, layers: int = 1,
                  slots: int | None = None, tau: float = 1.0, omega: float = 0.01, rho: float = 0.5,
                  utility_loss: bool = False, exposure_loss: bool = False):
@@ -72,6 +76,10 @@ class NAR4Rec(RerankModel):
         parts = self.device_model.encode(*self.device_inputs(batch))
         self._last = (parts[0], parts) if torch.is_grad_enabled() else None
         return parts[0]
+
+    def export_module(self) -> nn.Module:
+        """The exported network: (scores, matching [B, N, S], unit-norm candidate encodings [B, N, w])."""
+        return NAR4RecExport(self.device_model)
 
     @torch.no_grad()
     def matching(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +130,7 @@ class NAR4RecDeviceModel(nn.Module):
     def encode(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cand, cand_mask, hist, hist_mask = self.inputs(*inputs)
         x = cand + masked_mean(hist, hist_mask)
-        t = masked_mean(cand, cand_mask) * 0.0 + self.slot_embedding  # [B, S, w], broadcast by arithmetic
+        t = masked_mean(cand, cand_mask) * 0.0 + self.slot_embedding.unsqueeze(0)  # [B, S, w], rank 3 (ExecuTorch)
         for cand_layer, slot_layer in zip(self.cand_layers, self.slot_layers):
             x = cand_layer(x, cand_mask)
             t = slot_layer(t, None, x, cand_mask)
@@ -132,6 +140,20 @@ class NAR4RecDeviceModel(nn.Module):
         marginal = marginal.clamp(EPS, 1.0 - EPS)
         scores = source_scores(torch.log(marginal) - torch.log(1.0 - marginal), cand_mask, self.m)
         return scores, probs, x, t, cand_mask
+
+
+class NAR4RecExport(nn.Module):
+    """`forward(*layout inputs) -> (scores [B, m, n], matching [B, N, S], encodings [B, N, w])`: what the
+    bundle exports for the device's contrastive decoding (encodings unit-normalised, so their dot products
+    are the cosine similarities `matching()` gives)."""
+
+    def __init__(self, device_model: NAR4RecDeviceModel):
+        super().__init__()
+        self.device_model = device_model
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scores, probs, x, _, _ = self.device_model.encode(*inputs)
+        return scores, probs, x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True).clamp(min=1e-24))
 
 
 class EncoderLayer(nn.Module):

@@ -39,6 +39,8 @@ from shared_schema.specs import DatasetSpec
 class SVR(RerankModel):
     """SVR's network with its two heads; utility (+ list-head) loss only unless `exposure_loss`."""
 
+    device_decoder = "beam_search"
+
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,
                  mlp_dims: Sequence[int] = (64, 32), aux_weight: float = 0.5, exposure_loss: bool = False):
         super().__init__(spec, embedding_dim)
