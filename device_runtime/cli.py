@@ -23,7 +23,7 @@ from pathlib import Path
 
 from device_runtime.backends import DEFAULT_ORDER, BackendError
 from device_runtime.bundle import BundleRegistry, InstalledBundle
-from device_runtime.reranker import MERGE_MODES, Reranker, check_event
+from device_runtime.reranker import MERGE_MODES, Reranker, check_event, list_decoder
 from shared_schema import BehaviorEvent, CandidateSlate
 
 
@@ -47,7 +47,8 @@ def rerank(args: argparse.Namespace) -> dict:
     """Rerank a candidate slate (JSON file, or - for stdin) and print the merged list.
 
     Reads the newest clicks per source from the history store, runs the active bundle, merges the
-    sources under the bundle's target shares and records the exposures of the top K.
+    sources under the bundle's target shares (or, for a bundle with a list decoder, builds the list with
+    it: beam_search, slot_policy, contrastive) and records the exposures of the top K.
     """
     text = sys.stdin.read() if args.slate == "-" else _read(Path(args.slate))
     try:
@@ -107,10 +108,13 @@ def history(args: argparse.Namespace) -> dict:
 
 
 def info(args: argparse.Namespace) -> dict:
-    """Show the active bundle, the backend and delegate that run it (and why others did not), store stats."""
+    """Show the active bundle, its list decoder, the backend and delegate that run it (and why others did not),
+    store stats."""
     with _open(args) as reranker:
         registry = BundleRegistry(args.root)
-        return {**reranker.info(), "root": str(registry.root), "previous": registry.previous()}
+        decoder, options = list_decoder(reranker.manifest, reranker.merge)
+        return {**reranker.info(), "decoder": decoder, "decoder_options": options, "root": str(registry.root),
+                "previous": registry.previous()}
 
 
 COMMANDS = {"install": install, "rollback": rollback, "rerank": rerank, "record": record, "history": history,
@@ -137,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="use only model files of this quantization, e.g. int8 (default: fp32 first)")
     runtime.add_argument("--merge", default="score", choices=MERGE_MODES,
                          help="score: model order; quota: per-source top-K slots from the target shares; "
-                              "controller: steer toward the target using exposures already shown (default: score)")
+                              "controller: steer toward the target using exposures already shown (default: score); "
+                              "a bundle with a list decoder (SVR, HRL, NAR4Rec) builds its own list: score only")
 
     parser = argparse.ArgumentParser(prog="dir-device", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -8,6 +8,10 @@ NAR4Rec's contrastive decoding and HRL's slot-by-slot policy calls.
     order = contrastive_decode(probs [N, S], similarity [N, N], valid [N], alpha=0.2)   # flat indices
     order = slot_decode(run, request, K=5)       # run(inputs) -> scores [1, m, n], e.g. cloud.export.open_runner
 
+    # a bundle's decoder (manifest.decoder) on the outputs of one assembled request, as the Reranker runs it:
+    order = decode_request("beam_search", {"beam_width": 4, "diversity": 1.0}, backend.run_all(request), request,
+                           K=5, target_shares=[.5, .5], run=backend.run)     # [(source, item), ...]
+
 The reward of a top-K prefix y_1..y_k (SVR maximises a list reward on the estimated scores; its exact
 reward is not in the seeds, this one is our choice): R = sum_j p(y_j) / log2(j + 1)  (expected clicks,
 DCG-discounted)  -  diversity * JS(target_shares, source shares of the prefix) * k / K. The JS term is
@@ -18,7 +22,7 @@ earlier beam); the rest of the list follows by probability, as in merge.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -117,6 +121,45 @@ def slot_decode(run: Callable[[dict[str, np.ndarray]], np.ndarray], request: dic
     rest = [(s, i) for s in range(m) for i in np.flatnonzero(masks[s][0] > 0)]
     rest.sort(key=lambda si: (-scores[si], si))
     return order + [(int(s), int(i)) for s, i in rest]
+
+
+def decode_request(decoder: str, options: Mapping[str, float | int], outputs: Sequence[np.ndarray],
+                   request: Mapping[str, np.ndarray], K: int, target_shares: Sequence[float],
+                   run: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> list[tuple[int, int]]:
+    """The list a bundle decoder (shared_schema.manifest.DECODERS, all options given) builds for one assembled
+    request from the network's `outputs` on it (the manifest's outputs, `scores` first): every real candidate
+    once as (source, item), the top-K by the decoder, the rest by score.
+
+    beam_search: `beam_search` over sigmoid(scores); slot_policy: `slot_decode` with `run` calling the
+    network (its call on the request itself reuses `outputs`); contrastive: `contrastive_decode` over the
+    `matching` output and the cosine similarities of the unit-norm `encodings` (flat s*n + j rows).
+    """
+    scores = np.asarray(outputs[0])[0]
+    real = [np.flatnonzero(np.asarray(request[f"cand_mask_{s}"])[0] > 0) for s in range(scores.shape[0])]
+    if decoder == "beam_search":
+        probs = [1.0 / (1.0 + np.exp(-scores[s, items].astype(np.float64))) for s, items in enumerate(real)]
+        order = beam_search(probs, K, int(options["beam_width"]), target_shares, float(options["diversity"]))
+        return [(s, int(real[s][i])) for s, i in order]
+    if decoder == "slot_policy":
+        if run is None:
+            raise ValueError("slot_policy: give `run`, the network call for the request with placed candidates masked")
+        masks = [name for name in request if name.startswith("cand_mask_")]
+
+        def policy(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            same = all(np.array_equal(inputs[name], request[name]) for name in masks)
+            return outputs[0] if same else run(inputs)
+
+        return slot_decode(policy, dict(request), K)
+    if decoder == "contrastive":
+        matching, unit = np.asarray(outputs[1])[0], np.asarray(outputs[2])[0]
+        valid = np.zeros(scores.shape, dtype=bool)
+        for s, items in enumerate(real):
+            valid[s, items] = True
+        n = scores.shape[1]
+        flat = contrastive_decode(matching, unit @ unit.T, valid.reshape(-1), float(options["alpha"]))
+        return [(i // n, i % n) for i in flat]
+    raise ValueError(f"decoder {decoder!r}: decode_request runs beam_search, slot_policy or contrastive "
+                     "(merge.py builds the list of a `merge` bundle)")
 
 
 def list_reward(probs: Sequence[np.ndarray], order: Sequence[tuple[int, int]], K: int,

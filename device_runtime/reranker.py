@@ -8,6 +8,8 @@
 `open` takes a bundle directory (with manifest.json) or a registry root (see `bundle.BundleRegistry`).
 One rerank: validate the slate, cache its item vectors, read the last t clicks per source, assemble
 the padded inputs, run the model, merge the sources under the target shares, record the top-K exposures.
+A bundle whose manifest names a list decoder (SVR `beam_search`, HRL `slot_policy`, NAR4Rec
+`contrastive`) has its list built by that decoder (device_runtime/decoding.py) instead of merge.py.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import numpy as np
 
 from device_runtime.backends import DEFAULT_ORDER, Backend, load_backend
 from device_runtime.bundle import BundleRegistry, InstalledBundle, verify
+from device_runtime.decoding import decode_request
 from device_runtime.merge import MODES as MERGE_MODES
 from device_runtime.merge import merge as merge_scores
 from device_runtime.store import HistoryStore
 from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate, RankedItem, RerankResult
-from shared_schema.manifest import MANIFEST_NAME
+from shared_schema.manifest import MANIFEST_NAME, decoder_settings
 
 
 def open_bundle(bundle_or_root: str | os.PathLike) -> InstalledBundle:
@@ -56,6 +59,15 @@ def check_event(manifest: BundleManifest, event: BehaviorEvent) -> None:
         raise ValueError(f"event.vector: {len(event.vector)} values, source {event.source!r} takes {dim}")
 
 
+def list_decoder(manifest: BundleManifest, merge: str) -> tuple[str, dict[str, float | int]]:
+    """(decoder, its options) of the bundle; ValueError when `merge` asks for a merge the decoder overrides."""
+    if manifest.decoder != "merge" and merge != "score":
+        raise ValueError(f"merge {merge!r}: bundle {manifest.model_version} ({manifest.model_name}) builds its list "
+                         f"with decoder {manifest.decoder!r}, the decoder decides the list; use merge='score' "
+                         "(--merge score)")
+    return manifest.decoder, decoder_settings(manifest.decoder, manifest.decoder_options)
+
+
 class Reranker:
     """Reranks slates with one bundle, one backend and one history store."""
 
@@ -66,6 +78,7 @@ class Reranker:
         self.manifest = bundle.manifest
         self._layout = self.manifest.layout()
         self._sources = self.manifest.source_names
+        self._decoder, self._decoder_options = list_decoder(self.manifest, merge)
 
     @classmethod
     def open(
@@ -88,6 +101,7 @@ class Reranker:
         if merge not in MERGE_MODES:
             raise ValueError(f"merge {merge!r}: use one of {list(MERGE_MODES)}")
         bundle = open_bundle(bundle_or_root)
+        list_decoder(bundle.manifest, merge)
         loaded = load_backend(bundle.path, bundle.manifest, backend, delegate, threads, order,
                               quantization=quantization)
         m = bundle.manifest
@@ -111,10 +125,15 @@ class Reranker:
         clock.append(time.perf_counter())
         inputs = self._layout.assemble([v for _, v in candidates], histories)
         clock.append(time.perf_counter())
-        scores = self.backend.run(inputs)[0]
+        outputs = self.backend.run_all(inputs)
+        scores = outputs[0][0]
         clock.append(time.perf_counter())
         per_source = [scores[s, : len(items)] for s, (items, _) in enumerate(candidates)]
-        order = merge_scores(per_source, self.manifest.target_shares, self.manifest.K, self.merge, shown)
+        if self._decoder == "merge":
+            order = merge_scores(per_source, self.manifest.target_shares, self.manifest.K, self.merge, shown)
+        else:  # the bundle's list decoder; its time counts as the merge stage
+            order = decode_request(self._decoder, self._decoder_options, outputs, inputs, self.manifest.K,
+                                   self.manifest.target_shares, self.backend.run)
         ranked = [
             RankedItem(item_id=candidates[s][0][i].item_id, source=self._sources[s], score=float(per_source[s][i]),
                        title=candidates[s][0][i].title)
@@ -126,8 +145,9 @@ class Reranker:
         stages = ("validate_cache", "history_read", "assembly", "inference", "merge", "record_exposures")
         timings = {name: (b - a) * 1e3 for name, a, b in zip(stages, clock, clock[1:])}
         timings["total"] = (clock[-1] - clock[0]) * 1e3
+        built_by = self.merge if self._decoder == "merge" else self._decoder
         return RerankResult(request_id=slate.request_id, items=ranked, backend=self.backend.name,
-                            delegate=self.backend.delegate, merge=self.merge, bundle_version=self.bundle.version,
+                            delegate=self.backend.delegate, merge=built_by, bundle_version=self.bundle.version,
                             timings_ms=timings)
 
     def record(self, event: BehaviorEvent) -> None:
