@@ -4,13 +4,16 @@
     python benchmarks/baselines_latency.py --calls 500 --beam 2 8
 
 Each model is untrained (latency does not depend on the weights), converted with cloud.export to
-TFLite and run with the real LiteRT interpreter (XNNPACK, 1 thread) on one partially padded request of
-the spec in benchmarks/inference_latency.py (m=3, n=10, t=20). Per row: p50 / p99 ms of the network
-call alone, and of network + the numpy decoding a device runs after it (device_runtime): merge.py's
-`score` mode for DIR / EdgeRec / NAR4Rec / CRUM (NAR4Rec's contrastive decoding needs its matching
-matrix, which the single-output export does not carry), SVR's beam search (device_runtime/decoding.py)
-with K=5, the target shares as the reward's target and diversity 1.0, for each beam width, and HRL's
-slot_decode (K network calls, each with the placed candidates masked).
+TFLite as its bundle exports it (`model.export_module()`, with its decoder's extra outputs) and run with
+the real LiteRT interpreter (XNNPACK, 1 thread) on one partially padded request of the spec in
+benchmarks/inference_latency.py (m=3, n=10, t=20). Per row: p50 / p99 ms of the network call alone
+(`scores` read back), and of network + the numpy decoding the device runs after it (the model's
+`device_decoder`, as the Reranker runs it): merge.py's `score` mode for DIR / EdgeRec / CRUM; for SVR
+`beam_search` (K=5, the target shares as the reward's target, diversity 1.0) for each beam width; for
+NAR4Rec `contrastive` (alpha 0.2) on the exported matching matrix and encodings (all three outputs read
+back); for HRL `slot_policy` (K network calls, each with the placed candidates masked). DIR, EdgeRec,
+CRUM and SVR set the inputs once; NAR4Rec and HRL go through the signature runner (inputs set by name
+on every call).
 """
 
 from __future__ import annotations
@@ -32,27 +35,26 @@ from inference_latency import default_spec, tflite_call, time_call  # noqa: E402
 MODELS = ("dir", "edgerec", "svr", "nar4rec", "crum", "hrl")
 
 
-def decoder(name: str, request: dict, spec, beam: int, path: Path, layout):
-    """A call of network + the numpy step after it, returning the ordered list."""
-    from device_runtime.decoding import beam_search, slot_decode
+def decoder(model, request: dict, spec, beam: int, path: Path, names: tuple[str, ...]):
+    """A call of network + the numpy step after it (the model's device decoder), returning the ordered list."""
+    from cloud.export import open_runner  # the signature runner: inputs set by name on every call
+    from device_runtime.decoding import decode_request
     from device_runtime.merge import merge
+    from shared_schema.manifest import decoder_settings
 
     masks = [request[f"cand_mask_{s}"][0] > 0 for s in range(len(spec.sources))]
     shares = [source.target_share for source in spec.sources]
-    if name == "hrl":
-        from cloud.export import open_runner  # the signature runner: inputs set by name on every call
-
-        run = open_runner(path, layout, threads=1)
-        return lambda: slot_decode(run, request, spec.K)
-    call = tflite_call(path, request, True)
+    name = model.device_decoder
+    options = decoder_settings(name, {"beam_width": beam, "diversity": 1.0} if name == "beam_search" else {})
+    call = tflite_call(path, request, True) if name in ("merge", "beam_search") else None  # inputs set once
+    runner = None if call else open_runner(path, model.layout, threads=1, outputs=names)
+    run = open_runner(path, model.layout, threads=1) if name == "slot_policy" else None
 
     def decode():
-        scores = call()
-        per_source = [scores[0, s][mask] for s, mask in enumerate(masks)]
-        if name == "svr":
-            probs = [1.0 / (1.0 + np.exp(-x)) for x in per_source]
-            return beam_search(probs, K=spec.K, beam_width=beam, target_shares=shares, diversity=1.0)
-        return merge(per_source, shares, spec.K, mode="score")
+        outputs = [call()] if call else runner(request)
+        if name == "merge":
+            return merge([outputs[0][0, s][mask] for s, mask in enumerate(masks)], shares, spec.K, mode="score")
+        return decode_request(name, options, outputs, request, spec.K, shares, run)
 
     return decode
 
@@ -69,6 +71,7 @@ def main(argv=None) -> int:
     from cloud.export import convert_tflite
     from cloud.export.parity import random_inputs
     from cloud.models import build_model
+    from shared_schema.manifest import DECODERS
 
     torch.set_num_threads(1)
     spec = default_spec()
@@ -80,13 +83,14 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             model = build_model(name, spec).eval()
             path = Path(tmp) / f"{name}.tflite"
-            path.write_bytes(convert_tflite(model.device_model, model.layout))
+            names = ("scores", *DECODERS[model.device_decoder].outputs)
+            path.write_bytes(convert_tflite(model.export_module(), model.layout, names))
             request = random_inputs(model.layout, np.random.default_rng(0))
             call = tflite_call(path, request, True)  # inputs set once: the network call alone
             params = sum(p.numel() for p in model.device_model.parameters())
             net = time_call(call, args.calls, args.warmup)
             for beam in args.beam if name == "svr" else [0]:
-                full = time_call(decoder(name, request, spec, beam, path, model.layout), args.calls, args.warmup)
+                full = time_call(decoder(model, request, spec, beam, path, names), args.calls, args.warmup)
                 label = f"svr (beam {beam})" if name == "svr" else name
                 print(f"{label:<16}{params:>14,}{net[0]:>10.4f}{net[1]:>10.4f}{full[0]:>13.4f}{full[1]:>13.4f}")
     return 0
