@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cloud.export import ExportError, capture, eager_runner, max_abs_diff, parity_cases, write_bundle
+from cloud.export import ExportError, capture, eager_runner, max_abs_diff, parity_cases, summary, write_bundle
 from cloud.models import build_model
 from device_runtime import cli
 from device_runtime.backends import load_backend
@@ -123,6 +123,8 @@ def test_nar4rec_exports_its_matching_matrix_and_encodings_and_every_file_matche
         ("scores", (1, SPEC.m, SPEC.n)), ("matching", (1, N, SPEC.K)), ("encodings", (1, N, 32))]
     assert manifest.decoder_options == {"alpha": 0.2}
     assert all(f.parity_max_abs_diff <= 1e-5 for f in manifest.files)
+    assert ("device decoder: contrastive {'alpha': 0.2}; outputs after scores: matching [1, 12, 2], "
+            "encodings [1, 12, 32]") in summary(manifest)
     layout = manifest.layout()
     cases = parity_cases(layout, seed=5)
     reference = eager_runner(model.export_module(), layout)

@@ -206,6 +206,9 @@ def summary(manifest: BundleManifest) -> str:
     if "params_device" in mt:
         lines.append(f"parameters: device {int(mt['params_device']):,} exported | cloud {int(mt['params_cloud']):,} "
                      f"(embedding tables) -> {mt['cloud_param_share']:.1%} of parameters stay in the cloud")
+    if manifest.decoder != "merge":
+        extra = ", ".join(f"{o.name} {list(o.shape)}" for o in manifest.outputs[1:]) or "none"
+        lines.append(f"device decoder: {manifest.decoder} {manifest.decoder_options}; outputs after scores: {extra}")
     lines.append(f"{'file':<27}{'runtime':<12}{'delegate':<10}{'quantization':<14}{'size':>11}  parity max|diff|")
     for f in manifest.files:
         parity = "-" if f.parity_max_abs_diff is None else f"{f.parity_max_abs_diff:.2e}"
@@ -252,8 +255,8 @@ def _manifest(model, spec, layout, files, folder, embedding_version, model_versi
         "embedding_split": f"only the device model is exported ({device} parameters); the item encoder's "
                            f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the cloud",
         "parity": f"max abs diff vs eager PyTorch fp32 over real candidate slots of {n_cases} batch-1 cases, "
-                  "every output (full, random, empty history per source, no candidates per source, all histories empty, "
-                  "one candidate per source); .tflite checked with and without XNNPACK",
+                  "every output (full, random, empty history per source, no candidates per source, all histories "
+                  "empty, one candidate per source); .tflite checked with and without XNNPACK",
         "exporters": ", ".join(f"{name} {_version(name)}" for name in EXPORTERS),
         **notes,
     }
