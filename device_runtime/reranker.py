@@ -27,7 +27,7 @@ from device_runtime.decoding import decode_request
 from device_runtime.merge import MODES as MERGE_MODES
 from device_runtime.merge import merge as merge_scores
 from device_runtime.store import HistoryStore
-from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate, RankedItem, RerankResult
+from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate, RerankResult
 from shared_schema.manifest import MANIFEST_NAME, decoder_settings
 
 
@@ -92,12 +92,14 @@ class Reranker:
         order: Sequence[str] = DEFAULT_ORDER,
         quantization: str | None = None,
         retention_per_source: int = 1000,
+        prune_every: int = 32,
     ) -> Reranker:
         """Open the bundle (or a registry's active one), its backend and the history store at `db_path`.
 
         `order`: what backend/delegate `auto` tries; `quantization`: pick only files of that kind
-        (e.g. "int8"); `retention_per_source`: behaviours the store keeps per source and action.
-        """
+        (e.g. "int8"); `retention_per_source`: behaviours the store keeps per source and action;
+        `prune_every`: the store deletes past the retention in batches of this many rows (fewer than
+        R + prune_every are kept), so most writes, such as a page's exposures, delete nothing."""
         if merge not in MERGE_MODES:
             raise ValueError(f"merge {merge!r}: use one of {list(MERGE_MODES)}")
         bundle = open_bundle(bundle_or_root)
@@ -105,7 +107,7 @@ class Reranker:
         loaded = load_backend(bundle.path, bundle.manifest, backend, delegate, threads, order,
                               quantization=quantization)
         m = bundle.manifest
-        store = HistoryStore(db_path, retention_per_source, sources=m.source_names,
+        store = HistoryStore(db_path, retention_per_source, prune_every=prune_every, sources=m.source_names,
                              dims=dict(zip(m.source_names, m.vector_dims)))
         if store.embedding_version != m.embedding_version:
             store.set_embedding_version(m.embedding_version)  # history of older vectors stops counting
@@ -134,21 +136,20 @@ class Reranker:
         else:  # the bundle's list decoder; its time counts as the merge stage
             order = decode_request(self._decoder, self._decoder_options, outputs, inputs, self.manifest.K,
                                    self.manifest.target_shares, self.backend.run)
-        ranked = [
-            RankedItem(item_id=candidates[s][0][i].item_id, source=self._sources[s], score=float(per_source[s][i]),
-                       title=candidates[s][0][i].title)
-            for s, i in order
-        ]
+        values = [p.tolist() for p in per_source]
+        ranked = [{"item_id": candidates[s][0][i].item_id, "source": self._sources[s], "score": values[s][i],
+                   "title": candidates[s][0][i].title} for s, i in order]  # validated once, with the result
         clock.append(time.perf_counter())
-        self.store.record_exposures([(r.item_id, r.source) for r in ranked[: self.manifest.K]], time.time())
+        self.store.record_exposures([(r["item_id"], r["source"]) for r in ranked[: self.manifest.K]], time.time())
         clock.append(time.perf_counter())
         stages = ("validate_cache", "history_read", "assembly", "inference", "merge", "record_exposures")
         timings = {name: (b - a) * 1e3 for name, a, b in zip(stages, clock, clock[1:])}
         timings["total"] = (clock[-1] - clock[0]) * 1e3
         built_by = self.merge if self._decoder == "merge" else self._decoder
-        return RerankResult(request_id=slate.request_id, items=ranked, backend=self.backend.name,
-                            delegate=self.backend.delegate, merge=built_by, bundle_version=self.bundle.version,
-                            timings_ms=timings)
+        return RerankResult.model_validate({
+            "request_id": slate.request_id, "items": ranked, "backend": self.backend.name,
+            "delegate": self.backend.delegate, "merge": built_by, "bundle_version": self.bundle.version,
+            "timings_ms": timings})
 
     def record(self, event: BehaviorEvent) -> None:
         """Store a behaviour (its vector too, when the event carries one)."""
