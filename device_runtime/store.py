@@ -32,10 +32,10 @@ once, by the next write. Caching items already cached with the same vector and v
 nothing (one read per source, no write transaction); such an item is re-stamped as newly cached once
 R/2 items have been cached after it, so an item still being shown is not pruned.
 
-Read memos: what this store last read of the item cache (vector, version, sequence number per item) and
-of the last clicks is kept in memory and reused until the file changes: `PRAGMA data_version` tells
-another connection's commit, and this store's own writes drop the memos (an exposure write only when
-its pruning deleted more than exposure rows). A page whose items were all seen before then costs one
+Read memos: what this store last read of the item cache (vector, version, sequence number per item, the
+sources' last sequence numbers, the current embedding version) and of the last clicks is kept in memory and reused until the file changes: `PRAGMA data_version` tells
+another connection's commit, and this store's own writes drop what they change (a behaviour drops the
+last clicks, and the item memo only if it came with a vector or its pruning deleted items). A page whose items were all seen before then costs one
 small read instead of one per source, and `last_clicks` without a new click costs no join.
 """
 
@@ -90,6 +90,10 @@ _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_ver
 _CACHED_SQL = "SELECT item_id, vector, embedding_version, seq FROM items WHERE source = ? AND item_id IN ({})"
 _CHECK_AT_MOST = 500
 """`cache_items` batches up to this long are first checked against the cache with one query."""
+_UNREAD = object()
+"""The embedding-version memo before its read."""
+_NOT_CLICKS = {"exposure", "impression"}
+"""Pruned kinds that leave the last clicks as they were."""
 _KNOWN_AT_MOST = 100_000
 """Items remembered by the cache-read memo before it starts over."""
 _ADVANCE_SEQ = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', 0, ?)
@@ -166,6 +170,8 @@ class HistoryStore:
         self._widths: dict[str, int] = {}  # committed `dim:<version>:<source>` meta values (never change)
         self._data_version: int | None = None  # PRAGMA data_version when the memos below were last valid
         self._known: dict[tuple[str, str], tuple[bytes, str, int]] = {}  # cached (vector, version, seq)
+        self._item_seq: dict[str, int] | None = None  # per source, the last cache sequence number
+        self._version: str | None | object = _UNREAD  # the current embedding version
         self._clicks: dict[tuple[tuple[str, ...], int], list[list[tuple[str, np.ndarray]]]] = {}
         self.checkpointer = None if checkpoint_every is None else Checkpointer(self.path, checkpoint_every,
                                                                                 busy_timeout_ms)
@@ -232,9 +238,17 @@ class HistoryStore:
         if self.checkpointer is not None:
             self.checkpointer.committed()
 
-    def _forget(self) -> None:
-        self._known.clear()
-        self._clicks.clear()
+    def _forget(self, items: bool = True, clicks: bool = True) -> None:
+        if items:
+            self._known.clear()
+            self._item_seq, self._version = None, _UNREAD
+        if clicks:
+            self._clicks.clear()
+
+    def _forget_after(self, pruned: set[str], vectors_written: bool = False) -> None:
+        """Drop what a write changed: item vectors written or items pruned, last clicks unless only
+        exposures or impressions went."""
+        self._forget(items=vectors_written or "item" in pruned, clicks=vectors_written or bool(pruned - _NOT_CLICKS))
 
     def _check_memos(self) -> None:
         """Drop the read memos if another connection committed since they were made."""
@@ -296,7 +310,7 @@ class HistoryStore:
         for event, vec, field in checked:
             if vec is not None:
                 vectors.setdefault(event.source, []).append((event.item_id, vec, f"{field}.vector"))
-        with self._write() as conn:
+        with self._write(keep_memos=True) as conn:
             version = _meta(conn, "embedding_version")
             if vectors and version is None:
                 field = next(f"{field}.vector" for _, vec, field in checked if vec is not None)
@@ -311,7 +325,8 @@ class HistoryStore:
                 ).lastrowid
                 for event, _, _ in checked
             ]
-            self._prune(conn)
+            pruned = self._prune(conn)
+        self._forget_after(pruned | {event.action for event, _, _ in checked}, vectors_written=bool(vectors))
         return ids
 
     def cache_items(self, source: str, items: Sequence[tuple[str, object]], embedding_version: str) -> int:
@@ -339,7 +354,9 @@ class HistoryStore:
 
     def _cache(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str) -> int:
         todo = self._not_cached(batches, version)
-        if todo or _meta(self.db.conn, "embedding_version") != version:  # else no write transaction at all
+        if self._version is _UNREAD:
+            self._version = _meta(self.db.conn, "embedding_version")
+        if todo or self._version != version:  # else no write transaction at all
             with self._write() as conn:
                 if _meta(conn, "embedding_version") != version:
                     conn.execute(_SET_META, ("embedding_version", version))
@@ -354,8 +371,9 @@ class HistoryStore:
         query are kept whole."""
         conn = self.db.conn
         self._check_memos()
-        last_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
-        known, todo = self._known, []
+        if self._item_seq is None:
+            self._item_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
+        last_seq, known, todo = self._item_seq, self._known, []
         for source, rows in batches:
             if len(rows) > _CHECK_AT_MOST:
                 todo.append((source, rows))
@@ -416,8 +434,7 @@ class HistoryStore:
         with self._write(keep_memos=True) as conn:
             conn.executemany("INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)", rows)
             pruned = self._prune(conn)
-        if pruned - {"exposure"}:  # a smaller retention than the file's: items or behaviours went too
-            self._forget()
+        self._forget_after(pruned)
         return len(rows)
 
     def _prune(self, conn: sqlite3.Connection) -> set[str]:
