@@ -254,7 +254,8 @@ def _manifest(model, spec, layout, files, folder, embedding_version, model_versi
     notes = {
         "embedding_split": f"only the device model is exported ({device} parameters); the item encoder's "
                            f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the cloud",
-        "parity": f"max abs diff vs eager PyTorch fp32 over real candidate slots of {n_cases} batch-1 cases, "
+        "parity": f"max abs diff (relative where |eager| > 1) vs eager PyTorch fp32 over real candidate slots of "
+                  f"{n_cases} batch-1 cases, "
                   "every output (full, random, empty history per source, no candidates per source, all histories "
                   "empty, one candidate per source); .tflite checked with and without XNNPACK",
         "exporters": ", ".join(f"{name} {_version(name)}" for name in EXPORTERS),
