@@ -32,11 +32,12 @@ once, by the next write. Caching items already cached with the same vector and v
 nothing (one read per source, no write transaction); such an item is re-stamped as newly cached once
 R/2 items have been cached after it, so an item still being shown is not pruned.
 
-Read memos: what this store last read of the item cache (vector, version, sequence number per item, the
-sources' last sequence numbers, the current embedding version) and of the last clicks is kept in memory and reused until the file changes: `PRAGMA data_version` tells
-another connection's commit, and this store's own writes drop what they change (a behaviour drops the
-last clicks, and the item memo only if it came with a vector or its pruning deleted items). A page whose items were all seen before then costs one
-small read instead of one per source, and `last_clicks` without a new click costs no join.
+Read memos: what this store last read of the item cache (vector, version and sequence number per item,
+the sources' last sequence numbers, the current embedding version) and of the last clicks is kept in
+memory and reused until the file changes. `PRAGMA data_version` tells another connection's commit; this
+store's own writes drop what they change (a click drops the last clicks; the item memo goes only when
+vectors were written or items pruned). A page whose items were all seen before then costs one small
+read instead of one per source, and `last_clicks` without a new click costs no join.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ _CHECK_AT_MOST = 500
 _UNREAD = object()
 """The embedding-version memo before its read."""
 _NOT_CLICKS = {"exposure", "impression"}
-"""Pruned kinds that leave the last clicks as they were."""
+"""Kinds of rows whose writes leave the last clicks as they were."""
 _KNOWN_AT_MOST = 100_000
 """Items remembered by the cache-read memo before it starts over."""
 _ADVANCE_SEQ = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', 0, ?)
@@ -220,9 +221,9 @@ class HistoryStore:
                 conn.execute(_SET_META, ("schema_version", version + 1))
 
     @contextmanager
-    def _write(self, keep_memos: bool = False) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock first (no deadlock between two writers); it
-        drops the read memos unless the caller knows it changed neither items nor behaviours."""
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock first (no deadlock between two writers). The
+        caller drops the read memos its write made stale (`_forget`, `_forget_after`)."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -232,9 +233,6 @@ class HistoryStore:
             if conn.in_transaction:  # some errors (disk full...) have already rolled back
                 conn.execute("ROLLBACK")
             raise
-        finally:
-            if not keep_memos:
-                self._forget()
         if self.checkpointer is not None:
             self.checkpointer.committed()
 
@@ -245,10 +243,11 @@ class HistoryStore:
         if clicks:
             self._clicks.clear()
 
-    def _forget_after(self, pruned: set[str], vectors_written: bool = False) -> None:
-        """Drop what a write changed: item vectors written or items pruned, last clicks unless only
-        exposures or impressions went."""
-        self._forget(items=vectors_written or "item" in pruned, clicks=vectors_written or bool(pruned - _NOT_CLICKS))
+    def _forget_after(self, changed: set[str], vectors_written: bool = False) -> None:
+        """Drop what a write made stale, given the kinds of rows it added or pruned: the item memo when
+        vectors were written or items pruned, the last clicks unless only exposures or impressions changed."""
+        self._forget(items=vectors_written or "item" in changed,
+                     clicks=vectors_written or bool(changed - _NOT_CLICKS))
 
     def _check_memos(self) -> None:
         """Drop the read memos if another connection committed since they were made."""
@@ -310,7 +309,7 @@ class HistoryStore:
         for event, vec, field in checked:
             if vec is not None:
                 vectors.setdefault(event.source, []).append((event.item_id, vec, f"{field}.vector"))
-        with self._write(keep_memos=True) as conn:
+        with self._write() as conn:
             version = _meta(conn, "embedding_version")
             if vectors and version is None:
                 field = next(f"{field}.vector" for _, vec, field in checked if vec is not None)
@@ -362,6 +361,7 @@ class HistoryStore:
                     conn.execute(_SET_META, ("embedding_version", version))
                 if self._put_items(conn, todo, version):
                     self._prune(conn)
+            self._forget()
         return sum(len(rows) for _, rows in batches)
 
     def _not_cached(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
@@ -398,6 +398,7 @@ class HistoryStore:
         _text(embedding_version, "embedding_version")
         with self._write() as conn:
             conn.execute(_SET_META, ("embedding_version", embedding_version))
+        self._forget()
 
     def _put_items(self, conn: sqlite3.Connection, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
                    version: str) -> int:
@@ -431,10 +432,10 @@ class HistoryStore:
             (ts, _text(item_id, f"items[{i}].item_id"), self._check_source(source, f"items[{i}].source"), request_id)
             for i, (item_id, source) in enumerate(items)
         ]
-        with self._write(keep_memos=True) as conn:
+        with self._write() as conn:
             conn.executemany("INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)", rows)
             pruned = self._prune(conn)
-        self._forget_after(pruned)
+        self._forget_after(pruned | {"exposure"})
         return len(rows)
 
     def _prune(self, conn: sqlite3.Connection) -> set[str]:
