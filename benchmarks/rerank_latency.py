@@ -32,11 +32,10 @@ PAIRS = DEFAULT_ORDER
 STAGES = ("validate_cache", "history_read", "assembly", "inference", "merge", "record_exposures")
 
 
-def export_bundle(out: Path) -> Path:
-    """A DIR bundle for three heterogeneous sources, n=10, t=20, K=5 (untrained weights: timing only)."""
+def latency_model():
+    """Untrained DIR (timing only) on three heterogeneous sources, n=10, t=20, K=5, and its spec."""
     import torch
 
-    from cloud.export import write_bundle
     from cloud.models import build_model
     from shared_schema import CategoricalField, DatasetSpec, DenseField, SourceSpec
 
@@ -49,7 +48,15 @@ def export_bundle(out: Path) -> Path:
                    dense=(DenseField(name="bid", dim=1),)),
     ))
     torch.manual_seed(0)
-    write_bundle(build_model("dir", spec).eval(), spec, out, model_version="latency-bench")
+    return build_model("dir", spec).eval(), spec
+
+
+def export_bundle(out: Path) -> Path:
+    """The latency model's bundle (see `latency_model`)."""
+    from cloud.export import write_bundle
+
+    model, spec = latency_model()
+    write_bundle(model, spec, out, model_version="latency-bench")
     return out
 
 

@@ -11,8 +11,11 @@ import torch
 from torch import nn
 
 pytest.importorskip("executorch.runtime", reason="executorch not installed: pip install -e '.[export]'")
+from executorch.exir import to_edge_transform_and_lower  # noqa: E402
+from executorch.runtime import Runtime  # noqa: E402
 
 from cloud.export import ExportError, capture, eager_runner, lower_executorch, max_abs_diff, open_runner, parity_cases
+from cloud.export.executorch import program_operators
 from cloud.export.parity import random_inputs, real_slots
 from shared_schema.layout import TensorLayout
 from tests.export_fixtures import shared_bundle, small_dir
@@ -68,6 +71,20 @@ def test_xnnpack_takes_every_op_of_dir_and_of_its_pooling_variant(bundle):
     assert [key for key in bundle.manifest.notes if key.startswith("non_delegated_ops.")] == []
     isi = small_dir(name="dir-isi")
     assert lower_executorch(capture(isi.device_model, isi.layout)).non_delegated == {}
+
+
+def test_portable_program_runs_linear_as_mm_plus_add_with_the_weight_transposed_at_export(tmp_path):
+    """ExecuTorch's portable addmm kernel is ~13x slower than mm (benchmarks/portable_kernels.py)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 4).eval()
+    x = torch.randn(5, 6)
+    portable = lower_executorch(torch.export.export(layer, (x,)), xnnpack=False).buffer
+    assert program_operators(portable) == {"aten::mm": 1, "aten::add": 1}
+    plain = to_edge_transform_and_lower(torch.export.export(layer, (x,))).to_executorch().buffer
+    assert program_operators(plain) == {"aten::permute_copy": 1, "aten::addmm": 1}  # what it replaces
+    (tmp_path / "linear.pte").write_bytes(portable)
+    out = Runtime.get().load_program(tmp_path / "linear.pte").load_method("forward").execute([x])[0]
+    torch.testing.assert_close(out, layer(x), rtol=0, atol=1e-6)
 
 
 def test_dynamic_int8_program_is_delegated_and_close_to_fp32(bundle):
