@@ -16,13 +16,15 @@ always by score.
 - `controller`: like `quota`, but the shares of this page follow the user's exposure deficit. With c_s
   items of source s shown so far (`shown_counts`, e.g. `HistoryStore.exposure_counts`), C = sum(c) and
   k = the page's slot count, source s is owed d_s = k*w_s + gain*(w_s*C - c_s) slots; the page's slots
-  are allocated as in `quota` with shares max(d_s, 0). gain=0 is `quota`; gain=1 pays the whole debt at
-  once when the sources have the items; in between the error shrinks by a factor (1-gain) per page.
+  are allocated as in `quota` with shares max(d_s, 0) (a debt within 1e-9 of 0 is 0). gain=0 is `quota`;
+  gain=1 pays the whole debt at once when the sources have the items; in between the error shrinks by a
+  factor (1-gain) per page.
   Record the exposed (top-k) items with `HistoryStore.record_exposures` so the next page sees them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,18 +35,8 @@ _TIE = 1e-9  # remainders closer than this count as equal (tie-break by share, t
 
 def largest_remainder(slots: int, weights: np.ndarray) -> np.ndarray:
     """Integer counts summing to `slots`, each floor or ceil of slots*w/sum(w); zero weights get 0."""
-    w = np.asarray(weights, dtype=np.float64)
-    counts = np.zeros(w.size, dtype=np.int64)
-    if slots <= 0 or w.sum() <= 0:
-        return counts
-    quota = slots * w / w.sum()
-    counts[:] = np.floor(quota + _TIE)
-    left = slots - int(counts.sum())
-    rem = np.round((quota - counts) / _TIE) * _TIE
-    order = np.lexsort((np.arange(w.size), -w, -rem))
-    order = order[w[order] > 0][:left]
-    counts[order] += 1
-    return counts
+    w = np.asarray(weights, dtype=np.float64).tolist()
+    return np.array(_largest_remainder(int(slots), w), dtype=np.int64)
 
 
 def allocate(slots: int, weights: np.ndarray, available: np.ndarray) -> np.ndarray:
@@ -53,16 +45,8 @@ def allocate(slots: int, weights: np.ndarray, available: np.ndarray) -> np.ndarr
     The counts may sum to less than min(slots, sum(available)) when only zero-weight sources have items
     left; `merge` gives those slots to the best remaining items by score.
     """
-    w = np.asarray(weights, dtype=np.float64)
-    avail = np.asarray(available, dtype=np.int64)
-    counts = np.zeros(w.size, dtype=np.int64)
-    total = min(int(slots), int(avail.sum()))
-    while counts.sum() < total:
-        open_ = (w > 0) & (counts < avail)
-        if not open_.any():
-            break
-        counts = np.minimum(counts + largest_remainder(total - int(counts.sum()), np.where(open_, w, 0.0)), avail)
-    return counts
+    w = np.asarray(weights, dtype=np.float64).tolist()
+    return np.array(_allocate(int(slots), w, np.asarray(available, dtype=np.int64).tolist()), dtype=np.int64)
 
 
 def quota_slots(K: int, target_shares: Sequence[float], available: Sequence[int] | None = None) -> np.ndarray:
@@ -79,7 +63,7 @@ def controller_shares(
     """Shares for the next page: the positive part of each source's deficit (see module docstring)."""
     w = _shares(target_shares, len(target_shares))
     c = np.asarray(shown_counts, dtype=np.float64)
-    return np.maximum(slots * w + gain * (w * c.sum() - c), 0.0)
+    return np.array(_deficits(slots, w.tolist(), c.tolist(), gain))
 
 
 def merge(
@@ -107,29 +91,61 @@ def merge(
     if not np.isfinite(val).all():
         _check_scores(arrays)
     sizes = [a.size for a in arrays]
-    src = np.repeat(np.arange(m), sizes)
-    idx = np.arange(val.size) - np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
-    order = np.lexsort((idx, src, -val))  # best first; ties: lower source, then lower item index
+    src = [s for s, size in enumerate(sizes) for _ in range(size)]
+    idx = [i for size in sizes for i in range(size)]
+    order = np.lexsort((idx, src, -val)).tolist()  # best first; ties: lower source, then lower item index
     k = min(int(K), val.size)
 
-    chosen = np.zeros(val.size, dtype=bool)
     if mode == "score":
-        chosen[order[:k]] = True
+        chosen = set(order[:k])
     else:
-        avail = np.array(sizes, dtype=np.int64)
+        shares = w.tolist()
         if mode == "controller":
-            shown = np.zeros(m) if shown_counts is None else _counts(shown_counts, m)
-            w = controller_shares(k, w, shown, gain)
-        counts = allocate(k, w, avail)
-        rank_in_source = np.empty(val.size, dtype=np.int64)  # 0 = that source's best item
-        for s in range(m):
-            mine = order[src[order] == s]
-            rank_in_source[mine] = np.arange(mine.size)
-        chosen = rank_in_source < counts[src]
-        free = k - int(counts.sum())  # slots only zero-share sources could fill: best remaining by score
-        chosen[order[~chosen[order]][:free]] = True
-    ranked = np.concatenate([order[chosen[order]], order[~chosen[order]]])
-    return list(zip(src[ranked].tolist(), idx[ranked].tolist()))
+            shown = [0.0] * m if shown_counts is None else _counts(shown_counts, m).tolist()
+            shares = _deficits(k, shares, shown, gain)
+        counts = _allocate(k, shares, sizes)
+        chosen, taken = set(), [0] * m
+        for j in order:  # each source's best items up to its count
+            if taken[src[j]] < counts[src[j]]:
+                taken[src[j]] += 1
+                chosen.add(j)
+        free = k - sum(counts)  # slots only zero-share sources could fill: best remaining by score
+        chosen.update([j for j in order if j not in chosen][:free])
+    ranked = [j for j in order if j in chosen] + [j for j in order if j not in chosen]
+    return [(src[j], idx[j]) for j in ranked]
+
+
+def _largest_remainder(slots: int, w: list[float]) -> list[int]:
+    total = sum(w)
+    if slots <= 0 or total <= 0:
+        return [0] * len(w)
+    quota = [slots * x / total for x in w]
+    counts = [math.floor(q + _TIE) for q in quota]
+    rem = [round((q - c) / _TIE) * _TIE for q, c in zip(quota, counts)]
+    order = sorted((s for s in range(len(w)) if w[s] > 0), key=lambda s: (-rem[s], -w[s], s))
+    for s in order[: slots - sum(counts)]:
+        counts[s] += 1
+    return counts
+
+
+def _allocate(slots: int, w: list[float], available: list[int]) -> list[int]:
+    counts = [0] * len(w)
+    total = min(slots, sum(available))
+    while sum(counts) < total:
+        open_w = [x if x > 0 and c < a else 0.0 for x, c, a in zip(w, counts, available)]
+        if not any(open_w):
+            break
+        extra = _largest_remainder(total - sum(counts), open_w)
+        counts = [min(c + e, a) for c, e, a in zip(counts, extra, available)]
+    return counts
+
+
+def _deficits(slots: int, w: list[float], shown: list[float], gain: float) -> list[float]:
+    """Each source's owed slots, 0 where not positive beyond rounding (a debt of exactly 0 in exact
+    arithmetic can come out as 1e-15)."""
+    seen = sum(shown)
+    owed = [slots * x + gain * (x * seen - c) for x, c in zip(w, shown)]
+    return [d if d > _TIE else 0.0 for d in owed]
 
 
 def _check_scores(arrays: list[np.ndarray]) -> None:

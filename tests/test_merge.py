@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_runtime.merge import MODES, allocate, largest_remainder, merge, quota_slots
+from device_runtime.merge import MODES, allocate, controller_shares, largest_remainder, merge, quota_slots
 
 # scores drawn from a small grid too, so ties happen often
 score = st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(-5, 5, allow_nan=False))
@@ -72,6 +72,13 @@ def test_controller_pays_the_deficit():
     # without history (or gain 0) the controller is the quota
     for kwargs in ({"shown_counts": None}, {"shown_counts": [10, 0], "gain": 0.0}):
         assert merge(scores, [0.5, 0.5], 2, "controller", **kwargs) == merge(scores, [0.5, 0.5], 2, "quota")
+
+
+def test_a_debt_of_zero_up_to_rounding_earns_no_slot():
+    # w = (2, 5, 2)/9, C = 4, gain 2: owed (2, -1, 0) exactly; source 2's 0 computes as 3.9e-16
+    np.testing.assert_allclose(controller_shares(1, [0.2, 0.5, 0.2], [0, 3, 1], 2.0), [2, 0, 0], rtol=1e-12, atol=0)
+    scores = [np.array([]), np.array([0.9]), np.array([0.1])]  # the owed source has nothing: best score wins
+    assert merge(scores, [0.2, 0.5, 0.2], 1, "controller", shown_counts=[0, 3, 1], gain=2.0) == [(1, 0), (2, 0)]
 
 
 def test_empty_sources_and_fewer_than_k_items():
