@@ -33,20 +33,13 @@ STAGES = ("validate_cache", "history_read", "assembly", "inference", "merge", "r
 
 
 def latency_model():
-    """Untrained DIR (timing only) on three heterogeneous sources, n=10, t=20, K=5, and its spec."""
+    """Untrained DIR (timing only) on inference_latency's spec (3 sources, n=10, t=20, K=5), and the spec."""
     import torch
 
     from cloud.models import build_model
-    from shared_schema import CategoricalField, DatasetSpec, DenseField, SourceSpec
+    from inference_latency import default_spec
 
-    spec = DatasetSpec(name="latency", n=10, t=20, K=5, sources=(
-        SourceSpec(name="video", target_share=0.5, categorical=(CategoricalField(name="genre", vocab=50),
-                                                                CategoricalField(name="creator", vocab=1000)),
-                   dense=(DenseField(name="emb", dim=8),)),
-        SourceSpec(name="article", target_share=0.3, categorical=(CategoricalField(name="topic", vocab=30),)),
-        SourceSpec(name="ad", target_share=0.2, categorical=(CategoricalField(name="advertiser", vocab=200),),
-                   dense=(DenseField(name="bid", dim=1),)),
-    ))
+    spec = default_spec()
     torch.manual_seed(0)
     return build_model("dir", spec).eval(), spec
 
