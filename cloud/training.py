@@ -155,8 +155,8 @@ def step_objective(local: BatchSums, total: BatchSums, target: torch.Tensor, bet
     """(objective of this rank, loss of the global batch).
 
     The loss is util + aux, or beta * util + (1 - beta) * JS(target, exposure shares) + aux, over the
-    whole global batch; util is 0 with `utility=False` (models whose auxiliary loss is their objective). The objective's gradient is this rank's part of the loss gradient times `world`,
-    so DDP's average over ranks is the exact gradient: the utility and aux sums are divided by the global
+    whole global batch; util is 0 with `utility=False` (models whose auxiliary loss is their objective).
+    The objective's gradient is this rank's part of the loss gradient times `world`, so DDP's average over ranks is the exact gradient: the utility and aux sums are divided by the global
     slot count, and the JS term is evaluated at the global shares with a gradient through this rank's
     exposures only (the other ranks' exposures enter as constants).
     """

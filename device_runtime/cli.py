@@ -23,7 +23,7 @@ from pathlib import Path
 
 from device_runtime.backends import DEFAULT_ORDER, BackendError
 from device_runtime.bundle import BundleRegistry, InstalledBundle
-from device_runtime.reranker import MERGE_MODES, Reranker, check_event, list_decoder
+from device_runtime.reranker import MERGE_MODES, Reranker, check_event
 from shared_schema import BehaviorEvent, CandidateSlate
 
 
@@ -112,9 +112,7 @@ def info(args: argparse.Namespace) -> dict:
     store stats."""
     with _open(args) as reranker:
         registry = BundleRegistry(args.root)
-        decoder, options = list_decoder(reranker.manifest, reranker.merge)
-        return {**reranker.info(), "decoder": decoder, "decoder_options": options, "root": str(registry.root),
-                "previous": registry.previous()}
+        return {**reranker.info(), "root": str(registry.root), "previous": registry.previous()}
 
 
 COMMANDS = {"install": install, "rollback": rollback, "rerank": rerank, "record": record, "history": history,

@@ -157,7 +157,7 @@ class Reranker:
         self.store.record(event)
 
     def info(self) -> dict:
-        """Active bundle, backend, delegate, every backend attempt and the store's statistics."""
+        """Active bundle, its list decoder, backend, delegate, every backend attempt and the store's statistics."""
         m = self.manifest
         return {
             "bundle": {"version": self.bundle.version, "path": str(self.bundle.path), "model_name": m.model_name,
@@ -168,6 +168,8 @@ class Reranker:
             "file": self.backend.path.name,
             "attempts": [{"backend": b, "delegate": d, "result": r} for b, d, r in self.backend.attempts],
             "merge": self.merge,
+            "decoder": self._decoder,
+            "decoder_options": dict(self._decoder_options),
             "store": self.store.stats(),
         }
 

@@ -99,6 +99,7 @@ def test_open_from_a_registry_serves_the_active_bundle(device_bundle, tmp_path):
     assert info["attempts"][-1]["result"] == "ok"
     assert (info["backend"], info["delegate"]) == (result.backend, result.delegate)
     assert info["store"]["rows"]["exposures"] == installed.manifest.K
+    assert (info["merge"], info["decoder"], info["decoder_options"]) == ("score", "merge", {})
 
 
 def _with(slate: CandidateSlate, **changes) -> CandidateSlate:
