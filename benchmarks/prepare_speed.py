@@ -47,9 +47,12 @@ def write_logs(folder: Path, events: int, mode: str, seed: int = 0) -> None:
     plain = events - lists * LIST_SIZE
     list_user = rng.integers(0, USERS, lists)
     list_ts = np.sort(rng.uniform(0, 90 * 86400, lists)).round()
+    # LIST_SIZE distinct items per list: a window of a random permutation of the items at a random start
+    start = rng.integers(0, len(items), lists)
+    shown = rng.permutation(len(items))[(start[:, None] + np.arange(LIST_SIZE)) % len(items)]
     impressions = pd.DataFrame({
         "user_id": np.repeat(list_user, LIST_SIZE),
-        "item_id": items["item_id"].to_numpy()[rng.integers(0, len(items), lists * LIST_SIZE)],
+        "item_id": items["item_id"].to_numpy()[shown.ravel()],
         "timestamp": np.repeat(list_ts, LIST_SIZE),
         "label": (rng.random(lists * LIST_SIZE) < 0.1).astype(int),
         "list_id": np.repeat(np.arange(lists), LIST_SIZE),

@@ -2,20 +2,41 @@
 
     with replace_dir(Path("out/data"), force=True) as tmp:
         (tmp / "dataset.json").write_text(...)      # on success tmp replaces out/data; on error it is removed
+
+Replacing an existing folder takes two renames (out -> .NAME.old-*/NAME, then tmp -> out). A process
+killed in between leaves out absent and the old folder complete under .NAME.old-*; `recover_dir`
+(run by every replace_dir, and by callers before they test whether out exists) moves it back and
+removes the hidden .NAME.tmp-* / .NAME.old-* leftovers of killed runs. One writer per folder at a time.
 """
 
 from __future__ import annotations
 
+import glob
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 
+def recover_dir(out: Path) -> None:
+    """Undo what a killed replace_dir left beside `out`: restore out from its old copy, drop leftovers."""
+    if not out.parent.is_dir():
+        return
+    name = glob.escape(out.name)
+    olds = sorted(out.parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not out.exists():
+        kept = next((old / out.name for old in olds if (old / out.name).is_dir()), None)
+        if kept is not None:
+            kept.rename(out)
+    for leftover in [*olds, *out.parent.glob(f".{name}.tmp-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 @contextmanager
 def replace_dir(out: Path, force: bool):
     """Yield a temp folder beside `out`; on success it replaces `out`, on failure it is removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(out)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     tmp.chmod(0o755)
     try:

@@ -13,6 +13,11 @@ SCHEMA_VERSION = 1
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
+MAX_CANDIDATES = 1000
+"""Upper bound of n (candidates per source) and of `negatives`: keeps a list's arrays small."""
+MAX_HISTORY = 1000
+"""Upper bound of t (history length per source)."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -89,12 +94,12 @@ class DatasetSpec(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str = "dataset"
     sources: tuple[SourceSpec, ...]
-    n: int = Field(10, ge=1, description="candidates per source")
-    t: int = Field(20, ge=1, description="history length per source")
-    K: int = Field(5, ge=1, description="exposed slots")
-    lag: int = Field(3, ge=0, description="newest behaviours the cloud has not seen yet")
+    n: int = Field(10, ge=1, le=MAX_CANDIDATES, description="candidates per source")
+    t: int = Field(20, ge=1, le=MAX_HISTORY, description="history length per source")
+    K: int = Field(5, ge=1, description="exposed slots, at most m * n")
+    lag: int = Field(3, ge=0, le=1_000_000, description="newest behaviours the cloud has not seen yet")
     list_mode: Literal["logged", "sampled"] = "logged"
-    negatives: int = Field(9, ge=1, description="negatives per positive in 'sampled' mode")
+    negatives: int = Field(9, ge=1, le=MAX_CANDIDATES, description="negatives per positive in 'sampled' mode")
     valid_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
 
@@ -109,6 +114,9 @@ class DatasetSpec(_Strict):
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             shares = {s.name: s.target_share for s in self.sources}
             raise ValueError(f"target_share: must sum to 1 over sources, got {total:.6g} from {shares}")
+        if self.K > len(self.sources) * self.n:
+            raise ValueError(f"K: {self.K} exposed slots but a list has only m * n = {len(self.sources)} * {self.n} "
+                             f"candidates; lower K or raise n")
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(
                 f"schema_version {self.schema_version} is not supported (this code reads {SCHEMA_VERSION})"

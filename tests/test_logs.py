@@ -90,10 +90,10 @@ def test_bad_toml_syntax_and_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match=r"dataset\.toml: invalid TOML \(.*line 1"):
         read_spec(write_logs(tmp_path / "a", toml="n = = 3\n") / "dataset.toml")
     toml = TINY_TOML.replace("lag = 1", "lag = 1\nlagg = 2")
-    with pytest.raises(ValueError, match=r"dataset\.toml: lagg: Extra inputs are not permitted"):
+    with pytest.raises(ValueError, match=r"dataset\.toml: line 6: lagg: Extra inputs are not permitted"):
         read_spec(write_logs(tmp_path / "b", toml=toml) / "dataset.toml")
     toml = TINY_TOML.replace('list_mode = "logged"', 'list_mode = "shown"')
-    with pytest.raises(ValueError, match=r"dataset\.toml: list_mode: "):
+    with pytest.raises(ValueError, match=r"dataset\.toml: line 6: list_mode: Input should be 'logged' or 'sampled', got 'shown'"):
         read_spec(write_logs(tmp_path / "c", toml=toml) / "dataset.toml")
 
 
@@ -214,3 +214,106 @@ def test_error_messages_name_the_file_path(tiny_logs):
         read_logs(tiny_logs)
     assert str(tiny_logs / "events.csv") in str(info.value)
     assert re.search(r"use 1 for a click", str(info.value))
+
+
+# --- hostile input found by fuzzing: each a clear error naming file, line and field -------------
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("n", "1000000000", r"line 2: n: Input should be less than or equal to 1000"),
+    ("t", "99999999999", r"line 3: t: Input should be less than or equal to 1000"),
+    ("negatives", "100000", r"line 7: negatives: Input should be less than or equal to 1000"),
+    ("lag", "10000000000000000000000", r"line 5: lag: Input should be less than or equal to 1000000"),
+])
+def test_sizes_have_an_upper_bound(tiny_logs, key, value, expected):
+    old = next(line for line in TINY_TOML.splitlines() if line.startswith(f"{key} ="))
+    edit(tiny_logs / "dataset.toml", old, f"{key} = {value}")
+    with pytest.raises(ValueError, match=rf"dataset\.toml: {expected}"):
+        read_logs(tiny_logs)
+
+
+def test_K_cannot_exceed_the_candidate_slots(tiny_logs):
+    edit(tiny_logs / "dataset.toml", "K = 2", "K = 7")  # m * n = 2 * 3
+    with pytest.raises(ValueError, match=r"dataset\.toml: line 4: K: 7 exposed slots but a list has only "
+                                         r"m \* n = 2 \* 3 candidates; lower K or raise n"):
+        read_logs(tiny_logs)
+    edit(tiny_logs / "dataset.toml", "K = 7", "K = 6")
+    assert read_logs(tiny_logs).spec.K == 6
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("n = 3", 'n = "3"', r"line 2: n: Input should be a valid integer, got '3' \(a quoted string: write the number "
+                         r"without quotes\)"),
+    ("t = 4", "t = true", r"line 3: t: Input should be a valid integer, got True"),
+    ("K = 2", "K = 2.0", r"line 4: K: Input should be a valid integer, got 2.0"),
+    ("target_share = 0.4", 'target_share = "0.4"', r"line 19: sources\.1\.target_share: Input should be a valid "
+                                                    r"number, got '0\.4' \(a quoted string"),
+    ('vocab = 0}]\ndense = [{name = "emb"', 'vocab = "0"}]\ndense = [{name = "emb"',
+     r"line 14: sources\.0\.categorical\.0\.vocab: Input should be a valid integer, got '0'"),
+])
+def test_strings_and_booleans_are_not_numbers(tiny_logs, old, new, expected):
+    edit(tiny_logs / "dataset.toml", old, new)
+    with pytest.raises(ValueError, match=rf"dataset\.toml: {expected}"):
+        read_logs(tiny_logs)
+
+
+def test_unbalanced_quote_in_a_header(tiny_logs):
+    edit(tiny_logs / "items.csv", "item_id,source", 'item_id,"source')
+    with pytest.raises(ValueError, match=r"items\.csv: line 1: the header is not valid CSV \(.*\); .*unbalanced quote"):
+        read_logs(tiny_logs)
+
+
+@pytest.mark.parametrize("name", ["dataset.toml", "items.csv", "events.csv"])
+def test_files_that_are_not_utf8_name_the_file_line_and_fix(tiny_logs, name):
+    path = tiny_logs / name
+    text = path.read_text()
+    path.write_bytes(text.encode("utf-16"))
+    with pytest.raises(ValueError, match=rf"{name}: the file is UTF-16/32 text .*save it as UTF-8"):
+        read_logs(tiny_logs)
+    path.write_bytes(text.encode("utf-16-le"))  # no byte-order mark: NUL bytes
+    with pytest.raises(ValueError, match=rf"{name}: line 1: a NUL byte .*save it as UTF-8"):
+        read_logs(tiny_logs)
+    lines = text.splitlines(keepends=True)
+    lines[2] = lines[2].replace(lines[2][0], "\u00e9", 1)  # Latin-1 e-acute on line 3
+    path.write_bytes("".join(lines).encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{name}: line 3: byte 0xe9 is not UTF-8 .*save it as UTF-8"):
+        read_logs(tiny_logs)
+
+
+def test_non_utf8_byte_far_into_a_big_file_gets_its_line(tiny_logs):
+    rows = [f"u1,v1,{1100 + i},1,," for i in range(60_000)]  # over one read chunk
+    rows[-1] = "u1,v\xe91,2000000,1,,"
+    (tiny_logs / "events.csv").write_bytes((TINY_EVENTS + "\n".join(rows) + "\n").encode("latin-1"))
+    line = TINY_EVENTS.count("\n") + len(rows)
+    with pytest.raises(ValueError, match=rf"events\.csv: line {line}: byte 0xe9"):
+        read_logs(tiny_logs)
+
+
+def test_dense_value_beyond_float32(tiny_logs):
+    edit(tiny_logs / "items.csv", "v3,video,drama,1.5,", "v3,video,drama,1e39,")
+    with pytest.raises(ValueError, match=r"items\.csv: line 4: column 'emb_0' \(dense feature of source 'video'\) "
+                                         r"must be a number within \+-3\.403e\+38, got '1e39'"):
+        read_logs(tiny_logs)
+    edit(tiny_logs / "items.csv", "1e39", "-3.4e38")
+    assert read_logs(tiny_logs).items["video"].dense[2, 0] == np.float32(-3.4e38)
+
+
+def test_position_beyond_int32_is_refused_not_wrapped(tiny_logs):
+    line = append(tiny_logs / "events.csv", "u1,v4,1100,1,L11,1e30")
+    with pytest.raises(ValueError, match=rf"events\.csv: line {line}: column 'position' \(non-negative integer\) "
+                                         r"must be a number within \+-2\.147e\+09, got '1e30'"):
+        read_logs(tiny_logs)
+
+
+def test_timestamp_far_from_now_is_refused(tiny_logs):
+    line = append(tiny_logs / "events.csv", "u1,v4,-1e300,1,,")
+    with pytest.raises(ValueError, match=rf"events\.csv: line {line}: column 'timestamp' \(timestamp \(seconds\)\) "
+                                         r"must be a number within \+-1e\+12, got '-1e300'"):
+        read_logs(tiny_logs)
+
+
+def test_same_item_twice_in_one_list(tiny_logs):
+    line = append(tiny_logs / "events.csv", "u1,a2,200,0,L1,7")  # L1 already shows a2 on line 6
+    with pytest.raises(ValueError, match=rf"events\.csv: lines 6 and {line}: item_id 'a2' appears twice in "
+                                         r"list_id 'L1'; keep one row per shown item"):
+        read_logs(tiny_logs)

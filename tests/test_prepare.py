@@ -14,7 +14,8 @@ import pytest
 from conftest import TINY_TOML, write_logs
 
 from cloud.cli import build_parser
-from cloud.data.prepare import prepare, time_split
+from cloud.data.logs import read_logs
+from cloud.data.prepare import memory_needed, prepare, time_split
 from cloud.data.prepared import ARRAYS, SPLITS, PreparedData
 from shared_schema.specs import DatasetSpec, SourceSpec
 
@@ -39,11 +40,11 @@ def random_logs(folder: Path, mode: str, seed: int = 0, **toml) -> Path:
     for k in range(40):
         user, shown = f"u{rng.randrange(5)}", rng.randrange(41)
         size = rng.randrange(1, 9)
-        positions = rng.sample(range(20), size)
+        positions, shown_items = rng.sample(range(20), size), rng.sample(items, size)  # a list shows an item once
         for j in range(size):
             label = int(rng.random() < 0.3)
             position = "" if rng.random() < 0.2 else positions[j]
-            rows.append((user, rng.choice(items)[0], shown + label * rng.randrange(3), label, f"L{k}", position))
+            rows.append((user, shown_items[j][0], shown + label * rng.randrange(3), label, f"L{k}", position))
     rng.shuffle(rows)
     events = ["user_id,item_id,timestamp,label,list_id,position"] + [",".join(map(str, r)) for r in rows]
     return write_logs(folder, toml=random_toml(mode, **toml), items="\n".join(item_rows) + "\n",
@@ -348,3 +349,56 @@ def test_cli_prepare_and_stats(tiny_logs, tmp_path, capsys):
     assert cli("stats", "--data", str(out)) == 0
     text = capsys.readouterr().out
     assert "cold-source share" in text and "video" in text and "train" in text
+
+
+def test_memory_is_checked_before_the_lists_are_built(tiny_logs, tmp_path):
+    out = tmp_path / "data"
+    with pytest.raises(ValueError, match=r"dataset\.toml: 10 lists of m=2 sources with n=3 candidates and t=4 "
+                                         r"history need about .* GiB, more than the .* GiB of memory available; "
+                                         r"lower n or t in dataset\.toml"):
+        prepare(tiny_logs, out, memory_limit=1000)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+    logs = read_logs(tiny_logs)
+    lists, need = memory_needed(logs)
+    prepare(tiny_logs, out, memory_limit=need)
+    arrays = sum(np.load(out / split / f"{key}.npy").nbytes for split in SPLITS for key in ARRAYS)
+    assert lists == 10 and arrays <= need  # the estimate covers what is written
+    big = write_logs(tmp_path / "big", toml=TINY_TOML.replace("n = 3", "n = 1000").replace("t = 4", "t = 1000"))
+    assert memory_needed(read_logs(big))[1] > 100 * need  # bounded n and t still scale the estimate
+
+
+def crash_state(data: Path, between_renames: bool) -> None:
+    """What a prepare --force killed mid-replace leaves: a half-written .tmp-* and DATA moved to .old-*."""
+    parent = data.parent
+    (parent / f".{data.name}.tmp-k1ll3d").mkdir()
+    (parent / f".{data.name}.tmp-k1ll3d" / "users.npy").write_bytes(b"half")
+    old = parent / f".{data.name}.old-k1ll3d"
+    old.mkdir()
+    if between_renames:
+        data.rename(old / data.name)
+
+
+def test_a_kill_between_the_two_renames_is_recovered_on_the_next_run(tiny_logs, tiny_data):
+    before = {p.relative_to(tiny_data): p.read_bytes() for p in tiny_data.rglob("*") if p.is_file()}
+    crash_state(tiny_data, between_renames=True)
+    assert not tiny_data.exists()
+    with pytest.raises(FileExistsError, match="already exists"):  # DATA is back, so it is kept without --force
+        prepare(tiny_logs, tiny_data)
+    assert {p.relative_to(tiny_data): p.read_bytes() for p in tiny_data.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tiny_data.parent.iterdir()) == ["data", "logs"]  # leftovers removed
+    crash_state(tiny_data, between_renames=False)  # killed after the second rename: DATA is the new one
+    (tiny_logs / "dataset.toml").write_text(TINY_TOML.replace("t = 4", "t = 2"))
+    prepare(tiny_logs, tiny_data, force=True)
+    assert PreparedData(tiny_data).spec.t == 2
+    assert sorted(p.name for p in tiny_data.parent.iterdir()) == ["data", "logs"]
+
+
+def test_recovery_runs_even_when_the_new_logs_are_bad(tiny_logs, tiny_data):
+    crash_state(tiny_data, between_renames=True)
+    (tiny_logs / "events.csv").write_text("user_id,item_id\n")
+    with pytest.raises(FileExistsError):
+        prepare(tiny_logs, tiny_data)
+    PreparedData(tiny_data).split("test")
+    with pytest.raises(ValueError, match=r"events\.csv: line 1: missing column"):
+        prepare(tiny_logs, tiny_data, force=True)
+    PreparedData(tiny_data).split("test")  # unchanged by the failed run

@@ -7,11 +7,15 @@
 
 Line numbers in messages are 1-based lines of the file (the header is line 1), assuming no quoted
 field spans several lines. A row with fewer fields than the header reads its missing fields as empty.
+`items_from_frame` and `events_from_frame` validate tables already read (all columns as text), so
+other readers share the same checks and messages.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,10 @@ from shared_schema.specs import DatasetSpec
 
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "label")
 EVENT_OPTIONAL = ("list_id", "position", "click_prob")
+MAX_ABS_TIMESTAMP = 1e12  # seconds: about 31,700 years either side of 1970 (milliseconds are out of range)
+MAX_POSITION = 2**31 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+NEWLINE = b"\n"
 
 
 @dataclass(frozen=True)
@@ -91,27 +99,77 @@ def read_spec(path: str | Path) -> DatasetSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; every LOGS folder needs a dataset.toml (see docs/data.md)")
+    check_text(path)
+    text = path.read_text(encoding="utf-8-sig")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: invalid TOML ({exc}); fix the syntax") from exc
-    try:
-        return DatasetSpec.model_validate(raw)
+    try:  # strict: "10" or true where a number belongs is an error, not coerced
+        return DatasetSpec.model_validate(_arrays_as_tuples(raw), strict=True)
     except ValidationError as exc:
-        problems = "; ".join(
-            (f"{'.'.join(map(str, err['loc']))}: " if err["loc"] else "")
-            + err["msg"].removeprefix("Value error, ")
-            for err in exc.errors()
-        )
+        problems = "; ".join(_spec_problem(text, err) for err in exc.errors())
         raise ValueError(f"{path}: {problems}; fix dataset.toml") from exc
+
+
+def _arrays_as_tuples(value):
+    """TOML arrays as tuples, the sequence type of DatasetSpec (strict validation takes no lists)."""
+    if isinstance(value, list):
+        return tuple(_arrays_as_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _arrays_as_tuples(v) for k, v in value.items()}
+    return value
+
+
+def _spec_problem(text: str, err: dict) -> str:
+    """One validation error as 'line N: key.path: message, got VALUE'."""
+    loc, msg = err["loc"], err["msg"].removeprefix("Value error, ")
+    named = re.match(r"(\w+): ", msg)
+    line = _toml_line(text, loc or ((named.group(1),) if named else ()))
+    value = err.get("input")
+    if (err["type"].endswith("_type") or err["type"] == "literal_error") and isinstance(value, (str, int, float)):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        msg += f", got {shown}"
+        if isinstance(value, str) and err["type"] in ("int_type", "float_type"):
+            msg += " (a quoted string: write the number without quotes)"
+    where = ".".join(map(str, loc))
+    return (f"line {line}: " if line else "") + (f"{where}: " if where else "") + msg
+
+
+def _toml_line(text: str, loc: tuple) -> int | None:
+    """1-based line of the key an error points at: a top-level key, or a key of the i-th [[sources]]."""
+    lines = text.splitlines()
+    if not loc or not isinstance(loc[0], str):
+        return None
+    key, start, stop = loc[0], 0, len(lines)
+    tables = [i for i, line in enumerate(lines) if line.lstrip().startswith("[")]
+    if tables:
+        stop = tables[0]
+    if key == "sources" and len(loc) > 2 and isinstance(loc[1], int) and isinstance(loc[2], str):
+        headers = [i for i, line in enumerate(lines) if re.match(r"\s*\[\[\s*sources\s*\]\]", line)]
+        if loc[1] < len(headers):
+            key, start = loc[2], headers[loc[1]]
+            stop = next((i for i in tables if i > start), len(lines))
+    pattern = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    return next((i + 1 for i in range(start, stop) if pattern.match(lines[i])), None)
 
 
 def read_items(path: str | Path, spec: DatasetSpec) -> tuple[DatasetSpec, dict[str, ItemTable]]:
     """Read items.csv; returns the spec with categorical vocab sizes filled in and one table per source."""
     path = Path(path)
+    return items_from_frame(path, read_csv(path, item_columns(spec)), spec)
+
+
+def item_columns(spec: DatasetSpec) -> list[str]:
+    """The columns items.csv needs: item_id, source and every feature column of the spec."""
     feature_cols = {c for s in spec.sources for c in [f.name for f in s.categorical]
                     + [col for f in s.dense for col in f.columns()]}
-    df = read_csv(path, ["item_id", "source", *sorted(feature_cols)])
+    return ["item_id", "source", *sorted(feature_cols)]
+
+
+def items_from_frame(path: Path, df: pd.DataFrame,
+                     spec: DatasetSpec) -> tuple[DatasetSpec, dict[str, ItemTable]]:
+    """Validate an items table (text columns, row i = line i + 2 of `path`); see read_items."""
     item_id = df["item_id"].to_numpy(dtype=object)
     source = df["source"].to_numpy(dtype=object)
     _require_nonempty(path, "item_id", item_id)
@@ -137,7 +195,7 @@ def read_items(path: str | Path, spec: DatasetSpec) -> tuple[DatasetSpec, dict[s
             ids, vocab = _encode_categorical(path, src.name, field.name, field.vocab, df[field.name].to_numpy(dtype=object)[rows])
             sources["sources"][s]["categorical"][f]["vocab"] = vocab
             cats.append(ids)
-        dense = [_numeric(path, col, df[col].to_numpy(dtype=object)[rows], rows, finite=True,
+        dense = [_numeric(path, col, df[col].to_numpy(dtype=object)[rows], rows, finite=True, limit=FLOAT32_MAX,
                           what=f"dense feature of source {src.name!r}")
                  for field in src.dense for col in field.columns()]
         tables[src.name] = ItemTable(
@@ -164,7 +222,12 @@ def read_events(path: str | Path, items: dict[str, ItemTable],
                 users: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
     """Read events.csv against the item tables; returns the events and the user ids they index."""
     path = Path(path)
-    df = read_csv(path, list(EVENT_COLUMNS), optional=EVENT_OPTIONAL)
+    return events_from_frame(path, read_csv(path, list(EVENT_COLUMNS), optional=EVENT_OPTIONAL), items, users)
+
+
+def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
+                      users: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
+    """Validate an events table (text columns, row i = line i + 2 of `path`); see read_events."""
     rows = np.arange(len(df))
     if len(df) == 0:
         raise ValueError(f"{path}: no events; add at least one row")
@@ -193,7 +256,7 @@ def read_events(path: str | Path, items: dict[str, ItemTable],
                              "add the user to users.csv or drop the row")
 
     ts = _numeric(path, "timestamp", df["timestamp"].to_numpy(dtype=object), rows, finite=True,
-                  what="timestamp (seconds)")
+                  limit=MAX_ABS_TIMESTAMP, what="timestamp (seconds)")
     label = _numeric(path, "label", df["label"].to_numpy(dtype=object), rows, what="label")
     bad = np.flatnonzero((label != 0) & (label != 1))
     if len(bad):
@@ -227,7 +290,7 @@ def read_events(path: str | Path, items: dict[str, ItemTable],
         list_id=list_id, list_names=list_names, position=position, click_prob=click_prob,
         line=rows + 2, has_click_prob=bool(np.isfinite(click_prob).any()),
     )
-    _check_lists(path, events)
+    _check_lists(path, events, item_id)
     return events, users
 
 
@@ -235,10 +298,16 @@ def read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) ->
     """Read a CSV as text columns after checking its header; errors name the file and what is missing."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; see docs/data.md for the LOGS folder layout")
+    check_text(path)
     with path.open(newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), None)
+        first = fh.readline()
+    try:
+        header = next(csv.reader([first], strict=True), None)
+    except csv.Error as exc:
+        raise ValueError(f"{path}: line 1: the header is not valid CSV ({exc}); it must be the column names "
+                         "separated by commas on one line (look for an unbalanced quote)") from exc
     if not header:
-        raise ValueError(f"{path}: empty file; the first line must be a header with {required}")
+        raise ValueError(f"{path}: line 1: no header; the first line must be a header with {required}")
     header = [h.strip() for h in header]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
@@ -250,10 +319,42 @@ def read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) ->
     try:
         df = pd.read_csv(path, dtype=str, na_filter=False, keep_default_na=False, skip_blank_lines=False,
                          encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise ValueError(f"{path}: malformed CSV ({exc}); every row needs the header's number of fields") from exc
+    if len(df.columns) != len(header):
+        raise ValueError(f"{path}: line 1: the header has {len(header)} fields but the CSV reader found "
+                         f"{len(df.columns)}; check the header's quotes")
     df.columns = header
     return df[[c for c in header if c in required or c in optional]]
+
+
+def check_text(path: Path, chunk_bytes: int = 1 << 20) -> None:
+    """Raise a clear error (file, line, fix) unless the file is UTF-8 text without NUL bytes."""
+    with path.open("rb") as fh:
+        start = fh.read(4)
+        if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or start in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):
+            raise ValueError(f"{path}: the file is UTF-16/32 text (it starts with a byte-order mark); "
+                             "save it as UTF-8 (for example: iconv -f UTF-16 -t UTF-8)")
+        fh.seek(0)
+        line, pending = 1, b""
+        while True:
+            chunk = fh.read(chunk_bytes)
+            block = pending + chunk
+            cut = len(block) if not chunk else block.rfind(NEWLINE) + 1  # whole lines until the end
+            block, pending = block[:cut], block[cut:]
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                raise ValueError(f"{path}: line {line + block.count(NEWLINE, 0, nul)}: a NUL byte (UTF-16 without a "
+                                 "byte-order mark, or not a text file?); save it as UTF-8 text")
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}: line {line + block.count(NEWLINE, 0, exc.start)}: byte "
+                                 f"0x{block[exc.start]:02x} is not UTF-8 (Latin-1 or Windows-1252 text, or not a "
+                                 "text file?); save it as UTF-8") from None
+            line += block.count(NEWLINE)
+            if not chunk:
+                return
 
 
 def _require_nonempty(path: Path, column: str, values: np.ndarray) -> None:
@@ -263,15 +364,20 @@ def _require_nonempty(path: Path, column: str, values: np.ndarray) -> None:
 
 
 def _numeric(path: Path, column: str, raw: np.ndarray, rows: np.ndarray, *, what: str,
-             finite: bool = False) -> np.ndarray:
-    """Parse a text column to float64; the first bad value raises an error naming its line."""
+             finite: bool = False, limit: float | None = None) -> np.ndarray:
+    """Parse a text column to float64 (within +-limit if given); the first bad value raises an error naming its line."""
     values = pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(values) if finite else np.isnan(values))
+    bad = ~np.isfinite(values) if finite else np.isnan(values)
+    if limit is not None:
+        bad |= np.abs(values) > limit
+    bad = np.flatnonzero(bad)
     if len(bad):
         got = raw[bad[0]]
-        raise ValueError(f"{path}: line {rows[bad[0]] + 2}: column {column!r} ({what}) must be a "
-                         f"{'finite ' if finite else ''}number, got {'an empty value' if got == '' else repr(got)}; "
-                         "fix the value or drop the row")
+        shown = "an empty value" if got == "" else repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+        needed = (f"a number within +-{limit:.4g}" if np.isfinite(values[bad[0]])
+                  else f"a {'finite ' if finite else ''}number")
+        raise ValueError(f"{path}: line {rows[bad[0]] + 2}: column {column!r} ({what}) must be {needed}, "
+                         f"got {shown}; fix the value or drop the row")
     return values
 
 
@@ -279,7 +385,8 @@ def _optional_int(path: Path, column: str, raw: np.ndarray, rows: np.ndarray) ->
     """Parse a column of non-negative integers where empty means unknown (-1)."""
     out = np.full(len(raw), -1, np.int64)
     has = raw != ""
-    values = _numeric(path, column, raw[has], rows[has], finite=True, what="non-negative integer")
+    values = _numeric(path, column, raw[has], rows[has], finite=True, limit=MAX_POSITION,
+                      what="non-negative integer")
     bad = np.flatnonzero((values < 0) | (values != np.round(values)))
     if len(bad):
         raise ValueError(f"{path}: line {rows[has][bad[0]] + 2}: column {column!r} must be a non-negative "
@@ -303,11 +410,20 @@ def _encode_categorical(path: Path, source: str, field: str, vocab: int,
     return ids, vocab or needed
 
 
-def _check_lists(path: Path, events: Events) -> None:
-    """Every list belongs to one user."""
+def _check_lists(path: Path, events: Events, item_id: np.ndarray) -> None:
+    """Every list belongs to one user and shows an item at most once."""
     rows = np.flatnonzero(events.list_id >= 0)
     if len(rows) == 0:
         return
+    shown = rows[np.lexsort((rows, events.item[rows], events.source[rows], events.list_id[rows]))]
+    twice = np.flatnonzero((events.list_id[shown[1:]] == events.list_id[shown[:-1]])
+                           & (events.source[shown[1:]] == events.source[shown[:-1]])
+                           & (events.item[shown[1:]] == events.item[shown[:-1]]))
+    if len(twice):
+        a, b = shown[twice[0]], shown[twice[0] + 1]
+        raise ValueError(f"{path}: lines {a + 2} and {b + 2}: item_id {str(item_id[a])!r} appears twice in list_id "
+                         f"{str(events.list_names[events.list_id[a]])!r}; keep one row per shown item (label 1 if "
+                         "it was clicked) and drop the repeated row")
     order = rows[np.lexsort((events.user[rows], events.list_id[rows]))]
     same_list = events.list_id[order[1:]] == events.list_id[order[:-1]]
     clash = np.flatnonzero(same_list & (events.user[order[1:]] != events.user[order[:-1]]))

@@ -4,7 +4,8 @@
     stats = prepare("my_logs", "my_data", force=False, seed=0)
 
 The output is written to a temporary folder beside DATA and renamed into place only when complete,
-so a failure leaves nothing half-written; an existing DATA is refused unless `force=True`.
+so a failure leaves nothing half-written; an existing DATA is refused unless `force=True`. Before
+building lists, the memory they need is estimated and checked against the memory available.
 Time split: lists are in time order; the valid cut is the timestamp of the list at quantile
 1 - valid_fraction - test_fraction, the test cut the one at 1 - test_fraction. A split holds the
 lists with cut <= ts < next cut, so lists with equal timestamps never straddle two splits (a tie at
@@ -14,25 +15,32 @@ a cut goes to the later split).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from cloud.data.history import histories
 from cloud.data.lists import build_lists
-from cloud.data.logs import read_logs
-from cloud.files import replace_dir
+from cloud.data.logs import Logs, read_logs
+from cloud.files import recover_dir, replace_dir
 from shared_schema.specs import SCHEMA_VERSION, DatasetSpec
 
 SPLITS = ("train", "valid", "test")
 
 
-def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, seed: int = 0) -> dict:
-    """Validate LOGS, build lists, histories and the time split, write DATA; returns dataset.json's stats."""
+def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, seed: int = 0,
+            memory_limit: int | None = None) -> dict:
+    """Validate LOGS, build lists, histories and the time split, write DATA; returns dataset.json's stats.
+
+    `memory_limit`: bytes the lists may take (default: the memory available now).
+    """
     out = Path(out_dir)
+    recover_dir(out)  # a run killed while replacing DATA left it beside DATA
     if out.exists() and not force:
         raise FileExistsError(f"{out}: already exists; choose another --out or pass --force to replace it")
     logs = read_logs(logs_dir)
+    check_memory(logs, Path(logs_dir) / "dataset.toml", available_memory() if memory_limit is None else memory_limit)
     spec = logs.spec
     lists = build_lists(logs, seed)
     views = histories(logs.events, lists.user, lists.ts, spec.m, spec.t, spec.lag)
@@ -62,6 +70,53 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
                 np.save(tmp / name / f"{key}.npy", value[a:b])
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return stats
+
+
+def memory_needed(logs: Logs) -> tuple[int, int]:
+    """(lists, bytes) prepare will build: a rough peak for the [L, m, n] and [L, m, t] arrays and their
+    temporaries, and in sampled mode the [clicks, negatives + 1] draws."""
+    spec = logs.spec
+    if spec.list_mode == "logged":
+        lists, draws = len(logs.events.list_names), 0
+    else:
+        lists = int(logs.events.label.sum())
+        draws = lists * (spec.negatives + 1) * 8 * 8
+    per_list = spec.m * (spec.n * 24 + spec.t * 2 * 12) * 2 + spec.t * 8 * 4
+    return lists, lists * per_list + draws
+
+
+def check_memory(logs: Logs, toml: Path, limit: int | None) -> None:
+    """Refuse before allocating when the lists would need more than `limit` bytes (None: no check)."""
+    lists, need = memory_needed(logs)
+    if limit is not None and need > limit:
+        spec = logs.spec
+        raise ValueError(
+            f"{toml}: {lists} lists of m={spec.m} sources with n={spec.n} candidates and t={spec.t} history "
+            + (f"and {spec.negatives} negatives " if spec.list_mode == "sampled" else "")
+            + f"need about {need / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB of memory available; "
+            + ("lower n, t or negatives" if spec.list_mode == "sampled" else "lower n or t") + " in dataset.toml, "
+            "or prepare fewer events"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux MemAvailable within any cgroup limit), else physical memory."""
+    try:
+        with open("/proc/meminfo") as fh:
+            found = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        cap = (cgroup / "memory.max").read_text().strip()
+        if cap.isdigit():
+            found = min(found, int(cap) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return found
 
 
 def time_split(ts: np.ndarray, spec: DatasetSpec) -> dict[str, tuple[int, int]]:
