@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import json
 import math
+import pickle
 import sys
 import time
 from dataclasses import dataclass, field
@@ -277,13 +278,26 @@ def _open_run(config: TrainConfig, data: PreparedData, run_dir: Path, resume: bo
     run_dir.mkdir(parents=True, exist_ok=True)
     state = None
     if resume and (run_dir / runs.CHECKPOINT).exists():
-        state = torch.load(run_dir / runs.CHECKPOINT, map_location="cpu", weights_only=False)
+        state = _load_checkpoint(run_dir / runs.CHECKPOINT)
         _check_resume_config(state["config"], config, run_dir)
     runs.atomic_write_json(run_dir / runs.CONFIG, {
         **dataclasses.asdict(config), "data": str(data.path.resolve()), "world_size": world,
         "spec": data.spec.model_dump(mode="json"), "target_shares": shares, "K": K,
     })
     return state
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """checkpoint.pt with torch's weights_only loader: tensors and plain values only, never arbitrary objects."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: holds objects other than tensors and plain values, so it is not loaded "
+                         f"({str(exc).splitlines()[0]}); resume only checkpoints written by `dir-cloud train`, "
+                         "or start a new run with another --out") from None
+    except (RuntimeError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]}); start a new run with "
+                         "another --out") from None
 
 
 def _on_main(ctx: Context, fn, *args, **kwargs):
@@ -311,7 +325,8 @@ def _evaluate(ctx: Context, model: torch.nn.Module, batcher: ListBatcher, shares
 
 
 def _rng_states(ctx: Context):
-    """The torch RNG state to checkpoint: one tensor, or one per rank in a distributed run."""
+    """The torch RNG state to checkpoint: one uint8 tensor, or one per rank in a distributed run (plain
+    tensors, so the checkpoint loads with weights_only=True)."""
     states = ctx.all_gather(torch.get_rng_state())
     return states[0] if ctx.world == 1 else states
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,30 @@ def test_resume_continues_from_the_checkpoint(synth_data, tmp_path):
                     resume=True, progress=False)
     assert len((tmp_path / "b" / "epochs.csv").read_text().strip().splitlines()) == 4  # header + 3 epochs
     assert resumed["test"]["auc"] == pytest.approx(straight["test"]["auc"], abs=1e-6)
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it calls Path.touch(marker)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_reads_the_checkpoint_with_weights_only(synth_data, tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig(epochs=1, batch_size=128), synth_data, run, progress=False)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)  # RNG state and all: tensors and plain values
+    assert state["rng"].dtype == torch.uint8 and state["epoch"] == 0
+    marker = tmp_path / "ran"
+    torch.save({**state, "extra": _RunsCode(marker)}, run / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"checkpoint\.pt: holds objects other than tensors .*start a new run"):
+        train(TrainConfig(epochs=2, batch_size=128), synth_data, run, resume=True, progress=False)
+    assert not marker.exists()  # refused without running the payload
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert cloud_main(["train", "--data", str(synth_data), "--out", str(run), "--epochs", "2", "--resume"]) == 2
 
 
 def test_staged_model_freezes_its_evaluator_after_stage_one(synth_data, tmp_path):
