@@ -4,17 +4,20 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)          # or `dir-cloud serve ...`
 
 Every error is JSON `{"detail": ...}`: 404 names what is missing and how to list what exists, 413 for
-bodies or id lists over the caps, 422 for invalid input, and 500 with an error id (never a traceback)
-for anything unexpected. No endpoint accepts user behaviour.
+bodies or id lists over the caps, 422 for invalid input (each problem's `loc`, `msg` and `type`, never the input
+itself: it may not even be JSON, like NaN), and 500 with an error id (never a traceback) for anything
+unexpected. Bundle files answer GET and HEAD. No endpoint accepts user behaviour.
 """
 
 
 import logging
+import math
 import uuid
 from urllib.parse import quote
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
@@ -58,6 +61,10 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
                   type(exc).__name__, exc)
         return JSONResponse({"detail": f"internal server error (error id {error_id}); the service log has the cause"},
                             status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": [_problem(err) for err in exc.errors()]}, status_code=422)
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:
@@ -112,6 +119,9 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         if count > service.max_vector_ids:
             raise HTTPException(413, f"{count} item ids in one request; send at most {service.max_vector_ids} "
                                      "per request (split the list)")
+        if any(_text(name) != name or any(_text(i) != i for i in ids) for name, ids in request.ids.items()):
+            raise HTTPException(422, "ids: a source name or item id is not Unicode text (a lone surrogate escape such "
+                                     "as \\ud800); send ids as UTF-8 text")
         try:
             return service.vectors(request.ids)
         except ValueError as exc:
@@ -128,12 +138,12 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         """One bundle's entry; `latest` names the newest."""
         return _entry(_bundle(bundles, version))
 
-    @app.get("/v1/bundles/{version}/files/{name:path}", tags=["bundles"],
-             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"},
-                        304: {"description": "not modified (If-None-Match)"}})
+    @app.api_route("/v1/bundles/{version}/files/{name:path}", methods=["GET", "HEAD"], tags=["bundles"],
+                   responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"},
+                              304: {"description": "not modified (If-None-Match)"}})
     def bundle_file(version: str, name: str, request: Request) -> Response:
         """A bundle file (manifest.json or a model file). ETag and X-Content-SHA256 carry its sha256;
-        If-None-Match gives 304 and Range (with If-Range) resumes a download."""
+        If-None-Match gives 304 and Range (with If-Range) resumes a download. HEAD gives the headers only."""
         found = _bundle(bundles, version)
         if name not in found.files:
             raise HTTPException(404, f"bundle {found.version!r} has no file {name!r}; its files: {list(found.files)}")
@@ -146,6 +156,23 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         return FileResponse(served.path, media_type=media, headers=headers)
 
     return app
+
+
+def _problem(err: dict) -> dict:
+    """One validation problem as {loc, msg, type} in plain JSON: the offending input is never echoed."""
+    msg = str(err.get("msg", "invalid value"))
+    value = err.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        msg += "; NaN and Infinity are not JSON numbers: send valid JSON"
+    elif err.get("type") == "json_invalid" and isinstance(err.get("ctx", {}).get("error"), str):
+        msg += f" ({err['ctx']['error']}); send valid JSON"
+    return {"loc": [part if isinstance(part, int) else _text(str(part)) for part in err.get("loc", ())],
+            "msg": _text(msg), "type": _text(str(err.get("type", "")))}
+
+
+def _text(value: str) -> str:
+    """`value` made encodable as UTF-8 (a lone surrogate from a JSON escape becomes a visible backslash escape)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _bundle(bundles: BundleFolder, version: str) -> Bundle:
