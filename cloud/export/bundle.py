@@ -37,10 +37,9 @@ import torch
 from cloud import runs
 from cloud.export.capture import ExportError, capture, output_specs
 from cloud.export.executorch import lower_executorch
-from cloud.export.parity import eager_runner, max_abs_diff, parity_cases
+from cloud.export.parity import eager_runner, max_abs_diff, open_runner, parity_cases
 from cloud.export.pt2e import quantize_program
 from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
-from cloud.export.runners import open_runner
 from cloud.export.tflite import convert_tflite
 from shared_schema.manifest import DECODERS, MANIFEST_NAME, BundleFile, BundleManifest, decoder_settings
 from shared_schema.specs import DatasetSpec
@@ -134,6 +133,7 @@ def write_bundle(
     try:
         with _stage(progress, 1, total, "capturing the device model (torch.export)"):
             program = capture(exported, layout, names)
+            outputs = output_specs(program, layout, names)
         for i, f in enumerate(files, start=2):
             with _stage(progress, i, total, f.stage):
                 data, left = f.make(program, tmp)
@@ -142,7 +142,7 @@ def write_bundle(
                 notes[f"non_delegated_ops.{f.path}"] = "; ".join(f"{op} x{count}" for op, count in left.items())
         with _stage(progress, total - 1, total, f"parity vs eager PyTorch ({len(cases)} cases per file)"):
             for f in files:
-                f.parity = _parity(tmp / f.path, f.runtime, reference, cases, layout, names)
+                f.parity = _parity(tmp / f.path, f.runtime, reference, cases, layout, outputs)
                 if f.quantization == "fp32" and not f.parity <= parity_tolerance:
                     raise ExportError(f"{f.path}: max abs diff {f.parity:.3g} vs eager PyTorch exceeds "
                                       f"{parity_tolerance:g} on the parity cases; the export is not trusted")
@@ -154,7 +154,7 @@ def write_bundle(
                     f"{len(calibration)} requests from " + ("the given calibration inputs" if calibration_inputs
                     is not None else "item-encoder vectors of random items") + ", padded slots as given")
             manifest = _manifest(model, spec, layout, files, tmp, embedding_version, model_version, metrics,
-                                 model_name, notes, len(cases), output_specs(program, layout, names), settings)
+                                 model_name, notes, len(cases), outputs, settings)
             plain = manifest.decoder == "merge" and not manifest.decoder_options
             (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(
                 indent=2, exclude={"decoder", "decoder_options"} if plain else None))
@@ -238,10 +238,11 @@ def _check_layout(model, spec: DatasetSpec):
     return layout
 
 
-def _parity(path: Path, runtime: str, reference, cases, layout, names) -> float:
-    """Max abs diff of every output vs eager; a .tflite runs with or without XNNPACK on the device: both."""
+def _parity(path: Path, runtime: str, reference, cases, layout, outputs) -> float:
+    """Max abs diff of every output vs eager, through the device's backend; a .tflite runs with or without
+    XNNPACK on the device: both."""
     modes = (True, False) if runtime == "tflite" else (True,)
-    return max(max_abs_diff(reference, open_runner(path, layout, xnnpack=x, outputs=names), cases, layout)
+    return max(max_abs_diff(reference, open_runner(path, layout, xnnpack=x, outputs=outputs), cases, layout)
                for x in modes)
 
 
