@@ -11,7 +11,7 @@ clear error for parts that cannot be a fixed-shape graph), `lower_executorch`, `
 `quantize_tflite`, `parity_cases` / `max_abs_diff`.
 """
 
-from cloud.export.bundle import write_bundle, summary
+from cloud.export.bundle import summary, write_bundle
 from cloud.export.capture import ExportError, capture
 from cloud.export.executorch import lower_executorch
 from cloud.export.parity import eager_runner, max_abs_diff, open_runner, parity_cases

@@ -206,7 +206,8 @@ def summary(manifest: BundleManifest) -> str:
     lines.append(f"{'file':<27}{'runtime':<12}{'delegate':<10}{'quantization':<14}{'size':>11}  parity max|diff|")
     for f in manifest.files:
         parity = "-" if f.parity_max_abs_diff is None else f"{f.parity_max_abs_diff:.2e}"
-        lines.append(f"{f.path:<27}{f.runtime:<12}{f.delegate:<10}{f.quantization:<14}{f.size / 1024:>8.1f} KB  {parity}")
+        lines.append(f"{f.path:<27}{f.runtime:<12}{f.delegate:<10}{f.quantization:<14}"
+                     f"{f.size / 1024:>8.1f} KB  {parity}")
     for key, ops in manifest.notes.items():
         if key.startswith("non_delegated_ops."):
             lines.append(f"not delegated in {key.split('.', 1)[1]}: {ops}")
@@ -248,7 +249,8 @@ def _manifest(model, spec, layout, files, folder, embedding_version, model_versi
                "cloud_param_share": cloud / max(cloud + device, 1)}
     notes = {
         "embedding_split": f"only the device model is exported ({device} parameters); the item encoder's "
-                           f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the cloud",
+                           f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the "
+                           "cloud",
         "parity": f"max abs diff (relative where |eager| > 1) vs eager PyTorch fp32 over real candidate slots of "
                   f"{n_cases} batch-1 cases, "
                   "every output (full, random, empty history per source, no candidates per source, all histories "

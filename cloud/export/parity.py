@@ -50,9 +50,11 @@ def parity_cases(layout: TensorLayout, seed: int = 0, random_cases: int = 8) -> 
     cases = [("full", random_inputs(layout, rng, [n] * m, [t] * m))]
     cases += [(f"random_{i}", random_inputs(layout, rng)) for i in range(random_cases)]
     for s in range(m):
-        cases.append((f"empty_history_{s}", random_inputs(layout, rng, [n] * m, [0 if j == s else t for j in range(m)])))
+        cold = [0 if j == s else t for j in range(m)]
+        cases.append((f"empty_history_{s}", random_inputs(layout, rng, [n] * m, cold)))
         if m > 1:  # a list needs at least one real candidate somewhere
-            cases.append((f"no_candidates_{s}", random_inputs(layout, rng, [0 if j == s else n for j in range(m)], None)))
+            empty = [0 if j == s else n for j in range(m)]
+            cases.append((f"no_candidates_{s}", random_inputs(layout, rng, empty, None)))
     cases.append(("all_histories_empty", random_inputs(layout, rng, [n] * m, [0] * m)))
     cases.append(("one_candidate_each", random_inputs(layout, rng, [1] * m, [1] * m)))
     return cases
@@ -74,7 +76,7 @@ def max_abs_diff(reference: Runner, candidate: Runner, cases: list[tuple[str, In
         if len(got) != len(ref):
             raise ValueError(f"parity case {name!r}: {len(got)} outputs, the reference returns {len(ref)}")
         keep = real_slots(inputs, layout)
-        for i, (a, b) in enumerate(zip(ref, got)):
+        for i, (a, b) in enumerate(zip(ref, got, strict=True)):
             if b.shape != a.shape:
                 raise ValueError(f"parity case {name!r}: output {i} has shape {list(b.shape)}, "
                                  f"expected {list(a.shape)}")
