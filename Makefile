@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # Main job: synthetic logs -> prepared lists -> train DIR -> evaluate on test -> export the bundle ->
-# install it on the device runtime, seed the user's history, rerank one test slate (~2 min on 2 idle cores).
+# install it on the device runtime, seed the user's history, rerank one test slate (time: BENCHMARKS.md, main job).
 DEVICE := DIR_DEVICE_HOME=$(OUT)/device $(VENV)/bin/dir-device
 
 demo: venv

@@ -12,8 +12,8 @@ benchmarks/inference_latency.py (m=3, n=10, t=20). Per row: p50 / p99 ms of the 
 `beam_search` (K=5, the target shares as the reward's target, diversity 1.0) for each beam width; for
 NAR4Rec `contrastive` (alpha 0.2) on the exported matching matrix and encodings (all three outputs read
 back); for HRL `slot_policy` (K network calls, each with the placed candidates masked). DIR, EdgeRec,
-CRUM and SVR set the inputs once; NAR4Rec and HRL go through the signature runner (inputs set by name
-on every call).
+CRUM and SVR set the inputs once; NAR4Rec and HRL go through the device's TFLite backend (inputs set on
+every call).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ MODELS = ("dir", "edgerec", "svr", "nar4rec", "crum", "hrl")
 
 def decoder(model, request: dict, spec, beam: int, path: Path, names: tuple[str, ...]):
     """A call of network + the numpy step after it (the model's device decoder), returning the ordered list."""
-    from cloud.export import open_runner  # the signature runner: inputs set by name on every call
+    from cloud.export import capture, open_runner  # the device's TFLite backend: inputs set on every call
+    from cloud.export.capture import output_specs
     from device_runtime.decoding import decode_request
     from device_runtime.merge import merge
     from shared_schema.manifest import decoder_settings
@@ -47,7 +48,10 @@ def decoder(model, request: dict, spec, beam: int, path: Path, names: tuple[str,
     name = model.device_decoder
     options = decoder_settings(name, {"beam_width": beam, "diversity": 1.0} if name == "beam_search" else {})
     call = tflite_call(path, request, True) if name in ("merge", "beam_search") else None  # inputs set once
-    runner = None if call else open_runner(path, model.layout, threads=1, outputs=names)
+    runner = None
+    if call is None:  # every output read back: the specs (shapes) of the extra outputs come from the program
+        outputs = output_specs(capture(model.export_module(), model.layout, names), model.layout, names)
+        runner = open_runner(path, model.layout, threads=1, outputs=outputs)
     run = open_runner(path, model.layout, threads=1) if name == "slot_policy" else None
 
     def decode():

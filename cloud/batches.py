@@ -1,7 +1,7 @@
 """Turn prepared list arrays into the feature batches that `RerankModel.forward` takes.
 
     batcher = ListBatcher(item_tables, split_arrays, history="device")   # device="cuda" puts batches there
-    batch = batcher.batch(np.arange(256))    # dict of tensors, see the brief's "feature batch"
+    batch = batcher.batch(np.arange(256))    # dict of tensors: RerankModel.forward's feature batch
     for batch in batcher.batches(256, shuffle=True, generator=g, rank=1, world=2): ...  # rank 1's shards
     valid = batcher.split(data.split("valid"))       # same item tables, other lists (no copy)
 

@@ -1,4 +1,4 @@
-"""Reranking metrics over multi-source lists, pure numpy (DESIGN §5, MODELS §6.2).
+"""Reranking metrics over multi-source lists, pure numpy: the metrics of the DIR paper (Xi et al., KDD'23).
 
 Every function takes arrays shaped [L, m, n] (lists x sources x candidates per source); the source of a
 slot is its m index, and `mask` (0/1) marks the real candidates. Usage::

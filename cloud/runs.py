@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 from shared_schema import DatasetSpec
+from shared_schema.files import atomic_write_bytes
 
 CONFIG = "config.json"
 MODEL = "model.pt"
@@ -40,28 +39,18 @@ class LoadedRun:
     embedding_version: str = field(default="")
 
 
-def embedding_version(model: torch.nn.Module) -> str:
-    """A short content hash of the item encoder's tables: devices compare it with their cached vectors."""
+def weights_digest(module: torch.nn.Module) -> str:
+    """A short content hash of a module's weights (names and values)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.item_encoder.state_dict().items()):
+    for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:12]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def embedding_version(model: torch.nn.Module) -> str:
+    """The item encoder's weights digest: devices compare it with the version of their cached vectors."""
+    return weights_digest(model.item_encoder)
 
 
 def atomic_write_json(path: Path, payload: dict) -> None:

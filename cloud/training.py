@@ -54,7 +54,7 @@ class TrainConfig:
     K: int | None = None
     eval_batch_size: int = 2048
     target_shares: list[float] | None = None
-    threads: int | None = 1  # measured: 1 thread ~ 2 threads on an idle 2-core box, 10x faster on a busy one
+    threads: int | None = 1  # why 1 by default: BENCHMARKS.md, training throughput
     device: str = "cpu"
     model_options: dict = field(default_factory=dict)
 

@@ -12,7 +12,6 @@ so readers always see either the old or the new bundle, never a mix.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import ValidationError
 
 from shared_schema import SCHEMA_VERSION, BundleManifest
+from shared_schema.files import atomic_write_bytes, file_sha256
 from shared_schema.manifest import DECODERS, MANIFEST_NAME, decoder_settings
 
 LOAD_CHECK_ORDER = ("tflite:cpu", "tflite:xnnpack", "executorch:portable", "executorch:xnnpack")
@@ -164,7 +164,7 @@ class BundleRegistry:
 
     def _write_state(self, active: str, previous: list[str]) -> None:
         previous = previous[: self.keep - 1]
-        _atomic_write(self.pointer, json.dumps({"active": active, "previous": previous}))
+        atomic_write_bytes(self.pointer, json.dumps({"active": active, "previous": previous}).encode())
         for stale in set(p.name for p in self.versions_dir.iterdir()) - {active, *previous}:
             if not stale.startswith(".staging-"):
                 shutil.rmtree(self.versions_dir / stale, ignore_errors=True)
@@ -240,27 +240,3 @@ def _extract_zip(archive: Path, out: Path) -> Path:
 def _version_name(manifest: BundleManifest, manifest_path: Path) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", manifest.model_version)[:64]
     return f"{safe}-{file_sha256(manifest_path)[:12]}"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

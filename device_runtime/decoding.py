@@ -13,7 +13,7 @@ NAR4Rec's contrastive decoding and HRL's slot-by-slot policy calls.
                            K=5, target_shares=[.5, .5], run=backend.run)     # [(source, item), ...]
 
 The reward of a top-K prefix y_1..y_k (SVR maximises a list reward on the estimated scores; its exact
-reward is not in the seeds, this one is our choice): R = sum_j p(y_j) / log2(j + 1)  (expected clicks,
+reward is not given in the paper, this one is our choice): R = sum_j p(y_j) / log2(j + 1)  (expected clicks,
 DCG-discounted)  -  diversity * JS(target_shares, source shares of the prefix) * k / K. The JS term is
 not additive over slots, which is what makes a beam wider than 1 differ from sorting. Beams extend by
 every unused candidate, keep the `beam_width` best prefixes (ties: lower source, then lower item, then

@@ -27,8 +27,8 @@ BANNED = ("split", "chunk", "one_hot", "gru", "lstm", "nonzero", "masked_select"
 
 @pytest.fixture
 def single_thread():
-    """Run a test on one torch thread, then restore the setting: these tensors are tiny, and on a busy
-    2-core machine two threads were measured 30-100x slower per training step than one."""
+    """Run a test on one torch thread, then restore the setting: these tensors are tiny, and two threads train far
+    slower than one when the cores are shared (BENCHMARKS.md, training throughput)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

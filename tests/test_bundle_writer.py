@@ -1,4 +1,4 @@
-"""Bundle writer: manifest contents (DESIGN section 6), checksums, progress by stage, atomic output,
+"""Bundle writer: manifest contents (docs/export.md), checksums, progress by stage, atomic output,
 clear errors, the device runtime's verification, and `dir-cloud export` from a run folder."""
 
 from __future__ import annotations

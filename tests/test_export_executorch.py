@@ -74,7 +74,7 @@ def test_xnnpack_takes_every_op_of_dir_and_of_its_pooling_variant(bundle):
 
 
 def test_portable_program_runs_linear_as_mm_plus_add_with_the_weight_transposed_at_export(tmp_path):
-    """ExecuTorch's portable addmm kernel is ~13x slower than mm (benchmarks/portable_kernels.py)."""
+    """ExecuTorch's portable addmm kernel is far slower than mm (BENCHMARKS.md, portable kernels)."""
     torch.manual_seed(0)
     layer = nn.Linear(6, 4).eval()
     x = torch.randn(5, 6)

@@ -38,7 +38,7 @@ def test_permuting_candidates_permutes_scores():
 
 
 @pytest.mark.xfail(strict=True, reason="MIR's Eq. 7 as printed gives W_s, W_l one column per candidate slot, so "
-                   "attention weights are tied to slots, not contents (MODELS.md 1.9-a)")
+                   "attention weights are tied to slots, not contents (docs/baselines.md, MIR)")
 def test_printed_form_is_not_permutation_equivariant():
     check_equivariant("mir", printed_form=True)
 

@@ -1,6 +1,6 @@
 """Write a synthetic multi-source LOGS folder with a known click model.
 
-    dir-cloud synth --out logs --seed 0                  # ~2,000 users, ~130k events, a few seconds
+    dir-cloud synth --out logs --seed 0                  # ~2,000 users, ~130k events
     dir-cloud synth --out big --seed 1 --users 15000     # ~1M events
 
 Three heterogeneous sources (video, article, ad) share a latent topic space; users' interests drift,

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", choices=["straight_through", "gumbel"], default=None,
                         help="differentiable top-K of the exposure loss")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default 1: as fast as 2 on an idle 2-core machine, and 2 collapse when the cores are shared; BENCHMARKS.md)")
+                        help="torch CPU threads (default 1; BENCHMARKS.md, training throughput, says why)")
     parser.add_argument("--device", default=None, help="cpu (default) or cuda; under torchrun rank i uses GPU i of its node")
     parser.add_argument("--distributed", action="store_true",
                         help="fail unless started by torchrun (under torchrun training is data-parallel anyway)")

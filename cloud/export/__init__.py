@@ -11,12 +11,11 @@ clear error for parts that cannot be a fixed-shape graph), `lower_executorch`, `
 `quantize_tflite`, `parity_cases` / `max_abs_diff`.
 """
 
-from cloud.export.bundle import write_bundle, summary
+from cloud.export.bundle import summary, write_bundle
 from cloud.export.capture import ExportError, capture
 from cloud.export.executorch import lower_executorch
-from cloud.export.parity import eager_runner, max_abs_diff, parity_cases
+from cloud.export.parity import eager_runner, max_abs_diff, open_runner, parity_cases
 from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
-from cloud.export.runners import open_runner
 from cloud.export.tflite import convert_tflite
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Write a model bundle (DESIGN section 6): the device model exported for each runtime + manifest.json.
+"""Write a model bundle (docs/export.md): the device model exported for each runtime + manifest.json.
 
     manifest = write_bundle(model, spec, "out/bundle", backends=("executorch", "tflite"), quantize="int8",
                             embedding_version=run.embedding_version, metrics=run.metrics)
@@ -15,17 +15,14 @@ Files: model.pte (ExecuTorch, XNNPACK), model_portable.pte (ExecuTorch portable 
 quantize="int8-dynamic" model_int8_dynamic.tflite and model_int8_dynamic.pte (int8 weights, float
 activations; the .pte via PT2E, XNNPACK-delegated), each for the backends asked for. Each file is loaded back
 with its real runtime and compared with eager PyTorch on the parity cases (cloud/export/parity.py); an
-fp32 file above `parity_tolerance` fails the export. Everything is written to a temporary folder that is
-renamed to `out_dir` at the end, so a failed export leaves nothing behind.
+fp32 file above `parity_tolerance` fails the export. Everything is written to a temporary folder that
+replaces `out_dir` at the end (cloud.files.replace_dir), so a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -37,11 +34,13 @@ import torch
 from cloud import runs
 from cloud.export.capture import ExportError, capture, output_specs
 from cloud.export.executorch import lower_executorch
-from cloud.export.parity import eager_runner, max_abs_diff, parity_cases
+from cloud.export.parity import eager_runner, max_abs_diff, open_runner, parity_cases
 from cloud.export.pt2e import quantize_program
 from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
-from cloud.export.runners import open_runner
 from cloud.export.tflite import convert_tflite
+from cloud.files import replace_dir
+from cloud.models.base import count_parameters
+from shared_schema.files import file_sha256
 from shared_schema.manifest import DECODERS, MANIFEST_NAME, BundleFile, BundleManifest, decoder_settings
 from shared_schema.specs import DatasetSpec
 
@@ -129,11 +128,10 @@ def write_bundle(
     reference = eager_runner(exported, layout)
     notes: dict[str, str] = {}
     total = len(files) + 3
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with replace_dir(out_dir, overwrite) as tmp:
         with _stage(progress, 1, total, "capturing the device model (torch.export)"):
             program = capture(exported, layout, names)
+            outputs = output_specs(program, layout, names)
         for i, f in enumerate(files, start=2):
             with _stage(progress, i, total, f.stage):
                 data, left = f.make(program, tmp)
@@ -142,7 +140,7 @@ def write_bundle(
                 notes[f"non_delegated_ops.{f.path}"] = "; ".join(f"{op} x{count}" for op, count in left.items())
         with _stage(progress, total - 1, total, f"parity vs eager PyTorch ({len(cases)} cases per file)"):
             for f in files:
-                f.parity = _parity(tmp / f.path, f.runtime, reference, cases, layout, names)
+                f.parity = _parity(tmp / f.path, f.runtime, reference, cases, layout, outputs)
                 if f.quantization == "fp32" and not f.parity <= parity_tolerance:
                     raise ExportError(f"{f.path}: max abs diff {f.parity:.3g} vs eager PyTorch exceeds "
                                       f"{parity_tolerance:g} on the parity cases; the export is not trusted")
@@ -154,14 +152,10 @@ def write_bundle(
                     f"{len(calibration)} requests from " + ("the given calibration inputs" if calibration_inputs
                     is not None else "item-encoder vectors of random items") + ", padded slots as given")
             manifest = _manifest(model, spec, layout, files, tmp, embedding_version, model_version, metrics,
-                                 model_name, notes, len(cases), output_specs(program, layout, names), settings)
+                                 model_name, notes, len(cases), outputs, settings)
             plain = manifest.decoder == "merge" and not manifest.decoder_options
             (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(
                 indent=2, exclude={"decoder", "decoder_options"} if plain else None))
-        _publish(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -212,7 +206,8 @@ def summary(manifest: BundleManifest) -> str:
     lines.append(f"{'file':<27}{'runtime':<12}{'delegate':<10}{'quantization':<14}{'size':>11}  parity max|diff|")
     for f in manifest.files:
         parity = "-" if f.parity_max_abs_diff is None else f"{f.parity_max_abs_diff:.2e}"
-        lines.append(f"{f.path:<27}{f.runtime:<12}{f.delegate:<10}{f.quantization:<14}{f.size / 1024:>8.1f} KB  {parity}")
+        lines.append(f"{f.path:<27}{f.runtime:<12}{f.delegate:<10}{f.quantization:<14}"
+                     f"{f.size / 1024:>8.1f} KB  {parity}")
     for key, ops in manifest.notes.items():
         if key.startswith("non_delegated_ops."):
             lines.append(f"not delegated in {key.split('.', 1)[1]}: {ops}")
@@ -238,22 +233,24 @@ def _check_layout(model, spec: DatasetSpec):
     return layout
 
 
-def _parity(path: Path, runtime: str, reference, cases, layout, names) -> float:
-    """Max abs diff of every output vs eager; a .tflite runs with or without XNNPACK on the device: both."""
+def _parity(path: Path, runtime: str, reference, cases, layout, outputs) -> float:
+    """Max abs diff of every output vs eager, through the device's backend; a .tflite runs with or without
+    XNNPACK on the device: both."""
     modes = (True, False) if runtime == "tflite" else (True,)
-    return max(max_abs_diff(reference, open_runner(path, layout, xnnpack=x, outputs=names), cases, layout)
+    return max(max_abs_diff(reference, open_runner(path, layout, xnnpack=x, outputs=outputs), cases, layout)
                for x in modes)
 
 
 def _manifest(model, spec, layout, files, folder, embedding_version, model_version, metrics, model_name,
               notes, n_cases, outputs, decoder_options) -> BundleManifest:
-    cloud = sum(p.numel() for p in model.item_encoder.parameters())
-    device = sum(p.numel() for p in model.device_model.parameters())
+    counts = count_parameters(model)
+    cloud, device = counts["cloud"], counts["device"]
     numbers = {**_flatten(metrics or {}), "params_device": float(device), "params_cloud": float(cloud),
                "cloud_param_share": cloud / max(cloud + device, 1)}
     notes = {
         "embedding_split": f"only the device model is exported ({device} parameters); the item encoder's "
-                           f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the cloud",
+                           f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the "
+                           "cloud",
         "parity": f"max abs diff (relative where |eager| > 1) vs eager PyTorch fp32 over real candidate slots of "
                   f"{n_cases} batch-1 cases, "
                   "every output (full, random, empty history per source, no candidates per source, all histories "
@@ -263,7 +260,7 @@ def _manifest(model, spec, layout, files, folder, embedding_version, model_versi
     }
     return BundleManifest(
         model_name=model_name or getattr(model, "name", None) or type(model).__name__.lower(),
-        model_version=model_version or _digest(model.device_model),
+        model_version=model_version or runs.weights_digest(model.device_model),
         sources=list(spec.sources),
         vector_dims=list(layout.vector_dims),
         n=layout.n, t=layout.t, K=spec.K,
@@ -273,7 +270,7 @@ def _manifest(model, spec, layout, files, folder, embedding_version, model_versi
         outputs=outputs,
         decoder=model.device_decoder,
         decoder_options=decoder_options,
-        files=[BundleFile(path=f.path, sha256=hashlib.sha256((folder / f.path).read_bytes()).hexdigest(),
+        files=[BundleFile(path=f.path, sha256=file_sha256(folder / f.path),
                           size=(folder / f.path).stat().st_size, runtime=f.runtime, delegate=f.delegate,
                           quantization=f.quantization, parity_max_abs_diff=f.parity) for f in files],
         metrics=numbers,
@@ -292,33 +289,11 @@ def _flatten(metrics: Mapping, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _digest(module) -> str:
-    """Short content hash of a module's weights (the default model version)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]
-
-
 def _version(distribution: str) -> str:
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def _publish(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished folder into place; an existing bundle is replaced only with `overwrite`."""
-    if not out_dir.exists():
-        tmp.rename(out_dir)
-        return
-    if not overwrite:
-        raise FileExistsError(f"{out_dir} appeared during the export; the new bundle was discarded")
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class _stage:

@@ -7,8 +7,8 @@
 
 Sorting into an order, beam search, data-dependent control flow or outputs whose shape depends on the
 values cannot be a fixed-shape graph; such parts belong outside the device model (numpy in the device
-runtime, or the cloud), DESIGN section 4. The first output is `scores` [1, m, n]; a list decoder's extra
-outputs follow it, each [1, m*n, k] (one row per flat candidate s*n + j).
+runtime, or the cloud; docs/architecture.md, the device boundary). The first output is `scores` [1, m, n];
+a list decoder's extra outputs follow it, each [1, m*n, k] (one row per flat candidate s*n + j).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from cloud.export.parity import random_inputs
 from shared_schema.layout import TensorLayout, TensorSpec
 
 OUTSIDE = ("must run outside the exported graph: move it out of the device model "
-           "(numpy in the device runtime, or cloud-side), see DESIGN section 4")
+           "(numpy in the device runtime, or cloud-side), see docs/architecture.md")
 
 
 class ExportError(ValueError):

@@ -6,8 +6,8 @@
     lowered.non_delegated        # {"aten::select_copy.int @ gru": 20, ...} ops left to portable kernels
 
 The portable program computes every addmm (what nn.Linear lowers to) as mm + add: ExecuTorch's portable
-addmm kernel is a plain loop, 13x slower than mm + add on a 30 x 96 -> 64 layer, 2.5x on the whole DIR
-model (benchmarks/portable_kernels.py). The weight transposes nn.Linear lowers to are folded at export.
+addmm kernel is a plain loop, far slower than mm + add (benchmarks/portable_kernels.py; figures in
+BENCHMARKS.md). The weight transposes nn.Linear lowers to are folded at export.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
-"""Parity inputs and the parity measure for exported device models.
+"""Parity inputs, the parity measure, and the two sides it compares for exported device models.
 
     cases = parity_cases(layout)                      # [(case name, {input name: array [1, ...]}), ...]
-    diff = max_abs_diff(eager_runner(device_model, layout), runner, cases, layout)
-    diff = max_abs_diff(eager_runner(model.export_module(), layout), open_runner(path, layout, outputs=names),
+    diff = max_abs_diff(eager_runner(device_model, layout), open_runner(path, layout), cases, layout)
+    diff = max_abs_diff(eager_runner(model.export_module(), layout), open_runner(path, layout, outputs=specs),
                         cases, layout)        # a model with extra outputs: every output compared
+    run = open_runner("BUNDLE/model_int8.tflite", layout, xnnpack=False, threads=1)
+    scores = run(layout.assemble(candidates, histories))      # np.ndarray [1, m, n] float32
+
+`open_runner` loads the exported file with the device runtime's own backends (device_runtime.backends:
+the same interpreter set-up, input binding and int8 (de)quantisation the device runs), so what the export
+checks is what the device executes; callers always feed and receive float32.
 
 The cases cover random lists and the padded / cold-start situations the device meets: a source with an
 empty history (all-zero history mask), a source with no candidates, and partially padded lists. Scores
@@ -13,11 +19,12 @@ are compared on real candidate slots only: the layout says padded slots are mean
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from shared_schema.layout import TensorLayout
+from shared_schema.layout import TensorLayout, TensorSpec
 
 Inputs = dict[str, np.ndarray]
 Runner = Callable[[Inputs], np.ndarray | list[np.ndarray]]
@@ -43,9 +50,11 @@ def parity_cases(layout: TensorLayout, seed: int = 0, random_cases: int = 8) -> 
     cases = [("full", random_inputs(layout, rng, [n] * m, [t] * m))]
     cases += [(f"random_{i}", random_inputs(layout, rng)) for i in range(random_cases)]
     for s in range(m):
-        cases.append((f"empty_history_{s}", random_inputs(layout, rng, [n] * m, [0 if j == s else t for j in range(m)])))
+        cold = [0 if j == s else t for j in range(m)]
+        cases.append((f"empty_history_{s}", random_inputs(layout, rng, [n] * m, cold)))
         if m > 1:  # a list needs at least one real candidate somewhere
-            cases.append((f"no_candidates_{s}", random_inputs(layout, rng, [0 if j == s else n for j in range(m)], None)))
+            empty = [0 if j == s else n for j in range(m)]
+            cases.append((f"no_candidates_{s}", random_inputs(layout, rng, empty, None)))
     cases.append(("all_histories_empty", random_inputs(layout, rng, [n] * m, [0] * m)))
     cases.append(("one_candidate_each", random_inputs(layout, rng, [1] * m, [1] * m)))
     return cases
@@ -67,7 +76,7 @@ def max_abs_diff(reference: Runner, candidate: Runner, cases: list[tuple[str, In
         if len(got) != len(ref):
             raise ValueError(f"parity case {name!r}: {len(got)} outputs, the reference returns {len(ref)}")
         keep = real_slots(inputs, layout)
-        for i, (a, b) in enumerate(zip(ref, got)):
+        for i, (a, b) in enumerate(zip(ref, got, strict=True)):
             if b.shape != a.shape:
                 raise ValueError(f"parity case {name!r}: output {i} has shape {list(b.shape)}, "
                                  f"expected {list(a.shape)}")
@@ -89,6 +98,29 @@ def eager_runner(device_model, layout: TensorLayout) -> Runner:
             return [r.numpy() for r in result] if isinstance(result, tuple) else result.numpy()
 
     return run
+
+
+def open_runner(path: str | Path, layout: TensorLayout, xnnpack: bool = True, threads: int = 1,
+                outputs: Sequence[TensorSpec] | None = None) -> Runner:
+    """Run a .pte or .tflite file through the device backend for its runtime; `xnnpack` picks the .tflite
+    delegate (XNNPACK, or the builtin CPU kernels; a .pte is lowered already). It returns `scores`, or with
+    `outputs` (the file's output specs, `scores` first, as the manifest lists them) every output in that order.
+    """
+    from device_runtime.backends.executorch import open_executorch
+    from device_runtime.backends.tflite import open_tflite
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    specs = list(outputs) if outputs is not None else layout.output_specs(1)
+    if path.suffix == ".pte":
+        backend = open_executorch(path, layout.input_specs(1), specs, "as-lowered", threads)
+    elif path.suffix == ".tflite":
+        backend = open_tflite(path, layout.input_specs(1), specs, "xnnpack" if xnnpack else "cpu", threads)
+    else:
+        raise ValueError(f"{path}: unknown model file type {path.suffix!r}; expected .pte or .tflite")
+    backend.warm_up()
+    return backend.run if outputs is None else backend.run_all
 
 
 def _outputs(result) -> list[np.ndarray]:

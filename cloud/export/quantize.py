@@ -5,10 +5,11 @@
     requests = as_requests([model.device_inputs(batch)], layout)   # real inputs, or:
     requests = encoder_calibration(model, count=64)                # vectors from the real embedding tables
 
-"int8" (recipe static_wi8_ai8) has int8 inputs and output: runners (de)quantize them with each tensor's
-scale and zero point (cloud/export/runners.py, device_runtime/backends/tflite.py), so callers still feed
-and get float32. Two departures from the stock recipe, each measured on a trained DIR (test AUC -0.11
-without them, benchmarks/int8_quality.py):
+"int8" (recipe static_wi8_ai8) has int8 inputs and output: the device's TFLite backend
+(device_runtime/backends/tflite.py, which export parity runs through too) (de)quantizes them with each
+tensor's scale and zero point, so callers still feed and get float32.
+Two departures from the stock recipe, each needed for a trained DIR to keep its test AUC in int8
+(benchmarks/int8_quality.py measures it; BENCHMARKS.md has the figures):
 - activation ranges are the min and max over all calibration requests (ai-edge-quantizer's default, a
   moving average over batch-1 requests, fits a typical request and clips the rest);
 - constant operands of BATCH_MATMUL (DIR's grouped GRU weights) get one scale per tensor: per-channel

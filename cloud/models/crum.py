@@ -1,6 +1,6 @@
-"""CRUM: "Context-aware Reranking with Utility Maximization for Recommendation" (Xi et al.; seeds/003,
-MODELS.md section 4), run single-source: all m*n candidates as one list (cloud/models/single_source.py).
-The seed lost its equations; every choice below marked [ours] is documented in docs/baselines.md.
+"""CRUM: "Context-aware Reranking with Utility Maximization for Recommendation" (Xi et al., arXiv
+2021), run single-source: all m*n candidates as one list (cloud/models/single_source.py).
+Where the paper's equations leave a detail open, the choice is ours: marked [ours], listed in docs/baselines.md.
 
     model = CRUM(spec)                                   # build_model("crum", spec)
     model.begin_epoch(epoch, epochs)                     # the trainer's call: picks the training stage
@@ -27,7 +27,7 @@ Training in two stages, as in the paper, all through `auxiliary_loss` (the train
   initial order; the evaluator and the item embeddings (cloud) learn, the reranker does not;
 - stage 2, the remaining epochs: the evaluator and the item embeddings are frozen; `pairs` [10] random
   pairs (i above j in pi_0, both real) per list; u_pi = sum_i P(c_i | pi) / P(c_i | pi_0) * c_i (b_i = 1),
-  dU = u_{pi_ij} - u_{pi_0}; reading (B) of MODELS.md 4.4: if dU > 0 the target is s_j > s_i, else
+  dU = u_{pi_ij} - u_{pi_0}; [ours] orientation: if dU > 0 the target is s_j > s_i, else
   s_i > s_j, loss |dU| * log(1 + exp(-(s_winner - s_loser))) trains the reranker.
 """
 

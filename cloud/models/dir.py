@@ -1,5 +1,5 @@
-"""DIR: "On-device Integrated Re-ranking with Heterogeneous Behavior Modeling" (Xi et al., KDD'23;
-seeds/004), written export-friendly for ExecuTorch and TFLite.
+"""DIR: "On-device Integrated Re-ranking with Heterogeneous Behavior Modeling" (Xi et al., KDD'23),
+written export-friendly for ExecuTorch and TFLite.
 
     model = DIR(spec)                                  # or build_model("dir-isi", spec), see __init__.py
     scores = model(batch)                              # [B, m, n] logits

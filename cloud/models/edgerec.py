@@ -1,5 +1,5 @@
-"""EdgeRec: "EdgeRec: Recommender System on Edge in Mobile Taobao" (Gong et al., CIKM'20), a DIR baseline
-(MODELS.md section 5.2), adapted to the layout: all m*n candidates as one set, one behaviour sequence per
+"""EdgeRec: "EdgeRec: Recommender System on Edge in Mobile Taobao" (Gong et al., CIKM'20), a DIR baseline,
+adapted to the layout: all m*n candidates as one set, one behaviour sequence per
 source (cloud/models/single_source.py flattens both).
 
     model = EdgeRec(spec)                 # build_model("edgerec", spec)

@@ -1,5 +1,5 @@
 """HRL: "Hierarchical Reinforcement Learning for Integrated Recommendation" (Xie et al., AAAI'21), a DIR
-baseline (MODELS.md section 5.2): a high-level agent picks the source (channel) of the next slot, a
+baseline: a high-level agent picks the source (channel) of the next slot, a
 low-level agent picks the item within it; the list is built slot by slot.
 
     model = HRL(spec)                                    # build_model("hrl", spec)
@@ -18,7 +18,7 @@ State and policy (fixed-shape network, exported like every model), defaults in b
   candidates -> pi_L(i | s).
 - scores = logit of p(s, i) = pi_H(s) pi_L(i | s) (clamped to [1e-6, 1 - 1e-6]): sigmoid(score) is the
   probability the policy places (s, i) in the current slot; PAD_LOGIT at padded / placed slots.
-Training (cloud, on logged clicks; the paper's reward and state are not in the seeds, ours): REINFORCE.
+Training (cloud, on logged clicks; the reward and state here are ours): REINFORCE.
 Each list is an episode of K slots sampled from the policy; placing item i earns its logged click as the
 reward; the return G_k = sum of the rewards from slot k on, minus the batch's mean return at slot k
 (baseline); loss = -sum_k (G_k - b_k) log p(a_k), weight `rl_weight` [1], through `auxiliary_loss`, the

@@ -1,6 +1,6 @@
-"""MIR: "Multi-Level Interaction Reranking with User Behavior History" (Xi et al., SIGIR'22; seeds/000),
+"""MIR: "Multi-Level Interaction Reranking with User Behavior History" (Xi et al., SIGIR'22),
 a DIR baseline, run single-source: all m*n candidates as one set, one merged history
-(cloud/models/single_source.py). MODELS.md section 1 has the equations this follows.
+(cloud/models/single_source.py). Equation numbers are the paper's; docs/baselines.md lists the choices.
 
     model = MIR(spec)                     # build_model("mir", spec); --history device|cloud: MIR-D / MIR-C
     model = MIR(spec, printed_form=True)  # Eq. 7 as printed (slot-tied W_s, W_l; not equivariant)

@@ -1,5 +1,5 @@
-"""NAR4Rec: "Non-autoregressive Generative Models for Reranking Recommendation" (Ren et al., KDD'24;
-seeds/002, MODELS.md section 3), run single-source: all m*n candidates as one set, one merged history
+"""NAR4Rec: "Non-autoregressive Generative Models for Reranking Recommendation" (Ren et al., KDD'24),
+a DIR baseline, run single-source: all m*n candidates as one set, one merged history
 (cloud/models/single_source.py).
 
     model = NAR4Rec(spec)                                # build_model("nar4rec", spec)
@@ -11,7 +11,7 @@ seeds/002, MODELS.md section 3), run single-source: all m*n candidates as one se
 
 Network, defaults in brackets (L, d and heads are not in the paper):
 1. Per-source linear projection to `width` [32] + source embedding; the masked mean of the merged history
-   is added to every candidate (how user/history features enter is not stated; MODELS.md 3.7 default).
+   is added to every candidate (how user/history features enter is not stated in the paper; our default).
 2. Candidate encoder: `layers` [1] Transformer layers x = LN(x + SelfAttn(x)), x = LN(x + FFN(x)), padded
    keys masked, no positions (permutation-equivariant).
 3. Slot encoder over S = `slots` [spec.K] learned slot embeddings: per layer bidirectional self-attention
@@ -24,7 +24,7 @@ matching matrix `matching` [1, N, S] and the unit-norm candidate encodings `enco
 device runs `contrastive_decode` on them in numpy (cosine similarity = encodings @ encodings.T), see
 device_runtime/decoding.py `decode_request`.
 
-Training targets (DIR's lists have no logged slot order, MODELS.md 3.7): the logged sequence Y is the
+Training targets (DIR's lists have no logged slot order, so this stands in for it): the logged sequence Y is the
 list's clicked candidates first, then its unclicked ones, each group in slot order, first S kept (slots
 beyond the real candidates are dropped). Sequence utility R = #clicks in Y; R >= `tau` [1] makes Y a
 positive sequence (likelihood -sum log p), else a negative one (unlikelihood -sum log(1 - p)), Eq. 13-15.

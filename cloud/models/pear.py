@@ -1,6 +1,6 @@
 """PEAR: "Personalized Re-ranking with Contextualized Transformer for Recommendation" (Li, Zhu et al.,
-WWW'22 companion; seeds/001), run single-source: all m*n candidates as one initial list, one merged
-history (cloud/models/single_source.py). MODELS.md section 2 has the equations this follows.
+WWW'22 companion), run single-source: all m*n candidates as one initial list, one merged
+history (cloud/models/single_source.py). Equation numbers are the paper's; docs/baselines.md lists the choices.
 
     model = PEAR(spec)                                  # build_model("pear", spec)
     scores = model(batch)                               # [B, m, n] item logits (what the device runs)

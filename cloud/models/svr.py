@@ -1,5 +1,5 @@
 """SVR: "Real-time Short Video Recommendation on Mobile Devices" (Gong et al., CIKM'22, Kuaishou; NAR4Rec's
-"Edge-Rerank"), a DIR baseline (MODELS.md section 5.2), run single-source: all m*n candidates as one set,
+"Edge-Rerank"), a DIR baseline, run single-source: all m*n candidates as one set,
 one merged history (cloud/models/single_source.py).
 
     model = SVR(spec)                                    # build_model("svr", spec)

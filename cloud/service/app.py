@@ -1,4 +1,4 @@
-"""The FastAPI app: slates, item vectors, model bundles, health (DESIGN section 8; docs/service.md).
+"""The FastAPI app: slates, item vectors, model bundles, health (docs/service.md).
 
     app = create_app(CloudService.load("out/run"), BundleFolder("bundles"))
     uvicorn.run(app, host="127.0.0.1", port=8000)          # or `dir-cloud serve ...`

@@ -11,7 +11,6 @@ Hidden folders (write_bundle's temporary `.NAME.tmp-*`) are ignored.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import ValidationError
 
 from shared_schema import SCHEMA_VERSION, BundleManifest
+from shared_schema.files import file_sha256
 from shared_schema.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -115,11 +115,7 @@ class BundleFolder:
         with self._lock:
             cached = self._hashes.get(path)
         if cached is None or cached[:2] != key:
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            cached = (*key, digest.hexdigest())
+            cached = (*key, file_sha256(path))
             with self._lock:
                 self._hashes[path] = cached
         return ServedFile(path, cached[2], stat.st_size)
