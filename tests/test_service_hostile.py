@@ -126,7 +126,7 @@ def test_head_on_a_bundle_file_gives_the_get_headers_without_a_body(server):
 
 # --- fuzzing ---------------------------------------------------------------------------------------------------
 
-any_text = st.text(st.characters(), max_size=12)  # lone surrogates included: json.dumps escapes them
+any_text = st.text(st.characters(), max_size=12)  # lone surrogates too: escaped, or sent as invalid UTF-8
 numbers = st.one_of(st.integers(-2**80, 2**80), st.floats(allow_nan=True, allow_infinity=True))
 json_values = st.recursive(st.one_of(st.none(), st.booleans(), numbers, any_text),
                            lambda inner: st.one_of(st.lists(inner, max_size=4),
@@ -139,8 +139,8 @@ near_valid = st.fixed_dictionaries(
 
 
 @st.composite
-def bodies(draw) -> tuple[bytes, str | None]:
-    value = draw(st.one_of(near_valid, near_valid, json_values))
+def bodies(draw, values) -> tuple[bytes, str | None]:
+    value = draw(values)
     raw = json.dumps(value, allow_nan=True, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
     kind = draw(st.sampled_from(["as is", "as is", "cut", "junk", "pad"]))
     if kind == "cut":
@@ -155,13 +155,21 @@ def bodies(draw) -> tuple[bytes, str | None]:
     return raw, content_type
 
 
-@settings(FUZZ, max_examples=500)
-@given(body=bodies())
-def test_fuzzed_vector_bodies(server, body):
-    client, _ = server
+def post_vectors(client: httpx.Client, body: tuple[bytes, str | None]) -> None:
     raw, content_type = body
-    headers = {"content-type": content_type} if content_type else {}
-    check(client.post("/v1/vectors", content=raw, headers=headers))
+    check(client.post("/v1/vectors", content=raw, headers={"content-type": content_type} if content_type else {}))
+
+
+@settings(FUZZ, max_examples=250)
+@given(body=bodies(near_valid))
+def test_fuzzed_near_valid_vector_requests(server, body):
+    post_vectors(server[0], body)
+
+
+@settings(FUZZ, max_examples=250)
+@given(body=bodies(json_values))
+def test_fuzzed_arbitrary_json_bodies(server, body):
+    post_vectors(server[0], body)
 
 
 def encoded(segment: str) -> str:
@@ -175,25 +183,28 @@ segments = st.one_of(any_text.map(encoded), st.sampled_from([
 
 
 @st.composite
-def requests(draw) -> tuple[str, str, dict]:
+def requests(draw, routes: str) -> tuple[str, str, dict]:
     a, b = draw(segments), draw(segments)
-    query = draw(st.sampled_from(["", "?n=1", "?n=0", "?n=nan", "?n=1e400", "?n=" + encoded(draw(any_text)),
-                                  "?offset=-1", "?offset=99999999999999999999&limit=1001", "?limit=abc"]))
-    path = draw(st.sampled_from([f"/v1/users/{a}/slate", f"/v1/lists/{a}/{b}", f"/v1/bundles/{a}",
-                                 f"/v1/bundles/{a}/files/{b}", f"/v1/bundles/b1/files/{a}", f"/v1/users",
-                                 f"/v1/{a}", "/version", "/health"])) + query
     headers = {}
-    if draw(st.booleans()):
-        headers["range"] = draw(st.sampled_from(["bytes=0-10", "bytes=10-", "bytes=-5", "bytes=99999-", "bytes=5-1",
-                                                 "bytes=a-b", "items=0-1", "bytes=0-1,3-4"]))
-    if draw(st.booleans()):
-        headers["if-none-match"] = draw(st.sampled_from(["*", '"x"', "W/", "", ","]))
+    if routes == "bundles":
+        path = draw(st.sampled_from([f"/v1/bundles/{a}", f"/v1/bundles/{a}/files/{b}", f"/v1/bundles/b1/files/{a}",
+                                     "/v1/bundles", f"/v1/bundles/{a}/files"]))
+        if draw(st.booleans()):
+            headers["range"] = draw(st.sampled_from(["bytes=0-10", "bytes=10-", "bytes=-5", "bytes=99999-",
+                                                     "bytes=5-1", "bytes=a-b", "items=0-1", "bytes=0-1,3-4"]))
+        if draw(st.booleans()):
+            headers["if-none-match"] = draw(st.sampled_from(["*", '"x"', "W/", "", ","]))
+    else:
+        query = draw(st.sampled_from(["", "?n=1", "?n=0", "?n=nan", "?n=1e400", "?n=" + encoded(draw(any_text)),
+                                      "?offset=-1", "?offset=99999999999999999999&limit=1001", "?limit=abc"]))
+        path = draw(st.sampled_from([f"/v1/users/{a}/slate", f"/v1/lists/{a}/{b}", "/v1/users", f"/v1/{a}",
+                                     f"/{a}", "/version", "/health"])) + query
     return draw(st.sampled_from(["GET", "GET", "HEAD"])), path, headers
 
 
-@settings(FUZZ, max_examples=500)
-@given(request=requests())
-def test_fuzzed_paths_queries_and_headers(server, request):
+@settings(FUZZ, max_examples=250)
+@given(request=requests("bundles"))
+def test_fuzzed_bundle_requests(server, request):
     client, root = server
     method, path, headers = request
     response = check(client.request(method, path, headers=headers))
@@ -201,3 +212,10 @@ def test_fuzzed_paths_queries_and_headers(server, request):
             and not response.headers["content-type"].startswith("multipart/"):
         served = {p.read_bytes() for p in (root / "bundles").rglob("*") if p.is_file()}
         assert any(response.content in data for data in served)  # only bytes of bundle files, never outside.txt
+
+
+@settings(FUZZ, max_examples=250)
+@given(request=requests("slates"))
+def test_fuzzed_slate_and_list_requests(server, request):
+    method, path, headers = request
+    check(server[0].request(method, path, headers=headers))
