@@ -424,3 +424,13 @@ def test_replace_dir_restores_a_killed_replacement_before_writing(tmp_path):
     with replace_dir(out, force=True) as tmp:
         (tmp / "a.txt").write_text("new")
     assert (out / "a.txt").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["report[1]"]
+
+
+def test_cli_prints_a_hostile_input_error_without_a_traceback(tiny_logs, tmp_path, capsys):
+    from cloud.cli import main
+
+    (tiny_logs / "events.csv").write_bytes((tiny_logs / "events.csv").read_text().encode("utf-16"))
+    assert main(["prepare", "--logs", str(tiny_logs), "--out", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dir-cloud prepare: error: {tiny_logs / 'events.csv'}: the file is UTF-16/32 text")
+    assert "Traceback" not in err and not (tmp_path / "data").exists()
