@@ -18,25 +18,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def recover_dir(out: Path) -> None:
-    """Undo what a killed replace_dir left beside `out`: restore out from its old copy, drop leftovers."""
+def recover_dir(out: Path) -> bool:
+    """Undo what a killed replace_dir left beside `out`: restore out from its old copy (returns True when it
+    did), drop leftovers."""
     if not out.parent.is_dir():
-        return
+        return False
     name = glob.escape(out.name)
     olds = sorted(out.parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    if not out.exists():
-        kept = next((old / out.name for old in olds if (old / out.name).is_dir()), None)
-        if kept is not None:
-            kept.rename(out)
+    kept = None if out.exists() else next((old / out.name for old in olds if (old / out.name).is_dir()), None)
+    if kept is not None:
+        kept.rename(out)
     for leftover in [*olds, *out.parent.glob(f".{name}.tmp-*")]:
         shutil.rmtree(leftover, ignore_errors=True)
+    return kept is not None
 
 
 @contextmanager
 def replace_dir(out: Path, force: bool):
     """Yield a temp folder beside `out`; on success it replaces `out`, on failure it is removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(out)
+    if recover_dir(out) and not force:
+        raise FileExistsError(f"{out}: restored from a run killed while replacing it; pass --force to replace it")
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     tmp.chmod(0o755)
     try:

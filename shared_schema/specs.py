@@ -17,6 +17,10 @@ MAX_CANDIDATES = 1000
 """Upper bound of n (candidates per source) and of `negatives`: keeps a list's arrays small."""
 MAX_HISTORY = 1000
 """Upper bound of t (history length per source)."""
+MAX_DENSE_DIM = 4096
+"""Upper bound of a dense field's width."""
+MAX_VOCAB = 2**31 - 1
+"""Upper bound of a categorical field's vocabulary (ids fit int32)."""
 
 
 class _Strict(BaseModel):
@@ -35,7 +39,7 @@ class CategoricalField(_Strict):
     """A categorical item feature; ids are 0..vocab-1 after preparation (0 is kept for unknown)."""
 
     name: str
-    vocab: int = Field(0, ge=0, description="vocabulary size incl. the unknown id 0; 0 = infer from data")
+    vocab: int = Field(0, ge=0, le=MAX_VOCAB, description="vocabulary size incl. the unknown id 0; 0 = infer from data")
 
     @field_validator("name")
     @classmethod
@@ -47,7 +51,7 @@ class DenseField(_Strict):
     """A dense item feature of `dim` floats, stored as columns NAME_0 .. NAME_{dim-1}."""
 
     name: str
-    dim: int = Field(1, ge=1)
+    dim: int = Field(1, ge=1, le=MAX_DENSE_DIM)
 
     @field_validator("name")
     @classmethod

@@ -317,3 +317,13 @@ def test_same_item_twice_in_one_list(tiny_logs):
     with pytest.raises(ValueError, match=rf"events\.csv: lines 6 and {line}: item_id 'a2' appears twice in "
                                          r"list_id 'L1'; keep one row per shown item"):
         read_logs(tiny_logs)
+
+
+def test_field_widths_have_an_upper_bound(tiny_logs):
+    edit(tiny_logs / "dataset.toml", 'dense = [{name = "emb", dim = 2}]', 'dense = [{name = "emb", dim = 1000000000}]')
+    edit(tiny_logs / "dataset.toml", 'categorical = [{name = "topic", vocab = 0}]',
+         'categorical = [{name = "topic", vocab = 99999999999}]')
+    with pytest.raises(ValueError, match=r"dataset\.toml: line 15: sources\.0\.dense\.0\.dim: Input should be less than "
+                                         r"or equal to 4096; line 20: sources\.1\.categorical\.0\.vocab: Input should "
+                                         r"be less than or equal to 2147483647; fix dataset\.toml"):
+        read_logs(tiny_logs)

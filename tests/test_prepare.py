@@ -17,6 +17,7 @@ from cloud.cli import build_parser
 from cloud.data.logs import read_logs
 from cloud.data.prepare import memory_needed, prepare, time_split
 from cloud.data.prepared import ARRAYS, SPLITS, PreparedData
+from cloud.files import replace_dir
 from shared_schema.specs import DatasetSpec, SourceSpec
 
 SOURCES = {"s0": 4, "s1": 6, "s2": 5}  # items per source
@@ -402,3 +403,34 @@ def test_recovery_runs_even_when_the_new_logs_are_bad(tiny_logs, tiny_data):
     with pytest.raises(ValueError, match=r"events\.csv: line 1: missing column"):
         prepare(tiny_logs, tiny_data, force=True)
     PreparedData(tiny_data).split("test")  # unchanged by the failed run
+
+
+def test_replace_dir_restores_a_killed_replacement_before_writing(tmp_path):
+    out = tmp_path / "report[1]"  # glob characters in the name
+    out.mkdir()
+    (out / "a.txt").write_text("old")
+
+    def killed_between_renames():
+        old = tmp_path / f".{out.name}.old-k1ll3d"
+        old.mkdir()
+        out.rename(old / out.name)
+
+    killed_between_renames()
+    with pytest.raises(FileExistsError, match=r"restored from a run killed while replacing it; pass --force"):
+        with replace_dir(out, force=False) as tmp:
+            raise AssertionError(f"must not get to write {tmp}")
+    assert (out / "a.txt").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report[1]"]
+    killed_between_renames()
+    with replace_dir(out, force=True) as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert (out / "a.txt").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["report[1]"]
+
+
+def test_cli_prints_a_hostile_input_error_without_a_traceback(tiny_logs, tmp_path, capsys):
+    from cloud.cli import main
+
+    (tiny_logs / "events.csv").write_bytes((tiny_logs / "events.csv").read_text().encode("utf-16"))
+    assert main(["prepare", "--logs", str(tiny_logs), "--out", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dir-cloud prepare: error: {tiny_logs / 'events.csv'}: the file is UTF-16/32 text")
+    assert "Traceback" not in err and not (tmp_path / "data").exists()

@@ -18,6 +18,7 @@ Within a source the candidates are shuffled so the positive's slot carries no si
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def build_lists(logs: Logs, seed: int = 0) -> Lists:
     if spec.list_mode == "logged":
         return logged_lists(logs.events, spec.m, spec.n)
     counts = [len(logs.items[name]) for name in spec.source_names]
-    return sampled_lists(logs.events, counts, spec.n, spec.negatives, seed)
+    return sampled_lists(logs.events, counts, spec.n, spec.negatives, seed, logs.events_path)
 
 
 def logged_lists(events: Events, m: int, n: int) -> Lists:
@@ -78,7 +79,8 @@ def logged_lists(events: Events, m: int, n: int) -> Lists:
                  stats={"impressions": int(len(rows)), "impressions_over_n_dropped": int((~keep).sum())})
 
 
-def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int, seed: int) -> Lists:
+def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int, seed: int,
+                  events_path: Path | str = "events.csv") -> Lists:
     """One list per click: the positive plus uniformly drawn unclicked negatives, grouped by source."""
     m = len(item_counts)
     offsets = np.r_[0, np.cumsum(item_counts)]
@@ -88,7 +90,7 @@ def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int
     clicks = np.flatnonzero(events.label == 1)
     clicks = clicks[np.lexsort((clicks, events.ts[clicks]))]
     if len(clicks) == 0:
-        raise ValueError("events.csv: no clicks (label 1); list_mode = \"sampled\" makes one list per click")
+        raise ValueError(f"{events_path}: no clicks (label 1); list_mode = \"sampled\" makes one list per click")
     user, ts = events.user[clicks], events.ts[clicks]
     rng = np.random.default_rng(seed)
 

@@ -44,7 +44,7 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
     spec = logs.spec
     lists = build_lists(logs, seed)
     views = histories(logs.events, lists.user, lists.ts, spec.m, spec.t, spec.lag)
-    bounds = time_split(lists.ts, spec)
+    bounds = time_split(lists.ts, spec, logs.events_path)
     arrays = {"user": lists.user, "ts": lists.ts, "cand_item": lists.cand_item, "label": lists.label,
               "click_prob": lists.click_prob, "position": lists.position, **views}
     stats = {
@@ -119,7 +119,7 @@ def available_memory() -> int | None:
     return found
 
 
-def time_split(ts: np.ndarray, spec: DatasetSpec) -> dict[str, tuple[int, int]]:
+def time_split(ts: np.ndarray, spec: DatasetSpec, events_path: Path | str = "events.csv") -> dict[str, tuple[int, int]]:
     """[start, stop) of train, valid and test in the time-sorted lists; empty splits are an error."""
     total = len(ts)
     cuts = [0]
@@ -131,7 +131,7 @@ def time_split(ts: np.ndarray, spec: DatasetSpec) -> dict[str, tuple[int, int]]:
     empty = [name for name, (a, b) in bounds.items() if a == b]
     if empty:
         raise ValueError(
-            f"events.csv: the time split leaves {empty} empty ({total} lists, {len(np.unique(ts))} distinct "
+            f"{events_path}: the time split leaves {empty} empty ({total} lists, {len(np.unique(ts))} distinct "
             "list timestamps); add more lists or change valid_fraction/test_fraction in dataset.toml"
         )
     return bounds
