@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Run the torch-free device runtime on aarch64 (Debian bookworm, the base of Raspberry Pi OS 64-bit,
+# Python 3.11) under qemu-user, and check it reranks a slate exactly as the x86_64 runtime does.
+#
+#   sudo scripts/check-arm64.sh [BUNDLE SLATE_DIR]
+#
+# BUNDLE is an exported bundle folder with a .tflite model, SLATE_DIR a `dir-cloud slate` folder
+# (slate.json, history.jsonl). Without them it uses `make demo`'s out/bundle and out/slate, or makes a
+# small run of its own under the work folder. Steps:
+#   1. apt-get installs debootstrap and qemu-user-static if missing; registers qemu's aarch64 interpreter
+#      with binfmt_misc (mounting /proc/sys/fs/binfmt_misc if needed);
+#   2. debootstraps a bookworm arm64 root with python3-venv (cached in $ARM64_CACHE, reused while the
+#      package list is unchanged);
+#   3. on the host, `pip download`s the aarch64 cp311 wheels of the base and device-tflite dependencies
+#      and builds this project's wheel;
+#   4. in the root: a fresh venv, `pip install --no-index` of those wheels, then `dir-device install`,
+#      `record --events`, `rerank`, and a check that torch is not installed;
+#   5. the same three commands with the host's x86_64 runtime; the two rankings must list the same items
+#      in the same order with scores within 1e-5.
+# Needs root (debootstrap, chroot, binfmt_misc) and the Debian and PyPI registries.
+# Environment: VENV (host venv with the project, default .venv), ARM64_CACHE (default
+# /var/cache/dir-rerank/arm64), ARM64_MIRROR (default http://deb.debian.org/debian), KEEP_WORK=1 keeps
+# the work folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+VENV=${VENV:-.venv}
+CACHE=${ARM64_CACHE:-/var/cache/dir-rerank/arm64}
+MIRROR=${ARM64_MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+ROOT_PACKAGES=python3,python3-venv
+# Flags every `dir-device install` here gets (the same bundle on both architectures).
+INSTALL_FLAGS=()
+MERGE=quota
+TOLERANCE=1e-5
+
+started=$(date +%s)
+step() { echo "[check-arm64 +$(( $(date +%s) - started ))s] $*"; }
+die() { echo "check-arm64: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, binfmt_misc); run it with sudo"
+[ "$(uname -m)" = x86_64 ] || die "meant for an x86_64 host (uname -m: $(uname -m))"
+HOST_PY=$VENV/bin/python
+[ -x "$HOST_PY" ] || die "$HOST_PY not found: run \`make venv\` first, or set VENV"
+
+# 1. Tools and the aarch64 interpreter.
+if ! command -v debootstrap >/dev/null || [ ! -x /usr/bin/qemu-aarch64-static ] || ! command -v update-binfmts >/dev/null; then
+    step "installing debootstrap and qemu-user-static"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q debootstrap qemu-user-static binfmt-support
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if ! grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+    update-binfmts --enable qemu-aarch64
+fi
+grep -qs '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
+    || die "qemu-aarch64 is registered without the F flag, so it cannot run inside a chroot"
+
+# 2. The arm64 root, cached per suite and package list.
+ROOT=$CACHE/$SUITE-arm64-$(echo "$ROOT_PACKAGES" | sha256sum | cut -c1-12)
+if [ ! -f "$ROOT/.complete" ]; then
+    step "debootstrap $SUITE arm64 into $ROOT (first run on this machine)"
+    rm -rf "$ROOT"
+    mkdir -p "$CACHE"
+    debootstrap --arch=arm64 --variant=minbase --include="$ROOT_PACKAGES" "$SUITE" "$ROOT" "$MIRROR" \
+        >"$CACHE/debootstrap.log" 2>&1 || { tail -30 "$CACHE/debootstrap.log"; die "debootstrap failed"; }
+    touch "$ROOT/.complete"
+else
+    step "reusing the arm64 root $ROOT"
+fi
+[ "$(chroot "$ROOT" uname -m)" = aarch64 ] || die "the root does not run as aarch64"
+
+# Work folder inside the root (so the chroot sees it); /proc and /dev mounted while we run.
+WORK_NAME=check-$$
+WORK=$ROOT/tmp/$WORK_NAME
+IN=/tmp/$WORK_NAME
+cleanup() {
+    umount "$ROOT/proc" 2>/dev/null || true
+    umount "$ROOT/dev" 2>/dev/null || true
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work folder kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+mkdir -p "$WORK/wheels"
+mount -t proc proc "$ROOT/proc"
+mount --bind /dev "$ROOT/dev"
+in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 "$@"; }
+
+# The bundle and slate.
+if [ $# -ge 2 ]; then
+    BUNDLE=$1 SLATE=$2
+elif [ -f out/bundle/manifest.json ] && [ -f out/slate/slate.json ]; then
+    BUNDLE=out/bundle SLATE=out/slate
+else
+    step "no bundle given and no make demo output: training a small run"
+    SMALL=$WORK/run
+    (
+        set -x
+        "$VENV/bin/dir-cloud" synth --out "$SMALL/logs" --seed 0 --users 200 --force
+        "$VENV/bin/dir-cloud" prepare --logs "$SMALL/logs" --out "$SMALL/data" --force
+        "$VENV/bin/dir-cloud" train --data "$SMALL/data" --model dir --history device --epochs 1 --out "$SMALL/run"
+        "$VENV/bin/dir-cloud" export --run "$SMALL/run" --out "$SMALL/bundle" --backends tflite --force
+        "$VENV/bin/dir-cloud" slate --run "$SMALL/run" --split test --row 0 --out "$SMALL/slate"
+    ) >"$WORK/small-run.log" 2>&1 || { tail -30 "$WORK/small-run.log"; die "the small run failed"; }
+    BUNDLE=$SMALL/bundle SLATE=$SMALL/slate
+fi
+cp -r "$BUNDLE" "$WORK/bundle"
+cp "$SLATE/slate.json" "$SLATE/history.jsonl" "$WORK/"
+
+# 3. aarch64 wheels, downloaded on the host, and this project's wheel.
+step "downloading the aarch64 cp311 wheels of the device-tflite extra"
+mapfile -t REQUIREMENTS < <("$HOST_PY" - <<'EOF'
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["device-tflite"]))
+EOF
+)
+"$HOST_PY" -m pip download -q --dest "$WORK/wheels" --only-binary=:all: --implementation cp \
+    --python-version 3.11 --abi cp311 --platform manylinux_2_27_aarch64 --platform manylinux2014_aarch64 \
+    "${REQUIREMENTS[@]}"
+"$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation --wheel-dir "$WORK/wheels" "$REPO"
+ls "$WORK/wheels"
+
+# 4. The device runtime on aarch64.
+step "installing the wheels in a venv inside the arm64 root"
+in_root /usr/bin/python3 -m venv "$IN/venv"
+in_root "$IN/venv/bin/pip" install -q --no-index --find-links "$IN/wheels" "dir-rerank[device-tflite]"
+in_root "$IN/venv/bin/python" -c "
+import importlib.util, platform, sys
+assert platform.machine() == 'aarch64', platform.machine()
+missing = [m for m in ('torch', 'executorch') if importlib.util.find_spec(m) is None]
+assert missing == ['torch', 'executorch'], f'not torch-free: {missing}'
+print(f'aarch64 Python {platform.python_version()}, no torch, no executorch')
+"
+
+# `dir-device` prints JSON; where it has a --json flag (text by default), pass it.
+run_device() {  # run_device PREFIX... -- DEVICE_BIN ROOT OUT_FOLDER BUNDLE SLATE_DIR
+    local bin=$1 root=$2 bundle=$3 slate=$4; shift 4
+    local json=()
+    "$@" "$bin" rerank --help | grep -q -- '--json' && json=(--json)
+    "$@" "$bin" install "$bundle" --root "$root" "${INSTALL_FLAGS[@]}" "${json[@]}" >/dev/null
+    "$@" "$bin" record --events "$slate/history.jsonl" --root "$root" "${json[@]}" >/dev/null
+    "$@" "$bin" rerank --slate "$slate/slate.json" --root "$root" --backend tflite --merge "$MERGE" "${json[@]}"
+}
+step "dir-device install, record, rerank on aarch64"
+run_device "$IN/venv/bin/dir-device" "$IN/device-arm64" "$IN/bundle" "$IN" in_root >"$WORK/arm64.json"
+step "the same on the host (x86_64)"
+run_device "$VENV/bin/dir-device" "$WORK/device-x86" "$WORK/bundle" "$WORK" env >"$WORK/x86.json"
+
+# 5. Same items, same order, same scores.
+"$HOST_PY" - "$WORK/arm64.json" "$WORK/x86.json" "$TOLERANCE" <<'EOF'
+import json, sys
+arm, x86 = (json.load(open(p)) for p in sys.argv[1:3])
+tolerance = float(sys.argv[3])
+order = lambda r: [(i["source"], i["item_id"]) for i in r["items"]]
+assert order(arm) == order(x86), f"order differs:\n  aarch64 {order(arm)}\n  x86_64  {order(x86)}"
+diff = max(abs(a["score"] - b["score"]) for a, b in zip(arm["items"], x86["items"]))
+assert diff <= tolerance, f"largest score difference {diff:.3g} > {tolerance}"
+print(f"aarch64 ({arm['backend']}:{arm['delegate']}) and x86_64 ({x86['backend']}:{x86['delegate']}) agree: "
+      f"{len(arm['items'])} items in the same order, largest score difference {diff:.2g}; "
+      f"inference {arm['timings_ms'].get('inference', float('nan')):.2f} ms under qemu vs "
+      f"{x86['timings_ms'].get('inference', float('nan')):.2f} ms native")
+EOF
+step "passed"
