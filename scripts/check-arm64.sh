@@ -11,8 +11,8 @@
 #      with binfmt_misc (mounting /proc/sys/fs/binfmt_misc if needed);
 #   2. debootstraps a bookworm arm64 root with python3-venv (cached in $ARM64_CACHE, reused while the
 #      package list is unchanged);
-#   3. on the host, `pip download`s the aarch64 cp311 wheels of the base and device-tflite dependencies
-#      and builds this project's wheel;
+#   3. on the host, `pip download`s the aarch64 cp311 wheels (manylinux up to glibc 2.36) of the base and
+#      device-tflite dependencies, read from pyproject.toml, and builds this project's wheel;
 #   4. in the root: a fresh venv, `pip install --no-index` of those wheels, then `dir-device install`,
 #      `record --events`, `rerank`, and a check that torch is not installed;
 #   5. the same three commands with the host's x86_64 runtime; the two rankings must list the same items
@@ -73,18 +73,18 @@ else
 fi
 [ "$(chroot "$ROOT" uname -m)" = aarch64 ] || die "the root does not run as aarch64"
 
-# Work folder inside the root (so the chroot sees it); /proc and /dev mounted while we run.
+# Work folder inside the root (so the chroot sees it); /proc, /sys and /dev mounted while we run.
 WORK_NAME=check-$$
 WORK=$ROOT/tmp/$WORK_NAME
 IN=/tmp/$WORK_NAME
 cleanup() {
-    umount "$ROOT/proc" 2>/dev/null || true
-    umount "$ROOT/dev" 2>/dev/null || true
+    for mounted in proc sys dev; do umount "$ROOT/$mounted" 2>/dev/null || true; done
     if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work folder kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 mkdir -p "$WORK/wheels"
 mount -t proc proc "$ROOT/proc"
+mount -t sysfs sysfs "$ROOT/sys"
 mount --bind /dev "$ROOT/dev"
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 "$@"; }
 
@@ -117,16 +117,20 @@ project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 print("\n".join(project["dependencies"] + project["optional-dependencies"]["device-tflite"]))
 EOF
 )
+# Every manylinux tag bookworm's glibc 2.36 runs (pip does not widen a --platform tag by itself).
+PLATFORMS=(--platform manylinux2014_aarch64)
+for minor in $(seq 17 36); do PLATFORMS+=(--platform "manylinux_2_${minor}_aarch64"); done
 "$HOST_PY" -m pip download -q --dest "$WORK/wheels" --only-binary=:all: --implementation cp \
-    --python-version 3.11 --abi cp311 --platform manylinux_2_27_aarch64 --platform manylinux2014_aarch64 \
-    "${REQUIREMENTS[@]}"
-"$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation --wheel-dir "$WORK/wheels" "$REPO"
-ls "$WORK/wheels"
+    --python-version 3.11 --abi cp311 --abi abi3 --abi none "${PLATFORMS[@]}" "${REQUIREMENTS[@]}" \
+    2>"$WORK/pip.log" || { cat "$WORK/pip.log"; die "pip download of the aarch64 wheels failed"; }
+"$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation --wheel-dir "$WORK/wheels" "$REPO" \
+    2>>"$WORK/pip.log" || { cat "$WORK/pip.log"; die "building this project's wheel failed"; }
+ls "$WORK/wheels" | tr '\n' ' ' && echo
 
 # 4. The device runtime on aarch64.
 step "installing the wheels in a venv inside the arm64 root"
 in_root /usr/bin/python3 -m venv "$IN/venv"
-in_root "$IN/venv/bin/pip" install -q --no-index --find-links "$IN/wheels" "dir-rerank[device-tflite]"
+in_root "$IN/venv/bin/pip" install -q --no-compile --no-index --find-links "$IN/wheels" "dir-rerank[device-tflite]"
 in_root "$IN/venv/bin/python" -c "
 import importlib.util, platform, sys
 assert platform.machine() == 'aarch64', platform.machine()
