@@ -40,3 +40,19 @@ def test_examples_readme_matches_the_makefile():
     for path in re.findall(rf"\b{out}/([a-z_]+(?:/[a-z_]+)?)", examples):
         assert path in written or path.split("/")[0] in written - {feed}, \
             f"examples/README.md names {out}/{path}, which the Makefile does not write"
+
+
+def test_example_train_config_holds_the_defaults_and_dirs_options():
+    import dataclasses
+    import inspect
+
+    from cloud.models.dir import DIR
+    from cloud.training import TrainConfig
+
+    config = TrainConfig.from_file(REPO / "docs" / "train-config.toml")
+    dir_defaults = {name: p.default for name, p in inspect.signature(DIR).parameters.items() if name != "spec"}
+    assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model_options.items()} == dir_defaults
+    assert dataclasses.replace(config, model_options={}) == TrainConfig()
+    documented = (REPO / "docs" / "training.md").read_text()
+    for name in [f.name for f in dataclasses.fields(TrainConfig)] + list(dir_defaults):
+        assert f"| `{name}` |" in documented, f"docs/training.md does not describe {name}"
