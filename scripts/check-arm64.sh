@@ -29,7 +29,8 @@ CACHE=${ARM64_CACHE:-/var/cache/dir-rerank/arm64}
 MIRROR=${ARM64_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 ROOT_PACKAGES=python3,python3-venv
-# Flags every `dir-device install` here gets (the same bundle on both architectures).
+# Flags of every `dir-device install` here, on both architectures: where installs check bundle
+# signatures, (--allow-unsigned) for the script's own unsigned bundle, or the trusted root's flag.
 INSTALL_FLAGS=()
 MERGE=quota
 TOLERANCE=1e-5
@@ -140,14 +141,17 @@ assert missing == ['torch', 'executorch'], f'not torch-free: {missing}'
 print(f'aarch64 Python {platform.python_version()}, no torch, no executorch')
 "
 
-# `dir-device` prints JSON; where it has a --json flag (text by default), pass it.
-run_device() {  # run_device PREFIX... -- DEVICE_BIN ROOT OUT_FOLDER BUNDLE SLATE_DIR
+# `dir-device` prints JSON; should it print text by default with a --json flag (on the subcommand or before
+# it), the rerank gets that flag. Only the rerank's output is read.
+run_device() {  # run_device DEVICE_BIN REGISTRY BUNDLE SLATE_DIR PREFIX...  (PREFIX: in_root or env)
     local bin=$1 root=$2 bundle=$3 slate=$4; shift 4
-    local json=()
-    "$@" "$bin" rerank --help | grep -q -- '--json' && json=(--json)
-    "$@" "$bin" install "$bundle" --root "$root" "${INSTALL_FLAGS[@]}" "${json[@]}" >/dev/null
-    "$@" "$bin" record --events "$slate/history.jsonl" --root "$root" "${json[@]}" >/dev/null
-    "$@" "$bin" rerank --slate "$slate/slate.json" --root "$root" --backend tflite --merge "$MERGE" "${json[@]}"
+    local before=() after=()
+    if [[ $("$@" "$bin" rerank --help) == *--json* ]]; then after=(--json)
+    elif [[ $("$@" "$bin" --help) == *--json* ]]; then before=(--json); fi
+    "$@" "$bin" install "$bundle" --root "$root" "${INSTALL_FLAGS[@]}" >/dev/null
+    "$@" "$bin" record --events "$slate/history.jsonl" --root "$root" >/dev/null
+    "$@" "$bin" "${before[@]}" rerank --slate "$slate/slate.json" --root "$root" --backend tflite --merge "$MERGE" \
+        "${after[@]}"
 }
 step "dir-device install, record, rerank on aarch64"
 run_device "$IN/venv/bin/dir-device" "$IN/device-arm64" "$IN/bundle" "$IN" in_root >"$WORK/arm64.json"
