@@ -10,10 +10,10 @@
 #   1. apt-get installs debootstrap and qemu-user-static if missing; registers qemu's aarch64 interpreter
 #      with binfmt_misc (mounting /proc/sys/fs/binfmt_misc if needed);
 #   2. debootstraps a bookworm arm64 root with python3-venv (cached in $ARM64_CACHE, reused while the
-#      package list is unchanged);
+#      package list is unchanged; so is the venv of step 4 while the dependency wheels are the same);
 #   3. on the host, `pip download`s the aarch64 cp311 wheels (manylinux up to glibc 2.36) of the base and
 #      device-tflite dependencies, read from pyproject.toml, and builds this project's wheel;
-#   4. in the root: a fresh venv, `pip install --no-index` of those wheels, then `dir-device install`,
+#   4. in the root: a venv, `pip install --no-index` of those wheels, then `dir-device install`,
 #      `record --events`, `rerank`, and a check that torch is not installed;
 #   5. the same three commands with the host's x86_64 runtime; the two rankings must list the same items
 #      in the same order with scores within 1e-5.
@@ -129,11 +129,22 @@ for minor in $(seq 17 36); do PLATFORMS+=(--platform "manylinux_2_${minor}_aarch
     2>>"$WORK/pip.log" || { cat "$WORK/pip.log"; die "building this project's wheel failed"; }
 ls "$WORK/wheels" | tr '\n' ' ' && echo
 
-# 4. The device runtime on aarch64.
-step "installing the wheels in a venv inside the arm64 root"
-in_root /usr/bin/python3 -m venv "$IN/venv"
-in_root "$IN/venv/bin/pip" install -q --no-compile --no-index --find-links "$IN/wheels" "dir-rerank[device-tflite]"
-in_root "$IN/venv/bin/python" -c "
+# 4. The device runtime on aarch64, in a venv kept per set of dependency wheels (pip under qemu is slow):
+# a new set gets a fresh venv with everything installed from the wheels, a known one only this project's wheel.
+DEPS_KEY=$(ls "$WORK/wheels" | grep -v '^dir_rerank-' | sha256sum | cut -c1-12)
+PROJECT_WHEEL=$(cd "$WORK/wheels" && ls dir_rerank-*.whl)
+VENV_IN=/opt/venv-$DEPS_KEY
+if [ ! -f "$ROOT$VENV_IN/.complete" ]; then
+    step "installing the wheels in a fresh venv inside the arm64 root"
+    rm -rf "$ROOT"/opt/venv-*
+    in_root /usr/bin/python3 -m venv "$VENV_IN"
+    in_root "$VENV_IN/bin/pip" install -q --no-compile --no-index --find-links "$IN/wheels" "dir-rerank[device-tflite]"
+    touch "$ROOT$VENV_IN/.complete"
+else
+    step "same dependency wheels as before: reinstalling only $PROJECT_WHEEL in $VENV_IN"
+    in_root "$VENV_IN/bin/pip" install -q --no-compile --no-index --no-deps --force-reinstall "$IN/wheels/$PROJECT_WHEEL"
+fi
+in_root "$VENV_IN/bin/python" -c "
 import importlib.util, platform, sys
 assert platform.machine() == 'aarch64', platform.machine()
 missing = [m for m in ('torch', 'executorch') if importlib.util.find_spec(m) is None]
@@ -154,7 +165,7 @@ run_device() {  # run_device DEVICE_BIN REGISTRY BUNDLE SLATE_DIR PREFIX...  (PR
         "${after[@]}"
 }
 step "dir-device install, record, rerank on aarch64"
-run_device "$IN/venv/bin/dir-device" "$IN/device-arm64" "$IN/bundle" "$IN" in_root >"$WORK/arm64.json"
+run_device "$VENV_IN/bin/dir-device" "$IN/device-arm64" "$IN/bundle" "$IN" in_root >"$WORK/arm64.json"
 step "the same on the host (x86_64)"
 run_device "$VENV/bin/dir-device" "$WORK/device-x86" "$WORK/bundle" "$WORK" env >"$WORK/x86.json"
 
