@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+from importlib import metadata
 
 COMMANDS = {
     "synth": "cloud.commands.synth",
@@ -24,6 +26,8 @@ COMMANDS = {
     "export": "cloud.commands.export",
     "simulate": "cloud.commands.simulate",
     "serve": "cloud.commands.serve",
+    "vectors": "cloud.commands.vectors",
+    "schemas": "cloud.commands.schemas",
 }
 
 
@@ -42,12 +46,43 @@ def build_parser(commands: dict[str, str] = COMMANDS, prog: str = "dir-cloud", d
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ModuleNotFoundError as exc:
+        return _missing_extra(exc, "dir-cloud")
     try:
         return int(args._run(args) or 0)
+    except ModuleNotFoundError as exc:
+        return _missing_extra(exc, f"dir-cloud {args.command}")
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
         print(f"dir-cloud {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _missing_extra(exc: ModuleNotFoundError, where: str) -> int:
+    """Name the extra that provides a missing third-party module (e.g. torch in a device-only install)."""
+    module = (exc.name or "").split(".")[0]
+    if not module or module in ("cloud", "device_runtime", "shared_schema"):
+        raise exc
+    extra = extra_providing(module) or "all"
+    print(f"{where}: error: the Python module {module!r} is not installed; the cloud trainer needs the "
+          f"`{extra}` extra: pip install 'dir-rerank[{extra}]' (from a checkout: pip install '.[{extra}]'). "
+          "A device-only install (device-tflite) has `dir-device` instead.", file=sys.stderr)
+    return 2
+
+
+def extra_providing(module: str) -> str | None:
+    """The extra of this package whose requirements install `module` (cloud preferred), from its metadata."""
+    try:
+        requirements = metadata.requires("dir-rerank") or []
+    except metadata.PackageNotFoundError:
+        return None
+    extras = []
+    for requirement in requirements:
+        found = re.match(r"([A-Za-z0-9_.-]+).*;\s*extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
+        if found and re.sub(r"[-.]", "_", found[1]).lower() == module.lower():
+            extras.append(found[2])
+    return "cloud" if "cloud" in extras else (extras[0] if extras else None)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """`pip install .[device-tflite]` in a fresh venv gives a working device runtime without torch.
 
-Builds the package from a copy of the device-side sources (pyproject, shared_schema, device_runtime),
-installs it with its real dependencies from PyPI (or pip's cache), then installs a bundle, reranks a
-slate and runs `dir-device` inside that venv. Also records the venv's installed size (target <= 200 MB).
+Builds the package from a copy of its sources (pyproject, shared_schema, device_runtime, cloud), installs it
+with its real dependencies from PyPI (or pip's cache), then installs a bundle, reranks a slate and runs
+`dir-device` inside that venv; `dir-cloud` there names the extra it needs. Also records the venv's
+installed size (target <= 200 MB).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def test_device_tflite_extra_installs_and_reranks_without_torch(device_bundle, t
     for name in ("pyproject.toml", "README.md"):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, src / name)
-    for package in ("shared_schema", "device_runtime"):
+    for package in ("shared_schema", "device_runtime", "cloud"):
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
@@ -90,6 +91,11 @@ def test_device_tflite_extra_installs_and_reranks_without_torch(device_bundle, t
                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert json.loads(cli.stdout)["bundle"]["version"] == out["version"]
+
+    cloud = subprocess.run([str(venv / "bin" / "dir-cloud"), "train", "--data", "d", "--out", "r"],
+                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert cloud.returncode == 2 and "Traceback" not in cloud.stderr, cloud.stderr[-3000:]
+    assert "pip install 'dir-rerank[cloud]'" in cloud.stderr
 
     size = _size_mb(venv)
     record_property("venv_mb", round(size, 1))

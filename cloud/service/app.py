@@ -6,7 +6,8 @@
 Every error is JSON `{"detail": ...}`: 404 names what is missing and how to list what exists, 413 for
 bodies or id lists over the caps, 422 for invalid input (each problem's `loc`, `msg` and `type`, never the input
 itself: it may not even be JSON, like NaN), and 500 with an error id (never a traceback) for anything
-unexpected. Bundle files answer GET and HEAD. No endpoint accepts user behaviour.
+unexpected; the OpenAPI spec declares them per route. Bundle files answer GET and HEAD. /docs and /redoc
+work offline. No endpoint accepts user behaviour.
 """
 
 
@@ -19,9 +20,10 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.service.bundles import Bundle, BundleFolder
+from cloud.service.docs import add_offline_docs, errors, only_declared_errors
 from cloud.service.middleware import BodyLimit, ServerTiming
 from cloud.service.state import CloudService, UnknownUser
 from shared_schema import CandidateSlate
@@ -41,16 +43,23 @@ log = logging.getLogger(__name__)
 
 
 class UserList(BaseModel):
-    total: int
-    offset: int
-    users: list[str]
+    """A page of the user ids the service can build slates for."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"total": 2, "offset": 0, "users": ["u1", "u2"]}]})
+
+    total: int = Field(description="how many users the service knows", examples=[2])
+    offset: int = Field(description="index of the first user of this page", examples=[0])
+    users: list[str] = Field(description="user ids in data order, at most `limit`", examples=[["u1", "u2"]])
 
 
 def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The service's routes over `service` (slates, vectors) and `bundles` (downloads)."""
     app = FastAPI(title="dir-rerank cloud service", version=service.info().package_version,
                   description="Candidate slates with item vectors, item vector refresh and model bundles for "
-                              "on-device reranking. Behaviour stays on the device: no endpoint accepts it.")
+                              "on-device reranking. Behaviour stays on the device: no endpoint accepts it.",
+                  docs_url=None, redoc_url=None)
+    add_offline_docs(app)
+    only_declared_errors(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(ServerTiming)
 
@@ -66,24 +75,24 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": [_problem(err) for err in exc.errors()]}, status_code=422)
 
-    @app.get("/health", tags=["service"])
+    @app.get("/health", tags=["service"], responses=errors())
     def health() -> dict[str, str]:
         """Liveness: answers as soon as the model and data are loaded."""
         return {"status": "ok"}
 
-    @app.get("/version", tags=["service"])
+    @app.get("/version", tags=["service"], responses=errors())
     def version() -> ServiceInfo:
         """Package, schema and embedding versions, the model name, sources and limits."""
         return service.info()
 
-    @app.get("/v1/users", tags=["slates"])
+    @app.get("/v1/users", tags=["slates"], responses=errors(422))
     def users(offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> UserList:
         """User ids the service can build slates for, in data order."""
         return UserList(total=len(service.users), offset=offset, users=service.users[offset:offset + limit])
 
     # async: about a millisecond of CPU per slate; on the event loop it skips two thread hand-offs that
     # cost more than the work under load (benchmarks/service_load.py, docs/service.md)
-    @app.get("/v1/users/{user_id:path}/slate", tags=["slates"])
+    @app.get("/v1/users/{user_id:path}/slate", tags=["slates"], responses=errors(404, 422))
     async def user_slate(user_id: str, response: Response,
                    n: Annotated[int | None, Query(ge=1, le=service.spec.n, description="candidates per source")] = None
                    ) -> CandidateSlate:
@@ -100,7 +109,7 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         response.headers["Server-Timing"] = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
         return slate
 
-    @app.get("/v1/lists/{split}/{row}", tags=["slates"])
+    @app.get("/v1/lists/{split}/{row}", tags=["slates"], responses=errors(404, 422))
     def list_slate(split: Literal["train", "valid", "test"], row: Annotated[int, Path(ge=0)]) -> ListSlate:
         """A prepared list of the data as a slate, with the device-view history the model saw (replays)."""
         try:
@@ -108,7 +117,7 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         except ValueError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.post("/v1/vectors", tags=["vectors"])
+    @app.post("/v1/vectors", tags=["vectors"], responses=errors(413, 422))
     def vectors(request: VectorRequest) -> ItemVectors:
         """Current vectors of item ids per source (refreshes device history after an embedding change).
 
@@ -127,20 +136,22 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @app.get("/v1/bundles", tags=["bundles"])
+    @app.get("/v1/bundles", tags=["bundles"], responses=errors())
     def list_bundles() -> BundleList:
         """Every intact bundle in the bundles folder, newest created_at first, with file sha256s."""
         found = bundles.scan()
         return BundleList(latest=found[0].version if found else None, bundles=[_entry(b) for b in found])
 
-    @app.get("/v1/bundles/{version}", tags=["bundles"])
+    @app.get("/v1/bundles/{version}", tags=["bundles"], responses=errors(404))
     def bundle(version: str) -> BundleEntry:
         """One bundle's entry; `latest` names the newest."""
         return _entry(_bundle(bundles, version))
 
     @app.api_route("/v1/bundles/{version}/files/{name:path}", methods=["GET", "HEAD"], tags=["bundles"],
                    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"},
-                              304: {"description": "not modified (If-None-Match)"}})
+                              304: {"description": "not modified (If-None-Match)"},
+                              416: {"description": "Range outside the file; Content-Range gives its size",
+                                    "content": {"text/plain": {}}}, **errors(404)})
     def bundle_file(version: str, name: str, request: Request) -> Response:
         """A bundle file (manifest.json or a model file). ETag and X-Content-SHA256 carry its sha256;
         If-None-Match gives 304 and Range (with If-Range) resumes a download. HEAD gives the headers only."""

@@ -3,6 +3,7 @@
     service = CloudService.load("out/run", data_dir="out/data")
     slate, timings = service.user_slate("u00042", n=10)     # CandidateSlate, {"upstream": ms, "encode": ms, ...}
     answer = service.vectors({"video": ["v1", "nope"]})     # ItemVectors, "nope" listed as unknown
+    chosen = service.items_slate("u00042", {"video": ["v1", "v2"]})   # CandidateSlate of those items
     replay = service.list_slate("test", 0)                  # ListSlate: a prepared list and its history
 
 Thread-safe for reads: the model is in eval mode under no_grad, the data's arrays are memory-mapped once.
@@ -129,6 +130,14 @@ class CloudService:
             sources.append(SourceCandidates(source=name, items=[
                 CandidateItem(item_id=i, vector=v.tolist()) for i, v in zip(known, vectors)]))
         return ItemVectors(embedding_version=self.embedding_version, sources=sources, unknown=unknown)
+
+    def items_slate(self, user_id: str, ids: dict[str, list[str]]) -> CandidateSlate:
+        """A slate of the given item ids per source, in the given order (ValueError naming unknown ids)."""
+        answer = self.vectors(ids)
+        if answer.unknown:
+            raise ValueError(f"item ids unknown to the run's data, per source: {answer.unknown}")
+        return CandidateSlate(user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version,
+                              sources=answer.sources)
 
 
 def _check_same_spec(run: LoadedRun, data: PreparedData) -> None:
