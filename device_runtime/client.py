@@ -17,7 +17,10 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +50,12 @@ from shared_schema.service import (
 log = logging.getLogger(__name__)
 Message = TypeVar("Message", bound=BaseModel)
 CHUNK = 1 << 16
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""What a bundle version or one component of a bundle file name from the network may look like: no
+separators, no `..`, no percent escapes, no leading dot; anything else is refused before any use."""
+MAX_NAME_PARTS = 4
+DOWNLOADS = "downloads"
+STALE_SECONDS = 3600
 
 
 class CloudUnavailable(Exception):
@@ -137,16 +146,19 @@ class CloudClient:
         HTTP Range on the next call, and the folder is renamed to `dest` only when every file checks out.
         """
         dest = Path(dest)
-        if dest.exists():
+        if dest.exists() or dest.is_symlink():
             raise FileExistsError(f"{dest} exists; download into a new folder")
-        entry = self._get(f"/v1/bundles/{quote(version, safe='')}", BundleEntry)
+        entry = self._get(f"/v1/bundles/{quote(safe_version(version), safe='')}", BundleEntry)
+        safe_version(entry.version)
         names = [f.path for f in entry.files]
         if MANIFEST_NAME not in names:
             raise CloudUnavailable(f"bundle {entry.version!r}: the listing has no {MANIFEST_NAME}; not a bundle")
         partial = dest.with_name(f".{dest.name}.partial")
+        if partial.is_symlink():
+            raise CloudUnavailable(f"{partial} is a symbolic link; refusing to download through it")
         partial.mkdir(parents=True, exist_ok=True)
         for item in entry.files:
-            self._download(item, partial / _safe(item.path))
+            self._download(item, inside(partial, safe_file_name(item.path)))
         if entry.files[names.index(MANIFEST_NAME)].sha256 != entry.manifest_sha256:
             raise CloudUnavailable(f"bundle {entry.version!r}: listing and manifest checksum disagree")
         os.rename(partial, dest)
@@ -165,13 +177,9 @@ class CloudClient:
             listing = self.list_bundles()
             latest = next((b for b in listing.bundles if b.version == listing.latest), None)
             if latest is not None and _is_newer(latest, registry.active()):
-                downloads = registry.root / "downloads"
-                dest = downloads / f"{latest.version}-{latest.manifest_sha256[:12]}"
-                shutil.rmtree(dest, ignore_errors=True)
-                try:
-                    report.installed = registry.install(self.download_bundle(latest.version, dest)).version
-                finally:
-                    shutil.rmtree(dest, ignore_errors=True)
+                with private_folder(registry.root) as folder:
+                    bundle = self.download_bundle(safe_version(latest.version), folder / "bundle")
+                    report.installed = registry.install(bundle).version
         active = registry.active()
         report.active = active.version if active else None
         if active is None:
@@ -236,7 +244,12 @@ class CloudClient:
 
     def _download(self, item: BundleFileEntry, target: Path) -> None:
         """Fetch one file into `target`, resuming a shorter partial copy with Range + If-Range."""
+        if not item.url.startswith("/") or item.url.startswith("//") or "\\" in item.url:
+            raise CloudUnavailable(f"the bundle listing gives {item.path!r} the URL {item.url!r}; only a path on "
+                                   f"{self.base_url} is accepted")
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            raise CloudUnavailable(f"{target} is a symbolic link; refusing to write through it")
         have = target.stat().st_size if target.exists() else 0
         if have == item.size and file_sha256(target) == item.sha256:
             return
@@ -276,11 +289,50 @@ def _when(stamp: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def _safe(name: str) -> PurePosixPath:
-    rel = PurePosixPath(name)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise CloudUnavailable(f"the bundle listing names the unsafe file path {name!r}; refusing it")
-    return rel
+def safe_version(version: str) -> str:
+    """`version` when it is a plain name (NAME_PATTERN), else CloudUnavailable: it is never used as a path."""
+    if not isinstance(version, str) or not NAME_PATTERN.fullmatch(version):
+        raise CloudUnavailable(f"the service names the bundle version {version!r}; a version is 1-128 letters, "
+                               "digits, '.', '_' or '-' starting with a letter or digit; refusing it")
+    return version
+
+
+def safe_file_name(name: str) -> PurePosixPath:
+    """`name` as a relative path of 1..MAX_NAME_PARTS plain components (NAME_PATTERN), else CloudUnavailable."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if not 0 < len(parts) <= MAX_NAME_PARTS or not all(NAME_PATTERN.fullmatch(p) for p in parts):
+        raise CloudUnavailable(f"the bundle listing names the unsafe file path {name!r}; a file path is at most "
+                               f"{MAX_NAME_PARTS} '/'-separated plain names (letters, digits, '.', '_', '-'); "
+                               "refusing it")
+    return PurePosixPath(*parts)
+
+
+def inside(folder: Path, relative: PurePosixPath) -> Path:
+    """`folder / relative` after checking that, with every link resolved, it stays inside `folder`."""
+    path = folder / relative
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise CloudUnavailable(f"{path} resolves to {path.resolve()}, outside {folder}; refusing to write there")
+    return path
+
+
+@contextmanager
+def private_folder(root: Path) -> Iterator[Path]:
+    """A fresh folder only this user can read (mode 0700) under `root/downloads`, removed afterwards.
+
+    Its name is chosen here, never by the network; leftovers of a killed process are removed first.
+    """
+    downloads = root / DOWNLOADS
+    downloads.mkdir(parents=True, exist_ok=True)
+    if downloads.is_symlink() or not downloads.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{downloads} leads outside the registry {root}; remove it")
+    for stale in downloads.glob(".download-*"):  # a killed sync's; a running one touches its files often
+        if stale.is_dir() and not stale.is_symlink() and time.time() - stale.stat().st_mtime > STALE_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=".download-", dir=downloads))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _detail(error: urllib.error.HTTPError) -> str:
