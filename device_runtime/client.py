@@ -17,7 +17,6 @@ import http.client
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -36,7 +35,7 @@ from pydantic import BaseModel, ValidationError
 from device_runtime.bundle import BundleRegistry, InstalledBundle, file_sha256
 from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
-from shared_schema.manifest import MANIFEST_NAME
+from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME as NAME_PATTERN
 from shared_schema.service import (
     BundleEntry,
     BundleFileEntry,
@@ -50,9 +49,6 @@ from shared_schema.service import (
 log = logging.getLogger(__name__)
 Message = TypeVar("Message", bound=BaseModel)
 CHUNK = 1 << 16
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-"""What a bundle version or one component of a bundle file name from the network may look like: no
-separators, no `..`, no percent escapes, no leading dot; anything else is refused before any use."""
 MAX_NAME_PARTS = 4
 DOWNLOADS = "downloads"
 STALE_SECONDS = 3600

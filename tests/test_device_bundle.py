@@ -148,7 +148,7 @@ def test_file_path_escaping_the_bundle_is_refused(registry, device_bundle, tmp_p
     manifest = read_manifest(device_bundle)
     files = [f.model_copy(update={"path": "../" + f.path}) if f.runtime == "tflite" else f for f in manifest.files]
     bad = copy_bundle(device_bundle, tmp_path / "bad", files=files)
-    with pytest.raises(ValueError, match="must be relative and stay inside the bundle"):
+    with pytest.raises(ValueError, match="(?s)files.2.path.*'../model.tflite' is not a plain relative file name"):
         registry.install(bad)
 
 
@@ -161,7 +161,7 @@ def test_bundle_this_runtime_cannot_load_is_refused(registry, device_bundle, tmp
     junk = tflite.model_copy(update={"size": 128, "sha256": hashlib.sha256(b"not a flatbuffer" * 8).hexdigest()})
     (bad / "manifest.json").write_text(manifest.model_copy(update={"files": [junk], "model_version": "junk"})
                                        .model_dump_json())
-    with pytest.raises(ValueError, match="this runtime cannot load any file of the bundle: .*tflite:cpu"):
+    with pytest.raises(ValueError, match="model.tflite: not a tflite model .*expected one of \\[b'TFL3'\\]"):
         registry.install(bad)
     _assert_no_leftovers(registry)
 
