@@ -22,6 +22,7 @@ COMMANDS = {
     "tradeoff": "cloud.commands.tradeoff",
     "slate": "cloud.commands.slate",
     "export": "cloud.commands.export",
+    "repo": "cloud.commands.repo",
     "simulate": "cloud.commands.simulate",
     "serve": "cloud.commands.serve",
 }

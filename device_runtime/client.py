@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -31,7 +32,10 @@ from typing import TypeVar
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ValidationError
+from tuf.api import exceptions as tuf_errors
+from tuf.ngclient import Updater, Urllib3Fetcher
 
+from device_runtime import signed
 from device_runtime.bundle import BundleRegistry, InstalledBundle, file_sha256
 from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
@@ -169,13 +173,19 @@ class CloudClient:
         reopen the Reranker to use it.
         """
         report = SyncReport()
-        if install:
+        if install and signed.trusted(registry.root):
+            report.installed = self._install_signed(registry)
+        elif install and signed.unsigned_allowed(registry.root):
+            log.warning("syncing UNSIGNED bundles from %s: this device was set up with --allow-unsigned "
+                        "(development only)", self.base_url)
             listing = self.list_bundles()
             latest = next((b for b in listing.bundles if b.version == listing.latest), None)
-            if latest is not None and _is_newer(latest, registry.active()):
+            if latest is not None and _is_newer(latest.manifest_sha256, latest.created_at, registry.active()):
                 with private_folder(registry.root) as folder:
                     bundle = self.download_bundle(safe_version(latest.version), folder / "bundle")
                     report.installed = registry.install(bundle).version
+        elif install:
+            signed.require_policy(registry.root)  # raises UntrustedBundle: no trust set up
         active = registry.active()
         report.active = active.version if active else None
         if active is None:
@@ -183,6 +193,39 @@ class CloudClient:
             return report
         self._refresh(active, store, report)
         return report
+
+    def _install_signed(self, registry: BundleRegistry) -> str | None:
+        """The signed index's latest bundle through `tuf.ngclient.Updater` (metadata under the trusted root,
+        every file checked against its signed length and sha256), installed when newer; its version or None."""
+        with private_folder(registry.root) as folder:
+            updater = Updater(str(signed.metadata_dir(registry.root)), f"{self.base_url}/tuf/metadata/",
+                              target_dir=str(folder), target_base_url=f"{self.base_url}/tuf/targets/",
+                              fetcher=Urllib3Fetcher(socket_timeout=max(1, math.ceil(self.timeout))),
+                              bootstrap=None)
+            try:
+                index = signed.signed_index(
+                    updater, lambda info: Path(updater.download_target(info, str(folder / "index.json"))).read_bytes())
+                latest = index.get("latest")
+                if latest is None:
+                    return None
+                entry = index["bundles"].get(safe_version(latest))
+                if not isinstance(entry, dict) or not _is_newer(str(entry.get("manifest_sha256")),
+                                                                str(entry.get("created_at")), registry.active()):
+                    return None
+                bundle = folder / "bundle"
+                bundle.mkdir()
+                updater.download_target(signed.target(updater, f"{latest}/{MANIFEST_NAME}"), str(bundle / MANIFEST_NAME))
+                for name in signed.manifest_files(bundle / MANIFEST_NAME):
+                    path = inside(bundle, safe_file_name(name))
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    updater.download_target(signed.target(updater, f"{latest}/{name}"), str(path))
+            except tuf_errors.DownloadError as exc:
+                raise CloudUnavailable(f"{self.base_url}/tuf: download failed ({type(exc).__name__}: {exc}); "
+                                       "keep serving offline") from None
+            except tuf_errors.RepositoryError as exc:
+                raise signed.UntrustedBundle(f"{self.base_url}/tuf: a file does not match its signed metadata "
+                                             f"({type(exc).__name__}: {exc}); the active bundle stays") from None
+            return registry.install(bundle).version
 
     def _refresh(self, active: InstalledBundle, store: HistoryStore, report: SyncReport) -> None:
         version = active.manifest.embedding_version
@@ -268,13 +311,13 @@ class CloudClient:
                                    f"bytes with {item.sha256}; the copy was discarded, download again")
 
 
-def _is_newer(entry: BundleEntry, active: InstalledBundle | None) -> bool:
-    """True when `entry` is another bundle than the active one and was created after it."""
+def _is_newer(manifest_sha256: str, created_at: str, active: InstalledBundle | None) -> bool:
+    """True when the bundle of `manifest_sha256` is another than the active one and was created after it."""
     if active is None:
         return True
-    if file_sha256(active.path / MANIFEST_NAME) == entry.manifest_sha256:
+    if file_sha256(active.path / MANIFEST_NAME) == manifest_sha256:
         return False
-    return _when(entry.created_at) > _when(active.manifest.created_at)
+    return _when(created_at) > _when(active.manifest.created_at)
 
 
 def _when(stamp: str) -> datetime:

@@ -61,7 +61,7 @@ def trust_root(root: str | os.PathLike, root_json: str | os.PathLike) -> dict:
     data = Path(root_json).read_bytes()
     try:
         md = Metadata[Root].from_bytes(data)
-        md.signed.verify_delegate(Root.type, md)
+        md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
     except (tuf_errors.RepositoryError, ValueError, KeyError, TypeError) as exc:
         raise UntrustedBundle(f"{root_json}: not a TUF root metadata file signed by its own root keys "
                               f"({type(exc).__name__}: {exc}); give the repository's metadata/1.root.json") from None
@@ -92,33 +92,44 @@ def install(registry: BundleRegistry, path: str | os.PathLike) -> InstalledBundl
     return registry.install(path, check=lambda folder: check_bundle(registry.root, folder))
 
 
+def require_policy(root: str | os.PathLike) -> bool:
+    """True when signatures are checked, False on a development device; UntrustedBundle when neither is set up."""
+    if trusted(root):
+        return True
+    if unsigned_allowed(root):
+        return False
+    raise UntrustedBundle(f"{root}: this device trusts no signing root, so it installs no bundle; run "
+                          "`dir-device trust ROOT.json` with the repository's root metadata (or, for "
+                          "development only, `dir-device trust --allow-unsigned`)")
+
+
 def check_bundle(root: str | os.PathLike, folder: Path) -> None:
     """Refuse `folder` unless its carried metadata (`tuf/`) proves it under the trusted root.
 
     Raises UntrustedBundle naming what failed; on a development device an unsigned bundle passes with a
     warning.
     """
-    if not trusted(root):
-        if unsigned_allowed(root):
-            log.warning("installing %s WITHOUT a signature check (this device allows unsigned bundles)", folder)
-            return
-        raise UntrustedBundle(f"{root}: this device trusts no signing root, so it installs no bundle; run "
-                              "`dir-device trust ROOT.json` with the repository's root metadata (or, for "
-                              "development only, `dir-device trust --allow-unsigned`)")
+    if not require_policy(root):
+        log.warning("installing %s WITHOUT a signature check (this device allows unsigned bundles)", folder)
+        return
     carried = folder / CARRIED
     if not (carried / "timestamp.json").is_file():
         raise UntrustedBundle(f"{folder}: unsigned bundle (no {CARRIED}/timestamp.json); add it to the signed "
                               "repository (`dir-cloud repo add`) and install the bundle folder it signs")
     updater = Updater(str(metadata_dir(root)), "carried:/metadata/", fetcher=_FolderFetcher(carried),
                       bootstrap=None)
-    index = _refresh_and_index(updater, lambda info: _verified_bytes(info, carried / INDEX), folder)
+    try:
+        index = _refresh_and_index(updater, lambda info: _verified_bytes(info, carried / INDEX), folder)
+    except tuf_errors.DownloadError as exc:
+        raise UntrustedBundle(f"{carried}: the carried metadata is incomplete ({exc}); copy the whole bundle "
+                              "folder as `dir-cloud repo add` left it") from None
     digest = file_sha256(folder / MANIFEST_NAME) if (folder / MANIFEST_NAME).is_file() else None
     versions = [v for v, e in index.get("bundles", {}).items() if e.get("manifest_sha256") == digest]
     if not versions:
         raise UntrustedBundle(f"{folder}/{MANIFEST_NAME}: not signed (its sha256 {digest} is in no signed "
                               "bundle of the carried metadata): the manifest was changed after signing")
     version = versions[0]
-    names = [MANIFEST_NAME, *_manifest_files(folder / MANIFEST_NAME)]
+    names = [MANIFEST_NAME, *manifest_files(folder / MANIFEST_NAME)]
     for name in names:
         _verified_bytes(_targetinfo(updater, f"{version}/{name}"), folder / name)
 
@@ -171,8 +182,12 @@ def _verified_bytes(info: TargetFile, path: Path) -> bytes:
     return data
 
 
-def _manifest_files(path: Path) -> list[str]:
-    files = json.loads(path.read_bytes()).get("files", [])
+def manifest_files(path: Path) -> list[str]:
+    """The file names a (signed) manifest lists; ValueError when it is not a JSON object."""
+    raw = json.loads(path.read_bytes())
+    if not isinstance(raw, dict) or not isinstance(raw.get("files", []), list):
+        raise ValueError(f"{path}: not a bundle manifest (no 'files' list)")
+    files = raw.get("files", [])
     return [f["path"] for f in files if isinstance(f, dict) and isinstance(f.get("path"), str)]
 
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
-from cloud.service.bundles import Bundle, BundleFolder
+from cloud.service.bundles import Bundle, BundleFolder, SignedFiles
 from cloud.service.middleware import BodyLimit, ServerTiming
 from cloud.service.state import CloudService, UnknownUser
 from shared_schema import CandidateSlate
@@ -43,8 +43,10 @@ class UserList(BaseModel):
     users: list[str]
 
 
-def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The service's routes over `service` (slates, vectors) and `bundles` (downloads)."""
+def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int = MAX_BODY_BYTES,
+               signed: SignedFiles | None = None) -> FastAPI:
+    """The service's routes over `service` (slates, vectors), `bundles` (downloads) and `signed` (the TUF
+    repository devices update from, when given)."""
     app = FastAPI(title="dir-rerank cloud service", version=service.info().package_version,
                   description="Candidate slates with item vectors, item vector refresh and model bundles for "
                               "on-device reranking. Behaviour stays on the device: no endpoint accepts it.")
@@ -144,6 +146,22 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
             return Response(status_code=304, headers=headers)
         media = "application/json" if name == MANIFEST_NAME else "application/octet-stream"
         return FileResponse(served.path, media_type=media, headers=headers)
+
+    @app.get("/tuf/{kind}/{name:path}", tags=["bundles"],
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    def signed_file(kind: str, name: str) -> Response:
+        """The signed repository (The Update Framework): `metadata/N.root.json`, `metadata/timestamp.json`,
+        `metadata/N.snapshot.json`, `metadata/N.targets.json` and `targets/VERSION/SHA256.NAME`; what
+        `tuf.ngclient.Updater` on the device fetches (`dir-device trust`, docs/device.md)."""
+        if signed is None:
+            raise HTTPException(404, "this service publishes no signed repository; start it with "
+                                     "`dir-cloud serve ... --repo REPO`")
+        try:
+            path = signed.path(kind, name)
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from None
+        return FileResponse(path, media_type="application/json" if kind == "metadata" else "application/octet-stream",
+                            headers={"Cache-Control": "no-cache"})
 
     return app
 
