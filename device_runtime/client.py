@@ -7,8 +7,10 @@
     except CloudUnavailable as exc:                         # down, timeout, bad status, garbage answer
         ...                                                 # keep serving: installed bundle + cached vectors
 
-Standard library HTTP (urllib) only, so the device install needs nothing more. Behaviour is never sent:
-the client only asks for slates, vectors of item ids and bundles.
+Standard library HTTP (urllib), plus python-tuf for signed bundles (`device_runtime.signed`). Behaviour is
+never sent: the client asks for slates, whole anonymity buckets of item vectors (a refresh never names
+the items of the history) and bundles. Names from the network are checked (SAFE_NAME) before any use as
+a path, and downloads go to a fresh private folder under ROOT/downloads.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
 from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME as NAME_PATTERN
 from shared_schema.service import (
+    BucketRequest,
     BundleEntry,
     BundleFileEntry,
     BundleList,
@@ -48,6 +51,7 @@ from shared_schema.service import (
     ListSlate,
     ServiceInfo,
     VectorRequest,
+    item_bucket,
 )
 
 log = logging.getLogger(__name__)
@@ -135,6 +139,32 @@ class CloudClient:
                 unknown.setdefault(s, []).extend(missing)
         return ItemVectors(embedding_version=version, unknown=unknown,
                            sources=[SourceCandidates(source=s, items=items) for s, items in merged.items()])
+
+    def fetch_bucket_vectors(self, ids: Mapping[str, Sequence[str]], info: ServiceInfo) -> ItemVectors:
+        """Vectors of `ids` fetched as whole anonymity buckets: the requests name bucket numbers only, each
+        bucket holding at least `info.min_bucket_items` items (or a source's whole table), so the service
+        cannot tell which items of a bucket the device holds. `unknown` lists the ids no bucket returned."""
+        wanted = [(s, b) for s, items in ids.items()
+                  for b in sorted({item_bucket(i, info.vector_buckets[s]) for i in items})]
+        merged: dict[str, dict[str, CandidateItem]] = {s: {} for s in ids}
+        version = None
+        for start in range(0, len(wanted), info.max_buckets):
+            chunk: dict[str, list[int]] = {}
+            for s, b in wanted[start:start + info.max_buckets]:
+                chunk.setdefault(s, []).append(b)
+            body = BucketRequest(buckets=chunk).model_dump_json().encode()
+            answer = self._call("POST", "/v1/vectors/buckets", ItemVectors, body, {"Content-Type": "application/json"})
+            if version not in (None, answer.embedding_version):
+                raise CloudUnavailable(f"the service changed embedding version ({version} -> "
+                                       f"{answer.embedding_version}) during one refresh; sync again")
+            version = answer.embedding_version
+            for entry in answer.sources:
+                merged.setdefault(entry.source, {}).update({item.item_id: item for item in entry.items})
+        unknown = {s: [i for i in items if i not in merged.get(s, {})] for s, items in ids.items()}
+        return ItemVectors(embedding_version=version or info.embedding_version,
+                           unknown={s: missing for s, missing in unknown.items() if missing},
+                           sources=[SourceCandidates(source=s, items=list(items.values()))
+                                    for s, items in merged.items()])
 
     def list_bundles(self) -> BundleList:
         return self._get("/v1/bundles", BundleList)
@@ -243,14 +273,19 @@ class CloudClient:
                 stale.setdefault(source, []).append(item_id)
         if not stale:
             return
-        answer = self.fetch_vectors(stale)
+        if not all(info.vector_buckets.get(s, 0) >= 1 for s in stale) or info.max_buckets < 1:
+            report.skipped = ("the service offers no anonymity buckets for every source (POST /v1/vectors/buckets); "
+                              "vectors were not refreshed, so that no request names the items of this history")
+            return
+        answer = self.fetch_bucket_vectors(stale, info)
         if answer.embedding_version != version:
             report.skipped = f"the service moved to embedding version {answer.embedding_version!r}; sync again"
             return
         for entry in answer.sources:
-            if entry.items:
-                report.refreshed += store.cache_items(
-                    entry.source, [(item.item_id, item.vector) for item in entry.items], version)
+            wanted = set(stale.get(entry.source, ()))
+            items = [(item.item_id, item.vector) for item in entry.items if item.item_id in wanted]
+            if items:
+                report.refreshed += store.cache_items(entry.source, items, version)
         report.unknown = [(s, i) for s, ids in answer.unknown.items() for i in ids]
 
     # -- HTTP --------------------------------------------------------------------------------------

@@ -58,6 +58,9 @@ def trust_root(root: str | os.PathLike, root_json: str | os.PathLike) -> dict:
 
     Replaces any earlier trust (and the development flag): the metadata seen so far is forgotten.
     """
+    if not Path(root_json).is_file():
+        raise FileNotFoundError(f"{root_json}: no such root metadata file; copy the repository's "
+                                "metadata/1.root.json to the device")
     data = Path(root_json).read_bytes()
     try:
         md = Metadata[Root].from_bytes(data)

@@ -9,6 +9,8 @@ Behaviour never travels to the cloud: no message here carries a click or an impr
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared_schema.messages import BehaviorEvent, CandidateSlate, SourceCandidates
@@ -22,6 +24,21 @@ class VectorRequest(_Message):
     """Item ids per source whose vectors the device wants (e.g. after an embedding-version change)."""
 
     ids: dict[str, list[str]] = Field(description="source name -> item ids")
+
+
+MIN_BUCKET_ITEMS = 256
+"""Default least number of items in one anonymity bucket of a vector refresh (POST /v1/vectors/buckets)."""
+
+
+def item_bucket(item_id: str, count: int) -> int:
+    """The anonymity bucket of `item_id` among `count` buckets: the first 8 bytes of its sha256, mod count."""
+    return int.from_bytes(hashlib.sha256(item_id.encode("utf-8")).digest()[:8], "big") % count
+
+
+class BucketRequest(_Message):
+    """Whole anonymity buckets of item ids per source (their numbers, `item_bucket`), never single ids."""
+
+    buckets: dict[str, list[int]] = Field(description="source name -> bucket numbers")
 
 
 class ItemVectors(_Message):
@@ -78,3 +95,6 @@ class ServiceInfo(_Message):
     vector_dims: list[int]
     n: int
     max_vector_ids: int
+    vector_buckets: dict[str, int] = Field(default_factory=dict, description="source -> anonymity bucket count")
+    min_bucket_items: int = Field(0, description="every bucket holds at least this many items (or the whole table)")
+    max_buckets: int = Field(0, description="most buckets per POST /v1/vectors/buckets")

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from device_runtime import signed
 from device_runtime.bundle import BundleRegistry
 from device_runtime.client import CloudClient, CloudUnavailable
 from device_runtime.store import HistoryStore
@@ -52,6 +53,7 @@ def device(tmp_path):
     versions = root / "versions"
     served_bundle(versions / "active-000000000000", SPEC, created_at="2020-01-01T00:00:00+00:00")
     (root / "current").write_text(json.dumps({"active": "active-000000000000", "previous": []}))
+    signed.allow_unsigned(root)  # the unsigned listing path is the one that took server-chosen paths
     victim = tmp_path / "victim-0123456789ab"
     victim.mkdir()
     (victim / "keep.txt").write_text("precious")

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from cloud.service.bundles import Bundle, BundleFolder, SignedFiles
 from cloud.service.middleware import BodyLimit, ServerTiming
-from cloud.service.state import CloudService, UnknownUser
+from cloud.service.state import MAX_BUCKETS, CloudService, UnknownUser
 from shared_schema import CandidateSlate
 from shared_schema.manifest import MANIFEST_NAME
 from shared_schema.service import (
@@ -30,6 +30,7 @@ from shared_schema.service import (
     ItemVectors,
     ListSlate,
     ServiceInfo,
+    BucketRequest,
     VectorRequest,
 )
 
@@ -116,6 +117,21 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
                                      "per request (split the list)")
         try:
             return service.vectors(request.ids)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.post("/v1/vectors/buckets", tags=["vectors"])
+    def bucket_vectors(request: BucketRequest) -> ItemVectors:
+        """Vectors of every item of whole anonymity buckets (GET /version: `vector_buckets`, `min_bucket_items`):
+        how the device refreshes its cached vectors without naming the items it holds (docs/service.md).
+
+        More than `max_buckets` buckets in one request is a 413; an unknown source or bucket is a 422.
+        """
+        count = sum(len(numbers) for numbers in request.buckets.values())
+        if count > MAX_BUCKETS:
+            raise HTTPException(413, f"{count} buckets in one request; send at most {MAX_BUCKETS} per request")
+        try:
+            return service.bucket_vectors(request.buckets)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 
