@@ -309,9 +309,12 @@ def _extract_zip(archive: Path, out: Path) -> Path:
             members = zf.infolist()
             if len(members) > MAX_ZIP_MEMBERS:
                 raise ValueError(f"{archive}: {len(members)} members; a bundle zip holds at most {MAX_ZIP_MEMBERS}")
-            total = 0
+            total, names = 0, set()
             for member in members:
-                _safe_relative(member.filename)
+                name = _zip_member(archive, member.filename)
+                if name in names:
+                    raise ValueError(f"{archive}: member {member.filename!r} appears twice")
+                names.add(name)
                 if (member.external_attr >> 16) & 0o170000 == 0o120000:
                     raise ValueError(f"{archive}: member {member.filename!r} is a symbolic link; a bundle holds "
                                      "plain files only")
@@ -319,22 +322,10 @@ def _extract_zip(archive: Path, out: Path) -> Path:
                 if member.file_size > MAX_ZIP_MEMBER or total > MAX_ZIP_TOTAL:
                     raise ValueError(f"{archive}: member {member.filename!r} makes {total} bytes unpacked; the caps "
                                      f"are {MAX_ZIP_MEMBER} per member and {MAX_ZIP_TOTAL} in all")
+            out.mkdir(parents=True, exist_ok=True)
             for member in members:
-                with zf.open(member) as src:  # the real size, not the header's, is capped
-                    target = out / member.filename
-                    if member.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with open(target, "wb") as dst:
-                        written = 0
-                        for block in iter(lambda: src.read(1 << 20), b""):
-                            written += len(block)
-                            if written > member.file_size:
-                                raise ValueError(f"{archive}: member {member.filename!r} unpacks to more than "
-                                                 "its stated size; refusing it")
-                            dst.write(block)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                _extract_member(zf, member, out / _zip_member(archive, member.filename), archive)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         raise ValueError(f"{archive}: not a readable zip ({exc}); re-download the bundle") from exc
     if (out / MANIFEST_NAME).is_file():
         return out
@@ -342,6 +333,33 @@ def _extract_zip(archive: Path, out: Path) -> Path:
     if len(inner) != 1:
         raise FileNotFoundError(f"{archive}: no {MANIFEST_NAME} at the top level or in a single folder")
     return inner[0]
+
+
+def _zip_member(archive: Path, name: str) -> str:
+    """A zip member name as a plain relative path (a trailing '/' marks a folder), else ValueError."""
+    parts = name.removesuffix("/").split("/")
+    if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{archive}: member name {name!r} must be a plain relative path inside the bundle")
+    return "/".join(parts)
+
+
+def _extract_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, archive: Path) -> None:
+    """Write one member, counting the bytes it really unpacks to (not the size its header states)."""
+    try:
+        if member.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(member) as src, open(target, "xb") as dst:
+            written = 0
+            for block in iter(lambda: src.read(1 << 20), b""):
+                written += len(block)
+                if written > member.file_size:
+                    raise ValueError(f"{archive}: member {member.filename!r} unpacks to more than its stated size")
+                dst.write(block)
+    except OSError as exc:  # a file where a folder should be, or the other way round
+        raise ValueError(f"{archive}: member {member.filename!r} cannot be extracted ({exc.strerror}); "
+                         "re-create the zip from the bundle folder") from None
 
 
 def _version_name(manifest: BundleManifest, manifest_path: Path) -> str:
