@@ -250,7 +250,7 @@ class CloudClient:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     updater.download_target(signed.target(updater, f"{latest}/{name}"), str(path))
             except tuf_errors.DownloadError as exc:
-                raise CloudUnavailable(f"{self.base_url}/tuf: download failed ({type(exc).__name__}: {exc}); "
+                raise CloudUnavailable(f"{self.base_url}/tuf/: the cloud service is unavailable ({type(exc).__name__}: {exc}); "
                                        "keep serving offline") from None
             except tuf_errors.RepositoryError as exc:
                 raise signed.UntrustedBundle(f"{self.base_url}/tuf: a file does not match its signed metadata "
