@@ -21,16 +21,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from securesystemslib.signer import CryptoSigner
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from tuf.api.metadata import MetaFile, Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
 from tuf.api.serialization.json import JSONSerializer
 
 from device_runtime.bundle import file_sha256, verify
-from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME as NAME_PATTERN
+from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ONLINE_ROLES = ("targets", "snapshot", "timestamp")
@@ -48,7 +56,7 @@ def create_keys(folder: str | os.PathLike) -> dict[str, Path]:
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing:
         raise FileExistsError(f"{existing}: keys exist already; give another --out (never overwrite a key)")
-    for role, path in paths.items():
+    for path in paths.values():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(CryptoSigner.generate_ed25519().private_bytes)
@@ -67,7 +75,7 @@ def load_signer(path: str | os.PathLike) -> CryptoSigner:
 
 
 def _expiry(role: str, days: dict[str, float] | None) -> datetime:
-    return (datetime.now(timezone.utc) + timedelta(days=(days or EXPIRY_DAYS).get(role, EXPIRY_DAYS[role]))
+    return (datetime.now(UTC) + timedelta(days=(days or EXPIRY_DAYS).get(role, EXPIRY_DAYS[role]))
             ).replace(microsecond=0)
 
 
@@ -143,7 +151,7 @@ class SignedRepository:
         latest, and carry the new metadata into `bundle_dir/tuf/`; returns the version."""
         bundle_dir = Path(bundle_dir)
         version = version or bundle_dir.name
-        if not NAME_PATTERN.fullmatch(version) or version == INDEX:
+        if not SAFE_NAME.fullmatch(version) or version == INDEX:
             raise ValueError(f"bundle version {version!r}: use 1-128 letters, digits, '.', '_', '-'")
         manifest = verify(bundle_dir)
         signers = _online_signers(online_keys)

@@ -134,8 +134,8 @@ def info(args: argparse.Namespace) -> dict:
         return {**reranker.info(), "root": str(registry.root), "previous": registry.previous()}
 
 
-COMMANDS = {"trust": trust, "install": install, "rollback": rollback, "rerank": rerank, "record": record, "history": history,
-            "info": info}
+COMMANDS = {"trust": trust, "install": install, "rollback": rollback, "rerank": rerank, "record": record,
+            "history": history, "info": info}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ from device_runtime import signed
 from device_runtime.bundle import BundleRegistry, InstalledBundle, file_sha256
 from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
-from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME as NAME_PATTERN
+from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
 from shared_schema.service import (
     BucketRequest,
     BundleEntry,
@@ -244,14 +244,15 @@ class CloudClient:
                     return None
                 bundle = folder / "bundle"
                 bundle.mkdir()
-                updater.download_target(signed.target(updater, f"{latest}/{MANIFEST_NAME}"), str(bundle / MANIFEST_NAME))
+                manifest_info = signed.target(updater, f"{latest}/{MANIFEST_NAME}")
+                updater.download_target(manifest_info, str(bundle / MANIFEST_NAME))
                 for name in signed.manifest_files(bundle / MANIFEST_NAME):
                     path = inside(bundle, safe_file_name(name))
                     path.parent.mkdir(parents=True, exist_ok=True)
                     updater.download_target(signed.target(updater, f"{latest}/{name}"), str(path))
             except tuf_errors.DownloadError as exc:
-                raise CloudUnavailable(f"{self.base_url}/tuf/: the cloud service is unavailable ({type(exc).__name__}: {exc}); "
-                                       "keep serving offline") from None
+                raise CloudUnavailable(f"{self.base_url}/tuf/: the cloud service is unavailable "
+                                       f"({type(exc).__name__}: {exc}); keep serving offline") from None
             except tuf_errors.RepositoryError as exc:
                 raise signed.UntrustedBundle(f"{self.base_url}/tuf: a file does not match its signed metadata "
                                              f"({type(exc).__name__}: {exc}); the active bundle stays") from None
@@ -364,17 +365,17 @@ def _when(stamp: str) -> datetime:
 
 
 def safe_version(version: str) -> str:
-    """`version` when it is a plain name (NAME_PATTERN), else CloudUnavailable: it is never used as a path."""
-    if not isinstance(version, str) or not NAME_PATTERN.fullmatch(version):
+    """`version` when it is a plain name (SAFE_NAME), else CloudUnavailable: it is never used as a path."""
+    if not isinstance(version, str) or not SAFE_NAME.fullmatch(version):
         raise CloudUnavailable(f"the service names the bundle version {version!r}; a version is 1-128 letters, "
                                "digits, '.', '_' or '-' starting with a letter or digit; refusing it")
     return version
 
 
 def safe_file_name(name: str) -> PurePosixPath:
-    """`name` as a relative path of 1..MAX_NAME_PARTS plain components (NAME_PATTERN), else CloudUnavailable."""
+    """`name` as a relative path of 1..MAX_NAME_PARTS plain components (SAFE_NAME), else CloudUnavailable."""
     parts = name.split("/") if isinstance(name, str) else []
-    if not 0 < len(parts) <= MAX_NAME_PARTS or not all(NAME_PATTERN.fullmatch(p) for p in parts):
+    if not 0 < len(parts) <= MAX_NAME_PARTS or not all(SAFE_NAME.fullmatch(p) for p in parts):
         raise CloudUnavailable(f"the bundle listing names the unsafe file path {name!r}; a file path is at most "
                                f"{MAX_NAME_PARTS} '/'-separated plain names (letters, digits, '.', '_', '-'); "
                                "refusing it")

@@ -33,6 +33,9 @@ HOSTILE = st.one_of(
     st.lists(st.one_of(st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=5)), max_size=4),
     st.dictionaries(st.text(max_size=5), st.integers(-3, 3), max_size=3),
 )
+JSON = st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                    max_leaves=8)
 _counter = itertools.count()
 
 
@@ -84,9 +87,7 @@ def test_manifest_fields_with_hostile_values(world, field, value, drop):
 
 @SETTINGS
 @given(raw=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
-                     st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=5)),
-                                  lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                                  max_leaves=8).map(lambda v: json.dumps(v).encode())),
+                     JSON.map(lambda v: json.dumps(v).encode())),
        damage=st.sampled_from(["none", "missing", "link", "truncate", "extra-link"]))
 def test_bundle_folders_with_raw_manifests_and_damaged_files(world, raw, damage):
     tmp, registry, template = world

@@ -83,9 +83,9 @@ HOSTILE_VERSIONS = [
 def test_sync_refuses_a_listing_whose_version_is_a_path(device, version):
     registry, store, victim = device
     active_before = snapshot(registry.versions_dir)
-    with serve_in_thread(hostile_app(version, ["manifest.json"])) as url:
-        with pytest.raises(CloudUnavailable, match="bundle version .* refusing it"):
-            CloudClient(url).sync(registry, store)
+    with serve_in_thread(hostile_app(version, ["manifest.json"])) as url, \
+            pytest.raises(CloudUnavailable, match="bundle version .* refusing it"):
+        CloudClient(url).sync(registry, store)
     assert snapshot(registry.versions_dir) == active_before
     assert registry.active().version == "active-000000000000"
     assert (victim / "keep.txt").read_text() == "precious"
@@ -96,9 +96,9 @@ def test_sync_refuses_a_listing_whose_version_is_a_path(device, version):
                                   "ok/./x", ".manifest.json", "a//b", "a/b/c/d/e"])
 def test_sync_refuses_a_listing_whose_file_name_is_a_path(device, name, tmp_path):
     registry, store, _ = device
-    with serve_in_thread(hostile_app("v2", ["manifest.json", name])) as url:
-        with pytest.raises(CloudUnavailable, match="unsafe file path"):
-            CloudClient(url).sync(registry, store)
+    with serve_in_thread(hostile_app("v2", ["manifest.json", name])) as url, \
+            pytest.raises(CloudUnavailable, match="unsafe file path"):
+        CloudClient(url).sync(registry, store)
     assert not list(tmp_path.rglob("outside.txt")) and registry.active().version == "active-000000000000"
     assert [p.name for p in (registry.root / "downloads").iterdir()] == []
 
@@ -133,6 +133,5 @@ def test_download_refuses_a_file_url_on_another_host(device, tmp_path):
     entry["files"][0]["url"] = "//127.0.0.2/file"
     app2 = FastAPI()
     app2.get("/v1/bundles/{anything:path}")(lambda anything: JSONResponse(entry))
-    with serve_in_thread(app2) as url:
-        with pytest.raises(CloudUnavailable, match="only a path on"):
-            CloudClient(url).download_bundle("v2", tmp_path / "b")
+    with serve_in_thread(app2) as url, pytest.raises(CloudUnavailable, match="only a path on"):
+        CloudClient(url).download_bundle("v2", tmp_path / "b")

@@ -1,6 +1,6 @@
 """Sign model bundles for devices: keys, the signed repository (The Update Framework), adding, key rotation.
 
-    dir-cloud repo keys --out KEYS                          # Ed25519 keys: root.pem (move it OFFLINE), targets/snapshot/timestamp.pem
+    dir-cloud repo keys --out KEYS                          # Ed25519 keys, one per role: move root.pem OFFLINE
     dir-cloud repo init --repo REPO --root-key KEYS/root.pem --keys KEYS
     dir-cloud repo add --repo REPO --keys KEYS BUNDLE       # online keys only; BUNDLE/tuf/ gets the metadata
     dir-cloud repo rotate --repo REPO --root-key OLD.pem --new-root-key NEW.pem [--new-keys NEWKEYS]

@@ -19,8 +19,8 @@ import time
 from itertools import zip_longest
 from pathlib import Path
 
-from device_runtime.backends import BackendError
 from device_runtime import signed
+from device_runtime.backends import BackendError
 from device_runtime.bundle import BundleRegistry
 from device_runtime.reranker import Reranker
 from device_runtime.store import HistoryStore
