@@ -129,6 +129,8 @@ class BundleRegistry:
         try:
             if source.is_file():
                 source = _extract_zip(source, staging / "unzipped")
+            else:  # checked and copied from one private copy: the original may change meanwhile
+                source = Path(shutil.copytree(source, staging / "source", symlinks=True))
             _refuse_links(source)
             if check is not None:
                 check(source)

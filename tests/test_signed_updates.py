@@ -236,3 +236,24 @@ def test_rotated_root_is_followed_and_an_unchained_root_refused(world, service, 
         with pytest.raises(UntrustedBundle, match="UnsignedMetadataError"):
             sync(url, registry)
     assert registry.active().manifest.model_version == "v2"
+
+
+def test_the_service_never_serves_links_or_names_outside_the_repository(world, service, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    _, _, repo, _ = world
+    (repo.metadata / "9.root.json").symlink_to(repo.metadata / "1.root.json")
+    (tmp_path / "secret.json").write_text("{}")
+    (repo.targets / "linked").symlink_to(tmp_path, target_is_directory=True)
+    bundles = tmp_path / "plain-bundles"
+    bundles.mkdir()
+    (bundles / "linked").symlink_to(repo.folder, target_is_directory=True)
+    assert BundleFolder(bundles).scan() == []
+    with serve(service, repo) as url:
+        assert urllib.request.urlopen(f"{url}/tuf/metadata/1.root.json", timeout=10).status == 200
+        for path in ["metadata/9.root.json", "targets/linked/secret.json", "metadata/..%2f..%2fkeys%2froot.pem",
+                     "metadata/%2e%2e/metadata/1.root.json", "keys/root.pem", "metadata/.1.root.json.tmp"]:
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(f"{url}/tuf/{path}", timeout=10)
+            assert answer.value.code == 404, path

@@ -151,7 +151,7 @@ class SignedFiles:
 
     def path(self, kind: str, name: str) -> Path:
         parts = name.split("/")
-        if kind not in self.KINDS or len(parts) > 2 or not all(SAFE_NAME.fullmatch(p) for p in parts):
+        if kind not in self.KINDS or len(parts) > 5 or not all(SAFE_NAME.fullmatch(p) for p in parts):
             raise KeyError(f"{kind}/{name}: no such file in the signed repository")
         path = self.root / kind
         for part in parts:
