@@ -38,14 +38,12 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from device_runtime.bundle import file_sha256, verify
+from device_runtime.signed import CARRIED, INDEX
 from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 ONLINE_ROLES = ("targets", "snapshot", "timestamp")
 EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 30, "timestamp": 7}
-INDEX = "bundles.json"
-CARRIED = "tuf"
-"""The folder of a bundle that carries its signed metadata (for offline installs)."""
 
 
 def create_keys(folder: str | os.PathLike) -> dict[str, Path]:
