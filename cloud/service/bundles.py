@@ -102,6 +102,8 @@ class BundleFolder:
             rel = PurePosixPath(entry.path)
             if rel.is_absolute() or ".." in rel.parts or str(rel) == MANIFEST_NAME:
                 raise ValueError(f"file path {entry.path!r} must be relative, inside the bundle")
+            if not (folder / rel).resolve().is_relative_to(folder.resolve()):
+                raise ValueError(f"file path {entry.path!r} leads out of the bundle through a symbolic link")
             found = self._file(folder / rel)
             if (found.size, found.sha256) != (entry.size, entry.sha256):
                 raise ValueError(f"{entry.path}: {found.size} bytes, sha256 {found.sha256[:12]}..., but the "
