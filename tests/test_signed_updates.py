@@ -257,3 +257,14 @@ def test_the_service_never_serves_links_or_names_outside_the_repository(world, s
             with pytest.raises(urllib.error.HTTPError) as answer:
                 urllib.request.urlopen(f"{url}/tuf/{path}", timeout=10)
             assert answer.value.code == 404, path
+
+
+def test_a_bundle_signed_by_another_repository_is_refused_offline(world, device_bundle, tmp_path):  # noqa: F811
+    _, _, _, registry = world
+    create_keys(tmp_path / "other-keys")
+    other = SignedRepository.init(tmp_path / "other", tmp_path / "other-keys" / "root.pem", tmp_path / "other-keys")
+    foreign = copy_bundle(device_bundle, tmp_path / "foreign", model_version="foreign", created_at=LATER)
+    other.add_bundle(foreign, tmp_path / "other-keys")
+    with pytest.raises(UntrustedBundle, match="does not check out under the trusted root .*UnsignedMetadataError"):
+        signed.install(registry, foreign)
+    assert registry.active() is None
