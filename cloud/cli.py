@@ -24,6 +24,7 @@ COMMANDS = {
     "tradeoff": "cloud.commands.tradeoff",
     "slate": "cloud.commands.slate",
     "export": "cloud.commands.export",
+    "repo": "cloud.commands.repo",
     "simulate": "cloud.commands.simulate",
     "serve": "cloud.commands.serve",
     "vectors": "cloud.commands.vectors",

@@ -3,6 +3,7 @@
 Every command works on a bundle registry (--root, default $DIR_DEVICE_HOME or ~/.dir-device) and a
 history store (--db, default ROOT/history.db) and prints JSON. Examples:
 
+    dir-device trust root.json          # once: the signing root (or --allow-unsigned for development)
     dir-device install bundle.zip
     dir-device rerank --slate slate.json --merge controller
     dir-device record --item v3 --source video --action click
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from device_runtime import signed
 from device_runtime.backends import DEFAULT_ORDER, BackendError
 from device_runtime.bundle import BundleRegistry, InstalledBundle
 from device_runtime.reranker import MERGE_MODES, Reranker, check_event
@@ -30,11 +32,28 @@ from shared_schema import BehaviorEvent, CandidateSlate
 def install(args: argparse.Namespace) -> dict:
     """Verify a bundle (directory or .zip) and make it the active one.
 
-    Checks the manifest's schema version, every file's size and sha256, and that this runtime can
-    load at least one model file; a bad bundle is refused and the active one stays.
+    Checks the signatures it carries (BUNDLE/tuf/) under the trusted root (`dir-device trust`), the
+    manifest's schema version and fields, every file's size and sha256, and that this runtime loads its
+    model files; a bad bundle is refused and the active one stays.
     """
     registry = BundleRegistry(args.root)
-    return _bundle_json(registry.install(args.bundle), registry)
+    return _bundle_json(signed.install(registry, args.bundle), registry)
+
+
+def trust(args: argparse.Namespace) -> dict:
+    """Provision the device with the signing root it trusts (ROOT.json: the repository's metadata/1.root.json).
+
+    From then on `install` and sync accept only bundles signed under that root (The Update Framework:
+    tampered, expired, replayed or wrongly signed metadata is refused). `--allow-unsigned` instead sets the
+    device up for development: unsigned bundles are accepted, with a warning on every install.
+    """
+    if args.allow_unsigned == bool(args.root_json):
+        raise ValueError("give ROOT.json (the repository's root metadata) or --allow-unsigned, not both or neither")
+    if args.allow_unsigned:
+        print("dir-device trust: WARNING: unsigned bundles are now accepted on this device (development only)",
+              file=sys.stderr)
+        return signed.allow_unsigned(args.root)
+    return signed.trust_root(args.root, args.root_json)
 
 
 def rollback(args: argparse.Namespace) -> dict:
@@ -115,8 +134,8 @@ def info(args: argparse.Namespace) -> dict:
         return {**reranker.info(), "root": str(registry.root), "previous": registry.previous()}
 
 
-COMMANDS = {"install": install, "rollback": rollback, "rerank": rerank, "record": record, "history": history,
-            "info": info}
+COMMANDS = {"trust": trust, "install": install, "rollback": rollback, "rerank": rerank, "record": record,
+            "history": history, "info": info}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        formatter_class=argparse.RawDescriptionHelpFormatter)
         parsers[name].set_defaults(_run=fn)
     parsers["install"].add_argument("bundle", metavar="BUNDLE", help="bundle directory or .zip")
+    parsers["trust"].add_argument("root_json", metavar="ROOT.json", nargs="?",
+                                  help="the signed repository's root metadata (metadata/1.root.json)")
+    parsers["trust"].add_argument("--allow-unsigned", action="store_true",
+                                  help="development only: accept unsigned bundles (logged on every install)")
     parsers["rerank"].add_argument("--slate", required=True, metavar="FILE", help="CandidateSlate JSON file, or -")
     parsers["record"].add_argument("--item", help="item id")
     parsers["record"].add_argument("--source", help="source of the item (a source of the bundle)")

@@ -7,8 +7,10 @@
     except CloudUnavailable as exc:                         # down, timeout, bad status, garbage answer
         ...                                                 # keep serving: installed bundle + cached vectors
 
-Standard library HTTP (urllib) only, so the device install needs nothing more. Behaviour is never sent:
-the client only asks for slates, vectors of item ids and bundles.
+Standard library HTTP (urllib), plus python-tuf for signed bundles (`device_runtime.signed`). Behaviour is
+never sent: the client asks for slates, whole anonymity buckets of item vectors (a refresh never names
+the items of the history) and bundles. Names from the network are checked (SAFE_NAME) before any use as
+a path, and downloads go to a fresh private folder under ROOT/downloads.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import os
 import shutil
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,12 +34,16 @@ from typing import TypeVar
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ValidationError
+from tuf.api import exceptions as tuf_errors
+from tuf.ngclient import Updater, Urllib3Fetcher
 
+from device_runtime import signed
 from device_runtime.bundle import BundleRegistry, InstalledBundle, file_sha256
 from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
-from shared_schema.manifest import MANIFEST_NAME
+from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
 from shared_schema.service import (
+    BucketRequest,
     BundleEntry,
     BundleFileEntry,
     BundleList,
@@ -42,11 +51,15 @@ from shared_schema.service import (
     ListSlate,
     ServiceInfo,
     VectorRequest,
+    item_bucket,
 )
 
 log = logging.getLogger(__name__)
 Message = TypeVar("Message", bound=BaseModel)
 CHUNK = 1 << 16
+MAX_NAME_PARTS = 4
+DOWNLOADS = "downloads"
+STALE_SECONDS = 3600
 
 
 class CloudUnavailable(Exception):
@@ -127,6 +140,32 @@ class CloudClient:
         return ItemVectors(embedding_version=version, unknown=unknown,
                            sources=[SourceCandidates(source=s, items=items) for s, items in merged.items()])
 
+    def fetch_bucket_vectors(self, ids: Mapping[str, Sequence[str]], info: ServiceInfo) -> ItemVectors:
+        """Vectors of `ids` fetched as whole anonymity buckets: the requests name bucket numbers only, each
+        bucket holding at least `info.min_bucket_items` items (or a source's whole table), so the service
+        cannot tell which items of a bucket the device holds. `unknown` lists the ids no bucket returned."""
+        wanted = [(s, b) for s, items in ids.items()
+                  for b in sorted({item_bucket(i, info.vector_buckets[s]) for i in items})]
+        merged: dict[str, dict[str, CandidateItem]] = {s: {} for s in ids}
+        version = None
+        for start in range(0, len(wanted), info.max_buckets):
+            chunk: dict[str, list[int]] = {}
+            for s, b in wanted[start:start + info.max_buckets]:
+                chunk.setdefault(s, []).append(b)
+            body = BucketRequest(buckets=chunk).model_dump_json().encode()
+            answer = self._call("POST", "/v1/vectors/buckets", ItemVectors, body, {"Content-Type": "application/json"})
+            if version not in (None, answer.embedding_version):
+                raise CloudUnavailable(f"the service changed embedding version ({version} -> "
+                                       f"{answer.embedding_version}) during one refresh; sync again")
+            version = answer.embedding_version
+            for entry in answer.sources:
+                merged.setdefault(entry.source, {}).update({item.item_id: item for item in entry.items})
+        unknown = {s: [i for i in items if i not in merged.get(s, {})] for s, items in ids.items()}
+        return ItemVectors(embedding_version=version or info.embedding_version,
+                           unknown={s: missing for s, missing in unknown.items() if missing},
+                           sources=[SourceCandidates(source=s, items=list(items.values()))
+                                    for s, items in merged.items()])
+
     def list_bundles(self) -> BundleList:
         return self._get("/v1/bundles", BundleList)
 
@@ -137,16 +176,19 @@ class CloudClient:
         HTTP Range on the next call, and the folder is renamed to `dest` only when every file checks out.
         """
         dest = Path(dest)
-        if dest.exists():
+        if dest.exists() or dest.is_symlink():
             raise FileExistsError(f"{dest} exists; download into a new folder")
-        entry = self._get(f"/v1/bundles/{quote(version, safe='')}", BundleEntry)
+        entry = self._get(f"/v1/bundles/{quote(safe_version(version), safe='')}", BundleEntry)
+        safe_version(entry.version)
         names = [f.path for f in entry.files]
         if MANIFEST_NAME not in names:
             raise CloudUnavailable(f"bundle {entry.version!r}: the listing has no {MANIFEST_NAME}; not a bundle")
         partial = dest.with_name(f".{dest.name}.partial")
+        if partial.is_symlink():
+            raise CloudUnavailable(f"{partial} is a symbolic link; refusing to download through it")
         partial.mkdir(parents=True, exist_ok=True)
         for item in entry.files:
-            self._download(item, partial / _safe(item.path))
+            self._download(item, inside(partial, safe_file_name(item.path)))
         if entry.files[names.index(MANIFEST_NAME)].sha256 != entry.manifest_sha256:
             raise CloudUnavailable(f"bundle {entry.version!r}: listing and manifest checksum disagree")
         os.rename(partial, dest)
@@ -161,17 +203,19 @@ class CloudClient:
         reopen the Reranker to use it.
         """
         report = SyncReport()
-        if install:
+        if install and signed.trusted(registry.root):
+            report.installed = self._install_signed(registry)
+        elif install and signed.unsigned_allowed(registry.root):
+            log.warning("syncing UNSIGNED bundles from %s: this device was set up with --allow-unsigned "
+                        "(development only)", self.base_url)
             listing = self.list_bundles()
             latest = next((b for b in listing.bundles if b.version == listing.latest), None)
-            if latest is not None and _is_newer(latest, registry.active()):
-                downloads = registry.root / "downloads"
-                dest = downloads / f"{latest.version}-{latest.manifest_sha256[:12]}"
-                shutil.rmtree(dest, ignore_errors=True)
-                try:
-                    report.installed = registry.install(self.download_bundle(latest.version, dest)).version
-                finally:
-                    shutil.rmtree(dest, ignore_errors=True)
+            if latest is not None and _is_newer(latest.manifest_sha256, latest.created_at, registry.active()):
+                with private_folder(registry.root) as folder:
+                    bundle = self.download_bundle(safe_version(latest.version), folder / "bundle")
+                    report.installed = registry.install(bundle).version
+        elif install:
+            signed.require_policy(registry.root)  # raises UntrustedBundle: no trust set up
         active = registry.active()
         report.active = active.version if active else None
         if active is None:
@@ -179,6 +223,40 @@ class CloudClient:
             return report
         self._refresh(active, store, report)
         return report
+
+    def _install_signed(self, registry: BundleRegistry) -> str | None:
+        """The signed index's latest bundle through `tuf.ngclient.Updater` (metadata under the trusted root,
+        every file checked against its signed length and sha256), installed when newer; its version or None."""
+        with private_folder(registry.root) as folder:
+            updater = Updater(str(signed.metadata_dir(registry.root)), f"{self.base_url}/tuf/metadata/",
+                              target_dir=str(folder), target_base_url=f"{self.base_url}/tuf/targets/",
+                              fetcher=Urllib3Fetcher(socket_timeout=max(1, math.ceil(self.timeout))),
+                              bootstrap=None)
+            try:
+                index = signed.signed_index(
+                    updater, lambda info: Path(updater.download_target(info, str(folder / "index.json"))).read_bytes())
+                latest = index.get("latest")
+                if latest is None:
+                    return None
+                entry = index["bundles"].get(safe_version(latest))
+                if not isinstance(entry, dict) or not _is_newer(str(entry.get("manifest_sha256")),
+                                                                str(entry.get("created_at")), registry.active()):
+                    return None
+                bundle = folder / "bundle"
+                bundle.mkdir()
+                manifest_info = signed.target(updater, f"{latest}/{MANIFEST_NAME}")
+                updater.download_target(manifest_info, str(bundle / MANIFEST_NAME))
+                for name in signed.manifest_files(bundle / MANIFEST_NAME):
+                    path = inside(bundle, safe_file_name(name))
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    updater.download_target(signed.target(updater, f"{latest}/{name}"), str(path))
+            except tuf_errors.DownloadError as exc:
+                raise CloudUnavailable(f"{self.base_url}/tuf/: the cloud service is unavailable "
+                                       f"({type(exc).__name__}: {exc}); keep serving offline") from None
+            except tuf_errors.RepositoryError as exc:
+                raise signed.UntrustedBundle(f"{self.base_url}/tuf: a file does not match its signed metadata "
+                                             f"({type(exc).__name__}: {exc}); the active bundle stays") from None
+            return registry.install(bundle).version
 
     def _refresh(self, active: InstalledBundle, store: HistoryStore, report: SyncReport) -> None:
         version = active.manifest.embedding_version
@@ -196,14 +274,19 @@ class CloudClient:
                 stale.setdefault(source, []).append(item_id)
         if not stale:
             return
-        answer = self.fetch_vectors(stale)
+        if not all(info.vector_buckets.get(s, 0) >= 1 for s in stale) or info.max_buckets < 1:
+            report.skipped = ("the service offers no anonymity buckets for every source (POST /v1/vectors/buckets); "
+                              "vectors were not refreshed, so that no request names the items of this history")
+            return
+        answer = self.fetch_bucket_vectors(stale, info)
         if answer.embedding_version != version:
             report.skipped = f"the service moved to embedding version {answer.embedding_version!r}; sync again"
             return
         for entry in answer.sources:
-            if entry.items:
-                report.refreshed += store.cache_items(
-                    entry.source, [(item.item_id, item.vector) for item in entry.items], version)
+            wanted = set(stale.get(entry.source, ()))
+            items = [(item.item_id, item.vector) for item in entry.items if item.item_id in wanted]
+            if items:
+                report.refreshed += store.cache_items(entry.source, items, version)
         report.unknown = [(s, i) for s, ids in answer.unknown.items() for i in ids]
 
     # -- HTTP --------------------------------------------------------------------------------------
@@ -236,7 +319,12 @@ class CloudClient:
 
     def _download(self, item: BundleFileEntry, target: Path) -> None:
         """Fetch one file into `target`, resuming a shorter partial copy with Range + If-Range."""
+        if not item.url.startswith("/") or item.url.startswith("//") or "\\" in item.url:
+            raise CloudUnavailable(f"the bundle listing gives {item.path!r} the URL {item.url!r}; only a path on "
+                                   f"{self.base_url} is accepted")
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            raise CloudUnavailable(f"{target} is a symbolic link; refusing to write through it")
         have = target.stat().st_size if target.exists() else 0
         if have == item.size and file_sha256(target) == item.sha256:
             return
@@ -259,13 +347,13 @@ class CloudClient:
                                    f"bytes with {item.sha256}; the copy was discarded, download again")
 
 
-def _is_newer(entry: BundleEntry, active: InstalledBundle | None) -> bool:
-    """True when `entry` is another bundle than the active one and was created after it."""
+def _is_newer(manifest_sha256: str, created_at: str, active: InstalledBundle | None) -> bool:
+    """True when the bundle of `manifest_sha256` is another than the active one and was created after it."""
     if active is None:
         return True
-    if file_sha256(active.path / MANIFEST_NAME) == entry.manifest_sha256:
+    if file_sha256(active.path / MANIFEST_NAME) == manifest_sha256:
         return False
-    return _when(entry.created_at) > _when(active.manifest.created_at)
+    return _when(created_at) > _when(active.manifest.created_at)
 
 
 def _when(stamp: str) -> datetime:
@@ -276,11 +364,50 @@ def _when(stamp: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def _safe(name: str) -> PurePosixPath:
-    rel = PurePosixPath(name)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise CloudUnavailable(f"the bundle listing names the unsafe file path {name!r}; refusing it")
-    return rel
+def safe_version(version: str) -> str:
+    """`version` when it is a plain name (SAFE_NAME), else CloudUnavailable: it is never used as a path."""
+    if not isinstance(version, str) or not SAFE_NAME.fullmatch(version):
+        raise CloudUnavailable(f"the service names the bundle version {version!r}; a version is 1-128 letters, "
+                               "digits, '.', '_' or '-' starting with a letter or digit; refusing it")
+    return version
+
+
+def safe_file_name(name: str) -> PurePosixPath:
+    """`name` as a relative path of 1..MAX_NAME_PARTS plain components (SAFE_NAME), else CloudUnavailable."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if not 0 < len(parts) <= MAX_NAME_PARTS or not all(SAFE_NAME.fullmatch(p) for p in parts):
+        raise CloudUnavailable(f"the bundle listing names the unsafe file path {name!r}; a file path is at most "
+                               f"{MAX_NAME_PARTS} '/'-separated plain names (letters, digits, '.', '_', '-'); "
+                               "refusing it")
+    return PurePosixPath(*parts)
+
+
+def inside(folder: Path, relative: PurePosixPath) -> Path:
+    """`folder / relative` after checking that, with every link resolved, it stays inside `folder`."""
+    path = folder / relative
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise CloudUnavailable(f"{path} resolves to {path.resolve()}, outside {folder}; refusing to write there")
+    return path
+
+
+@contextmanager
+def private_folder(root: Path) -> Iterator[Path]:
+    """A fresh folder only this user can read (mode 0700) under `root/downloads`, removed afterwards.
+
+    Its name is chosen here, never by the network; leftovers of a killed process are removed first.
+    """
+    downloads = root / DOWNLOADS
+    downloads.mkdir(parents=True, exist_ok=True)
+    if downloads.is_symlink() or not downloads.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{downloads} leads outside the registry {root}; remove it")
+    for stale in downloads.glob(".download-*"):  # a killed sync's; a running one touches its files often
+        if stale.is_dir() and not stale.is_symlink() and time.time() - stale.stat().st_mtime > STALE_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=".download-", dir=downloads))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _detail(error: urllib.error.HTTPError) -> str:

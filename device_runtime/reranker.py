@@ -37,13 +37,12 @@ def open_bundle(bundle_or_root: str | os.PathLike) -> InstalledBundle:
     if (path / MANIFEST_NAME).is_file():
         manifest = verify(path)
         return InstalledBundle(manifest.model_version, path, manifest)
-    active = BundleRegistry(path).active()
+    active = BundleRegistry(path).serving()  # damaged files: the previous intact version, logged
     if active is None:
         raise FileNotFoundError(
             f"{path}: neither a bundle directory ({MANIFEST_NAME}) nor a registry with an installed bundle; "
             f"run `dir-device install BUNDLE --root {path}`"
         )
-    verify(active.path)
     return active
 
 

@@ -12,16 +12,24 @@ network once per slot) or `contrastive` (NAR4Rec). A decoder may need outputs af
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared_schema.layout import TensorLayout, TensorSpec
 from shared_schema.specs import SCHEMA_VERSION, SourceSpec
 
 MANIFEST_NAME = "manifest.json"
+MAX_N = 1000
+MAX_T = 10000
+MAX_VECTOR_DIM = 65536
+SHARE_TOLERANCE = 1e-4
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""What a bundle version, or one '/'-separated part of a bundle file name, may look like wherever it comes
+from the network or a bundle: no separators, no `..`, no percent escapes, no leading dot."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,15 @@ class BundleFile(BaseModel):
     quantization: str = "fp32"
     parity_max_abs_diff: float | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, path: str) -> str:
+        parts = path.split("/")
+        if len(parts) > 4 or not all(SAFE_NAME.fullmatch(p) for p in parts) or path == MANIFEST_NAME:
+            raise ValueError(f"{path!r} is not a plain relative file name (at most 4 '/'-separated parts of "
+                             "letters, digits, '.', '_', '-', none starting with '.' and not manifest.json)")
+        return path
+
 
 class BundleManifest(BaseModel):
     """Everything the device needs to run a bundle without the cloud's code."""
@@ -86,10 +103,10 @@ class BundleManifest(BaseModel):
     model_version: str
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     sources: list[SourceSpec]
-    vector_dims: list[int]
-    n: int
-    t: int
-    K: int
+    vector_dims: list[int] = Field(min_length=1)
+    n: int = Field(ge=1, le=MAX_N)
+    t: int = Field(ge=1, le=MAX_T)
+    K: int = Field(ge=1)
     target_shares: list[float]
     embedding_version: str
     inputs: list[TensorSpec]
@@ -99,6 +116,38 @@ class BundleManifest(BaseModel):
     decoder_options: dict[str, float | int] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     notes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("created_at")
+    @classmethod
+    def _iso_date(cls, stamp: str) -> str:
+        try:
+            datetime.fromisoformat(stamp)
+        except ValueError:
+            raise ValueError(f"{stamp!r} is not an ISO 8601 date such as 2030-01-31T12:00:00+00:00") from None
+        return stamp
+
+    @field_validator("vector_dims")
+    @classmethod
+    def _dims(cls, dims: list[int]) -> list[int]:
+        if not all(1 <= d <= MAX_VECTOR_DIM for d in dims):
+            raise ValueError(f"{dims}: every vector width must be in 1..{MAX_VECTOR_DIM}")
+        return dims
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "BundleManifest":
+        m = len(self.sources)
+        if len(self.vector_dims) != m or len(self.target_shares) != m:
+            raise ValueError(f"sources: {m}, but vector_dims has {len(self.vector_dims)} and target_shares "
+                             f"{len(self.target_shares)} entries (one per source)")
+        if not self.K <= m * self.n:
+            raise ValueError(f"K: {self.K} exposed slots, but m*n = {m}*{self.n} = {m * self.n} candidates")
+        shares = self.target_shares
+        if not all(math.isfinite(x) and x >= 0 for x in shares) or abs(sum(shares) - 1) > SHARE_TOLERANCE:
+            raise ValueError(f"target_shares: {shares} must be finite, >= 0 and sum to 1")
+        names = [f.path for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError(f"files: {names} lists a path twice")
+        return self
 
     @property
     def source_names(self) -> list[str]:

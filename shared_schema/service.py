@@ -9,6 +9,8 @@ Behaviour never travels to the cloud: no message here carries a click or an impr
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared_schema.messages import BehaviorEvent, CandidateSlate, SourceCandidates
@@ -31,6 +33,24 @@ class VectorRequest(_Message):
     ids: dict[str, list[str]] = Field(description="source name -> item ids; at most max_vector_ids ids in all "
                                                   "(GET /version)",
                                       examples=[{"video": ["v17", "v3"], "article": ["a8"]}])
+
+
+MIN_BUCKET_ITEMS = 256
+"""Default least number of items in one anonymity bucket of a vector refresh (POST /v1/vectors/buckets)."""
+
+
+def item_bucket(item_id: str, count: int) -> int:
+    """The anonymity bucket of `item_id` among `count` buckets: the first 8 bytes of its sha256, mod count."""
+    return int.from_bytes(hashlib.sha256(item_id.encode("utf-8")).digest()[:8], "big") % count
+
+
+class BucketRequest(_Message):
+    """Whole anonymity buckets of item ids per source (their numbers, `item_bucket`), never single ids."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"buckets": {"video": [0, 3], "article": [1]}}]})
+
+    buckets: dict[str, list[int]] = Field(description="source name -> bucket numbers",
+                                          examples=[{"video": [0, 3], "article": [1]}])
 
 
 class ItemVectors(_Message):
@@ -113,7 +133,8 @@ class ServiceInfo(_Message):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "package_version": "0.1.0", "schema_version": 1, "embedding_version": "5d41402abc4b2a76",
         "model_name": "dir", "sources": ["video", "article", "ad"], "vector_dims": [16, 16, 16], "n": 10,
-        "max_vector_ids": 1000}]})
+        "max_vector_ids": 1000, "vector_buckets": {"video": 4, "article": 2, "ad": 1}, "min_bucket_items": 256,
+        "max_buckets": 8}]})
 
     package_version: str = Field(description="version of the dir-rerank package", examples=["0.1.0"])
     schema_version: int = Field(description="wire format version of the messages", examples=[1])
@@ -124,3 +145,8 @@ class ServiceInfo(_Message):
     vector_dims: list[int] = Field(description="vector width per source, same order", examples=[[16, 16, 16]])
     n: int = Field(description="most candidates per source in a slate", examples=[10])
     max_vector_ids: int = Field(description="most item ids in one POST /v1/vectors", examples=[1000])
+    vector_buckets: dict[str, int] = Field(default_factory=dict, description="source -> anonymity bucket count",
+                                           examples=[{"video": 4, "article": 2, "ad": 1}])
+    min_bucket_items: int = Field(0, description="every bucket holds at least this many items (or the whole table)",
+                                  examples=[256])
+    max_buckets: int = Field(0, description="most buckets per POST /v1/vectors/buckets", examples=[8])

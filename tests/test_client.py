@@ -15,6 +15,7 @@ import pytest
 
 from cloud.export import write_bundle
 from cloud.service import BundleFolder, CloudService, create_app
+from device_runtime import signed
 from device_runtime.bundle import BundleRegistry
 from device_runtime.client import CloudClient, CloudUnavailable
 from device_runtime.store import HistoryStore
@@ -115,6 +116,7 @@ def test_download_refuses_a_listing_with_unsafe_paths(tmp_path):
 
 def test_sync_installs_only_newer_bundles_and_refreshes_stale_vectors(cloud, tmp_path):
     registry = BundleRegistry(tmp_path / "device")
+    signed.allow_unsigned(registry.root)  # the unsigned listing (signed updates: test_signed_updates.py)
     store = HistoryStore(tmp_path / "history.db")
     dim = cloud.service.model.item_encoder.vector_dims()[0]
     store.cache_items("video", [("v1", [0.0] * dim), ("gone", [0.0] * dim)], "old-embedding")
@@ -178,6 +180,7 @@ def test_unreachable_garbage_hanging_and_failing_servers_raise_cloud_unavailable
             CloudClient(url, timeout=0.3).fetch_slate("u1")
         assert time.monotonic() - start < 1.4
     registry = BundleRegistry(tmp_path / "device")
+    signed.allow_unsigned(registry.root)
     active = registry.install(cloud.bundles / "v1")
     with raw_server(http_answer(b"garbage")) as url, HistoryStore(tmp_path / "history.db") as store:
         with pytest.raises(CloudUnavailable):
@@ -185,3 +188,11 @@ def test_unreachable_garbage_hanging_and_failing_servers_raise_cloud_unavailable
     assert registry.active() == active
     with pytest.raises(ValueError, match="http://"):
         CloudClient("127.0.0.1:8000")
+
+
+def test_sync_installs_nothing_on_a_device_without_a_trust_policy(cloud, tmp_path):
+    registry = BundleRegistry(tmp_path / "device")
+    with HistoryStore(tmp_path / "history.db") as store:
+        with pytest.raises(signed.UntrustedBundle, match="trusts no signing root"):
+            cloud.client.sync(registry, store)
+    assert registry.active() is None

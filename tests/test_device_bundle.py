@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import shutil
 from pathlib import Path
@@ -148,7 +149,7 @@ def test_file_path_escaping_the_bundle_is_refused(registry, device_bundle, tmp_p
     manifest = read_manifest(device_bundle)
     files = [f.model_copy(update={"path": "../" + f.path}) if f.runtime == "tflite" else f for f in manifest.files]
     bad = copy_bundle(device_bundle, tmp_path / "bad", files=files)
-    with pytest.raises(ValueError, match="must be relative and stay inside the bundle"):
+    with pytest.raises(ValueError, match="(?s)files.2.path.*'../model.tflite' is not a plain relative file name"):
         registry.install(bad)
 
 
@@ -161,7 +162,7 @@ def test_bundle_this_runtime_cannot_load_is_refused(registry, device_bundle, tmp
     junk = tflite.model_copy(update={"size": 128, "sha256": hashlib.sha256(b"not a flatbuffer" * 8).hexdigest()})
     (bad / "manifest.json").write_text(manifest.model_copy(update={"files": [junk], "model_version": "junk"})
                                        .model_dump_json())
-    with pytest.raises(ValueError, match="this runtime cannot load any file of the bundle: .*tflite:cpu"):
+    with pytest.raises(ValueError, match="model.tflite: not a tflite model .*expected one of \\[b'TFL3'\\]"):
         registry.install(bad)
     _assert_no_leftovers(registry)
 
@@ -171,3 +172,43 @@ def test_corrupt_zip_is_refused(registry, tmp_path):
     archive.write_bytes(b"PK\x03\x04 definitely not a zip")
     with pytest.raises(ValueError, match="not a readable zip"):
         registry.install(archive)
+
+
+@pytest.mark.parametrize("garbage", ["random", "header"])
+def test_garbage_program_with_a_matching_sha256_is_refused_without_aborting(registry, device_bundle, tmp_path,
+                                                                             garbage):
+    """A random model_portable.pte used to abort the process inside ExecuTorch (rc 134)."""
+    manifest = read_manifest(device_bundle)
+    bad = copy_bundle(device_bundle, tmp_path / "bad")
+    real = (bad / "model_portable.pte").read_bytes()
+    data = os.urandom(len(real)) if garbage == "random" else real[:16] + os.urandom(len(real) - 16)
+    (bad / "model_portable.pte").write_bytes(data)
+    files = [f.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()}) if f.path == "model_portable.pte"
+             else f for f in manifest.files]
+    (bad / "manifest.json").write_text(manifest.model_copy(update={"files": files, "model_version": "junk"})
+                                       .model_dump_json())
+    before = registry.active().version
+    with pytest.raises(ValueError, match="model_portable.pte: (not a executorch model|this runtime cannot load it)"):
+        registry.install(bad)
+    _assert_still_serving(registry, before)
+    _assert_no_leftovers(registry)
+
+
+def test_damaged_active_files_fall_back_to_the_previous_good_version(registry, device_bundle, tmp_path, caplog):
+    first = registry.active().version
+    second = registry.install(copy_bundle(device_bundle, tmp_path / "v2", model_version="v2")).version
+    with open(registry.versions_dir / second / _model_file(device_bundle), "r+b") as fh:
+        fh.seek(64)
+        fh.write(b"\xff\xfe")
+    with caplog.at_level("WARNING", logger="device_runtime.bundle"):
+        serving = registry.serving()
+    assert serving.version == first and registry.active().version == first
+    assert f"falling back to the previous good version {first}" in caplog.text and "sha256" in caplog.text
+
+
+def test_current_pointer_must_name_a_version_folder(registry, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    for active in ["../../elsewhere", "/etc", "missing-000000000000", 3]:
+        registry.pointer.write_text(json.dumps({"active": active, "previous": []}))
+        with pytest.raises(ValueError, match="is not a version folder"):
+            registry.active()

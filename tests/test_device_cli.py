@@ -46,6 +46,7 @@ def test_help_explains_every_subcommand():
 def test_install_rerank_record_history_info_rollback(device_bundle, tmp_path):
     home = tmp_path / "home"
     manifest = read_manifest(device_bundle)
+    ok("trust", "--allow-unsigned", home=home)  # an unsigned test bundle (signed: test_signed_updates.py)
     first = ok("install", str(device_bundle), home=home)
     assert first["model_version"] == manifest.model_version and first["previous"] == []
     assert (home / "current").is_file()
@@ -86,6 +87,8 @@ def test_install_rerank_record_history_info_rollback(device_bundle, tmp_path):
     (["rollback"], "dir-device rollback: error: .*no previous bundle"),
     (["info"], "dir-device info: error: .*run `dir-device install BUNDLE"),
     (["history"], "dir-device history: error: .*no bundle installed"),
+    (["trust"], "dir-device trust: error: give ROOT.json .* or --allow-unsigned"),
+    (["trust", "missing-root.json"], "dir-device trust: error: .*missing-root.json"),
 ])
 def test_errors_exit_2_with_the_command_name(tmp_path, args, message):
     proc = dir_device(*args, "--root", str(tmp_path / "empty"))
@@ -96,6 +99,7 @@ def test_errors_exit_2_with_the_command_name(tmp_path, args, message):
 
 def test_bad_input_with_a_bundle_installed(device_bundle, tmp_path):
     home = tmp_path / "home"
+    ok("trust", "--allow-unsigned", home=home)
     ok("install", str(device_bundle), home=home)
     manifest = read_manifest(device_bundle)
     slate = tmp_path / "slate.json"
@@ -114,6 +118,7 @@ def test_bad_input_with_a_bundle_installed(device_bundle, tmp_path):
 def test_record_events_file_seeds_the_history(device_bundle, tmp_path):
     home = tmp_path / "home"
     manifest = read_manifest(device_bundle)
+    ok("trust", "--allow-unsigned", home=home)
     ok("install", str(device_bundle), home=home)
     slate = make_slate(manifest)
     events = [
@@ -129,3 +134,11 @@ def test_record_events_file_seeds_the_history(device_bundle, tmp_path):
     proc = dir_device("record", "--events", str(path), home=home)
     assert proc.returncode == 2 and f"line {len(events) + 1}" in proc.stderr
     assert len(ok("history", home=home)["behaviors"]) == len(events)  # the bad file stored nothing
+
+
+def test_install_without_a_trust_policy_is_refused_and_allow_unsigned_is_loud(device_bundle, tmp_path):
+    home = tmp_path / "home"
+    proc = dir_device("install", str(device_bundle), home=home)
+    assert proc.returncode == 2 and "trusts no signing root" in proc.stderr and "dir-device trust" in proc.stderr
+    proc = dir_device("trust", "--allow-unsigned", home=home)
+    assert proc.returncode == 0 and "WARNING: unsigned bundles are now accepted" in proc.stderr

@@ -57,7 +57,13 @@ def feed_env(tmp_path_factory):
     write_bundle(run.model, run.spec, root / "bundle", backends=("tflite",), embedding_version=run.embedding_version,
                  model_version="feed-1", progress=lambda *a, **k: None)
     summary = build_pool(root / "run", root / "pool")
+    from cloud.signing import SignedRepository, create_keys
+
+    create_keys(root / "keys")
+    repo = SignedRepository.init(root / "repo", root / "keys" / "root.pem", root / "keys")
+    repo.add_bundle(root / "bundle", root / "keys", version="feed-1")
     return SimpleNamespace(root=root, run=root / "run", data=root / "data", bundle=root / "bundle",
+                           repo=root / "repo", trust=root / "repo" / "metadata" / "1.root.json",
                            pool=root / "pool", user=summary["user"], pool_summary=summary,
                            manifest=verify(root / "bundle"))
 
@@ -136,7 +142,7 @@ def feed_process(*args: str, python: tuple[str, ...] = ("-m", "examples.feed_app
 
 
 def offline_args(env, home: Path) -> list[str]:
-    return ["--slates", str(env.pool), "--bundle", str(env.bundle), "--home", str(home)]
+    return ["--slates", str(env.pool), "--bundle", str(env.bundle), "--home", str(home), "--trust", str(env.trust)]
 
 
 def get_json(url: str, body: dict | None = None) -> dict:
@@ -304,10 +310,13 @@ def test_online_mode_installs_the_cloud_bundle_then_falls_back_when_the_server_g
     from tests.service_fixtures import serve_in_thread
 
     shutil.copytree(feed_env.bundle, tmp_path / "bundles" / "feed-1")
-    service = create_app(CloudService.load(feed_env.run, feed_env.data), BundleFolder(tmp_path / "bundles"))
+    from cloud.service.bundles import SignedFiles
+
+    service = create_app(CloudService.load(feed_env.run, feed_env.data), BundleFolder(tmp_path / "bundles"),
+                         signed=SignedFiles(feed_env.repo))
     with serve_in_thread(service) as server:
         source = CloudSlates(CloudClient(server), feed_env.user, fallback=PoolSlates(feed_env.pool), retry_s=0)
-        app = FeedApp(tmp_path / "home", source)  # no bundle on the device: the cloud's gets installed
+        app = FeedApp(tmp_path / "home", source, trust=feed_env.trust)  # no bundle: the cloud's signed one
         page = app.page()
         assert (page["mode"], page["origin"], page["notices"]) == ("online", f"cloud {server}", [])
         assert page["reranked"] and page["bundle"].startswith("feed-1-") and page["user_id"] == feed_env.user
@@ -322,15 +331,16 @@ def test_online_mode_installs_the_cloud_bundle_then_falls_back_when_the_server_g
 
 def test_a_refused_bundle_leaves_the_last_good_one_serving(feed_env, tmp_path):
     home, pool = tmp_path / "home", PoolSlates(feed_env.pool)
-    app = FeedApp(home, pool, bundle=feed_env.bundle)
+    app = FeedApp(home, pool, bundle=feed_env.bundle, trust=feed_env.trust)
     good = app.page()["bundle"]
     app.close()
     corrupt = shutil.copytree(feed_env.bundle, tmp_path / "corrupt")
     model = bytearray((corrupt / "model.tflite").read_bytes())
     model[len(model) // 2] ^= 0xFF
     (corrupt / "model.tflite").write_bytes(model)
-    for bundle, why in ((corrupt, "does not match manifest.json"), (tmp_path / "missing", "no such bundle")):
-        app = FeedApp(home, pool, bundle=bundle)
+    for bundle, why in ((corrupt, "does not match its signed length and sha256"),
+                        (tmp_path / "missing", "no such bundle")):
+        app = FeedApp(home, pool, bundle=bundle, trust=feed_env.trust)
         page = app.page()
         text = " ".join(n["text"] for n in page["notices"])
         assert why in text and f"still serving bundle {good}" in text
@@ -343,7 +353,7 @@ def test_without_any_bundle_the_page_says_why_and_the_server_keeps_running(feed_
 
     missing = tmp_path / "missing"
     server = FeedServer(("127.0.0.1", 0), lambda: FeedApp(tmp_path / "home", PoolSlates(feed_env.pool),
-                                                          bundle=missing), quiet=True)
+                                                          bundle=missing, trust=feed_env.trust), quiet=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -368,7 +378,7 @@ def test_bad_slate_files_are_skipped_with_a_notice_naming_them(feed_env, tmp_pat
     (pool / "000" / "slate.json").write_text('{"user_id": "u1", "sources": [', encoding="utf-8")
     other = read_slate(pool / "001" / "slate.json").model_copy(update={"embedding_version": "old"})
     (pool / "001" / "slate.json").write_text(other.model_dump_json(), encoding="utf-8")
-    app = FeedApp(tmp_path / "home", PoolSlates(pool), bundle=feed_env.bundle)
+    app = FeedApp(tmp_path / "home", PoolSlates(pool), bundle=feed_env.bundle, trust=feed_env.trust)
     page = app.page()
     assert page["reranked"] and page["origin"] == "002/slate.json"
     text = " ".join(n["text"] for n in page["notices"])

@@ -71,8 +71,9 @@ def test_no_endpoint_accepts_behaviour(client):
     spec = client.get("/openapi.json").json()
     with_body = [(method, path) for path, ops in spec["paths"].items() for method, op in ops.items()
                  if method in ("post", "put", "patch") or "requestBody" in op]
-    assert with_body == [("post", "/v1/vectors")]
+    assert with_body == [("post", "/v1/vectors"), ("post", "/v1/vectors/buckets")]
     assert set(spec["components"]["schemas"]["VectorRequest"]["properties"]) == {"ids"}
+    assert set(spec["components"]["schemas"]["BucketRequest"]["properties"]) == {"buckets"}
 
 
 def test_user_slate_follows_popularity_and_affinity_without_clicked_items(client, service):

@@ -23,6 +23,7 @@ from cloud.export import write_bundle
 from cloud.runs import load_run
 from cloud.slates import encode_items
 from cloud.training import TrainConfig, train
+from device_runtime import signed
 from device_runtime.bundle import BundleRegistry
 from device_runtime.client import CloudClient, CloudUnavailable
 from device_runtime.reranker import Reranker
@@ -80,6 +81,7 @@ def _scores(result) -> dict[str, float]:
 
 def test_sync_rerank_click_and_the_next_rerank_uses_it(cloud, tmp_path):
     registry, db = BundleRegistry(tmp_path / "device"), tmp_path / "history.db"
+    signed.allow_unsigned(registry.root)  # unsigned listing; signed updates: test_signed_updates.py
     known = str(cloud.data.items("video").ids[0])
     with HistoryStore(db) as store:
         dim = cloud.run.model.item_encoder.vector_dims()[0]
@@ -114,6 +116,7 @@ def test_sync_rerank_click_and_the_next_rerank_uses_it(cloud, tmp_path):
 
 def test_device_keeps_serving_offline_when_the_cloud_is_garbage_or_down(cloud, tmp_path):
     registry, db = BundleRegistry(tmp_path / "device"), tmp_path / "history.db"
+    signed.allow_unsigned(registry.root)  # unsigned listing; signed updates: test_signed_updates.py
     with HistoryStore(db) as store:
         cloud.client.sync(registry, store)
     (tmp_path / "slate.json").write_text(cloud.client.fetch_slate(cloud.users[1]).model_dump_json())

@@ -26,6 +26,7 @@ SIZE_TARGET_MB = 200
 CHECK = """
 import importlib.util, json, sys, time
 import device_runtime
+import device_runtime.client, device_runtime.signed  # signed updates (tuf) import without torch
 from device_runtime.bundle import BundleRegistry
 from device_runtime.reranker import Reranker
 from shared_schema import BehaviorEvent, CandidateSlate

@@ -22,12 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated int8 variants: int8 (full int8, NPUs), int8-dynamic (int8 weights)")
     parser.add_argument("--model-version", default=None, help="version string (default: hash of the device weights)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--repo", default=None, help="also sign the bundle into this repository (`dir-cloud repo add`)")
+    parser.add_argument("--keys", default=None, help="with --repo: folder with targets/snapshot/timestamp keys")
 
 
 def run(args: argparse.Namespace) -> int:
     from cloud.export import summary, write_bundle
     from cloud.runs import load_run
 
+    if bool(args.repo) != bool(args.keys):
+        raise ValueError("--repo and --keys go together: the repository and its online keys")
     loaded = load_run(args.run)
     manifest = write_bundle(
         loaded.model, loaded.spec, args.out, backends=args.backends, quantize=args.quantize or None,
@@ -36,4 +40,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(summary(manifest))
     print(f"wrote {args.out}")
+    if args.repo:
+        from cloud.signing import SignedRepository
+
+        print(f"signed {SignedRepository(args.repo).add_bundle(args.out, args.keys)} into {args.repo}")
     return 0

@@ -4,7 +4,8 @@
 
 Endpoints (OpenAPI at /docs and /openapi.json; docs/service.md): GET /health, GET /version,
 GET /v1/users, GET /v1/users/{user}/slate, GET /v1/lists/{split}/{row}, POST /v1/vectors,
-GET /v1/bundles, GET /v1/bundles/{version}, GET /v1/bundles/{version}/files/{name}.
+GET /v1/bundles, GET /v1/bundles/{version}, GET /v1/bundles/{version}/files/{name},
+GET /tuf/metadata/{name} and GET /tuf/targets/{path} (the signed repository, with --repo).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by `dir-cloud train`")
     parser.add_argument("--data", help="prepared data folder (default: the run's)")
     parser.add_argument("--bundles", required=True, help="folder with one exported bundle per subfolder")
+    parser.add_argument("--repo", default=None,
+                        help="signed repository (`dir-cloud repo init`) to publish under /tuf/ for devices")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--affinity-weight", type=float, default=0.5,
@@ -34,13 +37,15 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cloud.service import BundleFolder, CloudService, create_app
+    from cloud.service.bundles import SignedFiles
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     torch.set_num_threads(args.torch_threads)
     bundles = BundleFolder(args.bundles)  # a missing folder fails before the run is loaded
+    signed = SignedFiles(args.repo) if args.repo else None
     service = CloudService.load(args.run, args.data, affinity_weight=args.affinity_weight,
                                 max_vector_ids=args.max_vector_ids)
-    app = create_app(service, bundles, max_body_bytes=args.max_body_bytes)
+    app = create_app(service, bundles, max_body_bytes=args.max_body_bytes, signed=signed)
     info = service.info()
     print(f"serving model {info.model_name} (embedding {info.embedding_version}), {len(service.users)} users, "
           f"sources {info.sources}, bundles from {args.bundles} on http://{args.host}:{args.port}", flush=True)

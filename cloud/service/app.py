@@ -22,10 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.service.bundles import Bundle, BundleFolder
+from cloud.service.bundles import Bundle, BundleFolder, SignedFiles
 from cloud.service.docs import add_offline_docs, errors, only_declared_errors
 from cloud.service.middleware import BodyLimit, ServerTiming
-from cloud.service.state import CloudService, UnknownUser
+from cloud.service.state import MAX_BUCKETS, CloudService, UnknownUser
 from shared_schema import CandidateSlate
 from shared_schema.manifest import MANIFEST_NAME
 from shared_schema.service import (
@@ -35,6 +35,7 @@ from shared_schema.service import (
     ItemVectors,
     ListSlate,
     ServiceInfo,
+    BucketRequest,
     VectorRequest,
 )
 
@@ -52,8 +53,10 @@ class UserList(BaseModel):
     users: list[str] = Field(description="user ids in data order, at most `limit`", examples=[["u1", "u2"]])
 
 
-def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The service's routes over `service` (slates, vectors) and `bundles` (downloads)."""
+def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int = MAX_BODY_BYTES,
+               signed: SignedFiles | None = None) -> FastAPI:
+    """The service's routes over `service` (slates, vectors), `bundles` (downloads) and `signed` (the TUF
+    repository devices update from, when given)."""
     app = FastAPI(title="dir-rerank cloud service", version=service.info().package_version,
                   description="Candidate slates with item vectors, item vector refresh and model bundles for "
                               "on-device reranking. Behaviour stays on the device: no endpoint accepts it.",
@@ -136,6 +139,21 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 
+    @app.post("/v1/vectors/buckets", tags=["vectors"], responses=errors(413, 422))
+    def bucket_vectors(request: BucketRequest) -> ItemVectors:
+        """Vectors of every item of whole anonymity buckets (GET /version: `vector_buckets`, `min_bucket_items`):
+        how the device refreshes its cached vectors without naming the items it holds (docs/service.md).
+
+        More than `max_buckets` buckets in one request is a 413; an unknown source or bucket is a 422.
+        """
+        count = sum(len(numbers) for numbers in request.buckets.values())
+        if count > MAX_BUCKETS:
+            raise HTTPException(413, f"{count} buckets in one request; send at most {MAX_BUCKETS} per request")
+        try:
+            return service.bucket_vectors(request.buckets)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
     @app.get("/v1/bundles", tags=["bundles"], responses=errors())
     def list_bundles() -> BundleList:
         """Every intact bundle in the bundles folder, newest created_at first, with file sha256s."""
@@ -165,6 +183,22 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
             return Response(status_code=304, headers=headers)
         media = "application/json" if name == MANIFEST_NAME else "application/octet-stream"
         return FileResponse(served.path, media_type=media, headers=headers)
+
+    @app.get("/tuf/{kind}/{name:path}", tags=["bundles"],
+             responses={200: {"content": {"application/octet-stream": {}}}, **errors(404)})
+    def signed_file(kind: str, name: str) -> Response:
+        """The signed repository (The Update Framework): `metadata/N.root.json`, `metadata/timestamp.json`,
+        `metadata/N.snapshot.json`, `metadata/N.targets.json` and `targets/VERSION/SHA256.NAME`; what
+        `tuf.ngclient.Updater` on the device fetches (`dir-device trust`, docs/device.md)."""
+        if signed is None:
+            raise HTTPException(404, "this service publishes no signed repository; start it with "
+                                     "`dir-cloud serve ... --repo REPO`")
+        try:
+            path = signed.path(kind, name)
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from None
+        return FileResponse(path, media_type="application/json" if kind == "metadata" else "application/octet-stream",
+                            headers={"Cache-Control": "no-cache"})
 
     return app
 

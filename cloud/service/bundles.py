@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from shared_schema import SCHEMA_VERSION, BundleManifest
 from shared_schema.files import file_sha256
-from shared_schema.manifest import MANIFEST_NAME
+from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class BundleFolder:
     def scan(self) -> list[Bundle]:
         """Intact bundles, newest first (ties: folder name)."""
         bundles = []
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                             and not p.is_symlink()):
             try:
                 bundles.append(self._read(folder))
             except (OSError, ValueError) as exc:
@@ -101,6 +102,8 @@ class BundleFolder:
             rel = PurePosixPath(entry.path)
             if rel.is_absolute() or ".." in rel.parts or str(rel) == MANIFEST_NAME:
                 raise ValueError(f"file path {entry.path!r} must be relative, inside the bundle")
+            if not (folder / rel).resolve().is_relative_to(folder.resolve()):
+                raise ValueError(f"file path {entry.path!r} leads out of the bundle through a symbolic link")
             found = self._file(folder / rel)
             if (found.size, found.sha256) != (entry.size, entry.sha256):
                 raise ValueError(f"{entry.path}: {found.size} bytes, sha256 {found.sha256[:12]}..., but the "
@@ -110,6 +113,8 @@ class BundleFolder:
         return Bundle(folder.name, manifest, created, files)
 
     def _file(self, path: Path) -> ServedFile:
+        if path.is_symlink():
+            raise ValueError(f"{path.name} is a symbolic link; a bundle is served from plain files only")
         stat = path.stat()
         key = (stat.st_size, stat.st_mtime_ns)
         with self._lock:
@@ -125,3 +130,32 @@ class BundleFolder:
         if self._refused.get(name) != reason:
             self._refused[name] = reason
             log.warning("bundle %s/%s is not offered: %s", self.root, name, reason)
+
+
+class SignedFiles:
+    """The files of a signed (TUF) repository, `dir-cloud repo init`: `metadata/NAME` and `targets/PATH`.
+
+    `path(kind, name)` is the file to serve, or KeyError: every part of `name` must be a plain name
+    (SAFE_NAME), and no symbolic link is followed or served.
+    """
+
+    KINDS = ("metadata", "targets")
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not (self.root / "metadata" / "1.root.json").is_file():
+            raise FileNotFoundError(f"{self.root}: not a signed repository (no metadata/1.root.json); create it "
+                                    "with `dir-cloud repo init --repo DIR --keys KEYS`")
+
+    def path(self, kind: str, name: str) -> Path:
+        parts = name.split("/")
+        if kind not in self.KINDS or len(parts) > 5 or not all(SAFE_NAME.fullmatch(p) for p in parts):
+            raise KeyError(f"{kind}/{name}: no such file in the signed repository")
+        path = self.root / kind
+        for part in parts:
+            path = path / part
+            if path.is_symlink():
+                raise KeyError(f"{kind}/{name}: no such file in the signed repository")
+        if not path.is_file():
+            raise KeyError(f"{kind}/{name}: no such file in the signed repository")
+        return path

@@ -23,10 +23,12 @@ from cloud.runs import LoadedRun, load_run
 from cloud.service.upstream import UpstreamRanker
 from cloud.slates import encode_items, slate_for_list
 from shared_schema import SCHEMA_VERSION, CandidateItem, CandidateSlate, SourceCandidates
-from shared_schema.service import ItemVectors, ListSlate, ServiceInfo
+from shared_schema.service import MIN_BUCKET_ITEMS, ItemVectors, ListSlate, ServiceInfo, item_bucket
 
 MAX_VECTOR_IDS = 1000
 """Default cap on the item ids of one POST /v1/vectors request."""
+MAX_BUCKETS = 8
+"""Cap on the buckets of one POST /v1/vectors/buckets request."""
 
 
 class UnknownUser(KeyError):
@@ -59,7 +61,7 @@ class CloudService:
     """A run's item encoder over its prepared data, with the demo upstream ranker."""
 
     def __init__(self, run: LoadedRun, data: PreparedData, affinity_weight: float = 0.5,
-                 max_vector_ids: int = MAX_VECTOR_IDS):
+                 max_vector_ids: int = MAX_VECTOR_IDS, min_bucket_items: int = MIN_BUCKET_ITEMS):
         data = data if isinstance(data, ServedData) else ServedData(data.path)
         _check_same_spec(run, data)
         self.run, self.data, self.spec = run, data, data.spec
@@ -71,6 +73,10 @@ class CloudService:
         self._user_index = {u: i for i, u in enumerate(self.users)}
         self._ids = [data.items(name).ids for name in self.spec.source_names]
         self._rows = [{str(item): row for row, item in enumerate(ids)} for ids in self._ids]
+        if min_bucket_items < 1:
+            raise ValueError(f"min_bucket_items must be >= 1, got {min_bucket_items}")
+        self.min_bucket_items = min_bucket_items
+        self._buckets = [_anonymity_buckets([str(i) for i in ids], min_bucket_items) for ids in self._ids]
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None, **options) -> CloudService:
@@ -84,6 +90,8 @@ class CloudService:
             embedding_version=self.embedding_version, model_name=self.run.config.get("model", "unknown"),
             sources=self.spec.source_names, vector_dims=list(self.model.item_encoder.vector_dims()),
             n=self.spec.n, max_vector_ids=self.max_vector_ids,
+            vector_buckets={name: len(b) for name, b in zip(self.spec.source_names, self._buckets)},
+            min_bucket_items=self.min_bucket_items, max_buckets=MAX_BUCKETS,
         )
 
     def user_slate(self, user_id: str, n: int | None = None) -> tuple[CandidateSlate, dict[str, float]]:
@@ -138,6 +146,37 @@ class CloudService:
             raise ValueError(f"item ids unknown to the run's data, per source: {answer.unknown}")
         return CandidateSlate(user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version,
                               sources=answer.sources)
+
+
+    def bucket_items(self, source: str, bucket: int) -> list[str]:
+        """Every item id of anonymity bucket `bucket` of `source` (ValueError naming what is wrong)."""
+        if source not in self.spec.source_names:
+            raise ValueError(f"buckets: unknown source {source!r}; this service's sources are {self.spec.source_names}")
+        buckets = self._buckets[self.spec.source_names.index(source)]
+        if not 0 <= bucket < len(buckets):
+            raise ValueError(f"buckets.{source}: bucket {bucket} is not in 0..{len(buckets) - 1}")
+        return buckets[bucket]
+
+    def bucket_vectors(self, buckets: dict[str, list[int]]) -> ItemVectors:
+        """Vectors of every item of the requested anonymity buckets (see docs/service.md, private refresh)."""
+        ids = {source: [i for b in dict.fromkeys(numbers) for i in self.bucket_items(source, b)]
+               for source, numbers in buckets.items()}
+        return self.vectors(ids)
+
+
+def _anonymity_buckets(ids: list[str], least: int) -> list[list[str]]:
+    """Item ids grouped by `item_bucket` into the most buckets that each hold at least `least` ids (one bucket,
+    the whole table, when it is smaller)."""
+    if not ids:
+        return [[]]
+    hashes = np.array([item_bucket(i, 1 << 64) for i in ids], dtype=np.uint64)
+    count = max(1, len(ids) // least)
+    while count > 1 and np.bincount((hashes % np.uint64(count)).astype(np.int64), minlength=count).min() < least:
+        count = min(count - 1, int(count * 0.98))
+    groups: list[list[str]] = [[] for _ in range(count)]
+    for item in ids:
+        groups[item_bucket(item, count)].append(item)
+    return groups
 
 
 def _check_same_spec(run: LoadedRun, data: PreparedData) -> None:

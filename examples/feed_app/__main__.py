@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user", help="user id asked from the server (default: the pool's first slate's user)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server")
     parser.add_argument("--bundle", help="model bundle (folder or .zip) to install; default: the installed one")
+    parser.add_argument("--trust", metavar="ROOT.json",
+                        help="the signing root to trust on first start (the repository's metadata/1.root.json)")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="development only: accept unsigned bundles (logged on every install)")
     parser.add_argument("--home", default="~/.dir-feed", help="app folder: bundles/ and history.db")
     parser.add_argument("--db", help="history store file (default HOME/history.db)")
     parser.add_argument("--backend", default="tflite", choices=["auto", *BACKENDS],
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             source = CloudSlates(CloudClient(args.server, timeout=args.timeout), user, fallback=source)
         server = FeedServer((args.host, args.port), lambda: FeedApp(
             args.home, source, bundle=args.bundle, db=args.db, backend=args.backend, delegate=args.delegate,
-            merge=args.merge, threads=args.threads), quiet=args.quiet)
+            merge=args.merge, threads=args.threads, trust=args.trust, allow_unsigned=args.allow_unsigned),
+            quiet=args.quiet)
     except (OSError, ValueError) as exc:
         print(f"feed_app: error: {exc}", file=sys.stderr)
         return 2

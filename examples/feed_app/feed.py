@@ -19,6 +19,7 @@ import time
 from itertools import zip_longest
 from pathlib import Path
 
+from device_runtime import signed
 from device_runtime.backends import BackendError
 from device_runtime.bundle import BundleRegistry
 from device_runtime.reranker import Reranker
@@ -34,10 +35,15 @@ class FeedApp:
 
     def __init__(self, home: str | os.PathLike, source, bundle: str | os.PathLike | None = None,
                  db: str | os.PathLike | None = None, backend: str = "tflite", delegate: str = "auto",
-                 merge: str = "controller", threads: int = 1):
+                 merge: str = "controller", threads: int = 1, trust: str | os.PathLike | None = None,
+                 allow_unsigned: bool = False):
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
         self.registry = BundleRegistry(self.home / "bundles")
+        if trust is not None and not signed.trusted(self.registry.root):  # provisioned once: rollbacks stay refused
+            signed.trust_root(self.registry.root, trust)
+        elif allow_unsigned and not signed.trusted(self.registry.root):
+            signed.allow_unsigned(self.registry.root)
         self.db_path = Path(db).expanduser() if db else self.home / "history.db"
         self.source = source
         self.options = {"backend": backend, "delegate": delegate, "merge": merge, "threads": threads}
@@ -53,9 +59,10 @@ class FeedApp:
 
     # -- bundle ------------------------------------------------------------------------------------
     def install(self, path: str | os.PathLike) -> bool:
-        """Install a bundle (dir or .zip) and rerank with it; a refused one leaves the active bundle serving."""
+        """Install a bundle (dir or .zip) under the device's signature policy and rerank with it; a refused one
+        leaves the active bundle serving."""
         try:
-            self.registry.install(path)
+            signed.install(self.registry, path)
         except (OSError, ValueError) as exc:
             active = self._active_version()
             keep = f"still serving bundle {active}" if active else "no bundle is installed, so nothing can be reranked"
