@@ -153,6 +153,14 @@ def run_tradeoff(data_dir: str | Path, betas: list[float], targets: list[list[fl
     return (out / "tradeoff.csv").read_text()
 
 
+def replot_tradeoff(folder: str | Path) -> None:
+    """Redraw tradeoff.png (and targets.png) from the tradeoff.csv (targets.csv) a `tradeoff` run wrote."""
+    folder = Path(folder)
+    targets = folder / "targets.csv"
+    _plot_tradeoff(read_csv_rows(folder / "tradeoff.csv"), read_csv_rows(targets) if targets.exists() else [],
+                   folder)
+
+
 def _plot_tradeoff(beta_rows: list[dict], target_rows: list[dict], out: Path) -> None:
     import matplotlib
 
@@ -160,22 +168,28 @@ def _plot_tradeoff(beta_rows: list[dict], target_rows: list[dict], out: Path) ->
     import matplotlib.pyplot as plt
 
     k = _metric_keys(beta_rows)[1].split("@")[1]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([r[f"js@{k}"] for r in beta_rows], [r[f"utility@{k}"] for r in beta_rows], "o-")
-    for r in beta_rows:
-        ax.annotate(f"β={r['beta']:g}", (r[f"js@{k}"], r[f"utility@{k}"]))
-    ax.set_xlabel(f"JS@{k} (lower is fairer)")
-    ax.set_ylabel(f"utility@{k}")
-    ax.set_title("DIR utility-fairness trade-off")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    x, y = [r[f"js@{k}"] for r in beta_rows], [r[f"utility@{k}"] for r in beta_rows]
+    ax.plot(x, y, "o-")
+    for r, xi, yi in zip(beta_rows, x, y):  # labels below-right of their point, inside the padded axes
+        ax.annotate(f"β={r['beta']:g}", (xi, yi), xytext=(6, -12), textcoords="offset points", fontsize=9)
+    ax.margins(x=0.12, y=0.12)
+    ax.set_xlabel(f"JS@{k} divergence from the target exposure (lower is fairer)")
+    ax.set_ylabel(f"utility@{k} (test)")
+    ax.set_title(f"DIR utility-fairness trade-off (one run per β, seed {beta_rows[0].get('seed', 0)})"
+                 if "seed" in beta_rows[0] else "DIR utility-fairness trade-off (one run per β)")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "tradeoff.png", dpi=120)
     plt.close(fig)
     if target_rows:
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = plt.subplots(figsize=(6, 4.5))
         labels = [r["target"] for r in target_rows]
         ax.bar(labels, [r[f"js@{k}"] for r in target_rows])
-        ax.set_ylabel(f"JS@{k}")
+        ax.set_xlabel("target exposure shares per source (one run each)")
+        ax.set_ylabel(f"JS@{k} divergence from the target (test)")
         ax.set_title("Effect of the target exposure distribution")
+        ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         fig.savefig(out / "targets.png", dpi=120)
         plt.close(fig)
