@@ -103,7 +103,7 @@ def generated_title(data, source: str, row: int) -> tuple[str, str]:
     topic = TOPICS[(value - 1) % len(TOPICS)] if value > 0 else "Something new"
     return (f"{topic} {source} #{number}",
             f"{'an' if source[0] in 'aeiou' else 'a'} {source} about {topic.lower()} ({spec.categorical[0].name} "
-            f"{value}, item {item_id})")
+            f"{value})")
 
 
 def read_titles(path: Path) -> dict[str, tuple[str, str]]:
