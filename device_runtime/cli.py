@@ -193,7 +193,7 @@ def render(reply: dict, indent: str = "") -> str:
             lines += [f"{indent}{key}:", _table(value, indent + "  ")]
         elif isinstance(value, float):
             lines.append(f"{indent}{key}: {value:.4g}")
-        elif isinstance(value, list):
+        elif isinstance(value, (list, dict)):
             lines.append(f"{indent}{key}: {', '.join(map(str, value)) or '-'}")
         else:
             lines.append(f"{indent}{key}: {'-' if value is None else value}")
