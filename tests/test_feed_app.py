@@ -204,6 +204,16 @@ def test_click_is_stored_and_the_next_page_is_reranked_with_it(feed_env, browser
         assert "Saved your click" in notice(browser, "saved")
         second = cards(browser)
         screenshot(browser, "feed_after_click.png")
+        shown_page = int(body(browser, "data-page"))
+        with HistoryStore(db) as store:
+            exposures = store.exposure_counts(feed_env.manifest.source_names).tolist()
+        for _ in range(2):  # the browser GETs the API: the last page comes back, nothing is reranked or recorded
+            browser.get(f"{url}api/page")
+            answer = json.loads(browser.find_element("tag name", "body").text)
+            assert answer["page"] == shown_page and [c["item_id"] for c in answer["cards"]] == [
+                c["item_id"] for c in second]
+        with HistoryStore(db) as store:
+            assert store.exposure_counts(feed_env.manifest.source_names).tolist() == exposures
         assert proc.poll() is None
 
     # The next page is the same slate without the clicked item, scored by the model with the click in
