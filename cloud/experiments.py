@@ -162,37 +162,54 @@ def replot_tradeoff(folder: str | Path) -> None:
 
 
 def _plot_tradeoff(beta_rows: list[dict], target_rows: list[dict], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    for name, fig in (("tradeoff.png", tradeoff_figure(beta_rows)),
+                      ("targets.png", targets_figure(target_rows) if target_rows else None)):
+        if fig is not None:
+            fig.savefig(out / name, dpi=120)
+            plt.close(fig)
+
+
+def tradeoff_figure(beta_rows: list[dict]):
+    """Utility@K against JS@K, one labelled point per beta (labels offset below-right, inside padded axes)."""
+    plt = _pyplot()
+    k = _metric_keys(beta_rows)[1].split("@")[1]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    x, y = [r[f"js@{k}"] for r in beta_rows], [r[f"utility@{k}"] for r in beta_rows]
+    ax.plot(x, y, "o-")
+    for r, xi, yi in zip(beta_rows, x, y):
+        ax.annotate(f"β={r['beta']:g}", (xi, yi), xytext=(6, -12), textcoords="offset points", fontsize=9)
+    ax.margins(x=0.12, y=0.12)
+    ax.set_xlabel(f"JS@{k} divergence from the target exposure (lower is fairer)")
+    ax.set_ylabel(f"utility@{k} (test)")
+    ax.set_title("DIR utility-fairness trade-off (one run per β)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def targets_figure(target_rows: list[dict]):
+    """JS@K per alternative target distribution, as bars."""
+    plt = _pyplot()
+    k = _metric_keys(target_rows)[1].split("@")[1]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.bar([r["target"] for r in target_rows], [r[f"js@{k}"] for r in target_rows])
+    ax.set_xlabel("target exposure shares per source (one run each)")
+    ax.set_ylabel(f"JS@{k} divergence from the target (test)")
+    ax.set_title("Effect of the target exposure distribution")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = _metric_keys(beta_rows)[1].split("@")[1]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    x, y = [r[f"js@{k}"] for r in beta_rows], [r[f"utility@{k}"] for r in beta_rows]
-    ax.plot(x, y, "o-")
-    for r, xi, yi in zip(beta_rows, x, y):  # labels below-right of their point, inside the padded axes
-        ax.annotate(f"β={r['beta']:g}", (xi, yi), xytext=(6, -12), textcoords="offset points", fontsize=9)
-    ax.margins(x=0.12, y=0.12)
-    ax.set_xlabel(f"JS@{k} divergence from the target exposure (lower is fairer)")
-    ax.set_ylabel(f"utility@{k} (test)")
-    ax.set_title(f"DIR utility-fairness trade-off (one run per β, seed {beta_rows[0].get('seed', 0)})"
-                 if "seed" in beta_rows[0] else "DIR utility-fairness trade-off (one run per β)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "tradeoff.png", dpi=120)
-    plt.close(fig)
-    if target_rows:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        labels = [r["target"] for r in target_rows]
-        ax.bar(labels, [r[f"js@{k}"] for r in target_rows])
-        ax.set_xlabel("target exposure shares per source (one run each)")
-        ax.set_ylabel(f"JS@{k} divergence from the target (test)")
-        ax.set_title("Effect of the target exposure distribution")
-        ax.grid(alpha=0.3, axis="y")
-        fig.tight_layout()
-        fig.savefig(out / "targets.png", dpi=120)
-        plt.close(fig)
+    return plt
 
 
 def read_csv_rows(path: str | Path) -> list[dict]:
