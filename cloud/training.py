@@ -31,7 +31,7 @@ from cloud import runs
 from cloud.batches import HISTORY_VIEWS, ListBatcher
 from cloud.data.prepared import PreparedData
 from cloud.distributed import Context, is_peer_failure, session
-from cloud.evaluation import evaluate_references, evaluate_scores, predict
+from cloud.evaluation import evaluate_references, evaluate_scores, not_beaten, predict
 from cloud.losses import exposure_counts, js_divergence, utility_sum
 from cloud.models import build_model
 
@@ -272,6 +272,7 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
     }
     if ctx.is_main:
         runs.atomic_write_json(run_dir / runs.METRICS, metrics)
+        log.verdict(metrics["valid"], K)
     return metrics
 
 
@@ -356,6 +357,7 @@ class _EpochLog:
     def __init__(self, label: str, tensorboard: str | Path | None):
         self.prefix = f"[{label}] " if label else ""
         self.baseline = -math.inf  # best reference NDCG@K on validation
+        self.reference: dict[str, dict[str, float]] = {}
         self.writer = None
         if tensorboard is not None:
             try:
@@ -375,6 +377,7 @@ class _EpochLog:
     def references(self, references: dict[str, dict[str, float]], K: int) -> None:
         text = "  ".join(f"{name} auc={m['auc']:.4f} ndcg@{K}={m[f'ndcg@{K}']:.4f}" for name, m in references.items())
         self._print(f"valid reference orders: {text}")
+        self.reference = references
         self.baseline = max(m[f"ndcg@{K}"] for m in references.values())
 
     def epoch(self, row: dict, K: int, lr: float) -> None:
@@ -392,6 +395,12 @@ class _EpochLog:
                 if key.startswith("valid_") and key != "valid_lists":
                     self.writer.add_scalar(f"valid/{key[len('valid_'):]}", value, step)
             self.writer.flush()
+
+    def verdict(self, valid: dict[str, float], K: int) -> None:
+        """A warning when the selected model does not beat a reference order on validation."""
+        for note in not_beaten(valid, self.reference, K) if self.reference else []:
+            self._print(f"warning: the selected model does not beat a reference order on valid: {note}; "
+                        "it may not have learned")
 
     def _print(self, text: str) -> None:
         print(self.prefix + text, file=sys.stderr, flush=True)

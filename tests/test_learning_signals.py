@@ -89,3 +89,16 @@ def test_evaluate_prints_references_in_the_same_table(tiny_data, tmp_path, capsy
     assert set(result["references"]) == {"random", "logged", "popularity"}
     for note in result["warnings"]:
         assert f"warning: the model does not beat a reference order: {note}" in captured.err
+
+
+def test_train_warns_when_the_selected_model_is_at_chance(tiny_data, tmp_path, capsys):
+    """lr 0 leaves the model at its random initialisation: it must not look like it learned."""
+    metrics = train(TrainConfig(epochs=1, batch_size=4, lr=0.0, model_options=SMALL), tiny_data, tmp_path / "run",
+                    progress=False)
+    err = capsys.readouterr().err
+    refs = evaluate_references(PreparedData(tiny_data), "valid", PreparedData(tiny_data).spec.target_shares,
+                               PreparedData(tiny_data).spec.K)
+    notes = not_beaten(metrics["valid"], refs, PreparedData(tiny_data).spec.K)
+    assert notes, "an untrained model beat every reference order: the check cannot fail here"
+    for note in notes:
+        assert note in err
