@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud.data.dense_scaling import standardised
 from cloud.data.history import histories
 from cloud.data.lists import build_lists
 from cloud.data.logs import read_logs
@@ -63,26 +64,6 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
                 np.save(tmp / name / f"{key}.npy", value[a:b])
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return stats
-
-
-def standardised(spec: DatasetSpec, items: dict, train_cand: np.ndarray) -> DatasetSpec:
-    """The spec with each dense field's mean and std over the items shown in the training lists (all
-    items of a source none of whose items are shown there); a constant column gets std 1."""
-    sources = []
-    for s, source in enumerate(spec.sources):
-        dense = items[source.name].dense
-        shown = np.unique(train_cand[:, s][train_cand[:, s] >= 0])
-        rows = dense[shown] if len(shown) else dense
-        fields, column = [], 0
-        for field in source.dense:
-            part = rows[:, column:column + field.dim].astype(np.float64)
-            column += field.dim
-            mean = part.mean(axis=0) if len(part) else np.zeros(field.dim)
-            std = part.std(axis=0) if len(part) else np.ones(field.dim)
-            std = np.where(std > 1e-12, std, 1.0)
-            fields.append(field.model_copy(update={"mean": tuple(map(float, mean)), "std": tuple(map(float, std))}))
-        sources.append(source.model_copy(update={"dense": tuple(fields)}))
-    return spec.model_copy(update={"sources": tuple(sources)})
 
 
 def time_split(ts: np.ndarray, spec: DatasetSpec) -> dict[str, tuple[int, int]]:
