@@ -110,3 +110,13 @@ def test_train_help_defaults_and_the_example_config_match_train_config():
         if field.name in example and field.name != "model_options":
             assert example[field.name] == getattr(defaults, field.name), field.name
     build_model(config.model, SPEC, **config.model_options)  # every documented option exists
+
+
+def test_prepare_json_is_for_scripts(tiny_logs, tmp_path, capsys):
+    import json
+
+    from cloud.cli import main
+
+    assert main(["prepare", "--logs", str(tiny_logs), "--out", str(tmp_path / "data"), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["out"] == str(tmp_path / "data") and stats["lists"] == {"train": 6, "valid": 2, "test": 2}
