@@ -47,7 +47,13 @@ class DenseField(_Strict):
 
     name: str
     dim: int = Field(1, ge=1)
-    mean: tuple[float, ...] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "dense field name")
+
+    mean: tuple[float, ...] | None = None  # standardisation, filled in by prepare
     std: tuple[float, ...] | None = None
 
     @model_validator(mode="after")
@@ -67,11 +73,6 @@ class DenseField(_Strict):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _check_name(v, "dense field name")
 
     def columns(self) -> list[str]:
         return [self.name] if self.dim == 1 else [f"{self.name}_{i}" for i in range(self.dim)]

@@ -92,24 +92,12 @@ def test_help_texts_match_the_synthetic_defaults():
     assert f"{SynthConfig().users:,} users" in " ".join(text.split())
 
 
-def test_train_help_defaults_and_the_example_config_match_train_config():
-    import dataclasses
-    import tomllib
-
+def test_train_help_shows_train_config_defaults():
     from cloud.commands.train import DEFAULTS
-    from cloud.models import build_model
     from cloud.training import TrainConfig
-    from tests.export_fixtures import SPEC
 
     defaults = TrainConfig()
     assert {k: getattr(defaults, k) for k in DEFAULTS} == DEFAULTS
-    path = REPO / "docs" / "train-config.toml"
-    example = tomllib.loads(path.read_text())
-    config = TrainConfig.from_file(path)
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in example and field.name != "model_options":
-            assert example[field.name] == getattr(defaults, field.name), field.name
-    build_model(config.model, SPEC, **config.model_options)  # every documented option exists
 
 
 def test_prepare_json_is_for_scripts(tiny_logs, tmp_path, capsys):

@@ -38,7 +38,6 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
     lists = build_lists(logs, seed)
     views = histories(logs.events, lists.user, lists.ts, spec.m, spec.t, spec.lag)
     bounds = time_split(lists.ts, spec)
-    spec = standardised(spec, logs.items, lists.cand_item[slice(*bounds["train"])])
     arrays = {"user": lists.user, "ts": lists.ts, "cand_item": lists.cand_item, "label": lists.label,
               "click_prob": lists.click_prob, "position": lists.position, **views}
     stats = {
@@ -47,6 +46,7 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
         "time_range": {name: [float(lists.ts[a]), float(lists.ts[b - 1])] for name, (a, b) in bounds.items()},
         **lists.stats,
     }
+    spec = standardised(spec, logs.items, lists.cand_item[slice(*bounds["train"])])  # dense mean/std of train
     meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
             "num_items": {name: len(table) for name, table in logs.items.items()},
             "num_users": len(logs.users), "has_click_prob": logs.events.has_click_prob}
