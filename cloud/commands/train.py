@@ -43,10 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", choices=["straight_through", "gumbel"], default=None,
                         help=f"differentiable top-K of the exposure loss {_default('topk')}")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads; 1 is as fast as 2 on an idle 2-core machine, and 2 collapse when "
-                             f"the cores are shared (BENCHMARKS.md) {_default('threads')}")
-    parser.add_argument("--device", default=None,
-                        help=f"cpu or cuda; under torchrun rank i uses GPU i of its node {_default('device')}")
+                        help="torch CPU threads (default 1: as fast as 2 on an idle 2-core machine, and 2 collapse when the cores are shared; BENCHMARKS.md)")
+    parser.add_argument("--device", default=None, help="cpu (default) or cuda; under torchrun rank i uses GPU i of its node")
     parser.add_argument("--distributed", action="store_true",
                         help="fail unless started by torchrun (under torchrun training is data-parallel anyway)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
