@@ -16,7 +16,7 @@ import json
 
 # TrainConfig's defaults, shown in --help without importing torch (a test keeps them equal).
 DEFAULTS = {"model": "dir", "history": "device", "seed": 0, "epochs": 15, "lr": 2e-3, "l2": 1e-5, "beta": 0.5,
-            "batch_size": 256, "topk": "straight_through", "threads": 1, "device": "cpu"}
+            "batch_size": 256, "topk": "straight_through"}
 
 
 def _default(name: str) -> str:
