@@ -362,9 +362,9 @@ class _EpochLog:
         if tensorboard is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise ImportError(f"--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
-                                  f"({exc})") from None
+            except ImportError as exc:  # a ModuleNotFoundError naming the module: the CLI names the extra
+                raise ModuleNotFoundError(f"--tensorboard needs the tensorboard package: pip install -e "
+                                          f"'.[tensorboard]' ({exc})", name="tensorboard") from None
             self.writer = SummaryWriter(str(tensorboard))
 
     def __enter__(self) -> _EpochLog:
