@@ -13,6 +13,8 @@ import re
 import sys
 from importlib import metadata
 
+from shared_schema.cli import HelpFormatter, add_completion, add_deprecated_alias, add_version
+
 COMMANDS = {
     "synth": "cloud.commands.synth",
     "prepare": "cloud.commands.prepare",
@@ -31,18 +33,26 @@ COMMANDS = {
     "schemas": "cloud.commands.schemas",
 }
 
+# Old flag spellings that keep working (hidden from --help): command -> {old: new}.
+DEPRECATED_FLAGS = {"serve": {"--torch-threads": "--threads"}}
+
 
 def build_parser(commands: dict[str, str] = COMMANDS, prog: str = "dir-cloud", doc: str = "") -> argparse.ArgumentParser:
     """A parser with one subcommand per module in `commands`."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc or __doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=doc or __doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in commands.items():
         module = importlib.import_module(module_name)
         summary = (module.__doc__ or "").strip().splitlines()[0]
         cmd = sub.add_parser(name, help=summary, description=(module.__doc__ or "").strip(),
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+                             formatter_class=HelpFormatter)
         module.add_arguments(cmd)
+        for old, new in DEPRECATED_FLAGS.get(name, {}).items():
+            add_deprecated_alias(cmd, old, new)
         cmd.set_defaults(_run=module.run)
+    add_completion(sub, parser)
     return parser
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from cloud.batches import ListBatcher
 from cloud.data.prepared import PreparedData
-from cloud.evaluation import evaluate_model, evaluate_oracle
+from cloud.evaluation import REFERENCES, evaluate_model, evaluate_oracle, evaluate_references, not_beaten
 
 METRIC_COLUMNS = ("auc", "ndcg@{K}", "map@{K}", "utility@{K}", "js@{K}")
 
@@ -37,11 +37,21 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | Path 
         raise ValueError(f"data sources {data.spec.source_names} differ from the run's {run.spec.source_names}")
     batcher = ListBatcher(data.item_tables(), data.split(split), history)
     metrics = evaluate_model(run.model, batcher, run.config["target_shares"], run.config["K"])
-    return {"run": str(run_dir), "model": run.config["model"], "history": history, "split": split, **metrics}
+    references = evaluate_references(data, split, run.config["target_shares"], run.config["K"])
+    return {"run": str(run_dir), "model": run.config["model"], "history": history, "split": split, **metrics,
+            "references": references, "warnings": not_beaten(metrics, references, run.config["K"])}
 
 
 def format_metrics(metrics: dict) -> str:
-    return "\n".join(f"{k:>14}: {v:.4f}" if isinstance(v, float) else f"{k:>14}: {v}" for k, v in metrics.items())
+    """The model's metrics and the reference orders' in one table, then any warning."""
+    keys = [k for k, v in metrics.items() if isinstance(v, float)]
+    head = [f"{k}: {v}" for k, v in metrics.items() if k not in (*keys, "references", "warnings", "lists")]
+    rows = [(f"{metrics['model']} (this run)", metrics)]
+    rows += [(f"{name} order (reference)", metrics["references"][name]) for name in REFERENCES]
+    width = max(len(name) for name, _ in rows) + 2
+    lines = ["  ".join(head), "", f"{'':<{width}}" + "".join(f"{k:>13}" for k in keys)]
+    lines += [f"{name:<{width}}" + "".join(f"{values[k]:>13.4f}" for k in keys) for name, values in rows]
+    return "\n".join(lines)
 
 
 def run_grid(data_dir: str | Path, models: list[str], histories: list[str], seeds: int, out: str | Path,
@@ -63,7 +73,8 @@ def run_grid(data_dir: str | Path, models: list[str], histories: list[str], seed
                 if metrics_path.exists():  # a finished run of an interrupted grid is reused
                     metrics = json.loads(metrics_path.read_text())
                 else:
-                    metrics = train(config, data_dir, run_dir, resume=run_dir.exists())
+                    metrics = train(config, data_dir, run_dir, resume=run_dir.exists(),
+                                    label=f"{model} {history} seed {seed}")
                 rows.append({"model": model, "history": history, "seed": seed, **metrics["test"]})
     oracle = _oracle_row(data_dir)
     _write_csv(out / "results.csv", rows)
@@ -126,13 +137,15 @@ def run_tradeoff(data_dir: str | Path, betas: list[float], targets: list[list[fl
     base = {"model": model, "seed": seed, **({"epochs": epochs} if epochs else {})}
     beta_rows = []
     for beta in betas:
-        metrics = train(TrainConfig(beta=beta, **base), data_dir, out / "runs" / f"beta-{beta:g}")
+        metrics = train(TrainConfig(beta=beta, **base), data_dir, out / "runs" / f"beta-{beta:g}",
+                        label=f"{model} beta {beta:g}")
         beta_rows.append({"beta": beta, **metrics["test"]})
     _write_csv(out / "tradeoff.csv", beta_rows)
     target_rows = []
     for shares in targets:
         name = "-".join(f"{x:g}" for x in shares)
-        metrics = train(TrainConfig(target_shares=shares, **base), data_dir, out / "runs" / f"target-{name}")
+        metrics = train(TrainConfig(target_shares=shares, **base), data_dir, out / "runs" / f"target-{name}",
+                        label=f"{model} target {name.replace('-', '/')}")
         target_rows.append({"target": "/".join(f"{x:g}" for x in shares), **metrics["test"]})
     if target_rows:
         _write_csv(out / "targets.csv", target_rows)
@@ -140,32 +153,78 @@ def run_tradeoff(data_dir: str | Path, betas: list[float], targets: list[list[fl
     return (out / "tradeoff.csv").read_text()
 
 
+def replot_tradeoff(folder: str | Path) -> None:
+    """Redraw tradeoff.png (and targets.png) from the tradeoff.csv (targets.csv) a `tradeoff` run wrote."""
+    folder = Path(folder)
+    targets = folder / "targets.csv"
+    _plot_tradeoff(read_csv_rows(folder / "tradeoff.csv"), read_csv_rows(targets) if targets.exists() else [],
+                   folder)
+
+
 def _plot_tradeoff(beta_rows: list[dict], target_rows: list[dict], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    for name, fig in (("tradeoff.png", tradeoff_figure(beta_rows)),
+                      ("targets.png", targets_figure(target_rows) if target_rows else None)):
+        if fig is not None:
+            fig.savefig(out / name, dpi=120)
+            plt.close(fig)
+
+
+def tradeoff_figure(beta_rows: list[dict]):
+    """Utility@K against JS@K, one labelled point per beta (labels offset below-right, inside padded axes)."""
+    plt = _pyplot()
+    k = _metric_keys(beta_rows)[1].split("@")[1]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    x, y = [r[f"js@{k}"] for r in beta_rows], [r[f"utility@{k}"] for r in beta_rows]
+    ax.plot(x, y, "o-")
+    for r, xi, yi in zip(beta_rows, x, y):
+        ax.annotate(f"β={r['beta']:g}", (xi, yi), xytext=(6, -12), textcoords="offset points", fontsize=9)
+    ax.margins(x=0.12, y=0.12)
+    ax.set_xlabel(f"JS@{k} divergence from the target exposure (lower is fairer)")
+    ax.set_ylabel(f"utility@{k} (test)")
+    ax.set_title("DIR utility-fairness trade-off (one run per β)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def targets_figure(target_rows: list[dict]):
+    """JS@K per alternative target distribution, as bars."""
+    plt = _pyplot()
+    k = _metric_keys(target_rows)[1].split("@")[1]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.bar([r["target"] for r in target_rows], [r[f"js@{k}"] for r in target_rows])
+    ax.set_xlabel("target exposure shares per source (one run each)")
+    ax.set_ylabel(f"JS@{k} divergence from the target (test)")
+    ax.set_title("Effect of the target exposure distribution")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = _metric_keys(beta_rows)[1].split("@")[1]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([r[f"js@{k}"] for r in beta_rows], [r[f"utility@{k}"] for r in beta_rows], "o-")
-    for r in beta_rows:
-        ax.annotate(f"β={r['beta']:g}", (r[f"js@{k}"], r[f"utility@{k}"]))
-    ax.set_xlabel(f"JS@{k} (lower is fairer)")
-    ax.set_ylabel(f"utility@{k}")
-    ax.set_title("DIR utility-fairness trade-off")
-    fig.tight_layout()
-    fig.savefig(out / "tradeoff.png", dpi=120)
-    plt.close(fig)
-    if target_rows:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        labels = [r["target"] for r in target_rows]
-        ax.bar(labels, [r[f"js@{k}"] for r in target_rows])
-        ax.set_ylabel(f"JS@{k}")
-        ax.set_title("Effect of the target exposure distribution")
-        fig.tight_layout()
-        fig.savefig(out / "targets.png", dpi=120)
-        plt.close(fig)
+    return plt
+
+
+def read_csv_rows(path: str | Path) -> list[dict]:
+    """Rows of a CSV written by this module, numbers as numbers."""
+    with open(path, newline="") as handle:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

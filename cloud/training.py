@@ -32,7 +32,7 @@ from cloud import runs
 from cloud.batches import HISTORY_VIEWS, ListBatcher
 from cloud.data.prepared import PreparedData
 from cloud.distributed import Context, is_peer_failure, session
-from cloud.evaluation import evaluate_scores, predict
+from cloud.evaluation import evaluate_references, evaluate_scores, not_beaten, predict
 from cloud.losses import exposure_counts, js_divergence, utility_sum
 from cloud.models import build_model
 
@@ -96,15 +96,19 @@ class RankFailure(RuntimeError):
 
 
 def train(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
-          progress: bool | None = None, distributed: bool = False) -> dict:
+          progress: bool | None = None, distributed: bool = False, label: str = "",
+          tensorboard: str | Path | None = None) -> dict:
     """Train, select on validation, evaluate the selected model on test; returns RUN/metrics.json.
 
-    Data-parallel when started by torchrun; `distributed=True` makes it an error not to be.
+    Data-parallel when started by torchrun; `distributed=True` makes it an error not to be. `label`
+    starts every progress line (e.g. "dir device seed 2" in a grid); `tensorboard` is a folder for
+    TensorBoard events (losses, validation metrics, learning rate per epoch).
     """
     config.check()
     data = PreparedData(data_dir)
     with session(config.device, required=distributed) as ctx:
-        return _train(ctx, config, data, Path(run_dir), resume, progress)
+        with _EpochLog(label, tensorboard if ctx.is_main else None) as log:
+            return _train(ctx, config, data, Path(run_dir), resume, progress, log)
 
 
 @dataclass
@@ -173,7 +177,7 @@ def step_objective(local: BatchSums, total: BatchSums, target: torch.Tensor, bet
 
 
 def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path, resume: bool,
-           progress: bool | None) -> dict:
+           progress: bool | None, log: _EpochLog) -> dict:
     spec = data.spec
     shares = config.target_shares or spec.target_shares
     K = config.K or spec.K
@@ -203,6 +207,8 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
     generator = torch.Generator().manual_seed(config.seed)
     for _ in range(start_epoch):  # keep the shuffle order identical to an uninterrupted run
         torch.randperm(len(train_set), generator=generator)
+    if ctx.is_main:
+        log.references(evaluate_references(data, "valid", shares, K), K)
 
     for epoch in range(start_epoch, config.epochs):
         model.begin_epoch(epoch, config.epochs)
@@ -246,7 +252,7 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
         if improved:
             best = {"epoch": epoch + 1, "auc": valid["auc"]}
         if ctx.is_main:
-            _log(row)
+            log.epoch(row, K, optimizer.param_groups[0]["lr"])
             if improved:
                 runs.atomic_torch_save(_cpu_state(model), run_dir / runs.MODEL)
             runs.atomic_torch_save({
@@ -267,6 +273,7 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
     }
     if ctx.is_main:
         runs.atomic_write_json(run_dir / runs.METRICS, metrics)
+        log.verdict(metrics["valid"], K)
     return metrics
 
 
@@ -358,10 +365,60 @@ def _progress(iterable, total: int, desc: str, show: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, unit="batch")
 
 
-def _log(row: dict) -> None:
-    keys = ("train_loss", "valid_auc", "valid_ndcg@5", "valid_js@5", "lists_per_s")
-    text = "  ".join(f"{k}={row[k]:.4f}" if k != "lists_per_s" else f"{k}={row[k]:.0f}" for k in keys if k in row)
-    print(f"epoch {row['epoch']}: {text}", file=sys.stderr, flush=True)
+class _EpochLog:
+    """Progress on stderr (one line per epoch, after one line of reference orders on validation) and,
+    with a folder, TensorBoard scalars: train/loss, valid/<metric>, train/lr, train/lists_per_s."""
+
+    def __init__(self, label: str, tensorboard: str | Path | None):
+        self.prefix = f"[{label}] " if label else ""
+        self.baseline = -math.inf  # best reference NDCG@K on validation
+        self.reference: dict[str, dict[str, float]] = {}
+        self.writer = None
+        if tensorboard is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:  # a ModuleNotFoundError naming the module: the CLI names the extra
+                raise ModuleNotFoundError(f"--tensorboard needs the tensorboard package: pip install -e "
+                                          f"'.[tensorboard]' ({exc})", name="tensorboard") from None
+            self.writer = SummaryWriter(str(tensorboard))
+
+    def __enter__(self) -> _EpochLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def references(self, references: dict[str, dict[str, float]], K: int) -> None:
+        text = "  ".join(f"{name} auc={m['auc']:.4f} ndcg@{K}={m[f'ndcg@{K}']:.4f}" for name, m in references.items())
+        self._print(f"valid reference orders: {text}")
+        self.reference = references
+        self.baseline = max(m[f"ndcg@{K}"] for m in references.values())
+
+    def epoch(self, row: dict, K: int, lr: float) -> None:
+        keys = ("train_loss", "valid_auc", f"valid_ndcg@{K}", f"valid_js@{K}")
+        text = "  ".join(f"{k}={row[k]:.4f}" for k in keys if k in row)
+        below = row.get(f"valid_ndcg@{K}", math.inf) <= self.baseline
+        self._print(f"epoch {row['epoch']}: {text}  lists_per_s={row['lists_per_s']:.0f}"
+                    + ("  (not above the best reference order yet)" if below else ""))
+        if self.writer is not None:
+            step = row["epoch"]
+            self.writer.add_scalar("train/loss", row["train_loss"], step)
+            self.writer.add_scalar("train/lr", lr, step)
+            self.writer.add_scalar("train/lists_per_s", row["lists_per_s"], step)
+            for key, value in row.items():
+                if key.startswith("valid_") and key != "valid_lists":
+                    self.writer.add_scalar(f"valid/{key[len('valid_'):]}", value, step)
+            self.writer.flush()
+
+    def verdict(self, valid: dict[str, float], K: int) -> None:
+        """A warning when the selected model does not beat a reference order on validation."""
+        for note in not_beaten(valid, self.reference, K) if self.reference else []:
+            self._print(f"warning: the selected model does not beat a reference order on valid: {note}; "
+                        "it may not have learned")
+
+    def _print(self, text: str) -> None:
+        print(self.prefix + text, file=sys.stderr, flush=True)
 
 
 def _write_epochs(path: Path, rows: list[dict]) -> None:

@@ -1,11 +1,11 @@
 """`dir-device`: install model bundles, rerank slates and keep the behaviour history on the device.
 
 Every command works on a bundle registry (--root, default $DIR_DEVICE_HOME or ~/.dir-device) and a
-history store (--db, default ROOT/history.db) and prints JSON. Examples:
+history store (--db, default ROOT/history.db) and prints a readable summary, or JSON with --json. Examples:
 
     dir-device trust root.json          # once: the signing root (or --allow-unsigned for development)
     dir-device install bundle.zip
-    dir-device rerank --slate slate.json --merge controller
+    dir-device rerank --slate slate.json --json
     dir-device record --item v3 --source video --action click
     dir-device record --events history.jsonl
     dir-device history --source video --limit 5
@@ -27,6 +27,7 @@ from device_runtime.backends import DEFAULT_ORDER, BackendError
 from device_runtime.bundle import BundleRegistry, InstalledBundle
 from device_runtime.reranker import MERGE_MODES, Reranker, check_event
 from shared_schema import BehaviorEvent, CandidateSlate
+from shared_schema.cli import HelpFormatter, add_completion, add_version
 
 
 def install(args: argparse.Namespace) -> dict:
@@ -97,7 +98,7 @@ def record(args: argparse.Namespace) -> dict:
     with _store(args, bundle) as store:
         ids = store.record_many(events)
     if len(events) == 1:
-        return {"recorded": ids[0], **events[0].model_dump(exclude={"vector"})}
+        return {"recorded": 1, "id": ids[0], **events[0].model_dump(exclude={"vector"})}
     return {"recorded": len(ids), "sources": sorted({e.source for e in events})}
 
 
@@ -145,66 +146,104 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--root", default=default_root,
                         help="bundle registry folder (default: $DIR_DEVICE_HOME or ~/.dir-device; now %(default)s)")
     common.add_argument("--db", default=None, help="history store SQLite file (default: ROOT/history.db)")
+    common.add_argument("--json", action="store_true", help="print the reply as JSON instead of a summary")
     runtime = argparse.ArgumentParser(add_help=False)
     runtime.add_argument("--backend", default="auto", choices=["auto", "tflite", "executorch"],
                          help="inference runtime (default: auto, the first of --order that runs)")
     runtime.add_argument("--delegate", default="auto",
                          help="cpu, xnnpack, portable, an NPU/GPU delegate name (edgetpu, armnn, qnn, gpu) "
                               "or a TFLite delegate library path (default: auto)")
-    runtime.add_argument("--threads", type=int, default=1, help="CPU threads for inference (default: 1)")
+    runtime.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
     runtime.add_argument("--order", default=",".join(DEFAULT_ORDER),
                          help="comma-separated BACKEND:DELEGATE pairs that auto tries (default: %(default)s)")
     runtime.add_argument("--quantization", default=None,
                          help="use only model files of this quantization, e.g. int8 (default: fp32 first)")
-    runtime.add_argument("--merge", default="score", choices=MERGE_MODES,
+    runtime.add_argument("--merge", default=None, choices=MERGE_MODES,
                          help="score: model order; quota: per-source top-K slots from the target shares; "
-                              "controller: steer toward the target using exposures already shown (default: score); "
-                              "a bundle with a list decoder (SVR, HRL, NAR4Rec) builds its own list: score only")
+                              "controller: steer toward the target using exposures already shown "
+                              "(default: controller; score for a bundle with a list decoder: SVR, HRL, NAR4Rec "
+                              "build their own list)")
 
-    parser = argparse.ArgumentParser(prog="dir-device", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="dir-device", description=__doc__, formatter_class=HelpFormatter)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}
     for name, fn in COMMANDS.items():
         parents = [common, runtime] if name in ("rerank", "info") else [common]
         doc = inspect.cleandoc(fn.__doc__)
         parsers[name] = sub.add_parser(name, parents=parents, help=doc.splitlines()[0], description=doc,
-                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                                       formatter_class=HelpFormatter)
         parsers[name].set_defaults(_run=fn)
+    add_completion(sub, parser)
     parsers["install"].add_argument("bundle", metavar="BUNDLE", help="bundle directory or .zip")
     parsers["trust"].add_argument("root_json", metavar="ROOT.json", nargs="?",
                                   help="the signed repository's root metadata (metadata/1.root.json)")
     parsers["trust"].add_argument("--allow-unsigned", action="store_true",
                                   help="development only: accept unsigned bundles (logged on every install)")
     parsers["rerank"].add_argument("--slate", required=True, metavar="FILE", help="CandidateSlate JSON file, or -")
-    parsers["record"].add_argument("--item", help="item id")
-    parsers["record"].add_argument("--source", help="source of the item (a source of the bundle)")
-    parsers["record"].add_argument("--events", metavar="FILE", help="JSON lines of BehaviorEvent to record at once")
+    parsers["record"].add_argument("--item", help="item id of one behaviour (default: none; or give --events)")
+    parsers["record"].add_argument("--source", help="source of the item, a source of the bundle (default: none)")
+    parsers["record"].add_argument("--events", metavar="FILE", help="JSON lines of BehaviorEvent to record at once (default: none)")
     parsers["record"].add_argument("--action", default="click", choices=["click", "impression"],
-                                   help="default: click")
+                                   help="kind of behaviour")
     parsers["record"].add_argument("--ts", type=float, default=None, help="unix time in seconds (default: now)")
-    parsers["history"].add_argument("--source", default=None, help="only this source")
-    parsers["history"].add_argument("--limit", type=int, default=20, help="how many (default: 20)")
+    parsers["history"].add_argument("--source", default=None, help="only this source (default: every source)")
+    parsers["history"].add_argument("--limit", type=int, default=20, help="how many behaviours to list")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.db is None:
+    if getattr(args, "db", "") is None:
         args.db = str(Path(args.root).expanduser() / "history.db")
     try:
         out = args._run(args)
     except (ValueError, FileNotFoundError, BackendError, ImportError) as exc:
         print(f"dir-device {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(out, indent=2))
+    if out is not None:  # `completion` prints its own script
+        print(json.dumps(out, indent=2) if args.json else render(out))
     return 0
+
+
+def render(reply: dict, indent: str = "") -> str:
+    """A command's reply for people: `key: value` lines, nested sections indented, lists of records as tables."""
+    lines = []
+    for key, value in reply.items():
+        if isinstance(value, dict) and value:
+            lines += [f"{indent}{key}:", render(value, indent + "  ")]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines += [f"{indent}{key}:", _table(value, indent + "  ")]
+        elif isinstance(value, float):
+            lines.append(f"{indent}{key}: {value:.4g}")
+        elif isinstance(value, (list, dict)):
+            lines.append(f"{indent}{key}: {', '.join(map(str, value)) or '-'}")
+        else:
+            lines.append(f"{indent}{key}: {'-' if value is None else value}")
+    return "\n".join(lines)
+
+
+def _table(rows: list[dict], indent: str) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    return "\n".join(indent + "  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip()
+                     for line in [columns, *cells])
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return "-" if value is None else str(value)
 
 
 def _open(args: argparse.Namespace) -> Reranker:
     Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     order = [o.strip() for o in args.order.split(",") if o.strip()]
-    return Reranker.open(args.root, args.db, args.backend, args.delegate, args.merge, args.threads, order,
+    merge = args.merge or ("controller" if _active(args.root).manifest.decoder == "merge" else "score")
+    return Reranker.open(args.root, args.db, args.backend, args.delegate, merge, args.threads, order,
                          args.quantization)
 
 

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 SCHEMA_VERSION = 1
 """Version of the data contract: prepared data, tensor layout, wire messages, bundle manifest."""
@@ -48,7 +48,11 @@ class CategoricalField(_Strict):
 
 
 class DenseField(_Strict):
-    """A dense item feature of `dim` floats, stored as columns NAME_0 .. NAME_{dim-1}."""
+    """A dense item feature of `dim` floats, stored as columns NAME_0 .. NAME_{dim-1}.
+
+    `mean` and `std` (one per column) are filled in by `dir-cloud prepare` from the training split; the
+    item encoder feeds (x - mean) / std to the model. Unset (a spec not prepared yet): no scaling.
+    """
 
     name: str
     dim: int = Field(1, ge=1, le=MAX_DENSE_DIM)
@@ -57,6 +61,27 @@ class DenseField(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name(v, "dense field name")
+
+    mean: tuple[float, ...] | None = None  # standardisation, filled in by prepare
+    std: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _scaling(self) -> DenseField:
+        for what, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) != self.dim:
+                raise ValueError(f"dense field {self.name!r}: {what} has {len(values)} values, dim is {self.dim}")
+        if self.std is not None and not all(v > 0 for v in self.std):
+            raise ValueError(f"dense field {self.name!r}: std must be positive, got {self.std}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_scaling(self, handler):
+        """A field not standardised serialises as before the scaling existed (older readers accept it)."""
+        data = handler(self)
+        for key in ("mean", "std"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     def columns(self) -> list[str]:
         return [self.name] if self.dim == 1 else [f"{self.name}_{i}" for i in range(self.dim)]
@@ -86,6 +111,12 @@ class SourceSpec(_Strict):
 
     def dense_dim(self) -> int:
         return sum(f.dim for f in self.dense)
+
+    def dense_scaling(self) -> tuple[list[float], list[float]]:
+        """(mean, std) per dense column, in column order; 0 and 1 for a field not standardised."""
+        mean = [v for f in self.dense for v in (f.mean or (0.0,) * f.dim)]
+        std = [v for f in self.dense for v in (f.std or (1.0,) * f.dim)]
+        return mean, std
 
     def vector_dim(self, embedding_dim: int) -> int:
         """Width of this source's item vector: one embedding per categorical field + dense floats."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from device_runtime.cli import COMMANDS
+from shared_schema import BehaviorEvent
 from tests.device_fixtures import copy_bundle, device_bundle, make_slate, read_manifest  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ def dir_device(*args: str, home: Path | None = None, stdin: str | None = None) -
 
 
 def ok(*args: str, **kw) -> dict:
-    proc = dir_device(*args, **kw)
+    proc = dir_device(*args, "--json", **kw)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -66,7 +67,7 @@ def test_install_rerank_record_history_info_rollback(device_bundle, tmp_path):
     source = manifest.source_names[0]
     recorded = ok("record", "--item", f"{source}3", "--source", source, "--action", "click", "--ts", "123.5",
                   home=home)
-    assert recorded["ts"] == 123.5
+    assert recorded["ts"] == 123.5 and recorded["recorded"] == 1 and isinstance(recorded["id"], int)
     ok("record", "--item", "later", "--source", manifest.source_names[1], home=home)
     history = ok("history", "--source", source, "--limit", "5", home=home)["behaviors"]
     assert history == [{"ts": 123.5, "item_id": f"{source}3", "source": source, "action": "click"}]
@@ -142,3 +143,24 @@ def test_install_without_a_trust_policy_is_refused_and_allow_unsigned_is_loud(de
     assert proc.returncode == 2 and "trusts no signing root" in proc.stderr and "dir-device trust" in proc.stderr
     proc = dir_device("trust", "--allow-unsigned", home=home)
     assert proc.returncode == 0 and "WARNING: unsigned bundles are now accepted" in proc.stderr
+def test_default_view_is_for_people_and_merge_defaults_to_controller(device_bundle, tmp_path):
+    home = tmp_path / "home"
+    manifest = read_manifest(device_bundle)
+    ok("trust", "--allow-unsigned", home=home)
+    installed = dir_device("install", str(device_bundle), home=home)
+    assert installed.returncode == 0 and f"active: {manifest.model_version}" in installed.stdout
+    slate = tmp_path / "slate.json"
+    slate.write_text(make_slate(manifest).model_dump_json())
+    proc = dir_device("rerank", "--slate", str(slate), home=home)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "merge: controller" in lines and "items:" in lines
+    header = lines[lines.index("items:") + 1].split()
+    assert header[:3] == ["item_id", "source", "score"]
+    assert not proc.stdout.lstrip().startswith("{")
+    many = tmp_path / "events.jsonl"
+    many.write_text("".join(BehaviorEvent(item_id=f"x{i}", source=manifest.source_names[0], action="impression",
+                                          ts=float(i)).model_dump_json() + "\n" for i in range(3)))
+    assert ok("record", "--events", str(many), home=home)["recorded"] == 3
+    one = ok("record", "--item", "y", "--source", manifest.source_names[0], home=home)
+    assert one["recorded"] == 1 and one["id"] > 3  # a count and an id, never the same key

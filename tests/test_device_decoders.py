@@ -219,10 +219,10 @@ def test_cli_reranks_with_the_decoder_and_info_shows_it(bundles, tmp_path, capsy
     assert cli.main(["install", str(bundles("nar4rec")[0]), *common]) == 0
     slate.write_text(make_slate(read_manifest(bundles("nar4rec")[0]), counts=[3, 4, 2]).model_dump_json())
     capsys.readouterr()
-    assert cli.main(["rerank", "--slate", str(slate), "--backend", "executorch", *common]) == 0
+    assert cli.main(["rerank", "--slate", str(slate), "--backend", "executorch", "--json", *common]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["merge"] == "contrastive" and len(result["items"]) == 9
-    assert cli.main(["info", *common]) == 0
+    assert cli.main(["info", "--json", *common]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["decoder"], info["decoder_options"]) == ("contrastive", {"alpha": 0.2})
     assert cli.main(["rerank", "--slate", str(slate), "--merge", "quota", *common]) == 2

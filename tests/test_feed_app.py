@@ -29,7 +29,7 @@ from device_runtime.bundle import verify
 from device_runtime.store import HistoryStore
 from examples.feed_app.__main__ import main as feed_main
 from examples.feed_app.feed import FeedApp
-from examples.feed_app.slates import CloudSlates, PoolSlates, read_slate
+from examples.feed_app.slates import CloudSlates, PoolSlates, read_catalog, read_slate
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "feed_app"
@@ -188,6 +188,12 @@ def test_click_is_stored_and_the_next_page_is_reranked_with_it(feed_env, browser
         first = cards(browser)
         slots = cards(browser, "#slots .card")
         assert len(slots) == feed_env.manifest.K and all(c["score"] is not None for c in first)
+        catalog = read_catalog(feed_env.pool)
+        for c in first:  # a readable title and a short description, not the raw id
+            title = c["element"].find_element("css selector", ".title").text
+            description = c["element"].find_element("css selector", ".description").text
+            assert (title, description) == catalog[c["source"], c["item_id"]] and title != c["item_id"]
+            assert title.endswith(f"{c['source']} #{''.join(ch for ch in c['item_id'] if ch.isdigit())}")
         screenshot(browser, "feed_page.png")
 
         db = home / "history.db"
@@ -204,6 +210,16 @@ def test_click_is_stored_and_the_next_page_is_reranked_with_it(feed_env, browser
         assert "Saved your click" in notice(browser, "saved")
         second = cards(browser)
         screenshot(browser, "feed_after_click.png")
+        shown_page = int(body(browser, "data-page"))
+        with HistoryStore(db) as store:
+            exposures = store.exposure_counts(feed_env.manifest.source_names).tolist()
+        for _ in range(2):  # the browser GETs the API: the last page comes back, nothing is reranked or recorded
+            browser.get(f"{url}api/page")
+            answer = json.loads(browser.find_element("tag name", "body").text)
+            assert answer["page"] == shown_page and [c["item_id"] for c in answer["cards"]] == [
+                c["item_id"] for c in second]
+        with HistoryStore(db) as store:
+            assert store.exposure_counts(feed_env.manifest.source_names).tolist() == exposures
         assert proc.poll() is None
 
     # The next page is the same slate without the clicked item, scored by the model with the click in
@@ -294,14 +310,43 @@ def test_the_running_app_never_imports_torch(feed_env, tmp_path):
               "{m.split('.')[0] for m in sys.modules} & {'torch', 'cloud', 'executorch'}), flush=True)); "
               "runpy.run_module('examples.feed_app', run_name='__main__')")
     with feed_process(*offline_args(feed_env, tmp_path / "home"), python=("-c", report)) as (proc, url):
-        page = get_json(f"{url}api/page")
+        page = get_json(f"{url}api/page", {})
         card = page["cards"][0]
         assert get_json(f"{url}api/click", {"item_id": card["item_id"], "source": card["source"]})["recorded"]
-        assert card["item_id"] not in [c["item_id"] for c in get_json(f"{url}api/page")["cards"]]
+        assert card["item_id"] not in [c["item_id"] for c in get_json(f"{url}api/page", {})["cards"]]
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert "heavy modules: []" in out, out
+
+
+def test_get_has_no_side_effects_and_post_advances(feed_env, tmp_path):
+    home = tmp_path / "home"
+    db = home / "history.db"
+    with feed_process(*offline_args(feed_env, home)) as (proc, url):
+        with pytest.raises(urllib.error.HTTPError) as before:
+            get_json(f"{url}api/page")
+        assert before.value.code == 404  # nothing shown yet, and GET does not rerank to find out
+        with HistoryStore(db) as store:
+            assert int(store.exposure_counts(feed_env.manifest.source_names).sum()) == 0
+        first = get_json(f"{url}api/page", {})
+        with HistoryStore(db) as store:
+            shown = store.exposure_counts(feed_env.manifest.source_names).tolist()
+        assert sum(shown) == feed_env.manifest.K  # the POST recorded the top K exposures
+        reads = [get_json(f"{url}api/page") for _ in range(3)]
+        assert all(read == first for read in reads)  # same page, same number, same timings
+        with HistoryStore(db) as store:
+            assert store.exposure_counts(feed_env.manifest.source_names).tolist() == shown
+        with pytest.raises(urllib.error.HTTPError) as old_style:
+            get_json(f"{url}api/page?advance=1")
+        assert old_style.value.code == 405 and "POST /api/page" in json.load(old_style.value)["error"]
+        assert get_json(f"{url}api/page") == first  # the refused GET moved nothing
+        advanced = get_json(f"{url}api/page", {"advance": True})
+        assert advanced["page"] == first["page"] + 1 and advanced["request_id"] != first["request_id"]
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            get_json(f"{url}api/page", {"advance": "yes"})
+        assert bad.value.code == 400
+        assert proc.poll() is None
 
 
 def test_online_mode_installs_the_cloud_bundle_then_falls_back_when_the_server_goes(feed_env, tmp_path):
@@ -358,7 +403,7 @@ def test_without_any_bundle_the_page_says_why_and_the_server_keeps_running(feed_
     thread.start()
     try:
         with pytest.raises(urllib.error.HTTPError) as answer:
-            get_json(f"{server.url}api/page")
+            get_json(f"{server.url}api/page", {})
         assert answer.value.code == 503
         page = json.load(answer.value)
         text = " ".join(n["text"] for n in page["notices"])
@@ -407,5 +452,21 @@ def test_build_pool_writes_the_busiest_users_lists_in_time_order(feed_env):
     assert times == sorted(times)
     history = pool.seed_history()
     assert len(history) == feed_env.pool_summary["history"] and all(e.ts < times[0] for e in history)
+    catalog = read_catalog(feed_env.pool)
+    for slate in slates:
+        for entry in slate.sources:
+            for item in entry.items:
+                title, description = catalog[entry.source, item.item_id]
+                assert item.title == title and f"{entry.source} #" in title and f"{entry.source} about " in description
     with pytest.raises(FileExistsError, match="pass --force"):
         build_pool(feed_env.run, feed_env.pool)
+
+
+def test_movielens_titles_and_genres_name_the_items(tmp_path):
+    from examples.feed_app.build_pool import read_titles
+
+    movies = tmp_path / "movies.csv"
+    movies.write_text('movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children\n'
+                      '2,"Heat, The (1995)",Action|Crime\n', encoding="utf-8")
+    assert read_titles(movies) == {"1": ("Toy Story (1995)", "Adventure · Animation · Children"),
+                                   "2": ("Heat, The (1995)", "Action · Crime")}

@@ -88,7 +88,7 @@ def test_device_tflite_extra_installs_and_reranks_without_torch(device_bundle, t
     assert out["loaded"] == [] and out["torch_installed"] is False
     assert out["backend"] == "tflite" and out["items"] > 0 and out["clicks"] == 1
 
-    cli = subprocess.run([str(venv / "bin" / "dir-device"), "info", "--root", str(root)],
+    cli = subprocess.run([str(venv / "bin" / "dir-device"), "info", "--root", str(root), "--json"],
                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert json.loads(cli.stdout)["bundle"]["version"] == out["version"]

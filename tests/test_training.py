@@ -135,18 +135,25 @@ def test_cli_train_evaluate_and_bad_input(synth_data, tmp_path, capsys):
     assert "dir-cloud prepare" in capsys.readouterr().err
 
 
-def test_benchmark_grid_writes_the_table(synth_data, tmp_path):
+def test_benchmark_grid_writes_the_table(synth_data, tmp_path, capsys):
     assert cloud_main(["benchmark", "--data", str(synth_data), "--models", "dir,dir-js", "--histories",
-                       "device", "--seeds", "2", "--epochs", "1", "--out", str(tmp_path / "bench")]) == 0
+                       "device", "--seeds", "2", "--epochs", "1", "--out", str(tmp_path / "bench"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "[dir-js device seed 1] epoch 1: train_loss=" in captured.err  # progress names its run
+    result = json.loads(captured.out)
+    assert len(result["results"]) == 4 and {r["model"] for r in result["summary"]} == {"dir", "dir-js"}
     table = (tmp_path / "bench" / "table.md").read_text()
     assert "| dir | device | 2 |" in table and "| dir-js | device | 2 |" in table and "oracle" in table
     assert len((tmp_path / "bench" / "results.csv").read_text().strip().splitlines()) == 5
 
 
-def test_tradeoff_writes_curves_and_plots(synth_data, tmp_path):
+def test_tradeoff_writes_curves_and_plots(synth_data, tmp_path, capsys):
     out = tmp_path / "tradeoff"
     assert cloud_main(["tradeoff", "--data", str(synth_data), "--betas", "0.5,1.0", "--targets", "0.2/0.4/0.4",
-                       "--epochs", "1", "--out", str(out)]) == 0
+                       "--epochs", "1", "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "[dir beta 0.5] epoch 1:" in captured.err and "[dir target 0.2/0.4/0.4] epoch 1:" in captured.err
+    assert [row["beta"] for row in json.loads(captured.out)["betas"]] == [0.5, 1.0]
     betas = (out / "tradeoff.csv").read_text().strip().splitlines()
     assert betas[0].startswith("beta,") and [row.split(",")[0] for row in betas[1:]] == ["0.5", "1.0"]
     assert (out / "targets.csv").read_text().strip().splitlines()[1].startswith("0.2/0.4/0.4,")

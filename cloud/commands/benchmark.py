@@ -9,6 +9,7 @@ test split, model selected on validation), and the runs themselves under DIR/run
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--histories", default="device,cloud", help="comma-separated: device, cloud")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--config", help="JSON or TOML TrainConfig applied to every run")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--config", help="JSON or TOML TrainConfig applied to every run, e.g. docs/train-config.toml "
+                                         "(default: none)")
+    parser.add_argument("--epochs", type=int, default=None, help="most epochs per run (default: the config's, else 15)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the per-run results and the summary as JSON instead of the table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     table = run_grid(args.data, _names(args.models), _names(args.histories), args.seeds, args.out,
                      config_file=args.config, epochs=args.epochs)
-    print(table)
+    if args.json:
+        from cloud.experiments import read_csv_rows
+
+        print(json.dumps({"out": args.out, "results": read_csv_rows(f"{args.out}/results.csv"),
+                          "summary": read_csv_rows(f"{args.out}/table.csv")}, indent=2))
+    else:
+        print(table)
     return 0
 
 

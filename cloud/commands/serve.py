@@ -20,14 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", default=None,
                         help="signed repository (`dir-cloud repo init`) to publish under /tuf/ for devices")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port")
     parser.add_argument("--affinity-weight", type=float, default=0.5,
                         help="upstream ranker: weight of the user's category affinity vs item popularity")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest accepted request body")
     parser.add_argument("--max-vector-ids", type=int, default=1000, help="most item ids per POST /v1/vectors")
-    parser.add_argument("--torch-threads", type=int, default=1,
+    parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (requests already run in parallel threads)")
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                        help="logging level of the service and uvicorn")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from cloud.service.bundles import SignedFiles
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    torch.set_num_threads(args.torch_threads)
+    torch.set_num_threads(args.threads)
     bundles = BundleFolder(args.bundles)  # a missing folder fails before the run is loaded
     signed = SignedFiles(args.repo) if args.repo else None
     service = CloudService.load(args.run, args.data, affinity_weight=args.affinity_weight,

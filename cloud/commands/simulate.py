@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = SimConfig()
     parser.add_argument("--run", required=True, help="run folder trained on synthetic logs (dir-cloud train)")
-    parser.add_argument("--bundle", help="the run exported by `dir-cloud export` (timed on the device runtime)")
+    parser.add_argument("--bundle", help="the run exported by `dir-cloud export` (timed on the device runtime; default: none, "
+                        "then --device-latency is needed)")
     parser.add_argument("--out", required=True, help="folder for summary.md, CSVs and PNGs")
     parser.add_argument("--data", help="prepared data folder (default: the one the run was trained on)")
     parser.add_argument("--seed", type=int, default=d.seed, help="simulation seed (default %(default)s)")
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-users", type=int, default=d.device_users,
                         help="users replayed through the device runtime for its latency (default %(default)s)")
     parser.add_argument("--device-latency", help="device_latency.csv of an earlier run: replay its samples "
-                        "instead of measuring (makes the output reproducible byte for byte)")
+                        "instead of measuring (makes the output reproducible byte for byte; default: measure --bundle)")
     parser.add_argument("--backend", default="auto", help="device backend: auto, tflite, executorch")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of the device runtime and of the eager model (default %(default)s)")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by dir-cloud train")
-    parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    parser.add_argument("--split", choices=["train", "valid", "test"], default="test", help="split of the list")
     parser.add_argument("--row", type=int, default=0, help="list index within the split")
     parser.add_argument("--data", help="prepared data folder (default: the run's)")
     parser.add_argument("--out", required=True, help="folder for slate.json and history.jsonl")
     parser.add_argument("--items", metavar="FILE",
-                        help="JSON item ids per source to put in the slate instead of a prepared list's")
+                        help="JSON item ids per source to put in the slate (default: none, the prepared list --split/--row)")
     parser.add_argument("--user", default="user", help="user_id of an --items slate (default: %(default)s)")
 
 

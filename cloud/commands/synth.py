@@ -1,7 +1,7 @@
 """Write a synthetic multi-source LOGS folder with a known click model.
 
-    dir-cloud synth --out logs --seed 0                  # ~2,000 users, ~130k events
-    dir-cloud synth --out big --seed 1 --users 15000     # ~1M events
+    dir-cloud synth --out logs --seed 0                  # 3,000 users, ~470k events, 36,000 lists, seconds
+    dir-cloud synth --out big --seed 1 --users 15000     # ~2.3M events
 
 Three heterogeneous sources (video, article, ad) share a latent topic space; users' interests drift,
 30% of users have a cold source, clicks follow position bias and a listwise context effect, and

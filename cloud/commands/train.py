@@ -14,27 +14,43 @@ import argparse
 import json
 
 
+# TrainConfig's defaults, shown in --help without importing torch (a test keeps them equal).
+DEFAULTS = {"model": "dir", "history": "device", "seed": 0, "epochs": 15, "lr": 2e-3, "l2": 1e-5, "beta": 0.5,
+            "batch_size": 256, "topk": "straight_through"}
+
+
+def _default(name: str) -> str:
+    return f"(default: the --config file's, else {DEFAULTS[name]})"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared data folder (dir-cloud prepare)")
     parser.add_argument("--out", required=True, help="run folder to write")
-    parser.add_argument("--model", default=None, help="registry name, e.g. dir, dir-isi, dir-js (default dir)")
+    parser.add_argument("--model", default=None, help=f"registry name, e.g. dir, dir-isi, dir-js {_default('model')}")
     parser.add_argument("--history", choices=["device", "cloud"], default=None,
-                        help="history view: device (fresh) or cloud (minus the newest `lag` behaviours)")
-    parser.add_argument("--config", help="JSON or TOML file with TrainConfig fields")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--l2", type=float, default=None)
-    parser.add_argument("--beta", type=float, default=None, help="weight of the utility loss (1-beta: exposure)")
-    parser.add_argument("--batch-size", type=int, default=None)
+                        help="history view: device (fresh) or cloud (minus the newest `lag` behaviours) "
+                             + _default("history"))
+    parser.add_argument("--config", help="JSON or TOML file with TrainConfig fields, e.g. docs/train-config.toml "
+                                         "(default: none; flags given override the file)")
+    parser.add_argument("--seed", type=int, default=None, help=f"random seed {_default('seed')}")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"most epochs (early stopping may end sooner) {_default('epochs')}")
+    parser.add_argument("--lr", type=float, default=None, help=f"Adam learning rate {_default('lr')}")
+    parser.add_argument("--l2", type=float, default=None, help=f"Adam weight decay {_default('l2')}")
+    parser.add_argument("--beta", type=float, default=None,
+                        help=f"weight of the utility loss (1-beta: exposure) {_default('beta')}")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"lists per step {_default('batch_size')}")
     parser.add_argument("--topk", choices=["straight_through", "gumbel"], default=None,
-                        help="differentiable top-K of the exposure loss")
+                        help=f"differentiable top-K of the exposure loss {_default('topk')}")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default 1; BENCHMARKS.md, training throughput, says why)")
     parser.add_argument("--device", default=None, help="cpu (default) or cuda; under torchrun rank i uses GPU i of its node")
     parser.add_argument("--distributed", action="store_true",
                         help="fail unless started by torchrun (under torchrun training is data-parallel anyway)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--tensorboard", metavar="DIR", default=None,
+                        help="write losses, validation metrics and the learning rate per epoch as TensorBoard "
+                             "events to DIR (default: none; needs the tensorboard extra)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -55,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from cloud.training import RankFailure, train
 
     try:
-        metrics = train(config_from_args(args), args.data, args.out, resume=args.resume, distributed=args.distributed)
+        metrics = train(config_from_args(args), args.data, args.out, resume=args.resume, distributed=args.distributed,
+                        tensorboard=args.tensorboard)
     except RankFailure as exc:
         print(f"dir-cloud train: error: {exc}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud.data.dense_scaling import standardised
 from cloud.data.history import histories
 from cloud.data.lists import build_lists
 from cloud.data.logs import Logs, read_logs
@@ -53,6 +54,7 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
         "time_range": {name: [float(lists.ts[a]), float(lists.ts[b - 1])] for name, (a, b) in bounds.items()},
         **lists.stats,
     }
+    spec = standardised(spec, logs.items, lists.cand_item[slice(*bounds["train"])])  # dense mean/std of train
     meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
             "num_items": {name: len(table) for name, table in logs.items.items()},
             "num_users": len(logs.users), "has_click_prob": logs.events.has_click_prob}

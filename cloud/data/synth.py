@@ -49,7 +49,7 @@ SOURCES = (
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """World and log size; defaults give ~2,000 users and ~100k events (docs/synthetic.md)."""
+    """World and log size; defaults give 3,000 users and ~470k events (docs/synthetic.md)."""
 
     seed: int = 0
     users: int = 3000

@@ -20,7 +20,8 @@ from shared_schema.specs import DatasetSpec
 
 
 class ItemEncoder(nn.Module):
-    """Per source, one `nn.Embedding(vocab, embedding_dim)` per categorical field, then raw dense features.
+    """Per source, one `nn.Embedding(vocab, embedding_dim)` per categorical field, then the dense features
+    standardised with the spec's training-split mean and std (DenseField.mean/std; none set: as given).
 
         enc = ItemEncoder(spec, embedding_dim=16)
         vectors = enc(0, cat[..., F_0], dense[..., D_0])   # [..., d_0]
@@ -42,6 +43,10 @@ class ItemEncoder(nn.Module):
                     )
             self.tables.append(nn.ModuleList(nn.Embedding(f.vocab, embedding_dim) for f in source.categorical))
         self._dims = [source.vector_dim(embedding_dim) for source in spec.sources]
+        for s, source in enumerate(spec.sources):  # not in the state dict: they come from the spec
+            mean, std = source.dense_scaling()
+            self.register_buffer(f"dense_mean_{s}", torch.tensor(mean, dtype=torch.float32), persistent=False)
+            self.register_buffer(f"dense_std_{s}", torch.tensor(std, dtype=torch.float32), persistent=False)
 
     def vector_dims(self) -> list[int]:
         """Width d_s of each source's item vector."""
@@ -56,7 +61,8 @@ class ItemEncoder(nn.Module):
             )
         parts = [table(cat[..., f]) for f, table in enumerate(tables)]
         if self.dense_dims[s]:
-            parts.append(dense.to(torch.float32))
+            mean, std = getattr(self, f"dense_mean_{s}"), getattr(self, f"dense_std_{s}")
+            parts.append((dense.to(torch.float32) - mean) / std)
         return torch.cat(parts, dim=-1)
 
 

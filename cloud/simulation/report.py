@@ -161,39 +161,66 @@ def _plots(study: Study, out: Path) -> None:
     fig.savefig(out / "latency_cdf.png", dpi=110)
     plt.close(fig)
 
-    device = study.paths["device"].expected.mean()
+    plot_sweeps(study.delay_rows, study.rate_rows, float(study.paths["device"].expected.mean()),
+                float(study.paths["upstream"].expected.mean()), out)
+
+
+def replot_sweeps(folder: str | Path) -> None:
+    """Redraw utility_vs_delay.png and utility_vs_rate.png from the CSVs a `simulate` run wrote in `folder`."""
+    folder = Path(folder)
+    read = lambda name: [{k: float(v) if k != "path" else v for k, v in row.items()}  # noqa: E731
+                         for row in csv.DictReader(open(folder / name, newline=""))]
+    paths = {row["path"]: row for row in read("paths.csv")}
+    plot_sweeps(read("delay_sweep.csv"), read("rate_sweep.csv"), paths["device"]["clicks_per_page"],
+                paths["upstream"]["clicks_per_page"], folder)
+
+
+def plot_sweeps(delay_rows: list[dict], rate_rows: list[dict], device: float, upstream: float, out: Path) -> None:
+    """Utility vs upload delay and vs request rate. Each shows the device, the cloud with the 95% CI of the
+    paired device - cloud difference as a band, and the upstream order, so the y axis spans the whole
+    effect of reranking and a small gap does not look large."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    delays = [max(r["upload_delay_s"], 1.0) for r in study.delay_rows]
-    ax.plot(delays, [r["clicks_per_page"] for r in study.delay_rows], "o-", label="cloud")
-    ax.fill_between(delays, [device - r["device_gain_ci_high"] for r in study.delay_rows],
-                    [device - r["device_gain_ci_low"] for r in study.delay_rows], alpha=0.2,
-                    label="95% CI of the paired difference")
-    ax.axhline(device, color="C1", label="device (real-time history)")
-    ax.axhline(study.paths["upstream"].expected.mean(), color="gray", ls="--", label="upstream order (no reranking)")
+    delays = [max(r["upload_delay_s"], 1.0) for r in delay_rows]
+    _utility(ax, delays, delay_rows, device, upstream)
     ax.set(xscale="log", xlabel="behaviour upload delay (s; 0 drawn at 1)", ylabel="true expected clicks per page",
            title="Utility vs upload delay")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "utility_vs_delay.png", dpi=110)
     plt.close(fig)
 
-    rates = [r["rate_per_s"] for r in study.rate_rows]
+    rates = [r["rate_per_s"] for r in rate_rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(rates, [r["queue_wait_mean_ms"] for r in study.rate_rows], "o", label="simulated mean wait")
-    left.plot(rates, [r["erlang_c_wait_mean_ms"] for r in study.rate_rows], "-", label="Erlang-C mean wait")
-    left.plot(rates, [r["response_p95_ms"] for r in study.rate_rows], "s-", label="cloud response p95")
-    left.set(yscale="log", xlabel="requests/s at the cloud service", ylabel="ms", title="Cloud queueing")
-    right.plot(rates, [r["clicks_per_page"] for r in study.rate_rows], "o-", label="cloud")
-    right.axhline(device, color="C1", label="device")
+    left.plot(rates, [r["queue_wait_mean_ms"] for r in rate_rows], "o", label="simulated mean wait")
+    left.plot(rates, [r["erlang_c_wait_mean_ms"] for r in rate_rows], "-", label="Erlang-C mean wait")
+    left.plot(rates, [r["response_p95_ms"] for r in rate_rows], "s-", label="cloud response p95")
+    left.set(yscale="log", xlabel="requests/s at the cloud service", ylabel="time (ms, log scale)",
+             title="Cloud queueing")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    _utility(right, rates, rate_rows, device, upstream)
     right.set(xlabel="requests/s at the cloud service", ylabel="true expected clicks per page",
               title="Utility vs request rate")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "utility_vs_rate.png", dpi=110)
     plt.close(fig)
+
+
+def _utility(ax, x: list[float], rows: list[dict], device: float, upstream: float) -> None:
+    ax.plot(x, [r["clicks_per_page"] for r in rows], "o-", label="cloud")
+    ax.fill_between(x, [device - r["device_gain_ci_high"] for r in rows],
+                    [device - r["device_gain_ci_low"] for r in rows], alpha=0.2,
+                    label="95% CI of the paired difference")
+    ax.axhline(device, color="C1", label="device (real-time history)")
+    ax.axhline(upstream, color="gray", ls="--", label="upstream order (no reranking)")
+    low, high = upstream, device
+    ax.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
 
 
 def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from device_runtime.client import CloudClient
 from device_runtime.merge import MODES as MERGE_MODES
 from examples.feed_app.feed import FeedApp
 from examples.feed_app.server import FeedServer
-from examples.feed_app.slates import CloudSlates, PoolSlates, read_slate
+from examples.feed_app.slates import CloudSlates, PoolSlates, read_catalog, read_slate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             source = CloudSlates(CloudClient(args.server, timeout=args.timeout), user, fallback=source)
         server = FeedServer((args.host, args.port), lambda: FeedApp(
             args.home, source, bundle=args.bundle, db=args.db, backend=args.backend, delegate=args.delegate,
-            merge=args.merge, threads=args.threads, trust=args.trust, allow_unsigned=args.allow_unsigned),
-            quiet=args.quiet)
+            merge=args.merge, threads=args.threads, trust=args.trust, allow_unsigned=args.allow_unsigned,
+            catalog=read_catalog(args.slates)), quiet=args.quiet)
     except (OSError, ValueError) as exc:
         print(f"feed_app: error: {exc}", file=sys.stderr)
         return 2

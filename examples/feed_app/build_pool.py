@@ -5,7 +5,10 @@
 One user's logged lists, in time order over all splits, become POOL/000/slate.json, POOL/001/slate.json...
 (the format of `dir-cloud slate`), with the item vectors of the run's ItemEncoder; POOL/000/history.jsonl
 holds that user's behaviours before the first list, which the app loads into an empty history store.
-`--titles movies.csv` names the items from a CSV with a `title` column and an `item_id` or `movieId` column.
+POOL/catalog.csv gives every candidate a title and a short description for the feed's cards: from
+`--titles movies.csv` (a CSV with a `title` column, an `item_id` or `movieId` column and optionally
+`genres`, as MovieLens has), else generated from the item's source and its first categorical feature
+(synthetic items: "Travel video #0123", "an article about travel").
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ import numpy as np
 from cloud.files import replace_dir
 
 SPLITS = ("train", "valid", "test")
+CATALOG = "catalog.csv"
+TOPICS = ("Travel", "Cooking", "Football", "Jazz", "Gardening", "Astronomy", "Chess", "Photography", "Cycling",
+          "Baking", "History", "Robotics", "Fashion", "Hiking", "Climate", "Cinema", "Poetry", "Startups",
+          "Tennis", "Architecture", "Wildlife", "Gaming", "Medicine", "Sailing")
+"""Readable names for categorical values: value v is TOPICS[(v - 1) % len(TOPICS)] (0 = unknown)."""
 
 
 def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None = None, user: str | None = None,
@@ -38,11 +46,19 @@ def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None
     data = PreparedData(data_dir or run.config["data"])
     lists = _user_lists(data, user)[:max_slates]
     names = read_titles(Path(titles)) if titles else {}
+    rows = {source: {item_id: i for i, item_id in enumerate(data.items(source).ids)} for source in data.spec.source_names}
+    catalog: dict[tuple[str, str], tuple[str, str]] = {}
     with replace_dir(out, force) as tmp:
         for number, (_, split, row) in enumerate(lists):
             slate, history = slate_for_list(run.model, data, split, row, run.embedding_version)
             for entry in slate.sources:
-                entry.items = [item.model_copy(update={"title": names.get(item.item_id)}) for item in entry.items]
+                for item in entry.items:
+                    key = (entry.source, item.item_id)
+                    if key not in catalog:
+                        catalog[key] = names.get(item.item_id) or generated_title(data, entry.source,
+                                                                                  rows[entry.source][item.item_id])
+                entry.items = [item.model_copy(update={"title": catalog[entry.source, item.item_id][0]})
+                               for item in entry.items]
             folder = tmp / f"{number:03d}"
             folder.mkdir()
             (folder / "slate.json").write_text(slate.model_dump_json(indent=1), encoding="utf-8")
@@ -50,6 +66,10 @@ def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None
                 (folder / "history.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in history),
                                                       encoding="utf-8")
                 seeded = len(history)
+        with open(tmp / CATALOG, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["source", "item_id", "title", "description"])
+            writer.writerows([source, item_id, title, text] for (source, item_id), (title, text) in catalog.items())
     return {"user": slate.user_id, "slates": len(lists), "history": seeded}
 
 
@@ -72,15 +92,31 @@ def _user_lists(data, user: str | None) -> list[tuple[float, str, int]]:
     return sorted(lists)
 
 
-def read_titles(path: Path) -> dict[str, str]:
-    """item id -> title from a CSV with a `title` column and an `item_id` (or MovieLens `movieId`) column."""
+def generated_title(data, source: str, row: int) -> tuple[str, str]:
+    """(title, description) of item `row` of `source` from its source and first categorical feature."""
+    spec = data.spec.sources[data.spec.source_names.index(source)]
+    item_id = str(data.items(source).ids[row])
+    number = "".join(ch for ch in item_id if ch.isdigit()) or item_id
+    if not spec.categorical:
+        return f"{source.capitalize()} #{number}", f"a {source} item ({item_id})"
+    value = int(data.items(source).categorical[row, 0])
+    topic = TOPICS[(value - 1) % len(TOPICS)] if value > 0 else "Something new"
+    return (f"{topic} {source} #{number}",
+            f"{'an' if source[0] in 'aeiou' else 'a'} {source} about {topic.lower()} ({spec.categorical[0].name} "
+            f"{value})")
+
+
+def read_titles(path: Path) -> dict[str, tuple[str, str]]:
+    """item id -> (title, description) from a CSV with a `title` column and an `item_id` (or MovieLens
+    `movieId`) column; the description is the `genres` column (MovieLens: "Comedy|Drama") if there is one."""
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []
         key = next((k for k in ("item_id", "movieId") if k in fields), None)
         if key is None or "title" not in fields:
             raise ValueError(f"{path}: needs a `title` column and an `item_id` or `movieId` column, has {fields}")
-        return {row[key]: row["title"] for row in reader}
+        return {row[key]: (row["title"], " · ".join((row.get("genres") or "").split("|")))
+                for row in reader}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,9 @@
     page = app.page()                    # dict: cards (merged order), exposure, timings, notices...
     app.click("video00012", "video")     # stored in SQLite; the next app.page() reranks with it
     page = app.page(advance=True)        # the next slate of the source
+    app.last                             # the last page, unchanged (what GET /api/page answers)
+
+app.page() reranks, so it records the exposures of the top K: the server calls it only for POST.
 
 One thread only (the SQLite connection belongs to the thread that opened it): the web server runs every
 call on a single worker thread. Failures the user can fix (refused bundle, full disk, bad slate file,
@@ -36,7 +39,7 @@ class FeedApp:
     def __init__(self, home: str | os.PathLike, source, bundle: str | os.PathLike | None = None,
                  db: str | os.PathLike | None = None, backend: str = "tflite", delegate: str = "auto",
                  merge: str = "controller", threads: int = 1, trust: str | os.PathLike | None = None,
-                 allow_unsigned: bool = False):
+                 allow_unsigned: bool = False, catalog: dict[tuple[str, str], tuple[str, str]] | None = None):
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
         self.registry = BundleRegistry(self.home / "bundles")
@@ -48,6 +51,8 @@ class FeedApp:
         self.source = source
         self.options = {"backend": backend, "delegate": delegate, "merge": merge, "threads": threads}
         self.notices: dict[str, str] = {}
+        self.catalog = catalog or {}  # (source, item_id) -> (title, description)
+        self.last: dict | None = None
         self.reranker: Reranker | None = None
         self.slate: CandidateSlate | None = None
         self.origin = ""
@@ -130,7 +135,11 @@ class FeedApp:
 
     # -- pages -------------------------------------------------------------------------------------
     def page(self, advance: bool = False) -> dict:
-        """The current slate minus clicked items, reranked now (`advance`: the next slate first)."""
+        """The current slate minus clicked items, reranked now (`advance`: the next slate first); kept as `last`."""
+        self.last = self._page(advance)
+        return self.last
+
+    def _page(self, advance: bool) -> dict:
         if advance:
             self._sync()
             self.slate = None
@@ -227,7 +236,9 @@ class FeedApp:
                     delegate=self.reranker.backend.delegate, K=m.K,
                     attempts=[f"{b}:{d} -> {r}" for b, d, r in self.reranker.backend.attempts])
         view["cards"] = [
-            {"rank": rank, "item_id": item_id, "source": source, "title": title or item_id, "score": score,
+            {"rank": rank, "item_id": item_id, "source": source,
+             "title": title or self.catalog.get((source, item_id), (item_id, ""))[0],
+             "description": self.catalog.get((source, item_id), ("", ""))[1], "score": score,
              "probability": None if score is None else 1 / (1 + math.exp(-score)), "slot": rank <= m.K}
             for rank, (item_id, source, title, score) in enumerate(cards, start=1)
         ]

@@ -4,7 +4,9 @@
     server.serve_forever()
 
     GET  /                    the page (static/index.html, app.js, style.css)
-    GET  /api/page            the current slate reranked now; ?advance=1 moves to the next slate
+    GET  /api/page            the last page shown, unchanged (404 before the first POST): no side effects
+    POST /api/page            {"advance": false}: rerank the current slate now and record its exposures;
+                              {"advance": true}: the next slate first
     POST /api/click           {"item_id": ..., "source": ...}: record the click (200; 507 if the store is full)
 
 Requests are parsed on the server's threads; every FeedApp call runs on one worker thread, which also
@@ -19,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 STATIC = Path(__file__).with_name("static")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -63,11 +65,13 @@ class FeedHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/api/page":
-            advance = parse_qs(url.query).get("advance", ["0"])[0] not in ("0", "")
-            try:
-                page = self.server.call(self.server.app.page, advance)
-            except Exception as exc:  # noqa: BLE001  (an unexpected failure answers 500; the server goes on)
-                self._failed(exc)
+            if url.query:
+                self._json({"error": "GET /api/page changes nothing; to rerank or advance, POST /api/page "
+                                     '{"advance": true}'}, HTTPStatus.METHOD_NOT_ALLOWED)
+                return
+            page = self.server.call(lambda: self.server.app.last)
+            if page is None:
+                self._json({"error": "no page shown yet; POST /api/page to rerank one"}, HTTPStatus.NOT_FOUND)
                 return
             self._json(page, HTTPStatus.OK if page["backend"] else HTTPStatus.SERVICE_UNAVAILABLE)
             return
@@ -79,14 +83,15 @@ class FeedHandler(BaseHTTPRequestHandler):
         self._send(path.read_bytes(), CONTENT_TYPES[path.suffix], HTTPStatus.OK)
 
     def do_POST(self) -> None:
-        if urlsplit(self.path).path != "/api/click":
+        path = urlsplit(self.path).path
+        if path == "/api/page":
+            self._post_page()
+            return
+        if path != "/api/click":
             self._json({"error": f"no such endpoint: POST {self.path}"}, HTTPStatus.NOT_FOUND)
             return
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if not 0 < length <= MAX_BODY:
-                raise ValueError(f"send a JSON body of 1..{MAX_BODY} bytes (got Content-Length {length})")
-            body = json.loads(self.rfile.read(length))
+            body = self._body()
             item_id, source = body["item_id"], body["source"]
             if not (isinstance(item_id, str) and isinstance(source, str)):
                 raise ValueError("item_id and source must be strings")
@@ -103,6 +108,30 @@ class FeedHandler(BaseHTTPRequestHandler):
             self._failed(exc)
             return
         self._json(result, HTTPStatus.OK if result["recorded"] else HTTPStatus.INSUFFICIENT_STORAGE)
+
+    def _post_page(self) -> None:
+        try:
+            advance = self._body(empty_ok=True).get("advance", False)
+            if not isinstance(advance, bool):
+                raise ValueError(f"advance must be true or false, got {advance!r}")
+        except (ValueError, TypeError, AttributeError) as exc:
+            self._json({"error": f"bad page request: {exc!s}; send {{\"advance\": false}}"}, HTTPStatus.BAD_REQUEST)
+            return
+        try:
+            page = self.server.call(self.server.app.page, advance)
+        except Exception as exc:  # noqa: BLE001  (an unexpected failure answers 500; the server goes on)
+            self._failed(exc)
+            return
+        self._json(page, HTTPStatus.OK if page["backend"] else HTTPStatus.SERVICE_UNAVAILABLE)
+
+    def _body(self, empty_ok: bool = False) -> dict:
+        """The request's JSON object body (an empty body is {} when `empty_ok`)."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if empty_ok and length == 0:
+            return {}
+        if not 0 < length <= MAX_BODY:
+            raise ValueError(f"send a JSON body of 1..{MAX_BODY} bytes (got Content-Length {length})")
+        return json.loads(self.rfile.read(length))
 
     def _failed(self, exc: Exception) -> None:
         traceback.print_exception(exc)

@@ -13,6 +13,7 @@ POOL/001/slate.json, ...) or any set of folders written by `dir-cloud slate --ou
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from pathlib import Path
@@ -131,6 +132,19 @@ class CloudSlates:
             raise
         self.unavailable = None
         return answer
+
+
+def read_catalog(folder: str | os.PathLike) -> dict[tuple[str, str], tuple[str, str]]:
+    """(source, item_id) -> (title, description) from FOLDER/catalog.csv (build_pool writes it); {} without one."""
+    path = Path(folder).expanduser() / "catalog.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"source", "item_id", "title", "description"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: missing columns {sorted(missing)}; rebuild the pool with build_pool")
+        return {(row["source"], row["item_id"]): (row["title"], row["description"]) for row in reader}
 
 
 def read_slate(path: Path) -> CandidateSlate:

@@ -1,4 +1,5 @@
-// The feed page: renders /api/page, posts clicks to /api/click, then fetches the reranked next page.
+// The feed page: POSTs /api/page (rerank, or advance to the next slate), posts clicks to /api/click, then
+// asks for the reranked page again. GET /api/page only reads the last page back.
 "use strict";
 
 const COLORS = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2"];
@@ -35,6 +36,7 @@ function card(item) {
                               "data-score": item.score === null ? "" : String(item.score) },
     el("div", { class: "card-top" }, el("span", { class: "rank" }, `#${item.rank}`), badge(item.source)),
     el("div", { class: "title" }, item.title),
+    el("div", { class: "description" }, item.description || ""),
     el("div", { class: "meta" }, item.title === item.item_id ? score : `${item.item_id} · ${score}`));
   node.style.borderLeftColor = color(item.source);
   node.addEventListener("click", () => clickCard(item));
@@ -97,7 +99,9 @@ function render(page) {
 
 async function load(advance = false) {
   try {
-    const response = await fetch(`/api/page${advance ? "?advance=1" : ""}`);
+    const response = await fetch("/api/page", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ advance }),
+    });
     render(await response.json());
   } catch (error) {
     renderNotices([{ kind: "network", text: `The feed app does not answer: ${error}` }]);
