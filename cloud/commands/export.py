@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: none)")
     parser.add_argument("--model-version", default=None, help="version string (default: hash of the device weights)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--repo", default=None, help="also sign the bundle into this repository (`dir-cloud repo add`)")
-    parser.add_argument("--keys", default=None, help="with --repo: folder with targets/snapshot/timestamp keys")
+    parser.add_argument("--repo", default=None, help="also sign the bundle into this repository (`dir-cloud repo add`; default: not signed)")
+    parser.add_argument("--keys", default=None, help="with --repo: folder with targets/snapshot/timestamp keys (default: none)")
     parser.add_argument("--verbose", action="store_true",
                         help=f"show the exporters' warnings and log lines instead of writing them to BUNDLE/{LOG_NAME}")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")

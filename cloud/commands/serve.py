@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="prepared data folder (default: the run's)")
     parser.add_argument("--bundles", required=True, help="folder with one exported bundle per subfolder")
     parser.add_argument("--repo", default=None,
-                        help="signed repository (`dir-cloud repo init`) to publish under /tuf/ for devices")
+                        help="signed repository (`dir-cloud repo init`) to publish under /tuf/ for devices (default: none)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port")
     parser.add_argument("--affinity-weight", type=float, default=0.5,
