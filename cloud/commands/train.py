@@ -22,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="history view: device (fresh) or cloud (minus the newest `lag` behaviours)")
     parser.add_argument("--config", help="JSON or TOML file with TrainConfig fields")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epoch cap (default 100); runs normally end earlier by --patience")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="stop after this many epochs without a better validation AUC (default 3)")
+    parser.add_argument("--lr-schedule", choices=["constant", "plateau"], default=None,
+                        help="plateau: halve the learning rate after an epoch without improvement (default constant)")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--l2", type=float, default=None)
     parser.add_argument("--beta", type=float, default=None, help="weight of the utility loss (1-beta: exposure)")
@@ -41,7 +46,8 @@ def config_from_args(args: argparse.Namespace):
     from cloud.training import TrainConfig
 
     overrides = {"model": args.model, "history": args.history, "seed": args.seed, "epochs": args.epochs,
-                 "lr": args.lr, "l2": args.l2, "beta": args.beta, "batch_size": args.batch_size,
+                 "patience": args.patience, "lr_schedule": args.lr_schedule, "lr": args.lr, "l2": args.l2,
+                 "beta": args.beta, "batch_size": args.batch_size,
                  "topk": args.topk, "threads": args.threads, "device": args.device}
     if args.config:
         return TrainConfig.from_file(args.config, **overrides)
