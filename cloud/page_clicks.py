@@ -4,6 +4,7 @@
     row = page_clicks(world, ModelPages(run.model, K, shares), K, shares, seed=0)
     row["clicks_per_page"], row["js@5"]                                  # true expected clicks, exposure skew
     rows = reference_pages(world, K, shares, seed=0)                     # upstream, random, oracle
+    run_pages_of("grid/runs/dir-device-s0", "data", users=500)           # the same, kept in RUN/pages.json
 
 A model's page is its final order on the device: `model.device_decoder` applied to its outputs (the
 "score" merge, SVR's beam search, NAR4Rec's contrastive decoding, HRL's slot-by-slot policy: the code of
@@ -22,12 +23,15 @@ candidate with the highest true click probability given the items placed above i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from cloud.data.synth import SOURCES
 from cloud.metrics import js_divergence
+from cloud.runs import atomic_write_json
 from cloud.simulation.engine import PathResult, PathTiming, model_inputs, score_order, simulate_path, upstream_order
 from cloud.simulation.streams import Draws
 from cloud.simulation.world import World
@@ -168,3 +172,46 @@ def reference_pages(world: World, K: int, target_shares: Sequence[float], seed: 
     """page_clicks of the references: upstream order, random order, greedy oracle."""
     arms = {"upstream": UpstreamPages(), "random": RandomPages(seed), "oracle": OraclePages()}
     return {name: page_clicks(world, arm, K, target_shares, seed) for name, arm in arms.items()}
+
+
+PAGES_FILE = "pages.json"
+REFERENCES_FILE = "pages-references.json"
+
+
+def run_pages_of(run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0) -> dict:
+    """page_clicks of a finished run, kept in RUN/pages.json (recomputed when users or seed differ)."""
+    from cloud.data.prepared import PreparedData
+    from cloud.runs import load_run
+    from cloud.simulation.world import build_world
+
+    path = Path(run_dir) / PAGES_FILE
+    setting = {"users": users, "world_seed": world_seed}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if {k: saved.get(k) for k in setting} == setting:
+            return saved
+    run = load_run(run_dir)
+    K, shares = int(run.config["K"]), run.config["target_shares"]
+    world = build_world(run.model, PreparedData(data_dir), users, world_seed)
+    row = {**setting, **page_clicks(world, ModelPages(run.model, K, shares), K, shares, world_seed)}
+    atomic_write_json(path, row)
+    return row
+
+
+def reference_pages_of(grid: str | Path, data_dir: str | Path, users: int, world_seed: int = 0) -> dict:
+    """reference_pages for a grid's users, kept in GRID/pages-references.json."""
+    from cloud.data.prepared import PreparedData
+    from cloud.models import build_model
+    from cloud.simulation.world import build_world
+
+    path = Path(grid) / REFERENCES_FILE
+    setting = {"users": users, "world_seed": world_seed}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("setting") == setting:
+            return saved["arms"]
+    data = PreparedData(data_dir)
+    world = build_world(build_model("dir", data.spec), data, users, world_seed)  # the references read no vectors
+    arms = reference_pages(world, data.spec.K, data.spec.target_shares, world_seed)
+    atomic_write_json(path, {"setting": setting, "arms": arms})
+    return arms

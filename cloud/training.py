@@ -111,15 +111,17 @@ class RankFailure(RuntimeError):
 
 
 def train(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
-          progress: bool | None = None, distributed: bool = False) -> dict:
+          progress: bool | None = None, distributed: bool = False, on_epoch=None) -> dict:
     """Train, select on validation, evaluate the selected model on test; returns RUN/metrics.json.
 
     Data-parallel when started by torchrun; `distributed=True` makes it an error not to be.
+    `on_epoch(row)` is called with each epoch's RUN/epochs.csv row once it is saved (tuning reports the
+    validation metric there; an exception it raises ends the run, its checkpoint intact).
     """
     config.check()
     data = PreparedData(data_dir)
     with session(config.device, required=distributed) as ctx:
-        return _train(ctx, config, data, Path(run_dir), resume, progress)
+        return _train(ctx, config, data, Path(run_dir), resume, progress, on_epoch)
 
 
 @dataclass
@@ -188,7 +190,7 @@ def step_objective(local: BatchSums, total: BatchSums, target: torch.Tensor, bet
 
 
 def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path, resume: bool,
-           progress: bool | None) -> dict:
+           progress: bool | None, on_epoch=None) -> dict:
     spec = data.spec
     shares = config.target_shares or spec.target_shares
     K = config.K or spec.K
@@ -279,6 +281,8 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
             }, run_dir / runs.CHECKPOINT)
             _write_epochs(run_dir / runs.EPOCHS, history_rows)
+        if on_epoch is not None:
+            on_epoch(row)
         if epoch + 1 - best["epoch"] >= config.patience:
             stop_reason = "patience"
             break

@@ -48,6 +48,9 @@ from shared_schema.specs import DatasetSpec
 class CRUM(RerankModel):
     """CRUM's reranker (exported) with its cloud-only evaluator, trained in two stages (module docstring)."""
 
+    search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 48, 16)}
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     uses_utility_loss = False
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,

@@ -44,6 +44,13 @@ ACTIVATIONS = {"prelu": PReLU, "relu": nn.ReLU}
 class DIN(RerankModel):
     """DIN on the flattened candidate set; trained with the utility loss only unless `exposure_loss`."""
 
+    search_space = {
+        "embedding_dim": ("int", 8, 32, 8),
+        "width": ("int", 16, 64, 16),
+        "attention_hidden": ("int", 16, 64, 4),
+    }
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     def __init__(
         self,
         spec: DatasetSpec,

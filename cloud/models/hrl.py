@@ -45,6 +45,9 @@ class HRL(RerankModel):
     """HRL's two-level policy trained by REINFORCE (`auxiliary_loss`) alone; `utility_loss=True` adds the
     trainer's BCE on the first slot's p(s, i), `exposure_loss=True` the exposure loss."""
 
+    search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16), "hidden": ("int", 16, 64, 16)}
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     device_decoder = "slot_policy"
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, hidden: int = 32,
