@@ -56,10 +56,13 @@ class ReuseRefused(ValueError):
 
 
 def run_identity(config, data_dir: str | Path) -> dict:
-    """What determines a run's result: its TrainConfig (less IGNORED_FIELDS) and the data folder."""
+    """What determines a run's result: its TrainConfig (less IGNORED_FIELDS, K and target shares resolved
+    from the data as the trainer saves them) and the data folder."""
     import dataclasses
 
+    spec = PreparedData(data_dir).spec
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in IGNORED_FIELDS}
+    fields.update(K=config.K or spec.K, target_shares=config.target_shares or spec.target_shares)
     return json.loads(json.dumps({**fields, "data": str(Path(data_dir).resolve())}))  # tuples -> lists
 
 
