@@ -44,14 +44,22 @@ def data_fingerprint(data) -> str:
 
 def open_storage(url: str):
     """Optuna's RDB storage at `url` (with heartbeats, so a killed worker's trial is marked failed)."""
-    import optuna
+    import time
 
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    except Exception as exc:  # SQLAlchemy raises many kinds (bad scheme, no driver, no server, no file)
-        raise ValueError(f"--storage {url!r} cannot be opened ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                         "give a database URL Optuna can reach, e.g. sqlite:///tuned/study.db or "
-                         "postgresql://user:password@host/db") from exc
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        except IntegrityError:  # another worker created the tables of a new database at the same moment
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as exc:  # SQLAlchemy raises many kinds (bad scheme, no driver, no server, no file)
+            raise ValueError(f"--storage {url!r} cannot be opened ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]}); give a database URL Optuna can reach, e.g. "
+                             "sqlite:///tuned/study.db or postgresql://user:password@host/db") from exc
+    raise ValueError(f"--storage {url!r}: its tables could not be created (other workers kept creating them); "
+                     "start the command again")
 
 
 def tune(data_dir: str | Path, model: str, history: str, trials: int, out: str | Path, storage: str | None = None,
