@@ -86,7 +86,7 @@ def profile(model_name: str, data: PreparedData, batch_size: int, steps: int = 5
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="all", help="comma-separated registry names, or all")
+    parser.add_argument("--models", "--model", default="all", help="comma-separated registry names, or all")
     parser.add_argument("--users", type=int, default=1000, help="synthetic users (about 9 training lists each)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
