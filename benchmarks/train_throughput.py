@@ -5,7 +5,7 @@
 
 Each model trains through the real trainer (cloud.training.train: batching from disk, the model's own
 losses, Adam, validation) on the same synthetic data (m=3, n=10, t=20), batch 256, one torch thread;
-lists/s is the trainer's own per-epoch figure (training steps only), the best of `--epochs` epochs.
+lists/s is the trainer's own per-epoch figure (training steps only) over `--epochs` epochs.
 FLOPs per list are counted with torch.utils.flop_counter.FlopCounterMode over one training step
 (forward, loss, backward) divided by the batch; achieved FLOP/s = FLOPs per list x lists/s. DIR is
 always measured in the same run, and every figure is also given as a ratio to DIR's, so a load shared
@@ -48,11 +48,13 @@ def step_flops(model_name: str, data: PreparedData, batch_size: int) -> float:
 
 
 def trainer_rate(model_name: str, data_dir: Path, run_dir: Path, epochs: int, batch_size: int, threads: int) -> float:
-    """Best per-epoch training lists/s the real trainer reports (RUN/epochs.csv)."""
+    """Training lists/s over all epochs (the harmonic mean of the trainer's per-epoch figures in
+    RUN/epochs.csv, every epoch having the same lists), so CRUM's two stages both count."""
     config = TrainConfig(model=model_name, epochs=epochs, patience=epochs, batch_size=batch_size, threads=threads)
     train(config, data_dir, run_dir, progress=False)
     with open(run_dir / "epochs.csv") as handle:
-        return max(float(row["lists_per_s"]) for row in csv.DictReader(handle))
+        rates = [float(row["lists_per_s"]) for row in csv.DictReader(handle)]
+    return len(rates) / sum(1.0 / r for r in rates)
 
 
 def profile(model_name: str, data: PreparedData, batch_size: int, steps: int = 5, rows: int = 15) -> str:
