@@ -66,7 +66,7 @@ def profile(model_name: str, data: PreparedData, batch_size: int, steps: int = 5
     model = build_model(model_name, data.spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batcher = ListBatcher(data.item_tables(), data.split("train"), "device")
-    batches = list(zip(range(steps + 2), batcher.batches(batch_size)))
+    batches = list(zip(range(steps + 2), batcher.batches(batch_size), strict=False))
     target = torch.tensor(data.spec.target_shares)
     exposure = model.uses_exposure_loss
 

@@ -58,9 +58,9 @@ class ModelPages:
     def orders(self, world: World, j: int, hist_items: np.ndarray, users: np.ndarray) -> np.ndarray:
         """Logged slots [len(users), M] of the pages shown to `users` at request j."""
         inputs = model_inputs(world, j, hist_items, users)
-        outputs = [np.concatenate(parts) for parts in zip(*(
-            self._run(self.network, {k: v[start:start + self.batch] for k, v in inputs.items()})
-            for start in range(0, len(users), self.batch)))]
+        chunks = [self._run(self.network, {k: v[start:start + self.batch] for k, v in inputs.items()})
+                  for start in range(0, len(users), self.batch)]
+        outputs = [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
         cand_slot = world.cand_slot[users, j]
         if self.decoder == "merge":
             return score_order(outputs[0], cand_slot)

@@ -41,5 +41,5 @@ def test_lstm_matches_the_step_by_step_formulation_both_directions():
         (new * weights).sum().backward()
         (old * weights).sum().backward()
         assert torch.allclose(x_new.grad, x_old.grad, atol=1e-5)
-        for a, b in zip(new_lstm.parameters(), old_lstm.parameters()):
+        for a, b in zip(new_lstm.parameters(), old_lstm.parameters(), strict=True):
             assert torch.allclose(a.grad, b.grad, atol=1e-5)

@@ -39,5 +39,5 @@ def test_activation_unit_matches_the_pair_sized_formulation():
     (new * weights).sum().backward()
     (old * weights).sum().backward()
     assert torch.allclose(h_new.grad, h_old.grad, atol=1e-5) and torch.allclose(c_new.grad, c_old.grad, atol=1e-5)
-    for a, b in zip(new_unit.parameters(), old_unit.parameters()):
+    for a, b in zip(new_unit.parameters(), old_unit.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-5)

@@ -48,7 +48,7 @@ def test_reinforce_loss_and_gradients_match_the_earlier_formulation():
     assert torch.allclose(loss_new, loss_old, atol=1e-5)
     loss_new.backward()
     loss_old.backward()
-    for (name, a), b in zip(new.named_parameters(), old.parameters()):
+    for (name, a), b in zip(new.named_parameters(), old.parameters(), strict=True):
         assert (a.grad is None) == (b.grad is None), name
         if a.grad is not None:
             assert torch.allclose(a.grad, b.grad, atol=1e-5), name

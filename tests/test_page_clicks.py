@@ -10,7 +10,15 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, click_probability, generate, write_logs
 from cloud.models import build_model
-from cloud.page_clicks import ModelPages, OraclePages, RandomPages, UpstreamPages, page_clicks, reference_pages, run_pages
+from cloud.page_clicks import (
+    ModelPages,
+    OraclePages,
+    RandomPages,
+    UpstreamPages,
+    page_clicks,
+    reference_pages,
+    run_pages,
+)
 from cloud.simulation.engine import ScoreCache, score_order
 from cloud.simulation.scoring import torch_scorer
 from cloud.simulation.world import build_world
@@ -73,7 +81,7 @@ def test_oracle_pages_are_greedy_under_the_true_model(world_and_data):
 
 def test_arms_share_random_numbers_and_are_deterministic(world_and_data):
     world, data = world_and_data
-    K, shares = data.spec.K, data.spec.target_shares
+    K = data.spec.K
     first = run_pages(world, RandomPages(1), K, seed=5)
     again = run_pages(world, RandomPages(1), K, seed=5)
     assert np.array_equal(first.order, again.order) and np.array_equal(first.clicks, again.clicks)

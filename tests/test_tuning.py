@@ -35,14 +35,15 @@ def test_two_workers_share_one_sqlite_study(datasets, tmp_path):
     data, _ = datasets
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    workers = [subprocess.Popen([sys.executable, "-m", "cloud.cli", *tune_args(data, tmp_path / f"w{i}", "--trials", "4",
-                                                                               "--storage", storage)],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    commands = [[sys.executable, "-m", "cloud.cli", *tune_args(data, tmp_path / f"w{i}", "--trials", "4",
+                                                                "--storage", storage)] for i in range(2)]
+    workers = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
     for worker in workers:
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err.decode()[-2000:]
     study = optuna.load_study(study_name="dir-device", storage=storage)
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished = [t for t in study.trials if t.state in done]
     assert 4 <= len(finished) <= 5 and len({t.number for t in study.trials}) == len(study.trials)
     ran = [len(list((tmp_path / f"w{i}" / "trials").iterdir())) for i in range(2)]
     assert min(ran) >= 1 and sum(ran) == len(study.trials)  # both workers ran trials of the one study
@@ -69,10 +70,12 @@ def test_study_keeps_finished_trials_and_refuses_other_data(datasets, tmp_path, 
 def test_bad_input_names_the_option(datasets, tmp_path, capsys):
     data, _ = datasets
     cases = [
-        (["tune", "--data", str(data), "--model", "nope", "--trials", "1", "--out", str(tmp_path)], "--model: unknown model"),
+        (["tune", "--data", str(data), "--model", "nope", "--trials", "1", "--out", str(tmp_path)],
+         "--model: unknown model"),
         (tune_args(data, tmp_path, "--trials", "1", "--params", ","), "search space of dir is empty"),
         (tune_args(data, tmp_path, "--trials", "1", "--params", "dropout"), "--params: ['dropout']"),
-        (tune_args(data, tmp_path, "--trials", "1", "--storage", "nosuchdb://x/y"), "--storage 'nosuchdb://x/y' cannot"),
+        (tune_args(data, tmp_path, "--trials", "1", "--storage", "nosuchdb://x/y"),
+         "--storage 'nosuchdb://x/y' cannot"),
         (tune_args(data, tmp_path, "--trials", "1", "--storage", f"sqlite:///{tmp_path}/no/such/dir/s.db"),
          "cannot be opened"),
     ]
