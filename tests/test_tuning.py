@@ -82,3 +82,18 @@ def test_bad_input_names_the_option(datasets, tmp_path, capsys):
     for argv, message in cases:
         assert cloud_main(argv) == 2, argv
         assert message in capsys.readouterr().err, message
+
+
+def test_every_models_search_space_builds_at_its_bounds():
+    from cloud.models import MODELS, build_model
+    from cloud.tuning import TRAIN_FIELDS, search_space
+    from tests.test_dir_model import make_batch, make_spec
+
+    spec = make_spec()
+    batch = make_batch(spec)
+    for name in MODELS:
+        space = search_space(name, spec)
+        assert {"lr", "l2"} <= set(space)
+        for end in (1, 2):  # every option at its lowest, then at its highest value
+            options = {k: v[end] for k, v in space.items() if k not in TRAIN_FIELDS}
+            assert build_model(name, spec, **options)(batch).shape == (4, spec.m, spec.n), (name, options)
