@@ -23,6 +23,8 @@ COMMANDS = {
     "train": "cloud.commands.train",
     "evaluate": "cloud.commands.evaluate",
     "benchmark": "cloud.commands.benchmark",
+    "results": "cloud.commands.results",
+    "tune": "cloud.commands.tune",
     "tradeoff": "cloud.commands.tradeoff",
     "slate": "cloud.commands.slate",
     "export": "cloud.commands.export",

@@ -1,13 +1,16 @@
 """Evaluation of runs, grids of runs with a paper-style table, and the utility-fairness trade-off.
 
     evaluate_run("out/run", "test")                                  # metrics dict
-    run_grid("out/data", ["dir", "dir-js"], ["device", "cloud"], 3, "out/bench")   # markdown table
+    run_grid("out/data", ["dir", "dir-js"], ["device", "cloud"], 3, "out/bench")   # markdown tables
+    train_or_reuse(config, "out/data", "out/bench/runs/dir-device-s0")   # reused only with the same config hash
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -54,37 +57,122 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def run_grid(data_dir: str | Path, models: list[str], histories: list[str], seeds: int, out: str | Path,
-             config_file: str | None = None, epochs: int | None = None) -> str:
-    """Train every (model, history, seed), evaluate on test, write results and the summary table."""
-    from cloud.training import TrainConfig, train
+IGNORED_FIELDS = ("threads", "device", "eval_batch_size")
+"""TrainConfig fields that do not change what a run computes; the config hash leaves them out."""
 
+
+class ReuseRefused(ValueError):
+    """`--reuse-only` met a run that is missing or was trained with another config."""
+
+
+def run_identity(config, data_dir: str | Path) -> dict:
+    """What determines a run's result: its TrainConfig (less IGNORED_FIELDS, K and target shares resolved
+    from the data as the trainer saves them) and the data folder."""
+    import dataclasses
+
+    spec = PreparedData(data_dir).spec
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in IGNORED_FIELDS}
+    fields.update(K=config.K or spec.K, target_shares=config.target_shares or spec.target_shares)
+    return json.loads(json.dumps({**fields, "data": str(Path(data_dir).resolve())}))  # tuples -> lists
+
+
+def saved_identity(run_dir: Path) -> dict | None:
+    """run_identity of the run saved in run_dir (from its config.json), None when there is none."""
+    from cloud.training import TrainConfig
+
+    path = run_dir / "config.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    names = [f for f in TrainConfig.__dataclass_fields__ if f not in IGNORED_FIELDS]
+    return {**{k: saved.get(k) for k in names}, "data": saved.get("data")}
+
+
+def config_hash(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_or_reuse(config, data_dir: str | Path, run_dir: str | Path, reuse_only: bool = False,
+                   label: str = "") -> dict:
+    """metrics.json of the run in run_dir: reused when it finished with this very config (same hash),
+    resumed when it was interrupted with it, otherwise trained afresh (a run of another config is moved
+    to run_dir/../../replaced/NAME-HASH, never deleted). `reuse_only` raises ReuseRefused instead of training;
+    `label` starts the run's progress lines."""
+    from cloud.training import train
+
+    run_dir = Path(run_dir)
+    wanted = run_identity(config, data_dir)
+    saved = saved_identity(run_dir)
+    finished = (run_dir / "metrics.json").exists()
+    if saved == wanted and finished:
+        return json.loads((run_dir / "metrics.json").read_text())
+    if reuse_only:
+        if saved is None:
+            raise ReuseRefused(f"--reuse-only: run {run_dir} does not exist; run the command without --reuse-only "
+                               "to train it")
+        differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        what = (f"was trained with other {', '.join(f'{k} ({saved.get(k)!r} != {wanted[k]!r})' for k in differ)}"
+                if differ else "did not finish")
+        raise ReuseRefused(f"--reuse-only: run {run_dir} {what}; drop --reuse-only to retrain it")
+    if saved is not None and saved != wanted:
+        aside = run_dir.parent.parent / "replaced" / f"{run_dir.name}-{config_hash(saved)}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        run_dir.rename(aside)
+    return train(config, data_dir, run_dir, resume=run_dir.exists(), progress=False, label=label)
+
+
+def load_tuned(tuned_dir: str | Path, model: str) -> dict:
+    """TrainConfig overrides `dir-cloud tune --out TUNED_DIR --model MODEL` found best (TUNED_DIR/MODEL.json)."""
+    path = Path(tuned_dir) / f"{model}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"--tuned {tuned_dir}: no {path.name} for model {model!r}; run `dir-cloud tune --data "
+                                f"DATA --model {model} --out {tuned_dir}` first, or leave the model out of --models")
+    return json.loads(path.read_text())["config"]
+
+
+def run_grid(data_dir: str | Path, models: list[str], histories: list[str], seeds: int | list[int], out: str | Path,
+             config_file: str | None = None, epochs: int | None = None, reuse_only: bool = False,
+             tuned: str | Path | None = None, page_users: int = 0, world_seed: int = 0) -> str:
+    """Train (or reuse) every (model, history, seed) into OUT/runs/MODEL-HISTORY-sSEED (`seeds`: a count, or
+    the seed numbers), score the pages of each run (`page_users` > 0, synthetic data: cloud.page_clicks),
+    and write OUT/results.csv and the tables (cloud.results) over every finished run in OUT/runs.
+    Interrupted, the same call continues where it stopped."""
+    from cloud.models import MODELS
+    from cloud.training import TrainConfig
+
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"--models: unknown model(s) {unknown}; known: {', '.join(sorted(MODELS))}")
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for model in models:
+    plan = []
+    for model in models:  # every config is built and checked before the first run starts
+        extra = load_tuned(tuned, model) if tuned else {}
         for history in histories:
-            for seed in range(seeds):
-                overrides = {"model": model, "history": history, "seed": seed, "epochs": epochs}
+            for seed in (range(seeds) if isinstance(seeds, int) else seeds):
+                overrides = {**extra, "model": model, "history": history, "seed": seed, "epochs": epochs}
                 config = (TrainConfig.from_file(config_file, **overrides) if config_file
                           else TrainConfig(**{k: v for k, v in overrides.items() if v is not None}))
-                run_dir = out / "runs" / f"{model}-{history}-s{seed}"
-                metrics_path = run_dir / "metrics.json"
-                if metrics_path.exists():  # a finished run of an interrupted grid is reused
-                    metrics = json.loads(metrics_path.read_text())
-                else:
-                    metrics = train(config, data_dir, run_dir, resume=run_dir.exists(),
-                                    label=f"{model} {history} seed {seed}")
-                rows.append({"model": model, "history": history, "seed": seed, **metrics["test"]})
-    oracle = _oracle_row(data_dir)
-    _write_csv(out / "results.csv", rows)
-    table = summary_table(rows, oracle)
-    (out / "table.md").write_text(table + "\n")
-    _write_csv(out / "table.csv", summary_rows(rows))
-    return table
+                config.check()
+                plan.append((config, out / "runs" / f"{model}-{history}-s{seed}"))
+    for config, run_dir in plan:
+        train_or_reuse(config, data_dir, run_dir, reuse_only,
+                       label=f"{config.model} {config.history} seed {config.seed}")
+        if page_users:
+            from cloud.page_clicks import run_pages_of
+
+            run_pages_of(run_dir, data_dir, page_users, world_seed)
+    if page_users:
+        from cloud.page_clicks import reference_pages_of
+
+        reference_pages_of(out, data_dir, page_users, world_seed)
+    from cloud.results import write_results
+
+    return write_results(out, oracle=oracle_row(data_dir))
 
 
-def _oracle_row(data_dir: str | Path) -> dict | None:
+def oracle_row(data_dir: str | Path) -> dict | None:
     data = PreparedData(data_dir)
     test = data.split("test")
     if not data.has_click_prob:
@@ -98,54 +186,25 @@ def _metric_keys(rows: list[dict]) -> list[str]:
     return [c.format(K=k) for c in METRIC_COLUMNS]
 
 
-def summary_rows(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (model, history)."""
-    keys = _metric_keys(rows)
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["model"], row["history"]), []).append(row)
-    out = []
-    for (model, history), group in groups.items():
-        summary = {"model": model, "history": history, "seeds": len(group)}
-        for key in keys:
-            values = np.array([r[key] for r in group], dtype=np.float64)
-            summary[f"{key}_mean"] = float(values.mean())
-            summary[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        out.append(summary)
-    return out
-
-
-def summary_table(rows: list[dict], oracle: dict | None = None) -> str:
-    """Markdown: rows = model-history, columns = metrics as mean ± std over seeds (test split)."""
-    keys = _metric_keys(rows)
-    lines = ["| model | history | seeds | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
-    for s in summary_rows(rows):
-        cells = [f"{s[f'{k}_mean']:.4f} ± {s[f'{k}_std']:.4f}" for k in keys]
-        lines.append(f"| {s['model']} | {s['history']} | {s['seeds']} | " + " | ".join(cells) + " |")
-    if oracle:
-        lines.append("| oracle (true click prob.) | - | - | " + " | ".join(f"{oracle[k]:.4f}" for k in keys) + " |")
-    return "\n".join(lines)
-
-
 def run_tradeoff(data_dir: str | Path, betas: list[float], targets: list[list[float]], out: str | Path,
                  model: str = "dir", seed: int = 0, epochs: int | None = None) -> str:
     """Train per beta (and per target distribution); write CSVs and PNG plots; return a summary."""
-    from cloud.training import TrainConfig, train
+    from cloud.training import TrainConfig
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = {"model": model, "seed": seed, **({"epochs": epochs} if epochs else {})}
     beta_rows = []
     for beta in betas:
-        metrics = train(TrainConfig(beta=beta, **base), data_dir, out / "runs" / f"beta-{beta:g}",
-                        label=f"{model} beta {beta:g}")
+        metrics = train_or_reuse(TrainConfig(beta=beta, **base), data_dir, out / "runs" / f"beta-{beta:g}",
+                                 label=f"{model} beta {beta:g}")
         beta_rows.append({"beta": beta, **metrics["test"]})
     _write_csv(out / "tradeoff.csv", beta_rows)
     target_rows = []
     for shares in targets:
         name = "-".join(f"{x:g}" for x in shares)
-        metrics = train(TrainConfig(target_shares=shares, **base), data_dir, out / "runs" / f"target-{name}",
-                        label=f"{model} target {name.replace('-', '/')}")
+        metrics = train_or_reuse(TrainConfig(target_shares=shares, **base), data_dir, out / "runs" / f"target-{name}",
+                                 label=f"{model} target {name.replace('-', '/')}")
         target_rows.append({"target": "/".join(f"{x:g}" for x in shares), **metrics["test"]})
     if target_rows:
         _write_csv(out / "targets.csv", target_rows)

@@ -5,6 +5,11 @@
 
 Adam with L2 (weight decay), early stopping on validation AUC, the best epoch's weights kept as
 model.pt, the last epoch's full state as checkpoint.pt (so `resume=True` continues after a crash).
+A run ends when validation AUC has not improved for `patience` epochs; `epochs` is only a safety cap
+(set high enough that the benchmark's runs end by patience), and RUN/metrics.json says which of the
+two ended it (`stop_reason`: "patience" or "cap", `stopped_epoch`, `best_epoch`). `lr_schedule="plateau"`
+halves the learning rate when validation AUC has not improved for `lr_patience` epochs
+(torch's ReduceLROnPlateau).
 
 Started by torchrun (docs/distributed.md), the same call trains data-parallel: every rank reads its
 share of each global batch (`config.batch_size` lists) from disk, DistributedDataParallel averages the
@@ -37,6 +42,9 @@ from cloud.losses import exposure_counts, js_divergence, utility_sum
 from cloud.models import build_model
 
 
+LR_SCHEDULES = ("constant", "plateau")
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a run; saved in RUN/config.json so it can be reproduced."""
@@ -44,13 +52,16 @@ class TrainConfig:
     model: str = "dir"
     history: str = "device"
     seed: int = 0
-    epochs: int = 15
+    epochs: int = 100  # a cap only: runs end by `patience` on validation AUC (metrics.json: stop_reason)
     batch_size: int = 256
     lr: float = 2e-3
     l2: float = 1e-5
     beta: float = 0.5
     topk: str = "straight_through"
     patience: int = 3
+    lr_schedule: str = "constant"  # or "plateau": lr x lr_factor after lr_patience epochs without improvement
+    lr_factor: float = 0.5
+    lr_patience: int = 1
     K: int | None = None
     eval_batch_size: int = 2048
     target_shares: list[float] | None = None
@@ -81,8 +92,13 @@ class TrainConfig:
             raise ValueError(f"history must be one of {HISTORY_VIEWS}, got {self.history!r}")
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1], got {self.beta}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch_size and epochs must be positive")
+        if self.batch_size < 1 or self.epochs < 1 or self.patience < 1:
+            raise ValueError("batch_size, epochs and patience must be positive")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 < self.lr_factor < 1.0 or self.lr_patience < 0:
+            raise ValueError(f"lr_factor must lie in (0, 1) and lr_patience be >= 0, got {self.lr_factor}, "
+                             f"{self.lr_patience}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}")
 
@@ -97,18 +113,20 @@ class RankFailure(RuntimeError):
 
 def train(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
           progress: bool | None = None, distributed: bool = False, label: str = "",
-          tensorboard: str | Path | None = None) -> dict:
+          tensorboard: str | Path | None = None, on_epoch=None) -> dict:
     """Train, select on validation, evaluate the selected model on test; returns RUN/metrics.json.
 
     Data-parallel when started by torchrun; `distributed=True` makes it an error not to be. `label`
     starts every progress line (e.g. "dir device seed 2" in a grid); `tensorboard` is a folder for
-    TensorBoard events (losses, validation metrics, learning rate per epoch).
+    TensorBoard events (losses, validation metrics, learning rate per epoch). `on_epoch(row)` is called
+    with each epoch's RUN/epochs.csv row once it is saved (tuning reports the validation metric there; an
+    exception it raises ends the run, its checkpoint intact).
     """
     config.check()
     data = PreparedData(data_dir)
     with session(config.device, required=distributed) as ctx:
         with _EpochLog(label, tensorboard if ctx.is_main else None) as log:
-            return _train(ctx, config, data, Path(run_dir), resume, progress, log)
+            return _train(ctx, config, data, Path(run_dir), resume, progress, log, on_epoch)
 
 
 @dataclass
@@ -177,7 +195,7 @@ def step_objective(local: BatchSums, total: BatchSums, target: torch.Tensor, bet
 
 
 def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path, resume: bool,
-           progress: bool | None, log: _EpochLog) -> dict:
+           progress: bool | None, log: _EpochLog, on_epoch=None) -> dict:
     spec = data.spec
     shares = config.target_shares or spec.target_shares
     K = config.K or spec.K
@@ -189,10 +207,15 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
     np.random.seed(config.seed)
     model = build_model(config.model, spec, **config.model_options).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
+    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_factor,
+                                                            patience=config.lr_patience)
+                 if config.lr_schedule == "plateau" else None)
     start_epoch, best, history_rows = 0, {"epoch": -1, "auc": -math.inf}, []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
         start_epoch, best, history_rows = state["epoch"] + 1, state["best"], state["history_rows"]
         _restore_rng(state["rng"], ctx, config.seed)
     elif ctx.rank:
@@ -210,7 +233,9 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
     if ctx.is_main:
         log.references(evaluate_references(data, "valid", shares, K), K)
 
-    for epoch in range(start_epoch, config.epochs):
+    # a run resumed after its patience ran out (crashed before metrics.json) trains no further epoch
+    stop_reason = "patience" if start_epoch and start_epoch - best["epoch"] >= config.patience else "cap"
+    for epoch in range(start_epoch, config.epochs if stop_reason == "cap" else start_epoch):
         model.begin_epoch(epoch, config.epochs)
         net.train()
         started, total, seen = time.perf_counter(), 0.0, 0
@@ -246,7 +271,9 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
             raise RankFailure(f"rank {ctx.rank}: lost contact with another rank in epoch {epoch + 1} "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0]}); {saved}") from exc
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lists_per_s": seen / train_seconds,
-               **{f"valid_{k}": v for k, v in valid.items()}}
+               "lr": optimizer.param_groups[0]["lr"], **{f"valid_{k}": v for k, v in valid.items()}}
+        if scheduler is not None:
+            scheduler.step(valid["auc"])
         history_rows.append(row)
         improved = valid["auc"] > best["auc"]
         if improved:
@@ -258,15 +285,21 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
             runs.atomic_torch_save({
                 "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
                 "best": best, "history_rows": history_rows, "config": dataclasses.asdict(config), "rng": rng,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
             }, run_dir / runs.CHECKPOINT)
             _write_epochs(run_dir / runs.EPOCHS, history_rows)
+        if on_epoch is not None:
+            on_epoch(row)
         if epoch + 1 - best["epoch"] >= config.patience:
+            stop_reason = "patience"
             break
 
     model.load_state_dict(_on_main(ctx, torch.load, run_dir / runs.MODEL, map_location="cpu", weights_only=True))
     test_set = train_set.split(data.split("test"))
     metrics = {
         "best_epoch": best["epoch"],
+        "stopped_epoch": len(history_rows),
+        "stop_reason": stop_reason,
         "valid": _evaluate(ctx, model, valid_set, shares, K, config.eval_batch_size),
         "test": _evaluate(ctx, model, test_set, shares, K, config.eval_batch_size),
         "embedding_version": runs.embedding_version(model),

@@ -161,3 +161,32 @@ def test_tradeoff_writes_curves_and_plots(synth_data, tmp_path, capsys):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "runs" / "target-0.2-0.4-0.4" / "config.json").read_text())
     assert config["target_shares"] == [0.2, 0.4, 0.4]  # the alternative target reached training
+
+
+def test_runs_end_by_patience_and_say_why(synth_data, tmp_path):
+    """A run stops `patience` epochs after its best one and says so; a run cut by the cap says "cap"."""
+    config = dict(batch_size=128, lr=0.05, model_options={"hidden": 8, "mlp_dims": [8]})
+    stopped = train(TrainConfig(epochs=30, patience=1, **config), synth_data, tmp_path / "p", progress=False)
+    assert stopped["stop_reason"] == "patience"
+    assert stopped["stopped_epoch"] == stopped["best_epoch"] + 1 < 30
+    capped = train(TrainConfig(epochs=1, patience=5, **config), synth_data, tmp_path / "c", progress=False)
+    assert (capped["stop_reason"], capped["stopped_epoch"], capped["best_epoch"]) == ("cap", 1, 1)
+    saved = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert saved["stop_reason"] == "patience" and saved["stopped_epoch"] == stopped["stopped_epoch"]
+
+
+def test_plateau_schedule_lowers_the_learning_rate(synth_data, tmp_path):
+    config = TrainConfig(epochs=4, patience=4, lr_schedule="plateau", lr_factor=0.5, lr_patience=0, batch_size=128,
+                         lr=0.05, model_options={"hidden": 8, "mlp_dims": [8]})
+    train(config, synth_data, tmp_path / "run", progress=False)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "run" / "epochs.csv")))
+    rates = [float(r["lr"]) for r in rows]
+    aucs = [float(r["valid_auc"]) for r in rows]
+    assert rates[0] == 0.05
+    for k in range(1, len(rows)):  # halved exactly after each epoch that did not beat every earlier one
+        improved = aucs[k - 1] > max(aucs[:k - 1], default=-1.0)
+        assert rates[k] == pytest.approx(rates[k - 1] * (1.0 if improved else 0.5))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosine").check()

@@ -1,9 +1,16 @@
-"""Train and evaluate a grid of models x history views x seeds; write a paper-style table.
+"""Train and evaluate a grid of models x history views x seeds; write the benchmark tables.
 
     dir-cloud benchmark --data DATA --models dir,dir-isi,dir-js --histories device,cloud --seeds 3 --out DIR
+    dir-cloud benchmark --data DATA --models dir,din --seeds 0,1,2,3,4 --tuned TUNED --pages 500 --out DIR
 
-Writes DIR/results.csv (one row per run), DIR/table.csv and DIR/table.md (mean and std over seeds,
-test split, model selected on validation), and the runs themselves under DIR/runs/.
+Each run lives in DIR/runs/MODEL-HISTORY-sSEED and ends by the patience rule on validation. A finished
+run is reused only when its saved config equals the requested one (config hash); a run of another
+config is retrained (the old one moved to DIR/replaced/), or with --reuse-only the command refuses and
+names the run and the fields that differ. Interrupted, the same command continues where it stopped.
+--tuned TUNED trains each model with the parameters `dir-cloud tune --out TUNED` found; --pages USERS
+also scores every run by the true clicks of its device pages on USERS fresh users of the synthetic
+world (cloud/page_clicks.py; synthetic data only). Writes DIR/results.csv (one row per run),
+DIR/table.csv and DIR/table.md (cloud/results.py: 95% CIs over seeds, paired marks against dir).
 """
 
 from __future__ import annotations
@@ -16,20 +23,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared data folder")
     parser.add_argument("--models", default="dir", help="comma-separated registry names")
     parser.add_argument("--histories", default="device,cloud", help="comma-separated: device, cloud")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    parser.add_argument("--seeds", default="3", help="number of seeds (0..N-1), or comma-separated seeds (e.g. 3,4)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--config", help="JSON or TOML TrainConfig applied to every run, e.g. docs/train-config.toml "
                                          "(default: none)")
-    parser.add_argument("--epochs", type=int, default=None, help="most epochs per run (default: the config's, else 15)")
+    parser.add_argument("--epochs", type=int, default=None, help="epoch cap (default: the config's, else 100; "
+                                                                 "runs end by patience)")
     parser.add_argument("--json", action="store_true",
                         help="print the per-run results and the summary as JSON instead of the table")
+    parser.add_argument("--tuned", help="folder written by `dir-cloud tune --out`: each model's best parameters "
+                                        "(default: none, the config's)")
+    parser.add_argument("--reuse-only", action="store_true",
+                        help="train nothing: fail, naming the run and fields, unless every run exists with this config")
+    parser.add_argument("--pages", type=int, default=0, metavar="USERS",
+                        help="also score the device pages on USERS fresh simulated users (synthetic data; 0: off)")
+    parser.add_argument("--world-seed", type=int, default=0, help="--seed given to `dir-cloud synth` for DATA")
 
 
 def run(args: argparse.Namespace) -> int:
     from cloud.experiments import run_grid
 
-    table = run_grid(args.data, _names(args.models), _names(args.histories), args.seeds, args.out,
-                     config_file=args.config, epochs=args.epochs)
+    table = run_grid(args.data, _names(args.models), _names(args.histories), parse_seeds(args.seeds), args.out,
+                     config_file=args.config, epochs=args.epochs, reuse_only=args.reuse_only, tuned=args.tuned,
+                     page_users=args.pages, world_seed=args.world_seed)
     if args.json:
         from cloud.experiments import read_csv_rows
 
@@ -38,6 +54,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table)
     return 0
+
+
+def parse_seeds(text: str) -> int | list[int]:
+    try:
+        parts = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds: expected a count (3) or seeds (0,1,2), got {text!r}") from None
+    if not parts or min(parts) < 0 or ("," not in text and parts[0] < 1):
+        raise ValueError(f"--seeds: expected a positive count or seeds >= 0, got {text!r}")
+    return parts[0] if "," not in text else parts
 
 
 def _names(text: str) -> list[str]:

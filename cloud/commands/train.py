@@ -15,8 +15,8 @@ import json
 
 
 # TrainConfig's defaults, shown in --help without importing torch (a test keeps them equal).
-DEFAULTS = {"model": "dir", "history": "device", "seed": 0, "epochs": 15, "lr": 2e-3, "l2": 1e-5, "beta": 0.5,
-            "batch_size": 256, "topk": "straight_through"}
+DEFAULTS = {"model": "dir", "history": "device", "seed": 0, "epochs": 100, "patience": 3, "lr_schedule": "constant",
+            "lr": 2e-3, "l2": 1e-5, "beta": 0.5, "batch_size": 256, "topk": "straight_through"}
 
 
 def _default(name: str) -> str:
@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "(default: none; flags given override the file)")
     parser.add_argument("--seed", type=int, default=None, help=f"random seed {_default('seed')}")
     parser.add_argument("--epochs", type=int, default=None,
-                        help=f"most epochs (early stopping may end sooner) {_default('epochs')}")
+                        help=f"epoch cap; runs normally end earlier by --patience {_default('epochs')}")
+    parser.add_argument("--patience", type=int, default=None,
+                        help=f"stop after this many epochs without a better validation AUC {_default('patience')}")
+    parser.add_argument("--lr-schedule", choices=["constant", "plateau"], default=None,
+                        help="plateau: halve the learning rate after an epoch without improvement "
+                             + _default("lr_schedule"))
     parser.add_argument("--lr", type=float, default=None, help=f"Adam learning rate {_default('lr')}")
     parser.add_argument("--l2", type=float, default=None, help=f"Adam weight decay {_default('l2')}")
     parser.add_argument("--beta", type=float, default=None,
@@ -57,7 +62,8 @@ def config_from_args(args: argparse.Namespace):
     from cloud.training import TrainConfig
 
     overrides = {"model": args.model, "history": args.history, "seed": args.seed, "epochs": args.epochs,
-                 "lr": args.lr, "l2": args.l2, "beta": args.beta, "batch_size": args.batch_size,
+                 "patience": args.patience, "lr_schedule": args.lr_schedule, "lr": args.lr, "l2": args.l2,
+                 "beta": args.beta, "batch_size": args.batch_size,
                  "topk": args.topk, "threads": args.threads, "device": args.device}
     if args.config:
         return TrainConfig.from_file(args.config, **overrides)

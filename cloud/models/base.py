@@ -83,6 +83,9 @@ class RerankModel(nn.Module):
     decoder that reads outputs after `scores` needs `export_module()` to return them."""
     device_decoder_options: dict[str, float | int] = {}
     device_model: nn.Module
+    search_space: dict[str, tuple] = {}
+    """Constructor options `dir-cloud tune` searches, next to each model's code: name -> ("int", low, high,
+    step); cloud/tuning.py adds the learning rate, L2 and (with the exposure loss) beta."""
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16):
         super().__init__()

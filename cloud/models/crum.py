@@ -48,6 +48,9 @@ from shared_schema.specs import DatasetSpec
 class CRUM(RerankModel):
     """CRUM's reranker (exported) with its cloud-only evaluator, trained in two stages (module docstring)."""
 
+    search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 48, 16)}
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     uses_utility_loss = False
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,
@@ -223,13 +226,17 @@ class Evaluator(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         steps = torch.cat([x, self.position[: x.shape[1]].expand_as(x), h], dim=-1)
         ahead = self.forward_lstm(steps, mask)
-        behind = self.backward_lstm(steps.flip(1), mask.flip(1)).flip(1)
+        behind = self.backward_lstm(steps, mask, reverse=True)
         return self.out(self.mlp(torch.cat([x, ahead, behind], dim=-1))).squeeze(-1)
 
 
 class LSTM(nn.Module):
     """One-direction LSTM over [B, L, d] (gates input, forget, cell, output); a step with mask 0 keeps
-    the state. Returns the hidden state after every step [B, L, hidden]."""
+    the state. Returns the hidden state after every step [B, L, hidden]; `reverse=True` runs from the
+    last step to the first (the state after step k is still at index k).
+
+    The gates are one linear layer over [x_k, state]; its input part is applied to all steps in one
+    matmul before the loop, so each step multiplies only the state."""
 
     def __init__(self, d: int, hidden: int):
         super().__init__()
@@ -238,16 +245,20 @@ class LSTM(nn.Module):
         bound = 1.0 / math.sqrt(hidden)
         nn.init.uniform_(self.gates.weight, -bound, bound)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch, steps, _ = x.shape
-        state = cell = x.new_zeros(batch, self.hidden)
-        out = []
-        for k in range(steps):
-            i, f, g, o = self.gates(torch.cat([x[:, k], state], dim=-1)).split(self.hidden, dim=-1)
-            new_cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-            new_state = torch.sigmoid(o) * torch.tanh(new_cell)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        batch, steps, d = x.shape
+        h = self.hidden
+        from_input = F.linear(x.transpose(0, 1), self.gates.weight[:, :d], self.gates.bias)  # [L, B, 4h]
+        from_state = self.gates.weight[:, d:].t()  # [h, 4h]
+        state = cell = x.new_zeros(batch, h)
+        out: list[torch.Tensor] = [state] * steps
+        for k in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            gates = torch.addmm(from_input[k], state, from_state)
+            gate = torch.sigmoid(gates)
+            new_cell = gate[:, h: 2 * h] * cell + gate[:, :h] * torch.tanh(gates[:, 2 * h: 3 * h])
+            new_state = gate[:, 3 * h:] * torch.tanh(new_cell)
             keep = mask[:, k: k + 1]
             cell = cell + keep * (new_cell - cell)
             state = state + keep * (new_state - state)
-            out.append(state)
+            out[k] = state
         return torch.stack(out, dim=1)

@@ -44,6 +44,13 @@ ACTIVATIONS = {"prelu": PReLU, "relu": nn.ReLU}
 class DIN(RerankModel):
     """DIN on the flattened candidate set; trained with the utility loss only unless `exposure_loss`."""
 
+    search_space = {
+        "embedding_dim": ("int", 8, 32, 8),
+        "width": ("int", 16, 64, 16),
+        "attention_hidden": ("int", 16, 64, 4),
+    }
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     def __init__(
         self,
         spec: DatasetSpec,
@@ -114,6 +121,8 @@ class ActivationUnit(nn.Module):
         z = torch.matmul(right, left.reshape(batch, n * hidden, w + 1).transpose(1, 2)).reshape(batch, -1, n, hidden)
         v = self.last.weight.t()  # [hidden, 1]
         out = torch.matmul(torch.relu(z), v)
-        if self.slope is not None:
-            out = (1.0 - self.slope) * out + self.slope * torch.matmul(z, v)
+        if self.slope is not None:  # z . v = right . (left^T v): linear in the pair, no pair-sized product
+            per_candidate = torch.matmul(v.t(), left).reshape(batch, n, w + 1)  # left^T v [B, N, w + 1]
+            linear = torch.matmul(right, per_candidate.transpose(1, 2))  # [B, L, N]
+            out = (1.0 - self.slope) * out + self.slope * linear.unsqueeze(-1)
         return (out + self.last.bias).squeeze(-1).transpose(1, 2)  # [B, N, L]

@@ -45,6 +45,9 @@ class HRL(RerankModel):
     """HRL's two-level policy trained by REINFORCE (`auxiliary_loss`) alone; `utility_loss=True` adds the
     trainer's BCE on the first slot's p(s, i), `exposure_loss=True` the exposure loss."""
 
+    search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16), "hidden": ("int", 16, 64, 16)}
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     device_decoder = "slot_policy"
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, hidden: int = 32,
@@ -60,21 +63,19 @@ class HRL(RerankModel):
     def auxiliary_loss(self, batch: dict[str, torch.Tensor], scores: torch.Tensor) -> torch.Tensor:
         """rl_weight * REINFORCE loss of K sampled slots (logged clicks as rewards), summed over lists and
         divided by the real candidates, like utility_loss."""
-        inputs = list(self.device_inputs(batch))
-        m = self.layout.m
+        net = self.device_model
+        cand, mask, hist, hist_mask = net.inputs(*self.device_inputs(batch))  # once: placing only zeroes mask
+        users = net.user_state(hist, hist_mask)
         label = batch["label"] * batch["mask"]
         rewards, log_probs = [], []
-        for _ in range(min(self.spec.K, self.layout.n * m)):
-            remaining = torch.stack(inputs[1::4], dim=1)  # [B, m, n]
-            logits = self.device_model(*inputs) if len(rewards) else scores
-            p = torch.sigmoid(logits).reshape(len(label), -1) * remaining.reshape(len(label), -1)
-            alive = (remaining.reshape(len(label), -1).sum(-1) > 0).to(p.dtype)
+        for _ in range(min(self.spec.K, self.layout.n * self.layout.m)):
+            logits = net.policy(cand * mask.unsqueeze(-1), mask, users) if len(rewards) else scores
+            p = torch.sigmoid(logits).reshape(len(label), -1) * mask
+            alive = (mask.sum(-1) > 0).to(p.dtype)
             action = torch.multinomial(p.detach() + (1.0 - alive).unsqueeze(-1), 1)  # [B, 1]; dead lists pick 0
             log_probs.append(torch.log(torch.gather(p, 1, action).squeeze(-1).clamp(min=EPS)) * alive)
             rewards.append(torch.gather(label.reshape(len(label), -1), 1, action).squeeze(-1) * alive)
-            placed = torch.zeros_like(p).scatter_(1, action, 1.0).reshape(remaining.shape) * alive.view(-1, 1, 1)
-            for s in range(m):
-                inputs[4 * s + 1] = inputs[4 * s + 1] * (1.0 - placed[:, s])
+            mask = mask * (1.0 - torch.zeros_like(p).scatter_(1, action, 1.0) * alive.view(-1, 1))
         rewards_t = torch.stack(rewards, 1)
         returns = rewards_t.flip(1).cumsum(1).flip(1)
         advantage = returns - returns.mean(0, keepdim=True)
@@ -96,14 +97,22 @@ class HRLDeviceModel(nn.Module):
         self.low = nn.Sequential(*mlp([3 * width, hidden]), nn.Linear(hidden, 1))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        m = self.m
         cand, cand_mask, hist, hist_mask = self.inputs(*inputs)
+        return self.policy(cand, cand_mask, self.user_state(hist, hist_mask))
+
+    def user_state(self, hist: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
+        """u_s per source [B, m, w]: the masked mean of its history (merged slot r*m + s)."""
+        source_of_slot = torch.arange(hist.shape[1], device=hist.device) % self.m
+        return torch.cat([masked_mean(hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype))
+                          for s in range(self.m)], 1)
+
+    def policy(self, cand: torch.Tensor, cand_mask: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Scores [B, m, n] of the next slot given the remaining candidates (zeroed where placed)."""
+        m = self.m
         batch, total, width = cand.shape
         n = total // m
         per_cand = cand.reshape(batch * m, n, width)
         per_mask = cand_mask.reshape(batch * m, n)
-        source_of_slot = torch.arange(hist.shape[1], device=hist.device) % m  # merged slot r*m + s
-        users = torch.cat([masked_mean(hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype)) for s in range(m)], 1)
         left = torch.bmm(per_mask.unsqueeze(1), per_mask.unsqueeze(2)).reshape(batch, m, 1)  # remaining counts
         state = torch.cat([users, masked_mean(per_cand, per_mask).reshape(batch, m, width), left], dim=-1)
         has_left = (left.reshape(batch, m) > 0).to(cand.dtype)

@@ -43,6 +43,13 @@ from shared_schema.specs import DatasetSpec
 class MIR(RerankModel):
     """MIR on the flattened candidate set and merged history; utility loss only unless `exposure_loss`."""
 
+    search_space = {
+        "embedding_dim": ("int", 8, 32, 8),
+        "field_dim": ("int", 8, 24, 8),
+        "lstm_hidden": ("int", 32, 96, 32),
+    }
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     def __init__(
         self,
         spec: DatasetSpec,

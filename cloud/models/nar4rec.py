@@ -55,6 +55,9 @@ class NAR4Rec(RerankModel):
     """NAR4Rec's generator trained by `auxiliary_loss` alone (the paper's losses); `utility_loss=True` adds
     the trainer's BCE on the marginals, `exposure_loss=True` the exposure loss."""
 
+    search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16)}
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     device_decoder = "contrastive"
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2, layers: int = 1,

@@ -39,6 +39,9 @@ from shared_schema.specs import DatasetSpec
 class SVR(RerankModel):
     """SVR's network with its two heads; utility (+ list-head) loss only unless `exposure_loss`."""
 
+    search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16)}
+    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+
     device_decoder = "beam_search"
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,

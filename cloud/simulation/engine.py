@@ -70,9 +70,16 @@ class ScoreCache:
                 self.memo[keys[i]] = row
         return np.stack([self.memo[key] for key in keys]) if keys else np.zeros((0, 0, 0), np.float32)
 
+    def orders(self, world: World, j: int, hist_items: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Logged slots [len(users), M] of the page by descending score (the device's "score" merge)."""
+        return score_order(self.scores(world, j, hist_items, users), world.cand_slot[users, j])
+
 
 def simulate_path(world: World, cache: ScoreCache, timing: PathTiming, click_u: np.ndarray, K: int) -> PathResult:
-    """Run every simulated request of `world` through one path."""
+    """Run every simulated request of `world` through one path.
+
+    `cache` builds the pages: anything with ScoreCache's `orders(world, j, hist_items, users)` (e.g. a
+    model with its own list decoder, cloud/page_clicks.py)."""
     U, R, M = world.slot_item.shape
     log = ClickLog(U, len(world.source_names), world.warm_user, world.warm_ts, world.warm_item,
                    world.item_source[world.warm_item])
@@ -84,7 +91,7 @@ def simulate_path(world: World, cache: ScoreCache, timing: PathTiming, click_u: 
         order = upstream_order(world.slot_item[:, j])
         model = np.flatnonzero(~timing.fallback[:, j])
         if len(model):
-            order[model] = score_order(cache.scores(world, j, view.items, model), world.cand_slot[model, j])
+            order[model] = cache.orders(world, j, view.items, model)
         item = np.where(order >= 0, np.take_along_axis(world.slot_item[:, j], order.clip(0), axis=1), -1)
         shown = item >= 0
         prob = click_probability(world.synth, world.latent[item.clip(0)], world.item_source[item.clip(0)], shown,

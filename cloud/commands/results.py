@@ -1,0 +1,31 @@
+"""Write the benchmark tables of a grid folder (label metrics, true clicks, stopping epochs, CIs, paired marks).
+
+    dir-cloud results --grid DIR [--out DIR/table.md]
+
+Reads the finished runs of `dir-cloud benchmark --out DIR` (cloud/results.py); trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grid", required=True, help="folder written by `dir-cloud benchmark --out`")
+    parser.add_argument("--out", help="markdown file to write (default GRID/table.md)")
+    parser.add_argument("--data", help="prepared data for the oracle row (default: the runs' own data folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cloud.experiments import oracle_row
+    from cloud.results import grid_rows, write_results
+
+    rows = grid_rows(args.grid)
+    data = args.data or (json.loads((Path(args.grid) / "runs" / rows[0]["run"] / "config.json").read_text())["data"]
+                         if rows else None)
+    oracle = oracle_row(data) if data and Path(data).exists() else None
+    print(write_results(args.grid, oracle=oracle, out=args.out))
+    return 0

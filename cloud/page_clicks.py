@@ -1,0 +1,217 @@
+"""The page's true clicks: each model judged by the pages the device would show, in the synthetic world.
+
+    world = build_world(run.model, data, users=500, world_seed=0)        # fresh users (cloud.simulation)
+    row = page_clicks(world, ModelPages(run.model, K, shares), K, shares, seed=0)
+    row["clicks_per_page"], row["js@5"]                                  # true expected clicks, exposure skew
+    rows = reference_pages(world, K, shares, seed=0)                     # upstream, random, oracle
+    run_pages_of("grid/runs/dir-device-s0", "data", users=500)           # the same, kept in RUN/pages.json
+
+A model's page is its final order on the device: `model.device_decoder` applied to its outputs (the
+"score" merge, SVR's beam search, NAR4Rec's contrastive decoding, HRL's slot-by-slot policy: the code of
+device_runtime.decoding). The pages are shown to fresh users of the synthetic world in the closed loop of
+cloud.simulation (device path: fresh history, no upload delay): each request's clicks are drawn from the
+true click model (cloud.data.synth.click_probability) and enter that user's history for the next request.
+Every arm sees the same users, candidates and uniforms (cloud.simulation.streams.Draws with `seed`), so
+arms differ only by their pages. The score is the true expected clicks per page (the sum of the shown
+items' click probabilities), free of the logging policy: a model that only re-reads the logged order
+shows the upstream page and scores exactly what the upstream reference scores.
+
+References: `upstream` (the generator's order), `random` (a uniformly random order of the real
+candidates, its own stream), `oracle` (greedy page under the true model: position by position, the
+candidate with the highest true click probability given the items placed above it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cloud.data.synth import SOURCES
+from cloud.metrics import js_divergence
+from cloud.runs import atomic_write_json
+from cloud.simulation.engine import PathResult, PathTiming, model_inputs, score_order, simulate_path, upstream_order
+from cloud.simulation.streams import Draws
+from cloud.simulation.world import World
+
+RANDOM_STREAM = 104729  # seeds the random reference's own generator, apart from the Draws streams
+
+
+class ModelPages:
+    """A trained model's pages: its network on the layout inputs, then its own device decoder."""
+
+    def __init__(self, model, K: int, target_shares: Sequence[float], batch: int = 1024):
+        import torch
+
+        from shared_schema.manifest import decoder_settings
+
+        self.torch = torch
+        self.K, self.shares, self.batch = K, list(target_shares), batch
+        self.names = model.layout.input_names()
+        self.network = model.export_module().eval()
+        self.device_model = model.device_model.eval()
+        self.decoder = model.device_decoder
+        self.options = decoder_settings(self.decoder, model.device_decoder_options)
+
+    def orders(self, world: World, j: int, hist_items: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Logged slots [len(users), M] of the pages shown to `users` at request j."""
+        inputs = model_inputs(world, j, hist_items, users)
+        chunks = [self._run(self.network, {k: v[start:start + self.batch] for k, v in inputs.items()})
+                  for start in range(0, len(users), self.batch)]
+        outputs = [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+        cand_slot = world.cand_slot[users, j]
+        if self.decoder == "merge":
+            return score_order(outputs[0], cand_slot)
+        from device_runtime.decoding import decode_request
+
+        order = np.full((len(users), world.slot_item.shape[2]), -1, np.int64)
+        for row in range(len(users)):
+            request = {k: v[row:row + 1] for k, v in inputs.items()}
+            picked = decode_request(self.decoder, self.options, [o[row:row + 1] for o in outputs], request, self.K,
+                                    self.shares, run=lambda x: self._run(self.device_model, x)[0])
+            order[row, :len(picked)] = [cand_slot[row, s, i] for s, i in picked]
+        return order
+
+    def _run(self, module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        tensors = [self.torch.from_numpy(np.ascontiguousarray(inputs[n], np.float32)) for n in self.names]
+        with self.torch.no_grad():
+            out = module(*tensors)
+        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+class UpstreamPages:
+    """The generator's logged order."""
+
+    def orders(self, world: World, j: int, hist_items: np.ndarray, users: np.ndarray) -> np.ndarray:
+        return upstream_order(world.slot_item[users, j])
+
+
+class RandomPages:
+    """A uniformly random order of each request's real candidates (seeded; the same for every history)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def orders(self, world: World, j: int, hist_items: np.ndarray, users: np.ndarray) -> np.ndarray:
+        keys = np.random.default_rng([self.seed, RANDOM_STREAM, j]).random(world.slot_item.shape[::2])[users]
+        slots = world.slot_item[users, j]
+        order = np.argsort(np.where(slots >= 0, keys, np.inf), axis=1, kind="stable")
+        return np.where(np.take_along_axis(slots, order, axis=1) >= 0, order, -1)
+
+
+class OraclePages:
+    """Greedy page under the true click model: each position takes the unplaced candidate with the highest
+    true click probability given the items above it (examination is the same for every candidate of a
+    position, so it picks the highest sigmoid(relevance - redundancy - fatigue) of
+    cloud.data.synth.click_probability)."""
+
+    def orders(self, world: World, j: int, hist_items: np.ndarray, users: np.ndarray) -> np.ndarray:
+        cfg = world.synth
+        items = world.slot_item[users, j]
+        left = items >= 0
+        latent = world.latent[items.clip(0)]
+        source = world.item_source[items.clip(0)]
+        bias = np.array([s.bias for s in SOURCES])[source]
+        relevance = (bias + cfg.affinity * np.einsum("qk,qik->qi", world.interest[users, j], latent)
+                     + np.log(len(SOURCES) * np.take_along_axis(world.pref[users], source, axis=1)))
+        similarity = np.einsum("qik,qjk->qij", latent, latent)
+        redundancy = np.zeros(items.shape)  # max(0, max similarity to a placed item)
+        rows = np.arange(len(users))
+        order = np.full(items.shape, -1, np.int64)
+        placed_source = np.full(items.shape, -1, np.int64)
+        for p in range(items.shape[1]):
+            fatigue = sum((source == placed_source[:, [p - lag]]) for lag in (1, 2, 3) if p - lag >= 0)
+            logit = np.where(left, relevance - cfg.redundancy * redundancy - cfg.fatigue * fatigue, -np.inf)
+            pick = logit.argmax(axis=1)
+            live = left[rows, pick]
+            order[live, p] = pick[live]
+            placed_source[live, p] = source[live, pick[live]]
+            left[rows[live], pick[live]] = False
+            redundancy[live] = np.maximum(redundancy[live], similarity[rows[live], pick[live]])
+        return order
+
+
+def device_path(world: World) -> PathTiming:
+    """The device's timing: history read at the request, fresh (no upload delay), page shown at once."""
+    shape = world.request_ts.shape
+    return PathTiming(name="device", read_at=world.request_ts, response_ms=np.zeros(shape), upload_delay_s=0.0,
+                      fallback=np.zeros(shape, bool))
+
+
+def run_pages(world: World, pages, K: int, seed: int) -> PathResult:
+    """The closed loop of every simulated request with `pages` building each page."""
+    draws = Draws.make(seed, world.users, world.requests, world.slot_item.shape[2])
+    return simulate_path(world, pages, device_path(world), draws.click_u, K)
+
+
+def page_summary(world: World, result: PathResult, K: int, target_shares: Sequence[float]) -> dict[str, float]:
+    """Expected clicks per page (all positions and top K), drawn clicks, and JS@K of the shown top-K sources."""
+    top = result.order[..., :K]
+    item = np.where(top >= 0, np.take_along_axis(world.slot_item, top.clip(0), axis=2), -1)
+    counts = np.bincount(world.item_source[item[item >= 0]], minlength=len(world.source_names)).astype(np.float64)
+    per_user = result.expected.mean(axis=1)
+    half = 1.96 * per_user.std(ddof=1) / np.sqrt(len(per_user)) if len(per_user) > 1 else float("nan")
+    return {
+        "pages": float(result.expected.size),
+        "clicks_per_page": float(result.expected.mean()),
+        "clicks_per_page_ci": float(half),  # 95% half-width, users as independent clusters
+        f"clicks_top{K}_per_page": float(result.expected_top.mean()),
+        "drawn_clicks_per_page": float(result.clicks.mean()),
+        f"js@{K}": js_divergence(counts / max(counts.sum(), 1.0), np.asarray(target_shares, np.float64)),
+    }
+
+
+def page_clicks(world: World, pages, K: int, target_shares: Sequence[float], seed: int = 0) -> dict[str, float]:
+    """page_summary of one arm."""
+    return page_summary(world, run_pages(world, pages, K, seed), K, target_shares)
+
+
+def reference_pages(world: World, K: int, target_shares: Sequence[float], seed: int = 0) -> dict[str, dict]:
+    """page_clicks of the references: upstream order, random order, greedy oracle."""
+    arms = {"upstream": UpstreamPages(), "random": RandomPages(seed), "oracle": OraclePages()}
+    return {name: page_clicks(world, arm, K, target_shares, seed) for name, arm in arms.items()}
+
+
+PAGES_FILE = "pages.json"
+REFERENCES_FILE = "pages-references.json"
+
+
+def run_pages_of(run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0) -> dict:
+    """page_clicks of a finished run, kept in RUN/pages.json (recomputed when users or seed differ)."""
+    from cloud.data.prepared import PreparedData
+    from cloud.runs import load_run
+    from cloud.simulation.world import build_world
+
+    path = Path(run_dir) / PAGES_FILE
+    setting = {"users": users, "world_seed": world_seed}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if {k: saved.get(k) for k in setting} == setting:
+            return saved
+    run = load_run(run_dir)
+    K, shares = int(run.config["K"]), run.config["target_shares"]
+    world = build_world(run.model, PreparedData(data_dir), users, world_seed)
+    row = {**setting, **page_clicks(world, ModelPages(run.model, K, shares), K, shares, world_seed)}
+    atomic_write_json(path, row)
+    return row
+
+
+def reference_pages_of(grid: str | Path, data_dir: str | Path, users: int, world_seed: int = 0) -> dict:
+    """reference_pages for a grid's users, kept in GRID/pages-references.json."""
+    from cloud.data.prepared import PreparedData
+    from cloud.models import build_model
+    from cloud.simulation.world import build_world
+
+    path = Path(grid) / REFERENCES_FILE
+    setting = {"users": users, "world_seed": world_seed}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("setting") == setting:
+            return saved["arms"]
+    data = PreparedData(data_dir)
+    world = build_world(build_model("dir", data.spec), data, users, world_seed)  # the references read no vectors
+    arms = reference_pages(world, data.spec.K, data.spec.target_shares, world_seed)
+    atomic_write_json(path, {"setting": setting, "arms": arms})
+    return arms

@@ -1,0 +1,132 @@
+"""The benchmark tables of a grid folder: label metrics, the page's true clicks, stopping epochs, 95% CIs
+and paired marks against DIR.
+
+    dir-cloud results --grid GRID [--out GRID/tables.md]     # or write_results("GRID") after run_grid
+
+Reads every finished run under GRID/runs (config.json + metrics.json, and pages.json when the grid
+scored pages) and GRID/pages-references.json. Writes GRID/results.csv (one row per run, with its config
+hash), GRID/table.csv (per model and history: mean and 95% CI over seeds) and GRID/table.md. Each cell
+is "mean ± half-width of the 95% Student-t interval over seeds". A mark after a cell compares the row
+with DIR trained on the same history, paired by seed (cloud.statistics.paired_test on the seeds both
+have): ▲ significantly above DIR, ▼ significantly below (p < 0.05); no mark, no claim.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from cloud.statistics import mean_ci, paired_test
+
+LABEL_METRICS = ("auc", "ndcg@{K}", "map@{K}", "utility@{K}", "js@{K}")
+PAGE_METRICS = ("clicks_per_page", "clicks_top{K}_per_page", "js@{K}")
+REFERENCE = "dir"
+MARKS = {"+": " ▲", "-": " ▼", "": ""}
+
+
+def grid_rows(grid: str | Path) -> list[dict]:
+    """One row per finished run: model, history, seed, config hash, stopping, test metrics, page metrics."""
+    from cloud.experiments import config_hash, saved_identity
+
+    rows = []
+    for run_dir in sorted(Path(grid, "runs").iterdir()):
+        metrics_path = run_dir / "metrics.json"
+        if not metrics_path.exists():
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        identity = saved_identity(run_dir)
+        row = {"run": run_dir.name, "model": identity["model"], "history": identity["history"],
+               "seed": identity["seed"], "config_hash": config_hash(identity),
+               "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics.get("stopped_epoch"),
+               "stop_reason": metrics.get("stop_reason"), **metrics["test"]}
+        pages = run_dir / "pages.json"
+        if pages.exists():
+            row.update({f"page_{k}": v for k, v in json.loads(pages.read_text()).items()})
+        rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict], keys: list[str]) -> list[dict]:
+    """Per (model, history): seeds, mean stopping epochs, runs stopped by the cap, and per key mean, CI,
+    and the paired comparison with DIR on the same history."""
+    groups: dict[tuple[str, str], dict[int, dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["history"]), {})[row["seed"]] = row
+    out = []
+    for (model, history), by_seed in groups.items():
+        runs = list(by_seed.values())
+        entry = {"model": model, "history": history, "seeds": len(runs),
+                 "best_epoch": sum(r["best_epoch"] for r in runs) / len(runs),
+                 "stopped_epoch": sum(r["stopped_epoch"] or 0 for r in runs) / len(runs),
+                 "capped": sum(r["stop_reason"] == "cap" for r in runs)}
+        reference = groups.get((REFERENCE, history), {})
+        shared = sorted(set(by_seed) & set(reference))
+        for key in keys:
+            mean, low, high = mean_ci([r[key] for r in runs])
+            entry.update({f"{key}_mean": mean, f"{key}_low": low, f"{key}_high": high, f"{key}_mark": ""})
+            if model != REFERENCE and shared:
+                test = paired_test([by_seed[s][key] for s in shared], [reference[s][key] for s in shared])
+                entry.update({f"{key}_vs_dir": test.diff, f"{key}_p": test.p_value, f"{key}_mark": test.mark})
+        out.append(entry)
+    return out
+
+
+def markdown_table(entries: list[dict], keys: list[str], references: dict[str, dict] | None = None,
+                   stopping: bool = True) -> str:
+    head = ["model", "history", "seeds", *(["best / stopped epoch", "capped"] if stopping else []), *keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        cells = [e["model"], e["history"], str(e["seeds"])]
+        if stopping:
+            cells += [f"{e['best_epoch']:.1f} / {e['stopped_epoch']:.1f}", str(e["capped"])]
+        for key in keys:
+            half = (e[f"{key}_high"] - e[f"{key}_low"]) / 2
+            cells.append(f"{e[f'{key}_mean']:.4f} ± {half:.4f}{MARKS[e[f'{key}_mark']]}")
+        lines.append("| " + " | ".join(cells) + " |")
+    for name, ref in (references or {}).items():
+        cells = [name, "-", "-", *(["-", "-"] if stopping else []), *(f"{ref[k]:.4f}" for k in keys)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(grid: str | Path, oracle: dict | None = None, out: str | Path | None = None) -> str:
+    """results.csv, table.csv and the markdown tables (GRID/table.md or `out`) of a grid folder."""
+    grid = Path(grid)
+    rows = grid_rows(grid)
+    if not rows:
+        raise ValueError(f"{grid}/runs holds no finished run (metrics.json); run `dir-cloud benchmark --out {grid}`")
+    k = next(key for key in rows[0] if key.startswith("ndcg@")).split("@")[1]
+    label_keys = [c.format(K=k) for c in LABEL_METRICS]
+    label = summary(rows, label_keys)
+    _write_csv(grid / "results.csv", rows)
+    _write_csv(grid / "table.csv", label)
+    seeds = sorted({r["seed"] for r in rows})
+    text = [f"Test split, {len(rows)} runs (seeds {seeds}); mean ± 95% CI half-width over seeds; ▲/▼: paired "
+            "by seed against dir on the same history, p < 0.05.", "",
+            markdown_table(label, label_keys, {"oracle (true click prob.)": oracle} if oracle else None)]
+    paged = [r for r in rows if "page_clicks_per_page" in r]
+    if paged:
+        page_keys = [c.format(K=k) for c in PAGE_METRICS]
+        pages = summary(paged, [f"page_{key}" for key in page_keys])
+        for entry in pages:  # shorter column names in the table
+            for key in page_keys:
+                for part in ("mean", "low", "high", "mark"):
+                    entry[f"{key}_{part}"] = entry[f"page_{key}_{part}"]
+        refs_path = grid / "pages-references.json"
+        refs = json.loads(refs_path.read_text()) if refs_path.exists() else None
+        users = paged[0].get("page_users")
+        text += ["", f"The page's true clicks: {users} fresh simulated users per run, every arm on the same users, "
+                 "candidates and random numbers (cloud/page_clicks.py).", "",
+                 markdown_table(pages, page_keys, refs["arms"] if refs else None, stopping=False)]
+    table = "\n".join(text)
+    (Path(out) if out else grid / "table.md").write_text(table + "\n")
+    return table
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,90 @@
+"""The benchmark grid: reuse only by config hash, --reuse-only, resuming, tuned parameters, result tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from cloud.cli import main as cloud_main
+from cloud.data.prepare import prepare
+from cloud.data.synth import SynthConfig, generate, write_logs
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    write_logs(generate(SynthConfig(users=120)), root / "logs")
+    prepare(root / "logs", root / "data")
+    return root / "data"
+
+
+def bench(data, out, *extra):
+    return cloud_main(["benchmark", "--data", str(data), "--histories", "device", "--out", str(out), *extra])
+
+
+def test_grid_reuses_only_runs_of_the_same_config(synth_data, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert bench(synth_data, out, "--models", "dir,din", "--seeds", "2", "--epochs", "2") == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 4 and len({r["config_hash"] for r in rows}) == 4
+    assert {r["stop_reason"] for r in rows} <= {"patience", "cap"}
+    table = (out / "table.md").read_text()
+    assert "| dir | device | 2 |" in table and "best / stopped epoch" in table and "±" in table
+    stamp = (out / "runs" / "dir-device-s0" / "metrics.json").stat().st_mtime_ns
+
+    assert bench(synth_data, out, "--models", "dir,din", "--seeds", "2", "--epochs", "2", "--reuse-only") == 0
+    assert (out / "runs" / "dir-device-s0" / "metrics.json").stat().st_mtime_ns == stamp  # reused
+
+    capsys.readouterr()
+    assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "3", "--reuse-only") == 2
+    err = capsys.readouterr().err
+    assert "dir-device-s0" in err and "epochs (2 != 3)" in err and "drop --reuse-only" in err
+    assert bench(synth_data, out, "--models", "dir", "--seeds", "3", "--epochs", "2", "--reuse-only") == 2
+    assert "dir-device-s2 does not exist" in capsys.readouterr().err
+
+    assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "3") == 0  # retrained
+    assert json.loads((out / "runs" / "dir-device-s0" / "config.json").read_text())["epochs"] == 3
+    assert [p.name.startswith("dir-device-s0-") for p in (out / "replaced").iterdir()] == [True]  # kept aside
+
+
+def test_interrupted_grid_continues_and_results_command_rewrites_tables(synth_data, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert bench(synth_data, out, "--models", "dir", "--seeds", "2", "--epochs", "2") == 0
+    (out / "runs" / "dir-device-s1" / "metrics.json").unlink()  # as if killed before the end
+    other = (out / "runs" / "dir-device-s0" / "metrics.json").stat().st_mtime_ns
+    assert bench(synth_data, out, "--models", "dir", "--seeds", "2", "--epochs", "2") == 0
+    assert (out / "runs" / "dir-device-s1" / "metrics.json").exists()
+    assert (out / "runs" / "dir-device-s0" / "metrics.json").stat().st_mtime_ns == other
+    (out / "table.md").unlink()
+    capsys.readouterr()
+    assert cloud_main(["results", "--grid", str(out)]) == 0
+    assert "| dir | device | 2 |" in (out / "table.md").read_text() and "oracle" in capsys.readouterr().out
+
+
+def test_tuned_parameters_reach_the_runs_and_missing_ones_are_named(synth_data, tmp_path, capsys):
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "dir.json").write_text(json.dumps({"config": {"lr": 0.004, "l2": 1e-6, "beta": 0.7,
+                                                           "model_options": {"hidden": 16}}}))
+    out = tmp_path / "bench"
+    assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "1", "--tuned", str(tuned)) == 0
+    config = json.loads((out / "runs" / "dir-device-s0" / "config.json").read_text())
+    assert (config["lr"], config["beta"], config["model_options"]) == (0.004, 0.7, {"hidden": 16})
+    capsys.readouterr()
+    assert bench(synth_data, out, "--models", "din", "--seeds", "1", "--tuned", str(tuned)) == 2
+    assert "no din.json" in capsys.readouterr().err
+    assert bench(synth_data, out, "--models", "nope", "--seeds", "1") == 2
+    assert "unknown model(s) ['nope']" in capsys.readouterr().err
+
+
+def test_grid_scores_the_pages_with_references(synth_data, tmp_path):
+    out = tmp_path / "bench"
+    assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "1", "--pages", "12") == 0
+    pages = json.loads((out / "runs" / "dir-device-s0" / "pages.json").read_text())
+    assert pages["users"] == 12 and pages["clicks_per_page"] > 0
+    arms = json.loads((out / "pages-references.json").read_text())["arms"]
+    assert arms["oracle"]["clicks_per_page"] > max(arms["upstream"]["clicks_per_page"], pages["clicks_per_page"])
+    table = (out / "table.md").read_text()
+    assert "The page's true clicks" in table and "| oracle | - | - |" in table

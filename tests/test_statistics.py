@@ -1,0 +1,41 @@
+"""Confidence intervals over seeds and the paired comparison used by the benchmark tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cloud.statistics import mean_ci, paired_test
+
+
+def test_mean_ci_is_the_student_t_interval():
+    mean, low, high = mean_ci([1.0, 2.0, 3.0])
+    # t(0.975, 2) = 4.3027, std = 1, n = 3
+    assert mean == 2.0 and high - mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert mean - low == pytest.approx(high - mean)
+    assert mean_ci([0.5]) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="no values"):
+        mean_ci([])
+
+
+def test_mean_ci_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    hits = sum(low <= 0.0 <= high for low, high in (mean_ci(rng.standard_normal(5))[1:] for _ in range(2000)))
+    assert 0.93 < hits / 2000 < 0.97
+
+
+def test_paired_test_uses_the_pairing():
+    # large seed-to-seed spread, tiny but consistent difference: only a paired test sees it
+    base = np.array([0.50, 0.60, 0.70, 0.55, 0.65])
+    better = base + np.array([0.011, 0.009, 0.010, 0.012, 0.008])
+    test = paired_test(better, base)
+    assert test.pairs == 5 and test.diff == pytest.approx(0.01)
+    assert test.low > 0 and test.p_value < 0.001 and test.mark == "+"
+    assert paired_test(base, better).mark == "-"
+    noisy = paired_test(base + np.array([0.02, -0.02, 0.01, -0.01, 0.0]), base)
+    assert noisy.mark == "" and noisy.low < 0 < noisy.high
+    assert paired_test([0.5], [0.4]).mark == ""  # one pair: no claim
+    with pytest.raises(ValueError, match="paired"):
+        paired_test([1.0, 2.0], [1.0])
