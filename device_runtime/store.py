@@ -130,9 +130,9 @@ class HistoryStore:
         self._widths: dict[str, int] = {}  # committed `dim:<version>:<source>` meta values (never change)
         self.memos = ReadMemos()
         self._page: sqlite3.Connection | None = None  # the open page transaction, if any
+        self.db = _open(self.path, synchronous.upper(), busy_timeout_ms, autocheckpoint=checkpoint_every is None)
         self.checkpointer = None if checkpoint_every is None else Checkpointer(self.path, checkpoint_every,
                                                                                 busy_timeout_ms)
-        self.db = _open(self.path, synchronous.upper(), busy_timeout_ms, autocheckpoint=self.checkpointer is None)
         try:
             self._migrate()
         except BaseException:
@@ -423,6 +423,18 @@ class HistoryStore:
         tallies = self.memos.read_tallies(self.db.conn)
         return [tallies[(s, "exposure")][1] if (s, "exposure") in tallies else 0 for s in sources]
 
+    def without_vector(self, items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (source, item_id) pairs, of `items`, with no vector cached under the current embedding version
+        (their clicks do not count as history until one is), in the order given, each once."""
+        conn = self.db.conn
+        missing = []
+        for source, item_id in dict.fromkeys(items):
+            row = conn.execute("SELECT 1 FROM items WHERE source = ? AND item_id = ? AND embedding_version = "
+                               "(SELECT value FROM meta WHERE key = 'embedding_version')", (source, item_id)).fetchone()
+            if row is None:
+                missing.append((source, item_id))
+        return missing
+
     def stale_items(self, embedding_version: str | None = None) -> list[tuple[str, str]]:
         """(source, item_id) of cached items whose vector is not of `embedding_version` (default: current)."""
         version = embedding_version if embedding_version is not None else self.embedding_version
@@ -565,6 +577,8 @@ def _schema_version(conn: sqlite3.Connection) -> int:
 def _open(path: Path, synchronous: str, busy_timeout_ms: int, autocheckpoint: bool) -> sqlite_utils.Database:
     """Connect in autocommit mode (transactions are explicit), WAL, with a busy timeout; without
     `autocheckpoint`, a commit checkpoints only past `BACKSTOP_PAGES` (a `Checkpointer` does it)."""
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; pass a history store file, e.g. {path / 'history.db'}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: folder {path.parent} does not exist; create it or choose another path")
     db = sqlite_utils.Database(path, execute_plugins=False)

@@ -156,7 +156,8 @@ def check_slate(slate: object, rules: SlateRules) -> list[tuple[list, np.ndarray
             raise ValueError(f"{where}.items: item id {first!r} is also a candidate of source {owner[first]!r}; "
                              "an item belongs to one source")
         owner.update(dict.fromkeys(ids, entry.source))
-        vectors = np.array([item.vector for item in items], dtype=VECTOR_DTYPE)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+            vectors = np.array([item.vector for item in items], dtype=VECTOR_DTYPE)
         if not np.isfinite(vectors).all():  # finite as float64 but beyond float32
             bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
             raise ValueError(f"{where}.items[{bad}].vector holds NaN or infinite values (or values beyond float32); "
