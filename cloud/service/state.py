@@ -70,6 +70,8 @@ class CloudService:
         self._user_index = {u: i for i, u in enumerate(self.users)}
         self._ids = [data.items(name).ids for name in self.spec.source_names]
         self._rows = [{str(item): row for row, item in enumerate(ids)} for ids in self._ids]
+        self._vectors = [_all_vectors(self.model, data, name, len(ids)) for name, ids in
+                         zip(self.spec.source_names, self._ids)]  # the ItemEncoder is fixed: encode once
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None, **options) -> CloudService:
@@ -96,9 +98,9 @@ class CloudService:
         sources = []
         for s, (rows, scores) in enumerate(picked):
             name = self.spec.source_names[s]
-            vectors = encode_items(self.model, self.data, name, rows) if len(rows) else []
+            vectors = self._vectors[s][rows].tolist()
             sources.append(SourceCandidates(source=name, items=[
-                CandidateItem(item_id=str(self._ids[s][row]), vector=vector.tolist(), upstream_score=float(score))
+                CandidateItem(item_id=str(self._ids[s][row]), vector=vector, upstream_score=float(score))
                 for row, score, vector in zip(rows, scores, vectors)]))
         encoded = time.perf_counter()
         slate = CandidateSlate(user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version,
@@ -125,10 +127,17 @@ class CloudService:
             if missing:
                 unknown[name] = missing
             rows = np.array([self._rows[s][i] for i in known], dtype=np.int64)
-            vectors = encode_items(self.model, self.data, name, rows) if len(rows) else []
+            vectors = self._vectors[s][rows].tolist()
             sources.append(SourceCandidates(source=name, items=[
-                CandidateItem(item_id=i, vector=v.tolist()) for i, v in zip(known, vectors)]))
+                CandidateItem(item_id=i, vector=v) for i, v in zip(known, vectors)]))
         return ItemVectors(embedding_version=self.embedding_version, sources=sources, unknown=unknown)
+
+
+def _all_vectors(model, data: PreparedData, source: str, count: int, chunk: int = 4096) -> np.ndarray:
+    """float32 [count, d]: the ItemEncoder's vector of every item of `source`, in item-table order."""
+    parts = [encode_items(model, data, source, np.arange(start, min(start + chunk, count)))
+             for start in range(0, count, chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 def _check_same_spec(run: LoadedRun, data: PreparedData) -> None:
