@@ -230,7 +230,8 @@ def _read(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the {what} as UTF-8") from None
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         f"save the {what} as UTF-8") from None
 
 
 def _positive(value: str) -> int:

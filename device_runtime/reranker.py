@@ -19,7 +19,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 
 from device_runtime.backends import DEFAULT_ORDER, Backend, load_backend
 from device_runtime.bundle import BundleRegistry, InstalledBundle, verify
@@ -87,7 +86,8 @@ class Reranker:
         self._shares = [w / total for w in self._shares]
         specs = [(spec.name, spec.dtype, tuple(spec.shape)) for spec in backend.inputs]
         # the layout's arrays go to the backend as they are when they are its inputs, in its order
-        self._layout_inputs = specs == [(spec.name, spec.dtype, tuple(spec.shape)) for spec in self._layout.input_specs()]
+        self._layout_inputs = specs == [(spec.name, spec.dtype, tuple(spec.shape))
+                                        for spec in self._layout.input_specs()]
 
     @classmethod
     def open(
@@ -135,8 +135,7 @@ class Reranker:
                                              for i, item in enumerate(items)])
                         for s, (items, vectors) in enumerate(candidates) if items], m.embedding_version)
             clock.append(time.perf_counter())
-            histories = [_history(clicks, d) for clicks, d in
-                         zip(page.last_clicks(self._sources, m.t), m.vector_dims)]
+            histories = page.click_vectors(self._sources, m.t, m.vector_dims)
             shown = page.exposure_counts(self._sources) if self.merge == "controller" else None
             clock.append(time.perf_counter())
             inputs = self._layout.assemble([v for _, v in candidates], histories)
@@ -196,9 +195,3 @@ class Reranker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _history(clicks: list[tuple[str, np.ndarray]], dim: int) -> np.ndarray:
-    """The clicked items' vectors as one [h, dim] float32 array."""
-    if not clicks:
-        return np.zeros((0, dim), np.float32)
-    return np.stack([v for _, v in clicks])

@@ -44,7 +44,6 @@ exposures of a page whose rerank had not returned. Values reach the store checke
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,7 +59,7 @@ from device_runtime.store_schema import MIGRATIONS
 from device_runtime.validation import (ACTIONS, VECTOR_DTYPE, CheckedEvent, check_event, finite_seconds, matrix,
                                        text, vector)
 from device_runtime.validation import source as checked_source
-from shared_schema.messages import MAX_ID_CHARS, BehaviorEvent
+from shared_schema.messages import BehaviorEvent
 
 
 LAST_CLICKS_SQL = """SELECT b.item_id, i.vector
@@ -500,6 +499,15 @@ class PageWrite:
     def last_clicks(self, sources: tuple[str, ...], t: int) -> list[list[tuple[str, np.ndarray]]]:
         """`HistoryStore.last_clicks` of checked sources, inside the page's snapshot."""
         return self.store._last_clicks(sources, t)
+
+    def click_vectors(self, sources: tuple[str, ...], t: int, dims: Sequence[int]) -> list[np.ndarray]:
+        """Per source, the vectors of `last_clicks` as one read-only float32 [h, d] array (d from `dims`)."""
+        memo = self.store.memos.click_arrays
+        key = (sources, t)
+        if key not in memo:
+            memo[key] = [np.stack([v for _, v in clicks]) if clicks else np.zeros((0, d), VECTOR_DTYPE)
+                         for clicks, d in zip(self.store._last_clicks(sources, t), dims)]
+        return memo[key]
 
     def exposure_counts(self, sources: Sequence[str]) -> list[int]:
         """`HistoryStore.exposure_counts` of checked sources, as a list."""

@@ -7,8 +7,8 @@
 
 `PRAGMA data_version` changes when another connection commits; this store's own writes say what they
 changed. Memos: the item cache (per item, and each source's last cache sequence number), the current
-embedding version, the last clicks per (sources, t), and the tallies (rows and total per source and kind,
-which give the exposure counts and tell whether a write must prune).
+embedding version, the last clicks per (sources, t) (also as one array per source), and the tallies
+(rows and total per source and kind, which give the exposure counts and tell whether a write must prune).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class ReadMemos:
         self.item_seq: dict[str, int] | None = None
         self.version: str | None | object = UNREAD
         self.clicks: dict[tuple[tuple[str, ...], int], list[list[tuple[str, np.ndarray]]]] = {}
+        self.click_arrays: dict[tuple[tuple[str, ...], int], list[np.ndarray]] = {}  # the clicks' vectors stacked
         self.tallies: dict[tuple[str, str], list[int]] | None = None  # (source, kind) -> [rows, total]
 
     def check(self, conn: sqlite3.Connection) -> None:
@@ -49,6 +50,7 @@ class ReadMemos:
             self.item_seq, self.version = None, UNREAD
         if clicks:
             self.clicks.clear()
+            self.click_arrays.clear()
         self.tallies = None
 
     def forget_after(self, changed: set[str], vectors_written: bool = False) -> None:

@@ -17,7 +17,8 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, FieldSerializationInfo, StrictFloat, field_serializer, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, FieldSerializationInfo, StrictFloat, field_serializer,
+                      field_validator)
 
 from shared_schema.specs import SCHEMA_VERSION
 

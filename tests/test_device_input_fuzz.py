@@ -69,7 +69,8 @@ def hostile_slates(draw, manifest):
         edit = draw(st.sampled_from(["item_field", "vector_value", "top", "source", "move_item", "extra"]))
         sources = [x for x in data["sources"] if isinstance(x, dict)] if isinstance(data["sources"], list) else []
         source = draw(st.sampled_from(sources)) if sources else None
-        items = [x for x in source["items"] if isinstance(x, dict)] if source and isinstance(source["items"], list) else []
+        listed = source["items"] if source and isinstance(source["items"], list) else []
+        items = [x for x in listed if isinstance(x, dict)]
         if edit == "item_field" and items:
             item = draw(st.sampled_from(items))
             item[draw(st.sampled_from(["item_id", "vector", "title", "upstream_score"]))] = draw(HOSTILE)
