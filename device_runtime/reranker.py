@@ -51,6 +51,9 @@ def open_bundle(bundle_or_root: str | os.PathLike) -> InstalledBundle:
 
 def check_event(manifest: BundleManifest, event: BehaviorEvent) -> CheckedEvent:
     """Reject an event the bundle cannot use (unknown source, wrong vector width, other schema)."""
+    names = manifest.source_names
+    if isinstance(event, BehaviorEvent) and event.source not in names:
+        raise ValueError(f"event.source {event.source!r} is not a source of the bundle; known sources: {names}")
     return validation.check_event(event, "event", manifest.source_names,
                                   dict(zip(manifest.source_names, manifest.vector_dims)))
 
@@ -81,6 +84,7 @@ class Reranker:
         self._layout = m.layout()
         self._sources = tuple(m.source_names)
         self._rules = validation.SlateRules.of(m)
+        self._fields = [f"slate.sources[{name!r}].items" for name in self._sources]  # named in store errors
         self._shares = [float(w) for w in m.target_shares]
         total = sum(self._shares)
         self._shares = [w / total for w in self._shares]
@@ -131,8 +135,8 @@ class Reranker:
         m = self.manifest
         candidates = validation.check_slate(slate, self._rules)
         with self.store.page() as page:
-            page.cache([(self._sources[s], [(item.item_id, vectors[i], f"slate.sources[{s}].items")
-                                             for i, item in enumerate(items)])
+            page.cache([(self._sources[s], list(zip([item.item_id for item in items], vectors,
+                                                    [self._fields[s]] * len(items))))
                         for s, (items, vectors) in enumerate(candidates) if items], m.embedding_version)
             clock.append(time.perf_counter())
             histories = page.click_vectors(self._sources, m.t, m.vector_dims)
