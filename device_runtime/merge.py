@@ -139,8 +139,10 @@ def _largest_remainder(slots: int, w: list[float]) -> list[int]:
 
 
 def _allocate(slots: int, w: list[float], available: list[int]) -> list[int]:
-    counts = [0] * len(w)
+    """The quota of every source (`_largest_remainder` over all shares), bounded by its items; the slots
+    short sources give up go to the sources with items left, by largest remainder of their shares."""
     total = min(slots, sum(available))
+    counts = [min(c, a) for c, a in zip(_largest_remainder(slots, w), available)]
     while sum(counts) < total:
         open_w = [x if x > 0 and c < a else 0.0 for x, c, a in zip(w, counts, available)]
         if not any(open_w):
