@@ -9,14 +9,21 @@ around `Reranker.rerank` (p50/p99/mean), the calling thread's CPU time (p50/p99:
 waits for other processes on a loaded machine) and the median of each stage it reports; with
 `--click-every`, clicks recorded between reranks (each prunes the oldest click at the retention bound)
 are timed too.
-Pairs that do not load are listed with the loader's error. Target: p50 <= 1 ms, p99 <= 3 ms.
+`--compete on` runs a CPU-bound process (a Python busy loop, pinned to the last CPU) beside the
+benchmark, as on a phone running other apps; `both` (the default) measures every pair idle and then
+with it. Per pair and mode the table gives the ratio of the end-to-end p50 to the inference stage's p50
+and each stage's share of the stage sum. Pairs that do not load are listed with the loader's error.
+Targets: p50 <= 1 ms, p99 <= 3 ms, end-to-end p50 <= 2x inference.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -118,6 +125,39 @@ def measure(bundle: Path, pair: str, args: argparse.Namespace, workdir: Path) ->
             "record": np.percentile(clicks, [50, 99]) if clicks else None}
 
 
+@contextlib.contextmanager
+def competitor(on: bool):
+    """A CPU-bound Python busy loop pinned to the last CPU while the block runs (nothing when `on` is False)."""
+    if not on:
+        yield
+        return
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(process.pid, {os.cpu_count() - 1})
+        time.sleep(0.2)
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Markdown rows: times, the end-to-end/inference ratio, then each stage's p50 and share."""
+    head = ["backend:delegate", "competing process", "stored clicks", "p50 ms", "p99 ms", "mean ms", "cpu p50 ms",
+            "cpu p99 ms", "p50 / inference", *(f"{s} p50 ms (share)" for s in STAGES), "record p50/p99 ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        stage_sum = sum(r[k] for k in STAGES) or 1.0
+        cells = [r["pair"], "yes" if r["compete"] else "no", str(r["stored"]),
+                 *(f"{r[k]:.3f}" for k in ("p50", "p99", "mean", "cpu_p50", "cpu_p99")),
+                 f"{r['p50'] / r['inference']:.2f}x",
+                 *(f"{r[k]:.3f} ({100 * r[k] / stage_sum:.0f}%)" for k in STAGES),
+                 "-" if r["record"] is None else "{:.3f} / {:.3f}".format(*r["record"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="bundle directory (default: export a DIR bundle first)")
@@ -131,33 +171,35 @@ def main() -> None:
     parser.add_argument("--click-every", type=int, default=0, metavar="N",
                         help="record a click on the top item after every N-th rerank, timed apart (default: none)")
     parser.add_argument("--pairs", default=",".join(PAIRS), help="BACKEND:DELEGATE pairs (default: %(default)s)")
+    parser.add_argument("--compete", default="both", choices=["off", "on", "both"],
+                        help="a CPU-bound process on the last CPU during the runs (default: both, idle first)")
     args = parser.parse_args()
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.compete]
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         bundle = args.bundle or export_bundle(workdir / "bundle")
         manifest = read_manifest(bundle)
-        rows, unavailable = [], []
+        rows, unavailable, pairs = [], [], []
         for pair in args.pairs.split(","):
             try:
                 load_backend(bundle, manifest, *pair.split(":"), threads=args.threads)
+                pairs.append(pair)
             except BackendError as exc:
                 unavailable.append((pair, str(exc).split(" -> ", 1)[-1]))
-                continue
-            rows.append(measure(bundle, pair, args, workdir))
+        for compete in modes:
+            (workdir / str(compete)).mkdir()
+            with competitor(compete):
+                for pair in pairs:
+                    rows.append({**measure(bundle, pair, args, workdir / str(compete)), "compete": compete})
+        loads.append(os.getloadavg()[0])
     print(f"# rerank latency: {manifest.model_name} m={len(manifest.sources)} n={manifest.n} t={manifest.t} "
           f"K={manifest.K}, batch 1, merge={args.merge}, threads={args.threads}, {args.requests} requests, "
           f"{'new' if args.new_vectors else 'fixed'} item vectors, clicks every {args.click_every or '-'} pages, "
           f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
-    head = ["backend:delegate", "stored clicks", "p50 ms", "p99 ms", "mean ms", "cpu p50 ms", "cpu p99 ms",
-            *(f"{s} p50" for s in STAGES), "record p50/p99 ms"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for r in rows:
-        cells = [r["pair"], str(r["stored"]),
-                 *(f"{r[k]:.3f}" for k in ("p50", "p99", "mean", "cpu_p50", "cpu_p99", *STAGES)),
-                 "-" if r["record"] is None else "{:.3f} / {:.3f}".format(*r["record"])]
-        print("| " + " | ".join(cells) + " |")
+          f"{os.cpu_count()} CPUs, 1-min load average {loads[0]:.2f} before, {loads[1]:.2f} after "
+          f"(the competing process adds 1 while it runs)\n")
+    print("\n".join(table(rows)))
     for pair, why in unavailable:
         print(f"\nnot available: {pair}: {why}")
 

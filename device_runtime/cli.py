@@ -70,7 +70,7 @@ def rerank(args: argparse.Namespace) -> dict:
     sources under the bundle's target shares (or, for a bundle with a list decoder, builds the list with
     it: beam_search, slot_policy, contrastive) and records the exposures of the top K.
     """
-    text = sys.stdin.read() if args.slate == "-" else _read(Path(args.slate))
+    text = sys.stdin.read() if args.slate == "-" else _read(Path(args.slate), "slate")
     try:
         slate = CandidateSlate.model_validate_json(text)
     except ValueError as exc:
@@ -93,18 +93,28 @@ def record(args: argparse.Namespace) -> dict:
                                 ts=time.time() if args.ts is None else args.ts)]
     else:
         raise ValueError("give --item and --source for one behaviour, or --events FILE for many")
-    for event in events:
-        check_event(bundle.manifest, event)
+    for i, event in enumerate(events):
+        try:
+            check_event(bundle.manifest, event)
+        except ValueError as exc:
+            raise ValueError(f"{args.events}, line {i + 1}: {exc}" if args.events else str(exc)) from None
     with _store(args, bundle) as store:
         ids = store.record_many(events)
-    if len(events) == 1:
-        return {"recorded": 1, "id": ids[0], **events[0].model_dump(exclude={"vector"})}
-    return {"recorded": len(ids), "sources": sorted({e.source for e in events})}
+        unused = store.without_vector([(e.source, e.item_id) for e in events if e.action == "click"])
+    out: dict = ({"recorded": 1, "id": ids[0], **events[0].model_dump(exclude={"vector"})} if len(events) == 1
+                 else {"recorded": len(ids), "sources": sorted({e.source for e in events})})
+    if unused:
+        out["not_in_history"] = {
+            "items": [{"source": s, "item_id": i} for s, i in unused[:20]], "count": len(unused),
+            "why": "no vector of these items is cached under the active embedding version: the clicks are stored "
+                   "but count as history only once a slate or an event with the item's vector caches it "
+                   "(record it with its vector, e.g. --events with a `vector` field)"}
+    return out
 
 
 def _read_events(path: str) -> list[BehaviorEvent]:
     events = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(_read(Path(path), "events").splitlines(), start=1):
         if line.strip():
             try:
                 events.append(BehaviorEvent.model_validate_json(line))
@@ -188,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="kind of behaviour")
     parsers["record"].add_argument("--ts", type=float, default=None, help="unix time in seconds (default: now)")
     parsers["history"].add_argument("--source", default=None, help="only this source (default: every source)")
-    parsers["history"].add_argument("--limit", type=int, default=20, help="how many behaviours to list")
+    parsers["history"].add_argument("--limit", type=_positive, default=20, help="how many, >= 1 (default: 20)")
     return parser
 
 
@@ -273,10 +283,24 @@ def _bundle_json(bundle: InstalledBundle, registry: BundleRegistry) -> dict:
             "previous": registry.previous()}
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, what: str) -> str:
+    """A UTF-8 text file's content; a clear error for a missing file, a folder or other bytes."""
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; pass a {what} file")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such slate file")
-    return path.read_text(encoding="utf-8")
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         f"save the {what} as UTF-8") from None
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return number
 
 
 if __name__ == "__main__":

@@ -38,10 +38,12 @@ from tuf.api import exceptions as tuf_errors
 from tuf.ngclient import Updater, Urllib3Fetcher
 
 from device_runtime import signed
-from device_runtime.bundle import BundleRegistry, InstalledBundle, file_sha256
+from device_runtime.bundle import BundleRegistry, InstalledBundle
 from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
+from shared_schema.files import file_sha256
 from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
+from shared_schema.messages import COMPACT_MEDIA_TYPE
 from shared_schema.service import (
     BucketRequest,
     BundleEntry,
@@ -53,6 +55,10 @@ from shared_schema.service import (
     VectorRequest,
     item_bucket,
 )
+
+ACCEPT_VECTORS = f"{COMPACT_MEDIA_TYPE}, application/json;q=0.5"
+"""What slate and vector requests accept: compact (base64 float32) vectors first, JSON numbers from
+services that do not offer them."""
 
 log = logging.getLogger(__name__)
 Message = TypeVar("Message", bound=BaseModel)
@@ -111,7 +117,8 @@ class CloudClient:
     def fetch_slate(self, user: str, n: int | None = None) -> CandidateSlate:
         """The user's candidate slate (upstream top n per source, with vectors)."""
         query = f"?{urlencode({'n': n})}" if n is not None else ""
-        return self._get(f"/v1/users/{quote(user, safe='')}/slate{query}", CandidateSlate)
+        return self._call("GET", f"/v1/users/{quote(user, safe='')}/slate{query}", CandidateSlate,
+                          headers={"Accept": ACCEPT_VECTORS})
 
     def fetch_list(self, split: str, row: int) -> ListSlate:
         """A prepared list replayed as a slate, with its device-view history."""
@@ -128,7 +135,8 @@ class CloudClient:
             for s, i in pairs[start:start + self.vector_batch]:
                 chunk.setdefault(s, []).append(i)
             body = VectorRequest(ids=chunk).model_dump_json().encode()
-            answer = self._call("POST", "/v1/vectors", ItemVectors, body, {"Content-Type": "application/json"})
+            answer = self._call("POST", "/v1/vectors", ItemVectors, body,
+                                {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS})
             if version not in (None, answer.embedding_version):
                 raise CloudUnavailable(f"the service changed embedding version ({version} -> "
                                        f"{answer.embedding_version}) during one refresh; sync again")
@@ -153,7 +161,8 @@ class CloudClient:
             for s, b in wanted[start:start + info.max_buckets]:
                 chunk.setdefault(s, []).append(b)
             body = BucketRequest(buckets=chunk).model_dump_json().encode()
-            answer = self._call("POST", "/v1/vectors/buckets", ItemVectors, body, {"Content-Type": "application/json"})
+            answer = self._call("POST", "/v1/vectors/buckets", ItemVectors, body, {"Content-Type": "application/json",
+                                                                                    "Accept": ACCEPT_VECTORS})
             if version not in (None, answer.embedding_version):
                 raise CloudUnavailable(f"the service changed embedding version ({version} -> "
                                        f"{answer.embedding_version}) during one refresh; sync again")

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from shared_schema.manifest import DECODERS
+
 
 def beam_search(
     probs: Sequence[np.ndarray],
@@ -128,38 +130,59 @@ def decode_request(decoder: str, options: Mapping[str, float | int], outputs: Se
                    run: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> list[tuple[int, int]]:
     """The list a bundle decoder (shared_schema.manifest.DECODERS, all options given) builds for one assembled
     request from the network's `outputs` on it (the manifest's outputs, `scores` first): every real candidate
-    once as (source, item), the top-K by the decoder, the rest by score.
+    once as (source, item), the top-K by the decoder, the rest by score. `REQUEST_DECODERS` maps each
+    decoder name to its function.
 
     beam_search: `beam_search` over sigmoid(scores); slot_policy: `slot_decode` with `run` calling the
     network (its call on the request itself reuses `outputs`); contrastive: `contrastive_decode` over the
     `matching` output and the cosine similarities of the unit-norm `encodings` (flat s*n + j rows).
     """
+    if decoder not in REQUEST_DECODERS:
+        raise ValueError(f"decoder {decoder!r}: decode_request runs {sorted(REQUEST_DECODERS)} "
+                         "(merge.py builds the list of a `merge` bundle)")
     scores = np.asarray(outputs[0])[0]
     real = [np.flatnonzero(np.asarray(request[f"cand_mask_{s}"])[0] > 0) for s in range(scores.shape[0])]
-    if decoder == "beam_search":
-        probs = [1.0 / (1.0 + np.exp(-scores[s, items].astype(np.float64))) for s, items in enumerate(real)]
-        order = beam_search(probs, K, int(options["beam_width"]), target_shares, float(options["diversity"]))
-        return [(s, int(real[s][i])) for s, i in order]
-    if decoder == "slot_policy":
-        if run is None:
-            raise ValueError("slot_policy: give `run`, the network call for the request with placed candidates masked")
-        masks = [name for name in request if name.startswith("cand_mask_")]
+    return REQUEST_DECODERS[decoder](options, outputs, request, K, target_shares, run, scores, real)
 
-        def policy(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            same = all(np.array_equal(inputs[name], request[name]) for name in masks)
-            return outputs[0] if same else run(inputs)
 
-        return slot_decode(policy, dict(request), K)
-    if decoder == "contrastive":
-        matching, unit = np.asarray(outputs[1])[0], np.asarray(outputs[2])[0]
-        valid = np.zeros(scores.shape, dtype=bool)
-        for s, items in enumerate(real):
-            valid[s, items] = True
-        n = scores.shape[1]
-        flat = contrastive_decode(matching, unit @ unit.T, valid.reshape(-1), float(options["alpha"]))
-        return [(i // n, i % n) for i in flat]
-    raise ValueError(f"decoder {decoder!r}: decode_request runs beam_search, slot_policy or contrastive "
-                     "(merge.py builds the list of a `merge` bundle)")
+def _beam_search_request(options, outputs, request, K, target_shares, run, scores, real) -> list[tuple[int, int]]:
+    probs = [1.0 / (1.0 + np.exp(-scores[s, items].astype(np.float64))) for s, items in enumerate(real)]
+    order = beam_search(probs, K, int(options["beam_width"]), target_shares, float(options["diversity"]))
+    return [(s, int(real[s][i])) for s, i in order]
+
+
+def _slot_policy_request(options, outputs, request, K, target_shares, run, scores, real) -> list[tuple[int, int]]:
+    if run is None:
+        raise ValueError("slot_policy: give `run`, the network call for the request with placed candidates masked")
+    masks = [name for name in request if name.startswith("cand_mask_")]
+
+    def policy(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        same = all(np.array_equal(inputs[name], request[name]) for name in masks)
+        return outputs[0] if same else run(inputs)
+
+    return slot_decode(policy, dict(request), K)
+
+
+def _contrastive_request(options, outputs, request, K, target_shares, run, scores, real) -> list[tuple[int, int]]:
+    matching, unit = np.asarray(outputs[1])[0], np.asarray(outputs[2])[0]
+    valid = np.zeros(scores.shape, dtype=bool)
+    for s, items in enumerate(real):
+        valid[s, items] = True
+    n = scores.shape[1]
+    flat = contrastive_decode(matching, unit @ unit.T, valid.reshape(-1), float(options["alpha"]))
+    return [(i // n, i % n) for i in flat]
+
+
+REQUEST_DECODERS = {
+    "beam_search": _beam_search_request,
+    "slot_policy": _slot_policy_request,
+    "contrastive": _contrastive_request,
+}
+"""The device's list decoders by manifest name: every decoder of shared_schema.manifest.DECODERS but
+`merge`, which merge.py runs."""
+if set(REQUEST_DECODERS) != set(DECODERS) - {"merge"}:
+    raise ImportError(f"device_runtime.decoding implements {sorted(REQUEST_DECODERS)}, the schema declares "
+                      f"{sorted(DECODERS)}: register every decoder in both")
 
 
 def list_reward(probs: Sequence[np.ndarray], order: Sequence[tuple[int, int]], K: int,

@@ -87,32 +87,42 @@ def merge(
 
     if any(a.ndim != 1 for a in arrays):
         _check_scores(arrays)
-    val = np.concatenate(arrays)
-    if not np.isfinite(val).all():
+    if not all(np.isfinite(a).all() for a in arrays):
         _check_scores(arrays)
-    sizes = [a.size for a in arrays]
-    src = [s for s, size in enumerate(sizes) for _ in range(size)]
-    idx = [i for size in sizes for i in range(size)]
-    order = np.lexsort((idx, src, -val)).tolist()  # best first; ties: lower source, then lower item index
-    k = min(int(K), val.size)
+    shown = None
+    if mode == "controller":
+        shown = [0.0] * m if shown_counts is None else _counts(shown_counts, m).tolist()
+    return merge_lists([a.tolist() for a in arrays], w.tolist(), int(K), mode, shown, gain)
 
+
+def merge_lists(scores: list[list[float]], shares: list[float], K: int, mode: str,
+                shown: list[float] | None = None, gain: float = 0.5) -> list[tuple[int, int]]:
+    """`merge` on checked plain lists (finite scores, normalised shares, K >= 0, a known mode, shown
+    counts for `controller`), in plain Python: at a page's size (tens of items) numpy's per-call cost
+    is more than the work."""
+    ranked_all = sorted((-v, s, i) for s, values in enumerate(scores) for i, v in enumerate(values))
+    order = [(s, i) for _, s, i in ranked_all]  # best first; ties: lower source, then lower item index
+    k = min(K, len(order))
     if mode == "score":
-        chosen = set(order[:k])
-    else:
-        shares = w.tolist()
-        if mode == "controller":
-            shown = [0.0] * m if shown_counts is None else _counts(shown_counts, m).tolist()
-            shares = _deficits(k, shares, shown, gain)
-        counts = _allocate(k, shares, sizes)
-        chosen, taken = set(), [0] * m
-        for j in order:  # each source's best items up to its count
-            if taken[src[j]] < counts[src[j]]:
-                taken[src[j]] += 1
-                chosen.add(j)
-        free = k - sum(counts)  # slots only zero-share sources could fill: best remaining by score
-        chosen.update([j for j in order if j not in chosen][:free])
-    ranked = [j for j in order if j in chosen] + [j for j in order if j not in chosen]
-    return [(src[j], idx[j]) for j in ranked]
+        return order
+    if mode == "controller":
+        shares = _deficits(k, shares, shown if shown is not None else [0.0] * len(scores), gain)
+    counts = _allocate(k, shares, [len(values) for values in scores])
+    taken = [0] * len(scores)
+    chosen: list[tuple[int, int]] = []
+    rest: list[tuple[int, int]] = []
+    for pair in order:  # each source's best items up to its count
+        if taken[pair[0]] < counts[pair[0]]:
+            taken[pair[0]] += 1
+            chosen.append(pair)
+        else:
+            rest.append(pair)
+    free = k - len(chosen)  # slots only zero-share sources could fill: best remaining by score
+    if free > 0:
+        picked = set(chosen) | set(rest[:free])
+        chosen = [pair for pair in order if pair in picked]
+        rest = [pair for pair in rest if pair not in picked]
+    return chosen + rest
 
 
 def _largest_remainder(slots: int, w: list[float]) -> list[int]:
@@ -129,8 +139,10 @@ def _largest_remainder(slots: int, w: list[float]) -> list[int]:
 
 
 def _allocate(slots: int, w: list[float], available: list[int]) -> list[int]:
-    counts = [0] * len(w)
+    """The quota of every source (`_largest_remainder` over all shares), bounded by its items; the slots
+    short sources give up go to the sources with items left, by largest remainder of their shares."""
     total = min(slots, sum(available))
+    counts = [min(c, a) for c, a in zip(_largest_remainder(slots, w), available)]
     while sum(counts) < total:
         open_w = [x if x > 0 and c < a else 0.0 for x, c, a in zip(w, counts, available)]
         if not any(open_w):

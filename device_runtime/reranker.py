@@ -19,15 +19,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 
 from device_runtime.backends import DEFAULT_ORDER, Backend, load_backend
 from device_runtime.bundle import BundleRegistry, InstalledBundle, verify
+from device_runtime import validation
 from device_runtime.decoding import decode_request
 from device_runtime.merge import MODES as MERGE_MODES
-from device_runtime.merge import merge as merge_scores
+from device_runtime.merge import merge_lists
 from device_runtime.store import HistoryStore
+from device_runtime.validation import CheckedEvent
 from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate, RerankResult
+from shared_schema.messages import RankedItem
 from shared_schema.manifest import MANIFEST_NAME, decoder_settings
 
 
@@ -46,20 +48,20 @@ def open_bundle(bundle_or_root: str | os.PathLike) -> InstalledBundle:
     return active
 
 
-def check_event(manifest: BundleManifest, event: BehaviorEvent) -> None:
+def check_event(manifest: BundleManifest, event: BehaviorEvent) -> CheckedEvent:
     """Reject an event the bundle cannot use (unknown source, wrong vector width, other schema)."""
-    if event.schema_version != SCHEMA_VERSION:
-        raise ValueError(f"event.schema_version {event.schema_version} is not {SCHEMA_VERSION}")
     names = manifest.source_names
-    if event.source not in names:
+    if isinstance(event, BehaviorEvent) and event.source not in names:
         raise ValueError(f"event.source {event.source!r} is not a source of the bundle; known sources: {names}")
-    dim = manifest.vector_dims[names.index(event.source)]
-    if event.vector is not None and len(event.vector) != dim:
-        raise ValueError(f"event.vector: {len(event.vector)} values, source {event.source!r} takes {dim}")
+    return validation.check_event(event, "event", manifest.source_names,
+                                  dict(zip(manifest.source_names, manifest.vector_dims)))
 
 
 def list_decoder(manifest: BundleManifest, merge: str) -> tuple[str, dict[str, float | int]]:
-    """(decoder, its options) of the bundle; ValueError when `merge` asks for a merge the decoder overrides."""
+    """(the bundle's list decoder, its options); ValueError for an unknown merge mode, or a merge mode
+    other than `score` for a bundle whose decoder builds the list itself."""
+    if merge not in MERGE_MODES:
+        raise ValueError(f"merge {merge!r}: use one of {list(MERGE_MODES)}")
     if manifest.decoder != "merge" and merge != "score":
         raise ValueError(f"merge {merge!r}: bundle {manifest.model_version} ({manifest.model_name}) builds its list "
                          f"with decoder {manifest.decoder!r}, the decoder decides the list; use merge='score' "
@@ -68,16 +70,27 @@ def list_decoder(manifest: BundleManifest, merge: str) -> tuple[str, dict[str, f
 
 
 class Reranker:
-    """Reranks slates with one bundle, one backend and one history store."""
+    """Reranks slates with one bundle, one backend and one history store.
 
-    def __init__(self, bundle: InstalledBundle, store: HistoryStore, backend: Backend, merge: str = "score"):
-        if merge not in MERGE_MODES:
-            raise ValueError(f"merge {merge!r}: use one of {list(MERGE_MODES)}")
+    `merge` is the merge mode (score, quota, controller) of a bundle whose list decoder is `merge`;
+    `list_decoder` is (decoder, options) as `list_decoder(manifest, merge)` gives it (computed when None)."""
+
+    def __init__(self, bundle: InstalledBundle, store: HistoryStore, backend: Backend, merge: str = "score",
+                 decoder: tuple[str, dict[str, float | int]] | None = None):
         self.bundle, self.store, self.backend, self.merge = bundle, store, backend, merge
-        self.manifest = bundle.manifest
-        self._layout = self.manifest.layout()
-        self._sources = self.manifest.source_names
-        self._decoder, self._decoder_options = list_decoder(self.manifest, merge)
+        self.manifest = m = bundle.manifest
+        self._decoder, self._decoder_options = decoder if decoder is not None else list_decoder(m, merge)
+        self._layout = m.layout()
+        self._sources = tuple(m.source_names)
+        self._rules = validation.SlateRules.of(m)
+        self._fields = [f"slate.sources[{name!r}].items" for name in self._sources]  # named in store errors
+        self._shares = [float(w) for w in m.target_shares]
+        total = sum(self._shares)
+        self._shares = [w / total for w in self._shares]
+        specs = [(spec.name, spec.dtype, tuple(spec.shape)) for spec in backend.inputs]
+        # the layout's arrays go to the backend as they are when they are its inputs, in its order
+        self._layout_inputs = specs == [(spec.name, spec.dtype, tuple(spec.shape))
+                                        for spec in self._layout.input_specs()]
 
     @classmethod
     def open(
@@ -102,7 +115,7 @@ class Reranker:
         if merge not in MERGE_MODES:
             raise ValueError(f"merge {merge!r}: use one of {list(MERGE_MODES)}")
         bundle = open_bundle(bundle_or_root)
-        list_decoder(bundle.manifest, merge)
+        decoder = list_decoder(bundle.manifest, merge)
         loaded = load_backend(bundle.path, bundle.manifest, backend, delegate, threads, order,
                               quantization=quantization)
         m = bundle.manifest
@@ -110,50 +123,54 @@ class Reranker:
                              dims=dict(zip(m.source_names, m.vector_dims)))
         if store.embedding_version != m.embedding_version:
             store.set_embedding_version(m.embedding_version)  # history of older vectors stops counting
-        return cls(bundle, store, loaded, merge)
+        return cls(bundle, store, loaded, merge, decoder)
 
     def rerank(self, slate: CandidateSlate) -> RerankResult:
-        """Merged list of every candidate (top-K decided by the merge mode) with per-stage timings."""
+        """Merged list of every candidate (top-K decided by the merge mode) with per-stage timings.
+
+        The page's store writes (new item vectors, the top-K exposures) are one transaction, committed
+        before this returns."""
         clock = [time.perf_counter()]
-        candidates = self._candidates(slate)
-        self.store.cache_sources({self._sources[s]: ([i.item_id for i in items], vectors)
-                                  for s, (items, vectors) in enumerate(candidates) if items},
-                                 self.manifest.embedding_version)
-        clock.append(time.perf_counter())
-        histories = [_matrix([v for _, v in clicks], d) for clicks, d in
-                     zip(self.store.last_clicks(self._sources, self.manifest.t), self.manifest.vector_dims)]
-        shown = self.store.exposure_counts(self._sources) if self.merge == "controller" else None
-        clock.append(time.perf_counter())
-        inputs = self._layout.assemble([v for _, v in candidates], histories)
-        clock.append(time.perf_counter())
-        outputs = self.backend.run_all(inputs)
-        scores = outputs[0][0]
-        clock.append(time.perf_counter())
-        per_source = [scores[s, : len(items)] for s, (items, _) in enumerate(candidates)]
-        if self._decoder == "merge":
-            order = merge_scores(per_source, self.manifest.target_shares, self.manifest.K, self.merge, shown)
-        else:  # the bundle's list decoder; its time counts as the merge stage
-            order = decode_request(self._decoder, self._decoder_options, outputs, inputs, self.manifest.K,
-                                   self.manifest.target_shares, self.backend.run)
-        values = [p.tolist() for p in per_source]
-        ranked = [{"item_id": candidates[s][0][i].item_id, "source": self._sources[s], "score": values[s][i],
-                   "title": candidates[s][0][i].title} for s, i in order]  # validated once, with the result
-        clock.append(time.perf_counter())
-        self.store.record_exposures([(r["item_id"], r["source"]) for r in ranked[: self.manifest.K]], time.time())
+        m = self.manifest
+        candidates = validation.check_slate(slate, self._rules)
+        with self.store.page() as page:
+            page.cache([(self._sources[s], list(zip([item.item_id for item in items], vectors,
+                                                    [self._fields[s]] * len(items))))
+                        for s, (items, vectors) in enumerate(candidates) if items], m.embedding_version)
+            clock.append(time.perf_counter())
+            histories = page.click_vectors(self._sources, m.t, m.vector_dims)
+            shown = page.exposure_counts(self._sources) if self.merge == "controller" else None
+            clock.append(time.perf_counter())
+            inputs = self._layout.assemble([v for _, v in candidates], histories)
+            clock.append(time.perf_counter())
+            outputs = (self.backend.invoke_in_order(list(inputs.values())) if self._layout_inputs
+                       else self.backend.run_all(inputs))
+            clock.append(time.perf_counter())
+            values = outputs[0][0].tolist()
+            per_source = [values[s][: len(items)] for s, (items, _) in enumerate(candidates)]
+            if self._decoder == "merge":
+                order = merge_lists(per_source, self._shares, m.K, self.merge, shown)
+            else:  # the bundle's list decoder; its time counts as the merge stage
+                order = decode_request(self._decoder, self._decoder_options, outputs, inputs, m.K,
+                                       m.target_shares, self.backend.run)
+            picked = [(candidates[s][0][i], s, per_source[s][i]) for s, i in order]
+            clock.append(time.perf_counter())
+            page.expose([(item.item_id, self._sources[s]) for item, s, _ in picked[: m.K]], time.time(),
+                        slate.request_id)
         clock.append(time.perf_counter())
         stages = ("validate_cache", "history_read", "assembly", "inference", "merge", "record_exposures")
         timings = {name: (b - a) * 1e3 for name, a, b in zip(stages, clock, clock[1:])}
         timings["total"] = (clock[-1] - clock[0]) * 1e3
         built_by = self.merge if self._decoder == "merge" else self._decoder
-        return RerankResult.model_validate({
-            "request_id": slate.request_id, "items": ranked, "backend": self.backend.name,
-            "delegate": self.backend.delegate, "merge": built_by, "bundle_version": self.bundle.version,
-            "timings_ms": timings})
+        items = [RankedItem.model_construct(item_id=item.item_id, source=self._sources[s], score=score,
+                                            title=item.title) for item, s, score in picked]  # checked in the slate
+        return RerankResult.model_construct(
+            schema_version=SCHEMA_VERSION, request_id=slate.request_id, items=items, backend=self.backend.name,
+            delegate=self.backend.delegate, merge=built_by, bundle_version=self.bundle.version, timings_ms=timings)
 
-    def record(self, event: BehaviorEvent) -> None:
-        """Store a behaviour (its vector too, when the event carries one)."""
-        check_event(self.manifest, event)
-        self.store.record(event)
+    def record(self, event: BehaviorEvent) -> int:
+        """Store a behaviour (its vector too, when the event carries one); returns its row id."""
+        return self.store._record([check_event(self.manifest, event)])[0]
 
     def info(self) -> dict:
         """Active bundle, its list decoder, backend, delegate, every backend attempt and the store's statistics."""
@@ -181,47 +198,3 @@ class Reranker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _candidates(self, slate: CandidateSlate) -> list[tuple[list, np.ndarray]]:
-        """Per bundle source: (items, float32 [k, d] vectors); raises ValueError naming the bad field."""
-        m = self.manifest
-        if slate.schema_version != SCHEMA_VERSION:
-            raise ValueError(f"slate.schema_version {slate.schema_version} is not supported (this runtime reads "
-                             f"{SCHEMA_VERSION})")
-        if slate.embedding_version != m.embedding_version:
-            raise ValueError(
-                f"slate.embedding_version {slate.embedding_version!r} differs from the bundle's "
-                f"{m.embedding_version!r}; fetch slates for the installed bundle or install the matching bundle"
-            )
-        out: list[tuple[list, np.ndarray]] = [([], np.zeros((0, d), np.float32)) for d in m.vector_dims]
-        seen: set[str] = set()
-        for j, entry in enumerate(slate.sources):
-            where = f"slate.sources[{j}]"
-            if entry.source not in self._sources:
-                raise ValueError(f"{where}.source {entry.source!r} is not a source of the bundle; "
-                                 f"known sources: {self._sources}")
-            if entry.source in seen:
-                raise ValueError(f"{where}.source {entry.source!r} appears twice; send one list per source")
-            seen.add(entry.source)
-            s = self._sources.index(entry.source)
-            if len(entry.items) > m.n:
-                raise ValueError(f"{where}.items: {len(entry.items)} items, the bundle takes at most n={m.n} "
-                                 f"per source; send the upstream top {m.n}")
-            ids = [item.item_id for item in entry.items]
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"{where}.items: item ids repeat ({sorted({i for i in ids if ids.count(i) > 1})})")
-            for i, item in enumerate(entry.items):
-                if len(item.vector) != m.vector_dims[s]:
-                    raise ValueError(f"{where}.items[{i}].vector: {len(item.vector)} values, source "
-                                     f"{entry.source!r} takes {m.vector_dims[s]}")
-            vectors = _matrix([item.vector for item in entry.items], m.vector_dims[s])
-            if not np.isfinite(vectors).all():
-                bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-                raise ValueError(f"{where}.items[{bad}].vector holds NaN or infinite values; send finite floats")
-            out[s] = (list(entry.items), vectors)
-        if not any(items for items, _ in out):
-            raise ValueError("slate.sources: no candidate items; send at least one item")
-        return out
-
-
-def _matrix(rows: list, dim: int) -> np.ndarray:
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)

@@ -32,17 +32,18 @@ once, by the next write. Caching items already cached with the same vector and v
 nothing (one read per source, no write transaction); such an item is re-stamped as newly cached once
 R/2 items have been cached after it, so an item still being shown is not pruned.
 
-Read memos: what this store last read of the item cache (vector, version and sequence number per item,
-the sources' last sequence numbers, the current embedding version) and of the last clicks is kept in
-memory and reused until the file changes. `PRAGMA data_version` tells another connection's commit; this
-store's own writes drop what they change (a click drops the last clicks; the item memo goes only when
-vectors were written or items pruned). A page whose items were all seen before then costs one small
-read instead of one per source, and `last_clicks` without a new click costs no join.
+Read memos (`device_runtime.store_memos`): what this store last read of the item cache, the last clicks
+and the tallies is kept in memory and reused until the file changes. A page whose items were all seen
+before then costs no read of the items, and `last_clicks` without a new click costs no join.
+
+A reranked page writes once: `page()` opens one write transaction, lazily, for the page's new item
+vectors and its exposures, and commits it before the rerank returns, so a crash loses at most the
+exposures of a page whose rerank had not returned. Values reach the store checked by
+`device_runtime.validation`; the public methods check theirs there, the page writer trusts its caller.
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,12 +54,12 @@ import numpy as np
 import sqlite_utils
 
 from device_runtime.checkpointer import BACKSTOP_PAGES, Checkpointer
+from device_runtime.store_memos import UNREAD, ReadMemos
 from device_runtime.store_schema import MIGRATIONS
+from device_runtime.validation import (ACTIONS, VECTOR_DTYPE, CheckedEvent, check_event, finite_seconds, matrix,
+                                       text, vector)
+from device_runtime.validation import source as checked_source
 from shared_schema.messages import BehaviorEvent
-
-ACTIONS = ("impression", "click")
-VECTOR_DTYPE = np.dtype("<f4")
-"""Vectors are stored as little-endian float32 blobs."""
 
 
 LAST_CLICKS_SQL = """SELECT b.item_id, i.vector
@@ -91,51 +92,8 @@ _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_ver
 _CACHED_SQL = "SELECT item_id, vector, embedding_version, seq FROM items WHERE source = ? AND item_id IN ({})"
 _CHECK_AT_MOST = 500
 """`cache_items` batches up to this long are first checked against the cache with one query."""
-_UNREAD = object()
-"""The embedding-version memo before its read."""
-_NOT_CLICKS = {"exposure", "impression"}
-"""Kinds of rows whose writes leave the last clicks as they were."""
-_KNOWN_AT_MOST = 100_000
-"""Items remembered by the cache-read memo before it starts over."""
 _ADVANCE_SEQ = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', 0, ?)
   ON CONFLICT (source, kind) DO UPDATE SET total = total + excluded.total"""
-
-
-def _vector(value: object, field: str) -> np.ndarray:
-    """`value` as a finite, non-empty 1-D little-endian float32 array, else ValueError naming `field`."""
-    return _floats(value, field, ndim=1)
-
-
-def _matrix(value: object, field: str) -> np.ndarray:
-    """`value` as a finite [items, width >= 1] little-endian float32 array, else ValueError naming the row."""
-    return _floats(value, field, ndim=2)
-
-
-def _floats(value: object, field: str, ndim: int) -> np.ndarray:
-    shape = "a non-empty 1-D vector" if ndim == 1 else "an [items, width] matrix"
-    try:
-        array = np.asarray(value, dtype=VECTOR_DTYPE)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{field}: not {shape} of floats ({exc})") from None
-    if array.ndim != ndim or array.shape[-1] == 0:
-        raise ValueError(f"{field}: expected {shape}, got shape {array.shape}")
-    finite = np.isfinite(array).all(axis=-1)
-    if not finite.all():
-        where = field if ndim == 1 else f"{field}[{np.flatnonzero(~finite)[0]}]"
-        raise ValueError(f"{where}: holds NaN or infinite values (or values beyond float32); send finite floats")
-    return array
-
-
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{field}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _finite(value: object, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{field}: expected a finite number of seconds, got {value!r}")
-    return float(value)
 
 
 class HistoryStore:
@@ -169,14 +127,11 @@ class HistoryStore:
         for s in self._dims:
             self._check_source(s, "dims")
         self._widths: dict[str, int] = {}  # committed `dim:<version>:<source>` meta values (never change)
-        self._data_version: int | None = None  # PRAGMA data_version when the memos below were last valid
-        self._known: dict[tuple[str, str], tuple[bytes, str, int]] = {}  # cached (vector, version, seq)
-        self._item_seq: dict[str, int] | None = None  # per source, the last cache sequence number
-        self._version: str | None | object = _UNREAD  # the current embedding version
-        self._clicks: dict[tuple[tuple[str, ...], int], list[list[tuple[str, np.ndarray]]]] = {}
+        self.memos = ReadMemos()
+        self._page: sqlite3.Connection | None = None  # the open page transaction, if any
+        self.db = _open(self.path, synchronous.upper(), busy_timeout_ms, autocheckpoint=checkpoint_every is None)
         self.checkpointer = None if checkpoint_every is None else Checkpointer(self.path, checkpoint_every,
                                                                                 busy_timeout_ms)
-        self.db = _open(self.path, synchronous.upper(), busy_timeout_ms, autocheckpoint=self.checkpointer is None)
         try:
             self._migrate()
         except BaseException:
@@ -237,31 +192,14 @@ class HistoryStore:
             self.checkpointer.committed()
 
     def _forget(self, items: bool = True, clicks: bool = True) -> None:
-        if items:
-            self._known.clear()
-            self._item_seq, self._version = None, _UNREAD
-        if clicks:
-            self._clicks.clear()
+        self.memos.forget(items, clicks)
 
     def _forget_after(self, changed: set[str], vectors_written: bool = False) -> None:
-        """Drop what a write made stale, given the kinds of rows it added or pruned: the item memo when
-        vectors were written or items pruned, the last clicks unless only exposures or impressions changed."""
-        self._forget(items=vectors_written or "item" in changed,
-                     clicks=vectors_written or bool(changed - _NOT_CLICKS))
-
-    def _check_memos(self) -> None:
-        """Drop the read memos if another connection committed since they were made."""
-        version = self.db.conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version or len(self._known) > _KNOWN_AT_MOST:
-            self._forget()
-            self._data_version = version
+        self.memos.forget_after(changed, vectors_written)
 
     # -- validation ------------------------------------------------------------------------------
     def _check_source(self, source: object, field: str) -> str:
-        _text(source, field)
-        if self.sources is not None and source not in self.sources:
-            raise ValueError(f"{field}: unknown source {source!r}; this store's sources are {list(self.sources)}")
-        return source  # type: ignore[return-value]
+        return checked_source(source, field, self.sources)
 
     def _check_widths(self, conn: sqlite3.Connection, source: str, version: str,
                       rows: list[tuple[str, np.ndarray, str]]) -> None:
@@ -284,35 +222,24 @@ class HistoryStore:
         if stored is None:
             conn.execute(_SET_META, (key, width))
 
-    def _check_event(self, event: object, field: str) -> tuple[BehaviorEvent, np.ndarray | None, str]:
-        if not isinstance(event, BehaviorEvent):
-            raise ValueError(f"{field}: expected a BehaviorEvent, got {type(event).__name__}")
-        _text(event.item_id, f"{field}.item_id")
-        self._check_source(event.source, f"{field}.source")
-        if event.action not in ACTIONS:
-            raise ValueError(f"{field}.action: unknown action {event.action!r}; use one of {list(ACTIONS)}")
-        _finite(event.ts, f"{field}.ts")
-        vec = None if event.vector is None else _vector(event.vector, f"{field}.vector")
-        return event, vec, field
-
     # -- writes ----------------------------------------------------------------------------------
     def record(self, event: BehaviorEvent) -> int:
         """Store one behaviour (and its item vector, if the event carries one); returns its id."""
-        return self._record([self._check_event(event, "event")])[0]
+        return self._record([check_event(event, "event", self.sources, self._dims)])[0]
 
     def record_many(self, events: Sequence[BehaviorEvent]) -> list[int]:
         """Store behaviours in one transaction (all or none); returns their ids in order."""
-        return self._record([self._check_event(e, f"events[{i}]") for i, e in enumerate(events)])
+        return self._record([check_event(e, f"events[{i}]", self.sources, self._dims) for i, e in enumerate(events)])
 
-    def _record(self, checked: list[tuple[BehaviorEvent, np.ndarray | None, str]]) -> list[int]:
+    def _record(self, checked: list[CheckedEvent]) -> list[int]:
         vectors: dict[str, list[tuple[str, np.ndarray, str]]] = {}
-        for event, vec, field in checked:
-            if vec is not None:
-                vectors.setdefault(event.source, []).append((event.item_id, vec, f"{field}.vector"))
+        for event in checked:
+            if event.vector is not None:
+                vectors.setdefault(event.source, []).append((event.item_id, event.vector, f"{event.field}.vector"))
         with self._write() as conn:
             version = _meta(conn, "embedding_version")
             if vectors and version is None:
-                field = next(f"{field}.vector" for _, vec, field in checked if vec is not None)
+                field = next(f"{e.field}.vector" for e in checked if e.vector is not None)
                 raise ValueError(f"{field}: the store has no embedding version yet; call "
                                  "cache_items(...) or set_embedding_version(...) first")
             if vectors:
@@ -320,82 +247,85 @@ class HistoryStore:
             ids = [
                 conn.execute(
                     "INSERT INTO behaviors (ts, item_id, source, action) VALUES (?, ?, ?, ?)",
-                    (float(event.ts), event.item_id, event.source, event.action),
+                    (event.ts, event.item_id, event.source, event.action),
                 ).lastrowid
-                for event, _, _ in checked
+                for event in checked
             ]
             pruned = self._prune(conn)
-        self._forget_after(pruned | {event.action for event, _, _ in checked}, vectors_written=bool(vectors))
+        self._forget_after(pruned | {event.action for event in checked}, vectors_written=bool(vectors))
         return ids
 
     def cache_items(self, source: str, items: Sequence[tuple[str, object]], embedding_version: str) -> int:
         """Cache item vectors of one source; `embedding_version` becomes the store's current one.
         Returns how many were given (an item already cached with the same vector is not rewritten)."""
         self._check_source(source, "source")
-        _text(embedding_version, "embedding_version")
-        rows = [(_text(item_id, f"items[{i}].item_id"), _vector(vec, f"items[{i}].vector"), f"items[{i}].vector")
+        text(embedding_version, "embedding_version")
+        rows = [(text(item_id, f"items[{i}].item_id"), vector(vec, f"items[{i}].vector"), f"items[{i}].vector")
                 for i, (item_id, vec) in enumerate(items)]
         return self._cache([(source, rows)], embedding_version)
 
     def cache_sources(self, items: Mapping[str, tuple[Sequence[str], object]], embedding_version: str) -> int:
         """`cache_items` for a slate page, {source: (item ids, float32 [k, d] vectors)}, in one transaction."""
-        _text(embedding_version, "embedding_version")
+        text(embedding_version, "embedding_version")
         batches = []
         for source, (ids, vectors) in items.items():
             where = f"items[{source!r}]"
             self._check_source(source, where)
-            matrix = _matrix(vectors, f"{where}.vectors")
-            if matrix.shape[0] != len(ids):
-                raise ValueError(f"{where}: {len(ids)} item ids but {matrix.shape[0]} vectors; send one vector per id")
-            batches.append((source, [(_text(item_id, f"{where}.item_ids[{i}]"), matrix[i], f"{where}.vectors[{i}]")
+            rows = matrix(vectors, f"{where}.vectors")
+            if rows.shape[0] != len(ids):
+                raise ValueError(f"{where}: {len(ids)} item ids but {rows.shape[0]} vectors; send one vector per id")
+            batches.append((source, [(text(item_id, f"{where}.item_ids[{i}]"), rows[i], f"{where}.vectors[{i}]")
                                      for i, item_id in enumerate(ids)]))
         return self._cache(batches, embedding_version)
 
     def _cache(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str) -> int:
-        todo = self._not_cached(batches, version)
-        if self._version is _UNREAD:
-            self._version = _meta(self.db.conn, "embedding_version")
-        if todo or self._version != version:  # else no write transaction at all
-            with self._write() as conn:
-                if _meta(conn, "embedding_version") != version:
-                    conn.execute(_SET_META, ("embedding_version", version))
-                if self._put_items(conn, todo, version):
-                    self._prune(conn)
-            self._forget()
+        with self.page() as page:
+            page.cache(batches, version)
         return sum(len(rows) for _, rows in batches)
+
+    @contextmanager
+    def page(self) -> Iterator[PageWrite]:
+        """The writes and reads of one reranked page on checked values, in at most one write transaction
+        (opened by the first write, committed when the block ends, rolled back if it raises)."""
+        self.memos.check(self.db.conn)
+        page = PageWrite(self)
+        try:
+            yield page
+        except BaseException:
+            page.abort()
+            raise
+        page.commit()
 
     def _not_cached(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
                     version: str) -> list[tuple[str, list[tuple[str, np.ndarray, str]]]]:
         """The rows `_put_items` would write (new, changed, other version, due for a re-stamp), found
-        with one read per source for the items not in the memo and no lock; batches too long for one
-        query are kept whole."""
-        conn = self.db.conn
-        self._check_memos()
-        if self._item_seq is None:
-            self._item_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
-        last_seq, known, todo = self._item_seq, self._known, []
+        from the item memo plus one read per source for the items not in it; batches too long for one
+        query are kept whole. The caller has checked the memos."""
+        conn, memos = self.db.conn, self.memos
+        if memos.item_seq is None:
+            memos.item_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
+        last_seq, known, todo = memos.item_seq, memos.known, []
         for source, rows in batches:
             if len(rows) > _CHECK_AT_MOST:
                 todo.append((source, rows))
                 continue
-            aged = last_seq.get(source, 0) - self.retention // 2
             ids = [item_id for item_id, _, _ in rows if (source, item_id) not in known]
             if ids:
                 for item_id, *hit in conn.execute(_CACHED_SQL.format(", ".join("?" * len(ids))), (source, *ids)):
                     known[(source, item_id)] = tuple(hit)
-
-            def due(item_id: str, vec: np.ndarray) -> bool:
-                hit = known.get((source, item_id))
-                return hit is None or hit[0] != vec.tobytes() or hit[1] != version or hit[2] <= aged
-
-            stale = [row for row in rows if due(row[0], row[1])]
+            aged = last_seq.get(source, 0) - self.retention // 2
+            stale = []
+            for row in rows:
+                hit = known.get((source, row[0]))
+                if hit is None or hit[2] <= aged or hit[1] != version or hit[0] != row[1].tobytes():
+                    stale.append(row)
             if stale:
                 todo.append((source, stale))
         return todo
 
     def set_embedding_version(self, embedding_version: str) -> None:
         """Make `embedding_version` current: only vectors cached under it count as history."""
-        _text(embedding_version, "embedding_version")
+        text(embedding_version, "embedding_version")
         with self._write() as conn:
             conn.execute(_SET_META, ("embedding_version", embedding_version))
         self._forget()
@@ -425,17 +355,15 @@ class HistoryStore:
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
         """Log the items shown to the user, as (item_id, source) pairs; returns how many."""
-        ts = _finite(ts, "ts")
-        if not isinstance(request_id, str):
+        ts = finite_seconds(ts, "ts")
+        if request_id:
+            text(request_id, "request_id")
+        elif not isinstance(request_id, str):
             raise ValueError(f"request_id: expected a string, got {request_id!r}")
-        rows = [
-            (ts, _text(item_id, f"items[{i}].item_id"), self._check_source(source, f"items[{i}].source"), request_id)
-            for i, (item_id, source) in enumerate(items)
-        ]
-        with self._write() as conn:
-            conn.executemany("INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)", rows)
-            pruned = self._prune(conn)
-        self._forget_after(pruned | {"exposure"})
+        rows = [(text(item_id, f"items[{i}].item_id"), self._check_source(source, f"items[{i}].source"))
+                for i, (item_id, source) in enumerate(items)]
+        with self.page() as page:
+            page.expose(rows, ts, request_id)
         return len(rows)
 
     def _prune(self, conn: sqlite3.Connection) -> set[str]:
@@ -465,24 +393,46 @@ class HistoryStore:
             self._check_source(s, f"sources[{i}]")
         if isinstance(t, bool) or not isinstance(t, int) or t < 0:
             raise ValueError(f"t: expected an int >= 0, got {t!r}")
-        self._check_memos()
-        key = (tuple(sources), t)
-        if key not in self._clicks:
+        self.memos.check(self.db.conn)
+        return self._last_clicks(tuple(sources), t)
+
+    def _last_clicks(self, sources: tuple[str, ...], t: int) -> list[list[tuple[str, np.ndarray]]]:
+        key = (sources, t)
+        if key not in self.memos.clicks:
             conn = self.db.conn
-            conn.execute("BEGIN")  # one snapshot for all sources
-            try:
+            if conn.in_transaction:  # inside a page's write: its snapshot
                 rows = [conn.execute(LAST_CLICKS_SQL, (s, t)).fetchall() for s in sources]
-            finally:
-                conn.execute("COMMIT")
-            self._clicks[key] = [_split(source_rows) for source_rows in rows]
-        return [list(source_clicks) for source_clicks in self._clicks[key]]
+            else:
+                conn.execute("BEGIN")  # one snapshot for all sources
+                try:
+                    rows = [conn.execute(LAST_CLICKS_SQL, (s, t)).fetchall() for s in sources]
+                finally:
+                    conn.execute("COMMIT")
+            self.memos.clicks[key] = [_split(source_rows) for source_rows in rows]
+        return [list(source_clicks) for source_clicks in self.memos.clicks[key]]
 
     def exposure_counts(self, sources: Sequence[str]) -> np.ndarray:
         """Items shown to this user so far, per source (int64), including pruned exposure rows."""
         for i, s in enumerate(sources):
             self._check_source(s, f"sources[{i}]")
-        shown = dict(self.db.conn.execute("SELECT source, total FROM tallies WHERE kind = 'exposure'").fetchall())
-        return np.array([shown.get(s, 0) for s in sources], dtype=np.int64)
+        self.memos.check(self.db.conn)
+        return np.array(self._shown(sources), dtype=np.int64)
+
+    def _shown(self, sources: Sequence[str]) -> list[int]:
+        tallies = self.memos.read_tallies(self.db.conn)
+        return [tallies[(s, "exposure")][1] if (s, "exposure") in tallies else 0 for s in sources]
+
+    def without_vector(self, items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (source, item_id) pairs, of `items`, with no vector cached under the current embedding version
+        (their clicks do not count as history until one is), in the order given, each once."""
+        conn = self.db.conn
+        missing = []
+        for source, item_id in dict.fromkeys(items):
+            row = conn.execute("SELECT 1 FROM items WHERE source = ? AND item_id = ? AND embedding_version = "
+                               "(SELECT value FROM meta WHERE key = 'embedding_version')", (source, item_id)).fetchone()
+            if row is None:
+                missing.append((source, item_id))
+        return missing
 
     def stale_items(self, embedding_version: str | None = None) -> list[tuple[str, str]]:
         """(source, item_id) of cached items whose vector is not of `embedding_version` (default: current)."""
@@ -512,6 +462,107 @@ class HistoryStore:
         }
 
 
+class PageWrite:
+    """One page's store work on checked values (`HistoryStore.page`): its new item vectors and its
+    exposures go into one write transaction, opened by the first write and committed by `commit`."""
+
+    def __init__(self, store: HistoryStore):
+        self.store = store
+        self._conn: sqlite3.Connection | None = None
+        self._items_written = False
+        self._exposed: dict[str, int] = {}
+
+    def _begin(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = self.store.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            self.store.memos.check(conn)  # another connection may have committed before the lock
+            self._conn = conn
+        return self._conn
+
+    def cache(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str) -> None:
+        """Cache checked (item_id, float32 vector, field) rows per source under `version`, which becomes
+        the current embedding version; items cached before with the same vector are not rewritten."""
+        store = self.store
+        todo = store._not_cached(batches, version)
+        if store.memos.version is UNREAD:
+            store.memos.version = _meta(store.db.conn, "embedding_version")
+        if not todo and store.memos.version == version:
+            return
+        conn = self._begin()
+        if _meta(conn, "embedding_version") != version:
+            conn.execute(_SET_META, ("embedding_version", version))
+        store._put_items(conn, todo, version)
+        store._forget()  # the page's history read (same connection) sees the new vectors
+        self._items_written = True
+
+    def last_clicks(self, sources: tuple[str, ...], t: int) -> list[list[tuple[str, np.ndarray]]]:
+        """`HistoryStore.last_clicks` of checked sources, inside the page's snapshot."""
+        return self.store._last_clicks(sources, t)
+
+    def click_vectors(self, sources: tuple[str, ...], t: int, dims: Sequence[int]) -> list[np.ndarray]:
+        """Per source, the vectors of `last_clicks` as one read-only float32 [h, d] array (d from `dims`)."""
+        memo = self.store.memos.click_arrays
+        key = (sources, t)
+        if key not in memo:
+            memo[key] = [np.stack([v for _, v in clicks]) if clicks else np.zeros((0, d), VECTOR_DTYPE)
+                         for clicks, d in zip(self.store._last_clicks(sources, t), dims)]
+        return memo[key]
+
+    def exposure_counts(self, sources: Sequence[str]) -> list[int]:
+        """`HistoryStore.exposure_counts` of checked sources, as a list."""
+        return self.store._shown(sources)
+
+    def expose(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> None:
+        """Log checked (item_id, source) pairs as shown at `ts`."""
+        conn = self._begin()
+        self.store.memos.read_tallies(conn)  # before the insert: commit adds the page's exposures to it
+        conn.executemany("INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)",
+                         [(ts, item_id, source, request_id) for item_id, source in items])
+        for _, source in items:
+            self._exposed[source] = self._exposed.get(source, 0) + 1
+
+    def commit(self) -> None:
+        """Prune what the page's writes took past the retention bound and commit (nothing when the page
+        wrote nothing)."""
+        conn, store = self._conn, self.store
+        if conn is None:
+            return
+        try:
+            pruned: set[str] = set()
+            if self._items_written or self._over_bound(conn):
+                pruned = store._prune(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            self.abort()
+            raise
+        self._conn = None
+        if store.checkpointer is not None:
+            store.checkpointer.committed()
+        if pruned or self._items_written:
+            store._forget_after(pruned | {"exposure"}, vectors_written=self._items_written)
+        elif store.memos.tallies is not None:
+            for source, count in self._exposed.items():
+                counts = store.memos.tallies.setdefault((source, "exposure"), [0, 0])
+                counts[0] += count
+                counts[1] += count
+
+    def abort(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.in_transaction:
+            conn.execute("ROLLBACK")
+        self.store._forget()
+
+    def _over_bound(self, conn: sqlite3.Connection) -> bool:
+        """Whether some tally reaches R + prune_every rows with this page's exposures (from the memo)."""
+        store = self.store
+        bound = store.retention + store.prune_every
+        tallies = store.memos.read_tallies(conn)
+        return any(rows + (self._exposed.get(source, 0) if kind == "exposure" else 0) >= bound
+                   for (source, kind), (rows, _) in tallies.items()) or any(
+            (source, "exposure") not in tallies and count >= bound for source, count in self._exposed.items())
+
+
 def _split(rows: list[tuple[str, bytes]]) -> list[tuple[str, np.ndarray]]:
     """(item_id, vector) pairs; the vectors are views of one array (a source's vectors share a width)."""
     if not rows:
@@ -534,6 +585,8 @@ def _schema_version(conn: sqlite3.Connection) -> int:
 def _open(path: Path, synchronous: str, busy_timeout_ms: int, autocheckpoint: bool) -> sqlite_utils.Database:
     """Connect in autocommit mode (transactions are explicit), WAL, with a busy timeout; without
     `autocheckpoint`, a commit checkpoints only past `BACKSTOP_PAGES` (a `Checkpointer` does it)."""
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; pass a history store file, e.g. {path / 'history.db'}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: folder {path.parent} does not exist; create it or choose another path")
     db = sqlite_utils.Database(path, execute_plugins=False)

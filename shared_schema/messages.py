@@ -1,15 +1,53 @@
-"""Versioned wire messages: slates (cloud -> device), behaviour events (device-local), results."""
+"""Versioned wire messages: slates (cloud -> device), behaviour events (device-local), results.
+
+Vector values are JSON numbers (strings and booleans are refused, not coerced). On the wire an item
+vector may also travel in the compact form, a base64 string of its little-endian float32 bytes
+(`encode_vector`), which the service sends when the client asks for `COMPACT_MEDIA_TYPE`; both forms
+parse to the same floats. Ids and titles are capped in length (`MAX_ID_CHARS`, `MAX_TITLE_CHARS`).
+
+    body = slate.model_dump_json(context=COMPACT)        # vectors as base64 float32
+    CandidateSlate.model_validate_json(body)              # either form
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import numpy as np
+from pydantic import (BaseModel, ConfigDict, Field, FieldSerializationInfo, StrictFloat, field_serializer,
+                      field_validator)
 
 from shared_schema.specs import SCHEMA_VERSION
 
 Action = Literal["impression", "click"]
+MAX_ID_CHARS = 256
+"""Longest item id, user id, request id or source name accepted (characters)."""
+MAX_TITLE_CHARS = 1024
+"""Longest item title accepted (characters)."""
+COMPACT_MEDIA_TYPE = "application/vnd.dir-rerank.compact+json"
+"""Content type of a JSON body whose item vectors are base64 little-endian float32 strings."""
+COMPACT = {"vectors": "base64"}
+"""Serialization context for the compact form: `message.model_dump_json(context=COMPACT)`."""
+
+
+
+def encode_vector(values: object) -> str:
+    """Base64 of the values as little-endian float32 (the compact wire form of a vector)."""
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_vector(text: str) -> list[float]:
+    """The floats of a compact vector; ValueError for text that is not base64 of whole float32 values."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("vector: a string vector must be base64 of little-endian float32 values") from None
+    if len(raw) % 4:
+        raise ValueError(f"vector: {len(raw)} bytes of base64 data, not whole float32 values (4 bytes each)")
+    return np.frombuffer(raw, dtype="<f4").tolist()
 
 
 class _Message(BaseModel):
@@ -22,16 +60,23 @@ class CandidateItem(_Message):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"item_id": "v17", "vector": [0.12, -0.5, 0.03, 1.4], "upstream_score": 0.83, "title": "Cats at sea"}]})
 
-    item_id: str = Field(min_length=1, description="the item's id, unique within its source",
-                         examples=["v17"])
-    vector: list[float] = Field(description="the item's dense vector from the cloud's ItemEncoder: exactly the "
-                                            "source's vector_dims width in the bundle manifest, finite floats",
-                                examples=[[0.12, -0.5, 0.03, 1.4]])
+    item_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="the item's id, unique within its "
+                         "source", examples=["v17"])
+    vector: list[StrictFloat] = Field(description="the item's dense vector from the cloud's ItemEncoder: exactly the "
+                                                  "source's vector_dims width in the bundle manifest, finite floats; "
+                                                  "JSON numbers, or base64 of little-endian float32 values",
+                                      examples=[[0.12, -0.5, 0.03, 1.4]])
     upstream_score: float | None = Field(None, description="the source ranker's score, for display and "
                                                            "logging; the model does not read it",
                                          examples=[0.83])
-    title: str | None = Field(None, description="text to show for the item; passed through to the result",
+    title: str | None = Field(None, max_length=MAX_TITLE_CHARS,
+                              description="text to show for the item; passed through to the result",
                               examples=["Cats at sea"])
+
+    @field_validator("vector", mode="before")
+    @classmethod
+    def _compact(cls, v: object) -> object:
+        return decode_vector(v) if isinstance(v, str) else v
 
     @field_validator("vector")
     @classmethod
@@ -42,6 +87,10 @@ class CandidateItem(_Message):
             raise ValueError("vector holds NaN or infinite values; send finite floats")
         return v
 
+    @field_serializer("vector")
+    def _encode(self, v: list[float], info: FieldSerializationInfo) -> list[float] | str:
+        return encode_vector(v) if info.context == COMPACT else v
+
 
 class SourceCandidates(_Message):
     """A source's candidate list, in the upstream ranker's order."""
@@ -50,7 +99,8 @@ class SourceCandidates(_Message):
         {"source": "video", "items": [{"item_id": "v17", "vector": [0.12, -0.5, 0.03, 1.4]},
                                       {"item_id": "v3", "vector": [0.4, 0.1, -0.2, 0.0]}]}]})
 
-    source: str = Field(description="a source name of the bundle (manifest sources), at most once per slate",
+    source: str = Field(min_length=1, max_length=MAX_ID_CHARS,
+                        description="a source name of the bundle (manifest sources), at most once per slate",
                         examples=["video"])
     items: list[CandidateItem] = Field(default_factory=list,
                                        description="at most the bundle's n candidates, best first by the "
@@ -69,11 +119,11 @@ class CandidateSlate(_Message):
 
     schema_version: int = Field(SCHEMA_VERSION, description="wire format version; the runtime refuses any "
                                                             "other than its own", examples=[SCHEMA_VERSION])
-    user_id: str = Field(description="the user the slate is for (the device does not check it)",
-                         examples=["u000042"])
-    request_id: str = Field("", description="an id the caller picks; echoed in the RerankResult",
-                            examples=["3f9c0d2a"])
-    embedding_version: str = Field(description="version of the ItemEncoder that made the vectors; must equal "
+    user_id: str = Field(min_length=1, max_length=MAX_ID_CHARS,
+                         description="the user the slate is for (the device does not check it)", examples=["u000042"])
+    request_id: str = Field("", max_length=MAX_ID_CHARS, description="an id the caller picks; echoed in the "
+                            "RerankResult", examples=["3f9c0d2a"])
+    embedding_version: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="version of the ItemEncoder that made the vectors; must equal "
                                                "the installed bundle's embedding_version",
                                    examples=["5d41402abc4b2a76"])
     sources: list[SourceCandidates] = Field(description="one candidate list per source (a source may be left "
@@ -89,12 +139,14 @@ class BehaviorEvent(_Message):
 
     schema_version: int = Field(SCHEMA_VERSION, description="wire format version; the runtime refuses any "
                                                             "other than its own", examples=[SCHEMA_VERSION])
-    item_id: str = Field(min_length=1, description="the item's id within its source", examples=["v17"])
-    source: str = Field(description="a source name of the installed bundle", examples=["video"])
+    item_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="the item's id within its source",
+                         examples=["v17"])
+    source: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="a source name of the installed bundle",
+                        examples=["video"])
     action: Action = Field(description="click (the model reads the last t clicks per source) or impression "
                                        "(kept for the exposure shares)", examples=["click"])
-    ts: float = Field(description="unix time in seconds", examples=[1733300000.5])
-    vector: list[float] | None = Field(None, description="item vector, if the store has not cached it "
+    ts: StrictFloat = Field(description="unix time in seconds", examples=[1733300000.5])
+    vector: list[StrictFloat] | None = Field(None, description="item vector, if the store has not cached it "
                                                          "(the source's vector_dims width)",
                                        examples=[[0.12, -0.5, 0.03, 1.4]])
 

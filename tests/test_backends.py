@@ -153,3 +153,23 @@ def test_int8_tflite_takes_and_returns_float32(device_bundle, delegate):
     assert scores.dtype == np.float32 and scores.shape == fp32.shape
     real = np.concatenate([scores[0, 0], scores[0, 1, :3]]), np.concatenate([fp32[0, 0], fp32[0, 1, :3]])
     assert np.abs(real[0] - real[1]).max() < 0.3  # dequantized: close to fp32, not raw int8 codes
+
+
+def test_executorch_threads_size_the_openmp_pool_of_every_calling_thread(device_bundle):
+    """The portable program's mm runs MKL on torch's OpenMP pool, whose size is per calling thread: the
+    backend sets it to `threads` in each thread that runs the program, not only in the one that loaded it."""
+    import threading
+
+    torch = pytest.importorskip("torch")
+    manifest = read_manifest(device_bundle)
+    backend = load_backend(device_bundle, manifest, "executorch", "portable", threads=1)
+    seen = {}
+
+    def call() -> None:
+        backend.run(_inputs(manifest))
+        seen["threads"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join()
+    assert seen["threads"] == 1

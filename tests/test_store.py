@@ -342,13 +342,13 @@ def test_read_memos_follow_this_stores_own_writes(store):
     before = store.last_clicks(["video", "article"], 5)
     store.cache_items("video", [("v1", vec(1)), ("v2", vec(2))], "e1")  # nothing new: read into the memo only
     store.record_exposures([("v2", "video")], ts=2.0)  # exposures alone keep the memos
-    assert store._clicks and store._known
+    assert store.memos.clicks and store.memos.known
     assert [[i for i, _ in s] for s in store.last_clicks(["video", "article"], 5)] == [[i for i, _ in s] for s in before]
     store.record(click("v2", ts=3.0))  # a click without a vector: the item memo stays, the clicks go
-    assert store._known and not store._clicks
+    assert store.memos.known and not store.memos.clicks
     assert [i for i, _ in store.last_clicks(["video"], 5)[0]] == ["v2", "v1"]
     store.record(click("v1", ts=3.5, action="impression"))  # an impression leaves the last clicks
-    assert store._known and store._clicks
+    assert store.memos.known and store.memos.clicks
     store.set_embedding_version("e2")  # old vectors stop counting at once
     assert store.last_clicks(["video"], 5) == [[]]
     store.cache_items("video", [("v2", vec(3))], "e2")

@@ -27,6 +27,7 @@ from cloud.service.docs import add_offline_docs, errors, only_declared_errors
 from cloud.service.middleware import BodyLimit, ServerTiming
 from cloud.service.state import MAX_BUCKETS, CloudService, UnknownUser
 from shared_schema import CandidateSlate
+from shared_schema.messages import COMPACT, COMPACT_MEDIA_TYPE
 from shared_schema.manifest import MANIFEST_NAME
 from shared_schema.service import (
     BundleEntry,
@@ -95,22 +96,24 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
 
     # async: about a millisecond of CPU per slate; on the event loop it skips two thread hand-offs that
     # cost more than the work under load (benchmarks/service_load.py, docs/service.md)
-    @app.get("/v1/users/{user_id:path}/slate", tags=["slates"], responses=errors(404, 422))
-    async def user_slate(user_id: str, response: Response,
+    @app.get("/v1/users/{user_id:path}/slate", tags=["slates"], response_model=CandidateSlate,
+             responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(404, 422)})
+    async def user_slate(user_id: str, request: Request,
                    n: Annotated[int | None, Query(ge=1, le=service.spec.n, description="candidates per source")] = None
-                   ) -> CandidateSlate:
+                   ) -> Response:
         """Upstream top-n candidates per source for the user, each with its vector (docs/service.md).
 
-        Server-Timing: `upstream` (candidate ranking), `encode` (ItemEncoder), `handler` (both + building
-        the slate), `app` (everything in the app, serialization included).
+        Vectors are JSON numbers, or base64 little-endian float32 strings when the request accepts
+        `application/vnd.dir-rerank.compact+json`. Server-Timing: `upstream` (candidate ranking), `encode`
+        (item vectors), `handler` (both + building the slate), `app` (everything in the app, serialization
+        included).
         """
         try:
             slate, timings = service.user_slate(user_id, n)
         except UnknownUser:
             raise HTTPException(404, f"user {user_id!r} is not known to this service; list the users with "
                                      "GET /v1/users?offset=0&limit=100") from None
-        response.headers["Server-Timing"] = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
-        return slate
+        return _negotiated(slate, request, {"Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())})
 
     @app.get("/v1/lists/{split}/{row}", tags=["slates"], responses=errors(404, 422))
     def list_slate(split: Literal["train", "valid", "test"], row: Annotated[int, Path(ge=0)]) -> ListSlate:
@@ -120,12 +123,13 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         except ValueError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.post("/v1/vectors", tags=["vectors"], responses=errors(413, 422))
-    def vectors(request: VectorRequest) -> ItemVectors:
+    @app.post("/v1/vectors", tags=["vectors"], response_model=ItemVectors,
+              responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(413, 422)})
+    def vectors(request: VectorRequest, http: Request) -> Response:
         """Current vectors of item ids per source (refreshes device history after an embedding change).
 
         Unknown ids are listed in `unknown`; unknown sources are a 422; more than `max_vector_ids`
-        ids (GET /version) in one request is a 413.
+        ids (GET /version) in one request is a 413. Vectors are compact as for slates when accepted.
         """
         count = sum(len(ids) for ids in request.ids.values())
         if count > service.max_vector_ids:
@@ -135,12 +139,14 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
             raise HTTPException(422, "ids: a source name or item id is not Unicode text (a lone surrogate escape such "
                                      "as \\ud800); send ids as UTF-8 text")
         try:
-            return service.vectors(request.ids)
+            answer = service.vectors(request.ids)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        return _negotiated(answer, http)
 
-    @app.post("/v1/vectors/buckets", tags=["vectors"], responses=errors(413, 422))
-    def bucket_vectors(request: BucketRequest) -> ItemVectors:
+    @app.post("/v1/vectors/buckets", tags=["vectors"], response_model=ItemVectors,
+              responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(413, 422)})
+    def bucket_vectors(request: BucketRequest, http: Request) -> Response:
         """Vectors of every item of whole anonymity buckets (GET /version: `vector_buckets`, `min_bucket_items`):
         how the device refreshes its cached vectors without naming the items it holds (docs/service.md).
 
@@ -150,9 +156,10 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         if count > MAX_BUCKETS:
             raise HTTPException(413, f"{count} buckets in one request; send at most {MAX_BUCKETS} per request")
         try:
-            return service.bucket_vectors(request.buckets)
+            answer = service.bucket_vectors(request.buckets)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        return _negotiated(answer, http)
 
     @app.get("/v1/bundles", tags=["bundles"], responses=errors())
     def list_bundles() -> BundleList:
@@ -218,6 +225,13 @@ def _problem(err: dict) -> dict:
 def _text(value: str) -> str:
     """`value` made encodable as UTF-8 (a lone surrogate from a JSON escape becomes a visible backslash escape)."""
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
+def _negotiated(message: BaseModel, request: Request, headers: dict[str, str] | None = None) -> Response:
+    """`message` as JSON: its vectors base64 float32 when the request's Accept names the compact type,
+    JSON numbers otherwise (curl, older clients)."""
+    compact = COMPACT_MEDIA_TYPE in request.headers.get("accept", "")
+    body = message.model_dump_json(context=COMPACT) if compact else message.model_dump_json()
+    return Response(body, media_type=COMPACT_MEDIA_TYPE if compact else "application/json",
+                    headers={**(headers or {}), "Vary": "Accept"})
 
 
 def _bundle(bundles: BundleFolder, version: str) -> Bundle:

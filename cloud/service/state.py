@@ -77,6 +77,8 @@ class CloudService:
             raise ValueError(f"min_bucket_items must be >= 1, got {min_bucket_items}")
         self.min_bucket_items = min_bucket_items
         self._buckets = [_anonymity_buckets([str(i) for i in ids], min_bucket_items) for ids in self._ids]
+        self._vectors = [_all_vectors(self.model, data, name, len(ids)) for name, ids in
+                         zip(self.spec.source_names, self._ids)]  # the ItemEncoder is fixed: encode once
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None, **options) -> CloudService:
@@ -105,9 +107,9 @@ class CloudService:
         sources = []
         for s, (rows, scores) in enumerate(picked):
             name = self.spec.source_names[s]
-            vectors = encode_items(self.model, self.data, name, rows) if len(rows) else []
+            vectors = self._vectors[s][rows].tolist()
             sources.append(SourceCandidates(source=name, items=[
-                CandidateItem(item_id=str(self._ids[s][row]), vector=vector.tolist(), upstream_score=float(score))
+                CandidateItem(item_id=str(self._ids[s][row]), vector=vector, upstream_score=float(score))
                 for row, score, vector in zip(rows, scores, vectors)]))
         encoded = time.perf_counter()
         slate = CandidateSlate(user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version,
@@ -134,9 +136,9 @@ class CloudService:
             if missing:
                 unknown[name] = missing
             rows = np.array([self._rows[s][i] for i in known], dtype=np.int64)
-            vectors = encode_items(self.model, self.data, name, rows) if len(rows) else []
+            vectors = self._vectors[s][rows].tolist()
             sources.append(SourceCandidates(source=name, items=[
-                CandidateItem(item_id=i, vector=v.tolist()) for i, v in zip(known, vectors)]))
+                CandidateItem(item_id=i, vector=v) for i, v in zip(known, vectors)]))
         return ItemVectors(embedding_version=self.embedding_version, sources=sources, unknown=unknown)
 
     def items_slate(self, user_id: str, ids: dict[str, list[str]]) -> CandidateSlate:
@@ -146,7 +148,6 @@ class CloudService:
             raise ValueError(f"item ids unknown to the run's data, per source: {answer.unknown}")
         return CandidateSlate(user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version,
                               sources=answer.sources)
-
 
     def bucket_items(self, source: str, bucket: int) -> list[str]:
         """Every item id of anonymity bucket `bucket` of `source` (ValueError naming what is wrong)."""
@@ -177,6 +178,13 @@ def _anonymity_buckets(ids: list[str], least: int) -> list[list[str]]:
     for item in ids:
         groups[item_bucket(item, count)].append(item)
     return groups
+
+
+def _all_vectors(model, data: PreparedData, source: str, count: int, chunk: int = 4096) -> np.ndarray:
+    """float32 [count, d]: the ItemEncoder's vector of every item of `source`, in item-table order."""
+    parts = [encode_items(model, data, source, np.arange(start, min(start + chunk, count)))
+             for start in range(0, count, chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 def _check_same_spec(run: LoadedRun, data: PreparedData) -> None:

@@ -6,12 +6,21 @@ The delegate is fixed when the program is lowered, so the bundle carries one `.p
 (`xnnpack` -> model.pte, `portable` -> model_portable.pte). Outputs come in the order the PyTorch
 model returns them, which is the manifest's order (`scores` first). ExecuTorch's Python runtime needs torch:
 it is imported here, lazily, and nowhere else in the device runtime.
+
+Threads: `threads` sizes every pool a program can use. ExecuTorch's own pthreadpool (XNNPACK) is reset
+to it; the optimized portable kernels (mm, bmm) call MKL inside libtorch_cpu, which runs on torch's OpenMP
+pool. That pool defaults to one thread per core and its workers spin-wait between calls, so beside a busy
+core a call could wait tens of milliseconds for a worker (seen with perf: 85% of the process's samples in
+libgomp). `torch.set_num_threads` sets the OpenMP and MKL counts, and OpenMP's count is per calling thread,
+so the backend sets it again the first time each thread runs the program.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+import threading
 
 import numpy as np
 
@@ -26,13 +35,19 @@ class ExecuTorchBackend(Backend):
 
     name = "executorch"
 
-    def __init__(self, path, delegate, inputs, outputs, method, from_numpy):
+    def __init__(self, path, delegate, inputs, outputs, method, torch, threads: int):
         super().__init__(path, delegate, inputs, outputs)
         self._method = method
-        self._from_numpy = from_numpy
+        self._torch = torch
+        self.threads = threads
+        self._this_thread = threading.local()  # `sized` once the calling thread's pools are set
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return [out.numpy() for out in self._method.execute([self._from_numpy(a) for a in arrays])]
+        if not getattr(self._this_thread, "sized", False):
+            self._torch.set_num_threads(self.threads)  # OpenMP (per calling thread) and MKL
+            self._this_thread.sized = True
+        from_numpy = self._torch.from_numpy
+        return [out.numpy() for out in self._method.execute([from_numpy(a) for a in arrays])]
 
 
 def open_executorch(
@@ -61,7 +76,7 @@ def open_executorch(
         _check(path, spec, meta.input_tensor_meta(i))
     for i, spec in enumerate(outputs):
         _check(path, spec, meta.output_tensor_meta(i))
-    return ExecuTorchBackend(path, delegate, inputs, outputs, method, torch.from_numpy)
+    return ExecuTorchBackend(path, delegate, inputs, outputs, method, torch, threads)
 
 
 def _check(path: Path, spec: TensorSpec, info) -> None:

@@ -1,0 +1,65 @@
+"""What a `HistoryStore` last read from its file, kept in memory until the file changes.
+
+    memos = ReadMemos()
+    memos.check(conn)                    # drop everything if another connection committed since
+    memos.known[("video", "v1")]         # (vector bytes, embedding version, cache sequence number)
+    memos.forget_after({"exposure"})     # after this store's own write: drop only what it made stale
+
+`PRAGMA data_version` changes when another connection commits; this store's own writes say what they
+changed. Memos: the item cache (per item, and each source's last cache sequence number), the current
+embedding version, the last clicks per (sources, t) (also as one array per source), and the tallies
+(rows and total per source and kind, which give the exposure counts and tell whether a write must prune).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+
+UNREAD = object()
+"""The embedding-version memo before its read."""
+NOT_CLICKS = {"exposure", "impression"}
+"""Kinds of rows whose writes leave the last clicks as they were."""
+KNOWN_AT_MOST = 100_000
+"""Items remembered by the item memo before it starts over."""
+
+
+class ReadMemos:
+    """The read memos of one store connection (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.data_version: int | None = None  # PRAGMA data_version when the memos were last valid
+        self.known: dict[tuple[str, str], tuple[bytes, str, int]] = {}
+        self.item_seq: dict[str, int] | None = None
+        self.version: str | None | object = UNREAD
+        self.clicks: dict[tuple[tuple[str, ...], int], list[list[tuple[str, np.ndarray]]]] = {}
+        self.click_arrays: dict[tuple[tuple[str, ...], int], list[np.ndarray]] = {}  # the clicks' vectors stacked
+        self.tallies: dict[tuple[str, str], list[int]] | None = None  # (source, kind) -> [rows, total]
+
+    def check(self, conn: sqlite3.Connection) -> None:
+        """Drop every memo if another connection committed since they were made."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.data_version or len(self.known) > KNOWN_AT_MOST:
+            self.forget()
+            self.data_version = version
+
+    def forget(self, items: bool = True, clicks: bool = True) -> None:
+        if items:
+            self.known.clear()
+            self.item_seq, self.version = None, UNREAD
+        if clicks:
+            self.clicks.clear()
+            self.click_arrays.clear()
+        self.tallies = None
+
+    def forget_after(self, changed: set[str], vectors_written: bool = False) -> None:
+        """Drop what a write made stale, given the kinds of rows it added or pruned: the item memo when
+        vectors were written or items pruned, the last clicks unless only exposures or impressions changed."""
+        self.forget(items=vectors_written or "item" in changed, clicks=vectors_written or bool(changed - NOT_CLICKS))
+
+    def read_tallies(self, conn: sqlite3.Connection) -> dict[tuple[str, str], list[int]]:
+        if self.tallies is None:
+            self.tallies = {(s, k): [rows, total] for s, k, rows, total in
+                            conn.execute("SELECT source, kind, rows, total FROM tallies")}
+        return self.tallies
