@@ -71,9 +71,7 @@ class Logs:
 
 def read_logs(logs_dir: str | Path) -> Logs:
     """Read and validate every file of a LOGS folder."""
-    root = Path(logs_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: LOGS folder not found; give a folder with dataset.toml, items.csv, events.csv")
+    root = logs_folder(logs_dir)
     spec = read_spec(root / "dataset.toml")
     spec, items = read_items(table_path(root, "items"), spec)
     users_path = table_path(root, "users", required=False)
@@ -83,6 +81,14 @@ def read_logs(logs_dir: str | Path) -> Logs:
     if spec.list_mode == "logged" and not (events.list_id >= 0).any():
         raise ValueError(no_lists_message(events_path))
     return Logs(spec=spec, items=items, users=users, events=events, events_path=events_path)
+
+
+def logs_folder(logs_dir: str | Path) -> Path:
+    """`logs_dir` as a Path; a missing folder is an error."""
+    root = Path(logs_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: LOGS folder not found; give a folder with dataset.toml, items.csv, events.csv")
+    return root
 
 
 def no_lists_message(events_path: Path) -> str:
@@ -171,8 +177,13 @@ def read_events(path: str | Path, items: dict[str, ItemTable],
     path = Path(path)
     df = read_csv(path, list(EVENT_COLUMNS), optional=EVENT_OPTIONAL)
     if len(df) == 0:
-        raise ValueError(f"{path}: no events; add at least one row")
+        raise ValueError(no_events_message(path))
     return events_from_frame(path, df, items, users)
+
+
+def no_events_message(path: Path) -> str:
+    """The error for an events table without rows (shared by every prepare path)."""
+    return f"{path}: no events; add at least one row"
 
 
 def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable], users: np.ndarray | None,

@@ -20,7 +20,7 @@ import numpy as np
 
 from cloud.data.history import histories
 from cloud.data.lists import build_lists
-from cloud.data.logs import read_logs
+from cloud.data.logs import ItemTable, read_logs
 from cloud.files import replace_dir
 from shared_schema.specs import SCHEMA_VERSION, DatasetSpec
 
@@ -29,9 +29,7 @@ SPLITS = ("train", "valid", "test")
 
 def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, seed: int = 0) -> dict:
     """Validate LOGS, build lists, histories and the time split, write DATA; returns dataset.json's stats."""
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    out = refuse_existing(out_dir, force)
     logs = read_logs(logs_dir)
     spec = logs.spec
     lists = build_lists(logs, seed)
@@ -39,29 +37,54 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
     bounds = time_split(lists.ts, spec)
     arrays = {"user": lists.user, "ts": lists.ts, "cand_item": lists.cand_item, "label": lists.label,
               "click_prob": lists.click_prob, "position": lists.position, **views}
-    stats = {
-        "events": len(logs.events), "clicks": int(logs.events.label.sum()), "seed": seed,
-        "lists": {name: int(b - a) for name, (a, b) in bounds.items()},
-        "time_range": {name: [float(lists.ts[a]), float(lists.ts[b - 1])] for name, (a, b) in bounds.items()},
-        **lists.stats,
-    }
-    meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
-            "num_items": {name: len(table) for name, table in logs.items.items()},
-            "num_users": len(logs.users), "has_click_prob": logs.events.has_click_prob}
+    stats = split_stats(len(logs.events), int(logs.events.label.sum()), seed, lists.ts, bounds, lists.stats)
     with replace_dir(out, force) as tmp:
-        for name, table in logs.items.items():
-            folder = tmp / "items" / name
-            folder.mkdir(parents=True)
-            np.save(folder / "ids.npy", table.ids)
-            np.save(folder / "categorical.npy", table.categorical)
-            np.save(folder / "dense.npy", table.dense)
-        np.save(tmp / "users.npy", logs.users)
+        write_catalog(tmp, logs.items, logs.users)
         for name, (a, b) in bounds.items():
             (tmp / name).mkdir()
             for key, value in arrays.items():
                 np.save(tmp / name / f"{key}.npy", value[a:b])
-        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_meta(tmp, spec, stats, logs.items, len(logs.users), logs.events.has_click_prob)
     return stats
+
+
+def refuse_existing(out_dir: str | Path, force: bool) -> Path:
+    """`out_dir` as a Path; an existing one is an error unless `force`."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    return out
+
+
+def split_stats(events: int, clicks: int, seed: int, ts: np.ndarray, bounds: dict[str, tuple[int, int]],
+                list_stats: dict) -> dict:
+    """dataset.json's stats: counts, each split's list count and time range, the list builder's counters."""
+    return {
+        "events": events, "clicks": clicks, "seed": seed,
+        "lists": {name: int(b - a) for name, (a, b) in bounds.items()},
+        "time_range": {name: [float(ts[a]), float(ts[b - 1])] for name, (a, b) in bounds.items()},
+        **list_stats,
+    }
+
+
+def write_catalog(folder: Path, items: dict[str, ItemTable], users: np.ndarray) -> None:
+    """DATA/items/<source>/{ids,categorical,dense}.npy and DATA/users.npy."""
+    for name, table in items.items():
+        source = folder / "items" / name
+        source.mkdir(parents=True)
+        np.save(source / "ids.npy", table.ids)
+        np.save(source / "categorical.npy", table.categorical)
+        np.save(source / "dense.npy", table.dense)
+    np.save(folder / "users.npy", users)
+
+
+def write_meta(folder: Path, spec: DatasetSpec, stats: dict, items: dict[str, ItemTable], num_users: int,
+               has_click_prob: bool) -> None:
+    """DATA/dataset.json."""
+    meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
+            "num_items": {name: len(table) for name, table in items.items()},
+            "num_users": num_users, "has_click_prob": has_click_prob}
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
 def time_split(ts: np.ndarray, spec: DatasetSpec) -> dict[str, tuple[int, int]]:

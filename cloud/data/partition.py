@@ -1,0 +1,147 @@
+"""Out-of-core step one: DuckDB reads events.csv / events.parquet and splits it into user shards.
+
+    plan = partition_events(Path("LOGS/events.csv"), users=None, work=Path("tmp"), memory_limit=4 << 30)
+    plan.shards, plan.users          # shard count; all user ids in DATA order
+    # work/events/shard=K/*.parquet  the text columns plus `line`, every row of the users with hash % shards == K
+    # work/users-K.npy               those users' ids and their index in plan.users
+
+Nothing is loaded into Python but the user ids: DuckDB streams the file into a table in an on-disk
+database (bounded by `memory_limit`, spilling to `work`), checks the header with the same code as the
+in-memory reader, and writes the shards as Parquet. The rows themselves are validated shard by shard
+by cloud.data.logs.events_from_frame; the checks that span shards (a list_id shown to two users, no
+list_id in logged mode) run here in SQL after the shards, so errors come in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cloud.data.logs import (
+    EVENT_COLUMNS,
+    EVENT_OPTIONAL,
+    check_header,
+    csv_header,
+    list_clash_message,
+    no_events_message,
+    no_lists_message,
+    parquet_columns,
+)
+from cloud.data.parquet import duckdb_module, literal, quote, text_columns
+
+BYTES_PER_EVENT = 600  # peak memory of the in-memory list builder per event (measured ~400, with margin)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """The shards of one events table."""
+
+    events_path: Path
+    work: Path
+    shards: int
+    events: int
+    users: np.ndarray  # str [U], DATA's user order
+
+
+
+def shard_events(work: Path, shard: int) -> Path:
+    """The folder of a shard's events (Parquet files, rows in any order, with `line`)."""
+    return work / "events" / f"shard={shard}"
+
+
+def shard_users(work: Path, shard: int) -> Path:
+    """The shard's users: ids and their index in DATA's user order."""
+    return work / f"users-{shard}.npz"
+
+
+def connect(work: Path, memory_limit: int, threads: int | None = None):
+    """A DuckDB connection on an on-disk database in `work`, bounded by `memory_limit` bytes."""
+    duckdb = duckdb_module()
+    con = duckdb.connect(str(work / "events.duckdb"))
+    con.execute(f"SET memory_limit = '{max(memory_limit // (1 << 20), 64)}MB'")
+    con.execute(f"SET temp_directory = {literal(work / 'duckdb-spill')}")
+    con.execute("SET preserve_insertion_order = true")
+    if threads:
+        con.execute(f"SET threads = {threads}")
+    return con
+
+
+def partition_events(events_path: Path, users: np.ndarray | None, work: Path, memory_limit: int,
+                     shards: int | None = None) -> Partition:
+    """Load, count and shard the events; `users` from users.csv or None (then sorted distinct ids)."""
+    duckdb = duckdb_module()
+    work.mkdir(parents=True, exist_ok=True)
+    con = connect(work, memory_limit)
+    try:
+        columns = _load(con, events_path)
+        total = con.execute("SELECT count(*) FROM ev").fetchone()[0]
+        if total == 0:
+            raise ValueError(no_events_message(events_path))
+        if users is None:
+            distinct = con.execute("SELECT DISTINCT user_id FROM ev WHERE user_id <> ''").fetchnumpy()["user_id"]
+            users = np.asarray(sorted(distinct.tolist()), dtype=str)
+        if shards is None:
+            shards = max(1, math.ceil(total * BYTES_PER_EVENT / (memory_limit / 2)))
+        con.execute(f"COPY (SELECT {', '.join(map(quote, columns))}, line, hash(user_id) % {shards} AS shard "
+                    f"FROM ev) TO {literal(work / 'events')} (FORMAT PARQUET, PARTITION_BY (shard))")
+        user_frame = pd.DataFrame({"user_id": users, "index": np.arange(len(users))})
+        con.register("user_frame", user_frame)
+        user_shard = con.execute(f"SELECT hash(user_id) % {shards} AS shard FROM user_frame "
+                                 "ORDER BY index").fetchnumpy()["shard"]
+    except duckdb.Error as exc:
+        raise ValueError(f"{events_path}: DuckDB could not read it ({exc}); every row needs the header's number "
+                         "of fields (see docs/data.md)") from exc
+    finally:
+        con.close()
+    plan = Partition(events_path, work, shards, int(total), users)
+    for shard in range(shards):
+        mine = np.flatnonzero(user_shard == shard)
+        np.savez(shard_users(work, shard), ids=users[mine], index=mine)
+    return plan
+
+
+def check_across_shards(plan: Partition, list_mode: str, memory_limit: int) -> None:
+    """The checks that span users: a list_id with rows of two users; logged mode without any list_id."""
+    con = connect(plan.work, memory_limit)
+    try:
+        clash = con.execute(
+            "SELECT list_id, min(line) AS first FROM ev WHERE list_id <> '' GROUP BY list_id "
+            "HAVING count(DISTINCT user_id) > 1 ORDER BY first LIMIT 1").fetchone()
+        if clash:
+            name, first = clash
+            other = con.execute(
+                "SELECT min(line) FROM ev WHERE list_id = ? AND user_id <> (SELECT user_id FROM ev WHERE line = ?)",
+                [name, first]).fetchone()[0]
+            raise ValueError(list_clash_message(plan.events_path, int(first), int(other), name))
+        if list_mode == "logged" and not con.execute("SELECT count(*) FROM ev WHERE list_id <> ''").fetchone()[0]:
+            raise ValueError(no_lists_message(plan.events_path))
+    finally:
+        con.close()
+
+
+def _load(con, path: Path) -> list[str]:
+    """Create table ev (the kept columns as text, `line` = 1-based file line); returns the kept columns."""
+    required, optional = list(EVENT_COLUMNS), EVENT_OPTIONAL
+    if path.suffix == ".parquet":
+        header = parquet_columns(path)
+        check_header(path, header, required, optional)
+        source = f"read_parquet({literal(path)}, file_row_number = true)"
+    else:
+        header = csv_header(path, required)
+        check_header(path, header, required, optional)
+        types = ", ".join(f"{literal(h)}: 'VARCHAR'" for h in header)
+        source = (f"read_csv({literal(path)}, header = false, skip = 1, columns = {{{types}}}, delim = ',', "
+                  "quote = '\"', escape = '\"', null_padding = true, strict_mode = true, "
+                  "encoding = 'utf-8', auto_detect = false)")
+    keep = [c for c in header if c in required or c in optional]
+    if path.suffix == ".parquet":
+        con.execute(f"CREATE TABLE raw AS SELECT {text_columns(keep)}, file_row_number + 2 AS line FROM {source}")
+        con.execute("CREATE VIEW ev AS SELECT * FROM raw")
+    else:  # a table keeps the file's row order: rowid is the row's place in the file
+        con.execute(f"CREATE TABLE raw AS SELECT {text_columns(keep)} FROM {source}")
+        con.execute("CREATE VIEW ev AS SELECT *, rowid + 2 AS line FROM raw")
+    return keep
