@@ -45,6 +45,7 @@ class Partition:
     shards: int
     events: int
     users: np.ndarray  # str [U], DATA's user order
+    columns: tuple[str, ...]  # the events columns kept (required and optional ones present)
 
 
 
@@ -73,6 +74,8 @@ def connect(work: Path, memory_limit: int, threads: int | None = None):
 def partition_events(events_path: Path, users: np.ndarray | None, work: Path, memory_limit: int,
                      shards: int | None = None) -> Partition:
     """Load, count and shard the events; `users` from users.csv or None (then sorted distinct ids)."""
+    if shards is not None and shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
     duckdb = duckdb_module()
     work.mkdir(parents=True, exist_ok=True)
     con = connect(work, memory_limit)
@@ -93,11 +96,14 @@ def partition_events(events_path: Path, users: np.ndarray | None, work: Path, me
         user_shard = con.execute(f"SELECT hash(user_id) % {shards} AS shard FROM user_frame "
                                  "ORDER BY index").fetchnumpy()["shard"]
     except duckdb.Error as exc:
-        raise ValueError(f"{events_path}: DuckDB could not read it ({exc}); every row needs the header's number "
-                         "of fields (see docs/data.md)") from exc
+        summary = "; ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())
+        if events_path.suffix == ".parquet":
+            raise ValueError(f"{events_path}: not a readable Parquet file ({summary}); write it again") from exc
+        raise ValueError(f"{events_path}: malformed CSV ({summary}); every row needs the header's number "
+                         "of fields") from exc
     finally:
         con.close()
-    plan = Partition(events_path, work, shards, int(total), users)
+    plan = Partition(events_path, work, shards, int(total), users, tuple(columns))
     for shard in range(shards):
         mine = np.flatnonzero(user_shard == shard)
         np.savez(shard_users(work, shard), ids=users[mine], index=mine)
@@ -106,6 +112,10 @@ def partition_events(events_path: Path, users: np.ndarray | None, work: Path, me
 
 def check_across_shards(plan: Partition, list_mode: str, memory_limit: int) -> None:
     """The checks that span users: a list_id with rows of two users; logged mode without any list_id."""
+    if "list_id" not in plan.columns:
+        if list_mode == "logged":
+            raise ValueError(no_lists_message(plan.events_path))
+        return
     con = connect(plan.work, memory_limit)
     try:
         clash = con.execute(
