@@ -96,12 +96,14 @@ def movielens(tmp_path_factory, request) -> dict[str, Path]:
 PAIRS = [("memory", "duckdb"), ("duckdb", "ray"), ("memory", "ray")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("a,b", PAIRS)
 def test_synthetic_logged_same_every_way(synthetic, a, b):
     assert_same_data(synthetic[a], synthetic[b])
     assert PreparedData(synthetic[a]).stats["lists"]["test"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("a,b", PAIRS)
 def test_movielens_sampled_same_every_way(movielens, a, b):
     assert_same_data(movielens[a], movielens[b])
