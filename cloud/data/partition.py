@@ -5,9 +5,9 @@
     # work/events/shard=K/*.parquet  the text columns plus `line`, every row of the users with hash % shards == K
     # work/users-K.npy               those users' ids and their index in plan.users
 
-Nothing is loaded into Python but the user ids: DuckDB streams the file into a table in an on-disk
-database (bounded by `memory_limit`, spilling to `work`), checks the header with the same code as the
-in-memory reader, and writes the shards as Parquet. The rows themselves are validated shard by shard
+Nothing is loaded into Python but the user ids: after the header is checked with the in-memory
+reader's code, DuckDB streams the file once into the shards (bounded by `memory_limit`, spilling to
+`work`), numbering rows by their place in the file; the global queries then read the shards. The rows themselves are validated shard by shard
 by cloud.data.logs.events_from_frame; the checks that span shards (a list_id shown to two users, no
 list_id in logged mode) run here in SQL after the shards, so errors come in the same order.
 """
@@ -33,7 +33,7 @@ from cloud.data.logs import (
 )
 from cloud.data.parquet import duckdb_module, literal, quote, text_columns
 
-BYTES_PER_EVENT = 600  # peak memory of the in-memory list builder per event (measured ~400, with margin)
+SHARD_MEMORY_PER_FILE_BYTE = {".csv": 12, ".parquet": 40}  # list-builder peak per byte of events file, with margin
 
 
 @dataclass(frozen=True)
@@ -59,38 +59,44 @@ def shard_users(work: Path, shard: int) -> Path:
     return work / f"users-{shard}.npz"
 
 
-def connect(work: Path, memory_limit: int, threads: int | None = None):
-    """A DuckDB connection on an on-disk database in `work`, bounded by `memory_limit` bytes."""
+def connect(work: Path, memory_limit: int):
+    """A DuckDB connection bounded by `memory_limit` bytes that spills to `work`; `ev` is the sharded events."""
     duckdb = duckdb_module()
-    con = duckdb.connect(str(work / "events.duckdb"))
-    con.execute(f"SET memory_limit = '{max(memory_limit // (1 << 20), 64)}MB'")
-    con.execute(f"SET temp_directory = {literal(work / 'duckdb-spill')}")
-    con.execute("SET preserve_insertion_order = true")
-    if threads:
-        con.execute(f"SET threads = {threads}")
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{max(memory_limit // (1 << 20), 64)}MB'").fetchall()
+    con.execute(f"SET temp_directory = {literal(work / 'duckdb-spill')}").fetchall()
+    con.execute("SET preserve_insertion_order = true").fetchall()
+    if (work / "events").is_dir():
+        con.execute(f"CREATE VIEW ev AS SELECT * FROM read_parquet({literal(work / 'events' / '*' / '*.parquet')}, "
+                    "hive_partitioning = true)").fetchall()
     return con
 
 
 def partition_events(events_path: Path, users: np.ndarray | None, work: Path, memory_limit: int,
                      shards: int | None = None) -> Partition:
-    """Load, count and shard the events; `users` from users.csv or None (then sorted distinct ids)."""
+    """Shard and count the events; `users` from users.csv or None (then sorted distinct ids).
+
+    Shards hold about memory_limit / 2 of list-builder memory (estimated from the file size) unless
+    `shards` is given; DuckDB itself gets memory_limit / 2.
+    """
     if shards is not None and shards < 1:
         raise ValueError(f"shards must be at least 1, got {shards}")
     duckdb = duckdb_module()
     work.mkdir(parents=True, exist_ok=True)
-    con = connect(work, memory_limit)
+    if shards is None:
+        need = events_path.stat().st_size * SHARD_MEMORY_PER_FILE_BYTE.get(events_path.suffix, 40)
+        shards = max(1, math.ceil(need / (memory_limit / 2)))
+    con = connect(work, memory_limit // 2)
     try:
-        columns = _load(con, events_path)
-        total = con.execute("SELECT count(*) FROM ev").fetchone()[0]
+        columns = _write_shards(con, events_path, work / "events", shards)
+        con.close()
+        con = connect(work, memory_limit // 2)
+        total = con.execute("SELECT count(*) FROM ev").fetchall()[0][0] if (work / "events").is_dir() else 0
         if total == 0:
             raise ValueError(no_events_message(events_path))
         if users is None:
             distinct = con.execute("SELECT DISTINCT user_id FROM ev WHERE user_id <> ''").fetchnumpy()["user_id"]
             users = np.asarray(sorted(distinct.tolist()), dtype=str)
-        if shards is None:
-            shards = max(1, math.ceil(total * BYTES_PER_EVENT / (memory_limit / 2)))
-        con.execute(f"COPY (SELECT {', '.join(map(quote, columns))}, line, hash(user_id) % {shards} AS shard "
-                    f"FROM ev) TO {literal(work / 'events')} (FORMAT PARQUET, PARTITION_BY (shard))")
         user_frame = pd.DataFrame({"user_id": users, "index": np.arange(len(users))})
         con.register("user_frame", user_frame)
         user_shard = con.execute(f"SELECT hash(user_id) % {shards} AS shard FROM user_frame "
@@ -116,30 +122,31 @@ def check_across_shards(plan: Partition, list_mode: str, memory_limit: int) -> N
         if list_mode == "logged":
             raise ValueError(no_lists_message(plan.events_path))
         return
-    con = connect(plan.work, memory_limit)
+    con = connect(plan.work, memory_limit // 2)
     try:
         clash = con.execute(
             "SELECT list_id, min(line) AS first FROM ev WHERE list_id <> '' GROUP BY list_id "
-            "HAVING count(DISTINCT user_id) > 1 ORDER BY first LIMIT 1").fetchone()
+            "HAVING count(DISTINCT user_id) > 1 ORDER BY first LIMIT 1").fetchall()
         if clash:
-            name, first = clash
+            name, first = clash[0]
             other = con.execute(
                 "SELECT min(line) FROM ev WHERE list_id = ? AND user_id <> (SELECT user_id FROM ev WHERE line = ?)",
-                [name, first]).fetchone()[0]
+                [name, first]).fetchall()[0][0]
             raise ValueError(list_clash_message(plan.events_path, int(first), int(other), name))
-        if list_mode == "logged" and not con.execute("SELECT count(*) FROM ev WHERE list_id <> ''").fetchone()[0]:
+        if list_mode == "logged" and not con.execute("SELECT count(*) FROM ev WHERE list_id <> ''").fetchall()[0][0]:
             raise ValueError(no_lists_message(plan.events_path))
     finally:
         con.close()
 
 
-def _load(con, path: Path) -> list[str]:
-    """Create table ev (the kept columns as text, `line` = 1-based file line); returns the kept columns."""
+def _write_shards(con, path: Path, folder: Path, shards: int) -> list[str]:
+    """Stream the file into folder/shard=K/*.parquet (kept columns as text, `line` = 1-based file line)."""
     required, optional = list(EVENT_COLUMNS), EVENT_OPTIONAL
     if path.suffix == ".parquet":
         header = parquet_columns(path)
         check_header(path, header, required, optional)
         source = f"read_parquet({literal(path)}, file_row_number = true)"
+        line = "file_row_number + 2"
     else:
         header = csv_header(path, required)
         check_header(path, header, required, optional)
@@ -147,11 +154,8 @@ def _load(con, path: Path) -> list[str]:
         source = (f"read_csv({literal(path)}, header = false, skip = 1, columns = {{{types}}}, delim = ',', "
                   "quote = '\"', escape = '\"', null_padding = true, strict_mode = true, "
                   "encoding = 'utf-8', auto_detect = false)")
+        line = "row_number() OVER () + 1"  # rows in file order (insertion order is preserved)
     keep = [c for c in header if c in required or c in optional]
-    if path.suffix == ".parquet":
-        con.execute(f"CREATE TABLE raw AS SELECT {text_columns(keep)}, file_row_number + 2 AS line FROM {source}")
-        con.execute("CREATE VIEW ev AS SELECT * FROM raw")
-    else:  # a table keeps the file's row order: rowid is the row's place in the file
-        con.execute(f"CREATE TABLE raw AS SELECT {text_columns(keep)} FROM {source}")
-        con.execute("CREATE VIEW ev AS SELECT *, rowid + 2 AS line FROM raw")
+    con.execute(f"COPY (SELECT {text_columns(keep)}, {line} AS line, hash(user_id) % {shards} AS shard "
+                f"FROM {source}) TO {literal(folder)} (FORMAT PARQUET, PARTITION_BY (shard))").fetchall()
     return keep

@@ -64,7 +64,7 @@ def build_shard(job: ShardJob, items: dict[str, ItemTable]) -> dict:
         return result
     frame = frame.sort_values("line", kind="stable", ignore_index=True)
     lines = frame.pop("line").to_numpy(np.int64)
-    frame = frame.drop(columns=[c for c in ("shard",) if c in frame]).astype(object)
+    frame = frame.drop(columns=[c for c in ("shard",) if c in frame])
     users = np.load(shard_users(job.work, job.shard))
     events, _ = events_from_frame(job.events_path, frame, items, users["ids"], lines)
     events = replace(events, user=users["index"][events.user])

@@ -212,9 +212,9 @@ def stream_parquet_logs(config: SynthConfig, out: str | Path, force: bool = Fals
             # (timestamp, user) ties only within one shown list, ordered by position: generate's order
             for table, order in (("events", "timestamp, _user, position"), ("users", "_user")):
                 con.execute(f"COPY (SELECT * EXCLUDE (_user) FROM read_parquet({literal(parts / table)} || '-*.parquet') "
-                            f"ORDER BY {order}) TO {literal(tmp / (table + '.parquet'))} (FORMAT PARQUET)")
+                            f"ORDER BY {order}) TO {literal(tmp / (table + '.parquet'))} (FORMAT PARQUET)").fetchall()
             counts = {"items": len(catalog["table"]), "users": config.users,
-                      "events": con.execute(f"SELECT count(*) FROM read_parquet({literal(tmp / 'events.parquet')})").fetchone()[0]}
+                      "events": con.execute(f"SELECT count(*) FROM read_parquet({literal(tmp / 'events.parquet')})").fetchall()[0][0]}
         finally:
             con.close()
     shutil.rmtree(parts)
