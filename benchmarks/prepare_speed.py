@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,7 +139,7 @@ def run_path(logs: Path, out: Path, path: str, memory_limit: int) -> dict:
     return {**result, "peak_rss": usage.ru_maxrss * 1024}
 
 
-def sizes_table(sizes: list[int], paths: list[str], memory_limit: int, fit: int, work: Path) -> None:
+def sizes_table(sizes: list[int], paths: list[str], memory_limit: int, fit: int, ray_max: int, work: Path) -> None:
     print(f"load before: {os.getloadavg()}")
     rows = []
     for size in sizes:
@@ -149,10 +150,11 @@ def sizes_table(sizes: list[int], paths: list[str], memory_limit: int, fit: int,
             print(f"generated {size} events in {time.perf_counter() - start:.0f} s", flush=True)
         for path in paths:
             need = (logs / "events.csv").stat().st_size * MEMORY_PER_FILE_BYTE[".csv"]
-            if path == "memory" and need > fit:
+            if (path == "memory" and need > fit) or (path == "ray" and size > ray_max):
                 rows.append((size, path, None))
                 continue
             result = run_path(logs, work / f"data-{size}-{path}", path, memory_limit)
+            shutil.rmtree(work / f"data-{size}-{path}")
             rows.append((size, path, result))
             print(size, path, result, os.getloadavg(), flush=True)
     base = next((r["events"] / r["seconds"] for s, p, r in rows if p == "memory" and r), None)
@@ -161,7 +163,8 @@ def sizes_table(sizes: list[int], paths: list[str], memory_limit: int, fit: int,
     print("|---|---|---|---|---|---|")
     for size, path, r in rows:
         if r is None:
-            print(f"| {size:,} | {path} | - | - | - | not run: its estimated peak is over --fit |")
+            why = "estimated peak over --fit" if path == "memory" else "over --ray-max"
+            print(f"| {size:,} | {path} | - | - | - | not run: {why} |")
             continue
         rate = r["events"] / r["seconds"]
         ratio = f"{rate / base:.2f}" if base else "-"
@@ -176,6 +179,7 @@ def main() -> int:
     parser.add_argument("--paths", default="memory,duckdb", help="memory, duckdb, ray (a local Ray)")
     parser.add_argument("--memory-limit", default="4GB", help="prepare --memory-limit for duckdb and ray")
     parser.add_argument("--fit", default="16GB", help="run the in-memory path only where its estimate fits this")
+    parser.add_argument("--ray-max", type=int, default=10_000_000, help="largest size run on the local Ray")
     parser.add_argument("--work", default=None, help="folder for the generated logs (kept, resumable)")
     args = parser.parse_args()
     if args.sizes is None:
@@ -183,7 +187,7 @@ def main() -> int:
         return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="prepare-bench-"))
     sizes_table([int(s) for s in args.sizes.split(",")], args.paths.split(","), parse_size(args.memory_limit),
-                parse_size(args.fit), work)
+                parse_size(args.fit), args.ray_max, work)
     return 0
 
 
