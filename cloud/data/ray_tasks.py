@@ -29,7 +29,11 @@ def run_on_ray(fn: Callable, jobs: Sequence, shared: object, address: str, max_r
     """fn(job, shared) for every job as Ray tasks; results in job order."""
     ray = ray_module()
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as exc:
+            raise ConnectionError(f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head` "
+                                  "(docs/distributed.md) or pass --ray local") from exc
     task = ray.remote(max_retries=max_retries, retry_exceptions=False)(fn)
     shared_ref = ray.put(shared)
     refs = [task.remote(job, shared_ref) for job in jobs]
