@@ -22,7 +22,12 @@ from cloud.cli import build_parser
 from cloud.data.movielens import convert, read_movies, read_ratings
 from cloud.data.movielens import write_logs as write_movielens
 from cloud.data.prepare import prepare
-from cloud.data.prepare_scale import choose_engine, parse_size, prepare_logs, prepare_out_of_core
+from cloud.data.prepare_scale import (
+    choose_engine,
+    parse_size,
+    prepare_logs,
+    prepare_out_of_core,
+)
 from cloud.data.prepared import ARRAYS, SPLITS, PreparedData
 from cloud.data.synth import SynthConfig, generate
 from cloud.data.synth import write_logs as write_synth

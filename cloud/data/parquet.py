@@ -1,11 +1,10 @@
-"""Parquet in and out for LOGS tables, as text columns like the CSV reader gives (needs the `scale` extra).
+"""Parquet LOGS tables, as text columns like the CSV reader gives (needs the `scale` extra).
 
     frame = read_parquet_text(Path("LOGS/events.parquet"), ["user_id", "item_id", "timestamp", "label"])
-    write_parquet(frame, Path("LOGS/events.parquet"))
 
 Every value is read as DuckDB's text form of it (7 -> "7", 0.5 -> "0.5") and a null as "", so the
-same validation and the same messages apply to Parquet and CSV. A float NaN written by pandas becomes
-null (unknown), as an empty CSV field would.
+same validation and the same messages apply to Parquet and CSV. pandas writes a float NaN as null
+(unknown), as an empty CSV field would be.
 """
 
 from __future__ import annotations
@@ -53,7 +52,3 @@ def read_parquet_text(path: Path, columns: list[str]) -> pd.DataFrame:
             raise ValueError(f"{path}: not a readable Parquet file ({exc}); write it again or use CSV") from exc
     return frame.astype(object)
 
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write a LOGS table as Parquet (NaN and <NA> become null)."""
-    frame.to_parquet(path, index=False)

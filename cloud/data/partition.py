@@ -31,7 +31,7 @@ from cloud.data.logs import (
     no_lists_message,
     parquet_columns,
 )
-from cloud.data.parquet import duckdb_module, literal, quote, text_columns
+from cloud.data.parquet import duckdb_module, literal, text_columns
 
 SHARD_MEMORY_PER_FILE_BYTE = {".csv": 12, ".parquet": 40}  # list-builder peak per byte of events file, with margin
 

@@ -20,7 +20,13 @@ from pathlib import Path
 
 from cloud.data.logs import logs_folder, read_items, read_spec, read_users, table_path
 from cloud.data.partition import check_across_shards, partition_events
-from cloud.data.prepare import prepare, refuse_existing, split_stats, write_catalog, write_meta
+from cloud.data.prepare import (
+    prepare,
+    refuse_existing,
+    split_stats,
+    write_catalog,
+    write_meta,
+)
 from cloud.data.shards import ShardJob, build_shard, merge_shards
 from cloud.files import replace_dir
 

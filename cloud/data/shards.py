@@ -20,7 +20,7 @@ from cloud.data.history import histories
 from cloud.data.lists import NO_CLICKS, Lists, logged_lists, sampled_lists
 from cloud.data.logs import ItemTable, events_from_frame
 from cloud.data.partition import Partition, shard_events, shard_users
-from cloud.data.prepare import SPLITS, time_split
+from cloud.data.prepare import time_split
 from shared_schema.specs import DatasetSpec
 
 ARRAYS = ("user", "ts", "cand_item", "label", "click_prob", "position",

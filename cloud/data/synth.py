@@ -14,11 +14,10 @@ sorts the parts into events.parquet within a memory limit.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import json
 import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
