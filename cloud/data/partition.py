@@ -126,7 +126,7 @@ def check_across_shards(plan: Partition, list_mode: str, memory_limit: int) -> N
     try:
         clash = con.execute(
             "SELECT list_id, min(line) AS first FROM ev WHERE list_id <> '' GROUP BY list_id "
-            "HAVING count(DISTINCT user_id) > 1 ORDER BY first LIMIT 1").fetchall()
+            "HAVING min(user_id) <> max(user_id) ORDER BY first LIMIT 1").fetchall()
         if clash:
             name, first = clash[0]
             other = con.execute(
