@@ -61,6 +61,7 @@ def write_logs(folder: Path, events: int, mode: str, seed: int = 0) -> None:
     windows = -(-events // WINDOW_EVENTS)
     progress = folder / "events.progress.json"
     done = json.loads(progress.read_text()) if progress.exists() else {"windows": 0, "bytes": 0, "lists": 0}
+    progress.write_text(json.dumps(done))  # present until the last window is written
     with (folder / "events.csv").open("ab") as fh:
         fh.truncate(done["bytes"])
         fh.seek(done["bytes"])
