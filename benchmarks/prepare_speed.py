@@ -82,9 +82,12 @@ def _window(rng: np.random.Generator, events: int, w: int, windows: int, first_l
     item_ids = np.array([f"{s}-{i}" for s in SOURCES for i in range(ITEMS)], dtype=object)
     list_user = rng.integers(0, USERS, lists)
     list_ts = np.sort(rng.uniform(w * span, (w + 1) * span, lists)).round()
+    # LIST_SIZE distinct items per list: a window of a random permutation of the items at a random start
+    start = rng.integers(0, len(item_ids), lists)
+    shown = rng.permutation(len(item_ids))[(start[:, None] + np.arange(LIST_SIZE)) % len(item_ids)]
     impressions = pd.DataFrame({
         "user_id": np.repeat(list_user, LIST_SIZE),
-        "item_id": item_ids[rng.integers(0, len(item_ids), lists * LIST_SIZE)],
+        "item_id": item_ids[shown.ravel()],
         "timestamp": np.repeat(list_ts, LIST_SIZE),
         "label": (rng.random(lists * LIST_SIZE) < 0.1).astype(int),
         "list_id": np.repeat(np.arange(first_list, first_list + lists), LIST_SIZE),
