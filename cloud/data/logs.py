@@ -175,10 +175,7 @@ def read_events(path: str | Path, items: dict[str, ItemTable],
                 users: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
     """Read events.csv against the item tables; returns the events and the user ids they index."""
     path = Path(path)
-    df = read_csv(path, list(EVENT_COLUMNS), optional=EVENT_OPTIONAL)
-    if len(df) == 0:
-        raise ValueError(no_events_message(path))
-    return events_from_frame(path, df, items, users)
+    return events_from_frame(path, read_csv(path, list(EVENT_COLUMNS), optional=EVENT_OPTIONAL), items, users)
 
 
 def no_events_message(path: Path) -> str:
@@ -186,14 +183,16 @@ def no_events_message(path: Path) -> str:
     return f"{path}: no events; add at least one row"
 
 
-def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable], users: np.ndarray | None,
+def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable], users: np.ndarray | None = None,
                       lines: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
-    """Validate and encode events rows (text columns) of `path`; `lines` are their file lines (default 2, 3...).
+    """Validate an events table (text columns) of `path`; `lines` are its rows' file lines (default 2, 3...).
 
     The one place events are checked: the in-memory path calls it on the whole file, the sharded
     paths on each shard's rows, so every path raises the same messages.
     """
     rows = np.arange(len(df)) if lines is None else np.asarray(lines, np.int64) - 2
+    if len(df) == 0:
+        raise ValueError(no_events_message(path))
     user_id = df["user_id"].to_numpy(dtype=object)
     item_id = df["item_id"].to_numpy(dtype=object)
     _require_nonempty(path, "user_id", user_id, rows)
