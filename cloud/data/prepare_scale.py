@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from cloud.data.logs import logs_folder, read_items, read_spec, read_users, table_path
-from cloud.data.partition import check_across_shards, partition_events
+from cloud.data.partition import MEMORY_PER_FILE_BYTE, check_across_shards, partition_events
 from cloud.data.prepare import (
     prepare,
     refuse_existing,
@@ -31,7 +31,6 @@ from cloud.data.shards import ShardJob, build_shard, merge_shards
 from cloud.files import replace_dir
 
 ENGINES = ("auto", "memory", "duckdb")
-MEMORY_PER_FILE_BYTE = {".csv": 8, ".parquet": 30}  # in-memory peak RSS per byte of events file (measured, rounded up)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
 
