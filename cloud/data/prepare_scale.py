@@ -19,7 +19,11 @@ import shutil
 from pathlib import Path
 
 from cloud.data.logs import logs_folder, read_items, read_spec, read_users, table_path
-from cloud.data.partition import MEMORY_PER_FILE_BYTE, check_across_shards, partition_events
+from cloud.data.partition import (
+    MEMORY_PER_FILE_BYTE,
+    check_across_shards,
+    partition_events,
+)
 from cloud.data.prepare import (
     prepare,
     refuse_existing,
