@@ -33,8 +33,9 @@ from cloud.data.logs import (
 )
 from cloud.data.parquet import duckdb_module, literal, text_columns
 
-# Peak memory of the in-memory path per byte of the events file (measured on CSV: 10-12 bytes, 500-600
-# bytes per event; Parquet compresses about 3x more, so its figure is an estimate).
+# Peak memory of list building per byte of the events file. Measured on CSV (BENCHMARKS.md): a shard
+# about 12 (plus ~0.4 GB of libraries per process); the whole in-memory path 14-17 (500-600 bytes per
+# event), which the engine choice's "half the limit" rule covers. Parquet's figure is an estimate.
 MEMORY_PER_FILE_BYTE = {".csv": 12, ".parquet": 40}
 
 
