@@ -2,14 +2,15 @@
 
     plan = partition_events(Path("LOGS/events.csv"), users=None, work=Path("tmp"), memory_limit=4 << 30)
     plan.shards, plan.users          # shard count; all user ids in DATA order
-    # work/events/shard=K/*.parquet  the text columns plus `line`, every row of the users with hash % shards == K
-    # work/users-K.npy               those users' ids and their index in plan.users
+    # work/events/shard=K/*.parquet  text columns plus `line`: every row of the users with hash % shards == K
+    # work/users-K.npz               those users' ids and their index in plan.users
 
 Nothing is loaded into Python but the user ids: after the header is checked with the in-memory
 reader's code, DuckDB streams the file once into the shards (bounded by `memory_limit`, spilling to
-`work`), numbering rows by their place in the file; the global queries then read the shards. The rows themselves are validated shard by shard
-by cloud.data.logs.events_from_frame; the checks that span shards (a list_id shown to two users, no
-list_id in logged mode) run here in SQL after the shards, so errors come in the same order.
+`work`), numbering rows by their place in the file; the global queries then read the shards. The
+rows themselves are validated shard by shard by cloud.data.logs.events_from_frame; the checks that
+span shards (a list_id shown to two users, no list_id in logged mode) run here in SQL after the
+shards, as the in-memory path runs them after the row checks.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ class Partition:
     events: int
     users: np.ndarray  # str [U], DATA's user order
     columns: tuple[str, ...]  # the events columns kept (required and optional ones present)
-
 
 
 def shard_events(work: Path, shard: int) -> Path:
