@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_TOML, write_logs
+from conftest import TINY_ITEMS, TINY_TOML, write_logs
 from test_prepare import random_logs
 
 from cloud.cli import build_parser
@@ -153,6 +153,10 @@ BAD_EVENTS = {
     "infinite timestamp": ("u1,v1,inf,0,l1,0", "column 'timestamp'"),
     "bad position": ("u1,v1,100,0,l1,-3", "column 'position' must be a non-negative integer"),
     "list of two users": ("u2,v1,100,0,L1,5", "has rows of two users"),
+    "timestamp out of range": ("u1,v1,1e13,0,l1,0", "column 'timestamp' (timestamp (seconds)) must be a number within"),
+    "position out of range": ("u1,v1,100,0,l1,3000000000", "column 'position' (non-negative integer) must be"),
+    "item twice in a list": ("u1,v2,200,0,L1,5", "item_id 'v2' appears twice in list_id 'L1'"),
+    "item twice in a list of two users": ("u2,v2,200,0,L1,5", "item_id 'v2' appears twice in list_id 'L1'"),
 }
 
 
@@ -179,10 +183,27 @@ def test_bad_events_same_error_every_path(tmp_path, case, suffix):
     assert not (tmp_path / "data").exists() and [p.name for p in tmp_path.iterdir()] == ["logs"]  # nothing left
 
 
+@pytest.mark.parametrize("bad,expected", [(b"u1,v1,100,0,l\xe91,0\n", "line 30: byte 0xe9 is not UTF-8"),
+                                          (b"u1,v1,100,0,l\x001,0\n", "line 30: a NUL byte")])
+def test_encoding_errors_same_every_path(tmp_path, bad, expected):
+    logs = write_logs(tmp_path / "logs")
+    with (logs / "events.csv").open("ab") as fh:
+        fh.write(bad)
+    messages = []
+    for engine in ("memory", "duckdb"):
+        with pytest.raises(ValueError) as err:
+            prepare_logs(logs, tmp_path / "data", engine=engine, memory_limit=1 << 28, shards=3)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and f"events.csv: {expected}" in messages[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["logs"]
+
+
 def test_logs_level_errors_same_every_path(tmp_path):
     no_lists = write_logs(tmp_path / "a", events="user_id,item_id,timestamp,label\nu1,v1,1,1\nu1,v2,2,0\n")
     missing_user = write_logs(tmp_path / "b", users="user_id\nu1\n")
-    for logs, expected in ((no_lists, "no row has a list_id"), (missing_user, "is not in users.csv")):
+    huge_dense = write_logs(tmp_path / "c", items=TINY_ITEMS.replace("v1,video,drama,0.1,", "v1,video,drama,1e39,"))
+    for logs, expected in ((no_lists, "no row has a list_id"), (missing_user, "is not in users.csv"),
+                           (huge_dense, "items.csv: line 2: column 'emb_0' (dense feature of source 'video') must")):
         messages = []
         for engine in ("memory", "duckdb"):
             with pytest.raises(ValueError) as err:

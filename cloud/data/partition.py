@@ -9,8 +9,8 @@ Nothing is loaded into Python but the user ids: after the header is checked with
 reader's code, DuckDB streams the file once into the shards (bounded by `memory_limit`, spilling to
 `work`), numbering rows by their place in the file; the global queries then read the shards. The
 rows themselves are validated shard by shard by cloud.data.logs.events_from_frame; the checks that
-span shards (a list_id shown to two users, no list_id in logged mode) run here in SQL after the
-shards, as the in-memory path runs them after the row checks.
+span shards (a list_id shown to two users, an item shown twice by them in one list, no list_id in
+logged mode) run here in SQL after the shards, as the in-memory path runs them after the row checks.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from cloud.data.logs import (
     check_text,
     csv_header,
     list_clash_message,
+    list_repeat_message,
     no_events_message,
     no_lists_message,
     parquet_columns,
@@ -121,7 +122,8 @@ def partition_events(events_path: Path, users: np.ndarray | None, work: Path, me
 
 
 def check_across_shards(plan: Partition, list_mode: str, memory_limit: int) -> None:
-    """The checks that span users: a list_id with rows of two users; logged mode without any list_id."""
+    """The checks that span users: a list_id with rows of two users (an item repeated in it reported first,
+    as the in-memory path does); logged mode without any list_id."""
     if "list_id" not in plan.columns:
         if list_mode == "logged":
             raise ValueError(no_lists_message(plan.events_path))
@@ -132,6 +134,15 @@ def check_across_shards(plan: Partition, list_mode: str, memory_limit: int) -> N
             "SELECT list_id, min(line) AS first FROM ev WHERE list_id <> '' GROUP BY list_id "
             "HAVING min(user_id) <> max(user_id) ORDER BY first LIMIT 1").fetchall()
         if clash:
+            repeat = con.execute(  # an item shown twice by two users (within one user a shard finds it)
+                "WITH two AS (SELECT list_id FROM ev WHERE list_id <> '' GROUP BY list_id "
+                "HAVING min(user_id) <> max(user_id)) "
+                "SELECT list_id, item_id, list_sort(list(line))[1] AS a, list_sort(list(line))[2] AS b "
+                "FROM ev JOIN two USING (list_id) GROUP BY list_id, item_id HAVING count(*) > 1 "
+                "ORDER BY a LIMIT 1").fetchall()
+            if repeat:
+                name, item, a, b = repeat[0]
+                raise ValueError(list_repeat_message(plan.events_path, int(a), int(b), item, name))
             name, first = clash[0]
             other = con.execute(
                 "SELECT min(line) FROM ev WHERE list_id = ? AND user_id <> (SELECT user_id FROM ev WHERE line = ?)",
