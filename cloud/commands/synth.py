@@ -2,6 +2,7 @@
 
     dir-cloud synth --out logs --seed 0                  # 3,000 users, ~470k events, 36,000 lists, seconds
     dir-cloud synth --out big --seed 1 --users 15000     # ~2.3M events
+    dir-cloud synth --out huge --users 640000 --format parquet   # ~100M events, streamed, bounded memory
 
 Three heterogeneous sources (video, article, ad) share a latent topic space; users' interests drift,
 30% of users have a cold source, clicks follow position bias and a listwise context effect, and
@@ -29,17 +30,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of users with a cold source (default %(default)s)")
     parser.add_argument("--name", default=defaults.name, help="dataset name in dataset.toml (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                        help="csv: generated in memory; parquet: streamed in chunks of users with bounded memory, "
+                             "resumable (needs the scale extra) (default %(default)s)")
+    parser.add_argument("--chunk-users", type=int, default=4096,
+                        help="--format parquet: users generated per chunk, a multiple of 512; the result does not "
+                             "depend on it (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     from cloud.data.logs_writer import check_out
-    from cloud.data.synth import SynthConfig, generate, write_logs
+    from cloud.data.synth import SynthConfig, generate, stream_parquet_logs, write_logs
 
     check_out(args.out, args.force)
     config = SynthConfig(seed=args.seed, users=args.users, lists_per_user=args.lists_per_user,
                          requests_per_user=args.requests_per_user, cold_fraction=args.cold_fraction,
                          name=args.name)
     start = time.perf_counter()
+    if args.format == "parquet":
+        counts = stream_parquet_logs(config, args.out, force=args.force, chunk_users=args.chunk_users)
+        print(f"wrote {args.out}: {counts['items']} items, {counts['users']} users, {counts['events']} events "
+              f"as Parquet ({time.perf_counter() - start:.1f} s)")
+        return 0
     tables = generate(config)
     out = write_logs(tables, args.out, force=args.force)
     events = tables.events

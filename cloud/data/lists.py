@@ -12,7 +12,9 @@ plus `negatives` items drawn uniformly (with replacement, then rejected and redr
 all sources, rejecting the positive, repeats within the list, and items the user clicked at or before
 that time. After 20 redraw rounds a still-rejected draw is dropped (its slot stays padding). When one
 source gets more than n items, negatives of that source are dropped at random (the positive is kept).
-Within a source the candidates are shuffled so the positive's slot carries no signal.
+Within a source the candidates are shuffled so the positive's slot carries no signal. Every random
+number is a hash of (seed, the click's events line, slot, round), so a list's draws do not depend on
+which other events are prepared with it: the sharded paths give the same lists as the in-memory one.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Lists:
     label: np.ndarray  # float32 [L, m, n]
     click_prob: np.ndarray  # float32 [L, m, n], NaN = unknown
     position: np.ndarray  # int64 [L, m, n], -1 = unknown
+    line: np.ndarray  # int64 [L] events line of the list's first row (the tie-break of the time order)
     stats: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -75,7 +78,7 @@ def logged_lists(events: Events, m: int, n: int) -> Lists:
     out["label"][at] = events.label[kept]
     out["click_prob"][at] = events.click_prob[kept]
     out["position"][at] = events.position[kept]
-    return Lists(user=events.user[first], ts=events.ts[first], **out,
+    return Lists(user=events.user[first], ts=events.ts[first], **out, line=events.line[first],
                  stats={"impressions": int(len(rows)), "impressions_over_n_dropped": int((~keep).sum())})
 
 
@@ -90,12 +93,12 @@ def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int
     clicks = np.flatnonzero(events.label == 1)
     clicks = clicks[np.lexsort((clicks, events.ts[clicks]))]
     if len(clicks) == 0:
-        raise ValueError(f"{events_path}: no clicks (label 1); list_mode = \"sampled\" makes one list per click")
-    user, ts = events.user[clicks], events.ts[clicks]
-    rng = np.random.default_rng(seed)
+        raise ValueError(no_clicks_message(events_path))
+    user, ts, line = events.user[clicks], events.ts[clicks], events.line[clicks]
+    cols = np.arange(1, negatives + 1)
 
     first_key, first_ts = _first_clicks(events.user[clicks], gitem[clicks], ts, total)
-    drawn = np.column_stack([gitem[clicks], rng.integers(0, total, (len(clicks), negatives))])
+    drawn = np.column_stack([gitem[clicks], _draw(seed, line[:, None], cols[None], 0, total)])
 
     def rejected() -> np.ndarray:
         key = user[:, None] * total + drawn
@@ -106,16 +109,18 @@ def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int
         return bad
 
     bad = rejected()
-    for _ in range(REDRAW_ROUNDS):
+    for round_ in range(1, REDRAW_ROUNDS + 1):
         if not bad.any():
             break
-        drawn[bad] = rng.integers(0, total, int(bad.sum()))
+        at, col = np.nonzero(bad)
+        drawn[at, col] = _draw(seed, line[at], col, round_, total)
         bad = rejected()
     drawn[bad] = -1
 
     list_of, col = np.nonzero(drawn >= 0)
     g = drawn[list_of, col]
-    src, is_neg, noise = item_source[g], col > 0, rng.random(len(g))
+    noise = (keyed_random(seed, line[list_of], col, REDRAW_ROUNDS + 1) >> np.uint64(11)) / float(1 << 53)
+    src, is_neg = item_source[g], col > 0
     order = np.lexsort((noise, is_neg, src, list_of))  # positive first, then negatives at random
     keep = order[rank_in_groups(list_of[order] * m + src[order]) < n]
     keep = keep[np.lexsort((noise[keep], src[keep], list_of[keep]))]  # shuffle slots within a source
@@ -125,10 +130,36 @@ def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int
     out["cand_item"][at] = g[keep] - offsets[src[keep]]
     out["label"][at] = ~is_neg[keep]
     out["click_prob"][at] = np.where(is_neg[keep], np.nan, events.click_prob[clicks][list_of[keep]])
-    return Lists(user=user, ts=ts, **out, stats={
+    return Lists(user=user, ts=ts, **out, line=line, stats={
         "negatives_dropped_after_redraws": int(bad.sum()),
         "negatives_over_n_dropped": int(len(g) - len(keep)),
     })
+
+
+def no_clicks_message(events_path: Path | str) -> str:
+    """The error for list_mode "sampled" without any click (shared by every prepare path)."""
+    return f"{events_path}: no clicks (label 1); list_mode = \"sampled\" makes one list per click"
+
+
+def keyed_random(seed: int, line: np.ndarray, slot: np.ndarray, round_: int) -> np.ndarray:
+    """uint64 random numbers, a hash (splitmix64 steps) of seed, events line, slot and round."""
+    state = _splitmix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0x5851F42D4C957F2D))
+    for key in (np.asarray(line), np.asarray(slot), round_):
+        state = _splitmix(state ^ np.asarray(key).astype(np.uint64))
+    return state
+
+
+def _draw(seed: int, line: np.ndarray, slot: np.ndarray, round_: int, total: int) -> np.ndarray:
+    """Item draws in 0..total-1 (int64)."""
+    return (keyed_random(seed, line, slot, round_) % np.uint64(total)).astype(np.int64)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = np.asarray(x, np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
 
 
 def rank_in_groups(keys: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Read and validate a bring-your-own-logs folder (dataset.toml, items.csv, events.csv, users.csv).
+"""Read and validate a bring-your-own-logs folder (dataset.toml, items, events, users: .csv or .parquet).
 
     logs = read_logs("my_logs")          # raises ValueError / FileNotFoundError naming file, line, fix
     logs.spec.sources[0].categorical     # vocab sizes filled in (0 in dataset.toml = inferred)
@@ -79,19 +79,30 @@ class Logs:
 
 def read_logs(logs_dir: str | Path) -> Logs:
     """Read and validate every file of a LOGS folder."""
+    root = logs_folder(logs_dir)
+    spec = read_spec(root / "dataset.toml")
+    spec, items = read_items(table_path(root, "items"), spec)
+    users_path = table_path(root, "users", required=False)
+    users = read_users(users_path) if users_path else None
+    events_path = table_path(root, "events")
+    events, users = read_events(events_path, items, users)
+    if spec.list_mode == "logged" and not (events.list_id >= 0).any():
+        raise ValueError(no_lists_message(events_path))
+    return Logs(spec=spec, items=items, users=users, events=events, events_path=events_path)
+
+
+def logs_folder(logs_dir: str | Path) -> Path:
+    """`logs_dir` as a Path; a missing folder is an error."""
     root = Path(logs_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: LOGS folder not found; give a folder with dataset.toml, items.csv, events.csv")
-    spec = read_spec(root / "dataset.toml")
-    spec, items = read_items(root / "items.csv", spec)
-    users = read_users(root / "users.csv") if (root / "users.csv").exists() else None
-    events, users = read_events(root / "events.csv", items, users)
-    if spec.list_mode == "logged" and not (events.list_id >= 0).any():
-        raise ValueError(
-            f"{root / 'events.csv'}: no row has a list_id but dataset.toml sets list_mode = \"logged\"; "
-            "add list_id (and position) to impressions or set list_mode = \"sampled\""
-        )
-    return Logs(spec=spec, items=items, users=users, events=events, events_path=root / "events.csv")
+    return root
+
+
+def no_lists_message(events_path: Path) -> str:
+    """The error for list_mode "logged" without any list_id (shared by every prepare path)."""
+    return (f"{events_path}: no row has a list_id but dataset.toml sets list_mode = \"logged\"; "
+            "add list_id (and position) to impressions or set list_mode = \"sampled\"")
 
 
 def read_spec(path: str | Path) -> DatasetSpec:
@@ -225,16 +236,25 @@ def read_events(path: str | Path, items: dict[str, ItemTable],
     return events_from_frame(path, read_csv(path, list(EVENT_COLUMNS), optional=EVENT_OPTIONAL), items, users)
 
 
-def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
-                      users: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
-    """Validate an events table (text columns, row i = line i + 2 of `path`); see read_events."""
-    rows = np.arange(len(df))
+def no_events_message(path: Path) -> str:
+    """The error for an events table without rows (shared by every prepare path)."""
+    return f"{path}: no events; add at least one row"
+
+
+def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable], users: np.ndarray | None = None,
+                      lines: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
+    """Validate an events table (text columns) of `path`; `lines` are its rows' file lines (default 2, 3...).
+
+    The one place events are checked: the in-memory path calls it on the whole file, the sharded
+    paths on each shard's rows, so every path raises the same messages.
+    """
+    rows = np.arange(len(df)) if lines is None else np.asarray(lines, np.int64) - 2
     if len(df) == 0:
-        raise ValueError(f"{path}: no events; add at least one row")
+        raise ValueError(no_events_message(path))
     user_id = df["user_id"].to_numpy(dtype=object)
     item_id = df["item_id"].to_numpy(dtype=object)
-    _require_nonempty(path, "user_id", user_id)
-    _require_nonempty(path, "item_id", item_id)
+    _require_nonempty(path, "user_id", user_id, rows)
+    _require_nonempty(path, "item_id", item_id, rows)
 
     all_ids = np.concatenate([t.ids for t in items.values()])
     item_source = np.repeat(np.arange(len(items)), [len(t) for t in items.values()])
@@ -242,7 +262,7 @@ def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
     where = pd.Index(all_ids).get_indexer(item_id)
     if (where < 0).any():
         bad = np.flatnonzero(where < 0)
-        raise ValueError(f"{path}: line {bad[0] + 2}: item_id {item_id[bad[0]]!r} is not in items.csv "
+        raise ValueError(f"{path}: line {rows[bad[0]] + 2}: item_id {item_id[bad[0]]!r} is not in items.csv "
                          f"({len(bad)} rows like this); add the item to items.csv or drop those rows")
 
     if users is None:
@@ -252,7 +272,7 @@ def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
         user = pd.Index(users).get_indexer(user_id)
         if (user < 0).any():
             bad = int(np.flatnonzero(user < 0)[0])
-            raise ValueError(f"{path}: line {bad + 2}: user_id {user_id[bad]!r} is not in users.csv; "
+            raise ValueError(f"{path}: line {rows[bad] + 2}: user_id {user_id[bad]!r} is not in users.csv; "
                              "add the user to users.csv or drop the row")
 
     ts = _numeric(path, "timestamp", df["timestamp"].to_numpy(dtype=object), rows, finite=True,
@@ -260,7 +280,7 @@ def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
     label = _numeric(path, "label", df["label"].to_numpy(dtype=object), rows, what="label")
     bad = np.flatnonzero((label != 0) & (label != 1))
     if len(bad):
-        raise ValueError(f"{path}: line {bad[0] + 2}: label must be 0 or 1, got {df['label'].iloc[bad[0]]!r}; "
+        raise ValueError(f"{path}: line {rows[bad[0]] + 2}: label must be 0 or 1, got {df['label'].iloc[bad[0]]!r}; "
                          "use 1 for a click and 0 for a shown-but-not-clicked item")
 
     list_id = np.full(len(df), -1, np.int64)
@@ -295,27 +315,18 @@ def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
 
 
 def read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Read a CSV as text columns after checking its header; errors name the file and what is missing."""
+    """Read a CSV (or Parquet) as text columns after checking its header; errors name the file and what is missing."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; see docs/data.md for the LOGS folder layout")
+    if path.suffix == ".parquet":
+        from cloud.data.parquet import read_parquet_text
+
+        header = parquet_columns(path)
+        check_header(path, header, required, optional)
+        return read_parquet_text(path, [c for c in header if c in required or c in optional])
     check_text(path)
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        first = fh.readline()
-    try:
-        header = next(csv.reader([first], strict=True), None)
-    except csv.Error as exc:
-        raise ValueError(f"{path}: line 1: the header is not valid CSV ({exc}); it must be the column names "
-                         "separated by commas on one line (look for an unbalanced quote)") from exc
-    if not header:
-        raise ValueError(f"{path}: line 1: no header; the first line must be a header with {required}")
-    header = [h.strip() for h in header]
-    repeated = sorted({h for h in header if header.count(h) > 1})
-    if repeated:
-        raise ValueError(f"{path}: line 1: column(s) {repeated} appear more than once; keep one of each")
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ValueError(f"{path}: line 1: missing column(s) {missing}; the header needs {required}"
-                         + (f" (optional: {list(optional)})" if optional else ""))
+    header = csv_header(path, required)
+    check_header(path, header, required, optional)
     try:
         df = pd.read_csv(path, dtype=str, na_filter=False, keep_default_na=False, skip_blank_lines=False,
                          encoding="utf-8-sig")
@@ -326,6 +337,54 @@ def read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) ->
                          f"{len(df.columns)}; check the header's quotes")
     df.columns = header
     return df[[c for c in header if c in required or c in optional]]
+
+
+def table_path(root: Path, stem: str, required: bool = True) -> Path | None:
+    """LOGS/<stem>.csv or LOGS/<stem>.parquet (not both); None for a missing optional table."""
+    found = [root / f"{stem}{suffix}" for suffix in (".csv", ".parquet") if (root / f"{stem}{suffix}").is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{found[0]} and {found[1]}: both exist; keep one of them")
+    if found:
+        return found[0]
+    if required:
+        raise FileNotFoundError(f"{root / (stem + '.csv')}: not found (nor {stem}.parquet); "
+                                "see docs/data.md for the LOGS folder layout")
+    return None
+
+
+def csv_header(path: Path, required: list[str]) -> list[str]:
+    """The column names of a CSV's first line (stripped); a line that is not CSV or is empty is an error."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        first = fh.readline()
+    try:
+        header = next(csv.reader([first], strict=True), None)
+    except csv.Error as exc:
+        raise ValueError(f"{path}: line 1: the header is not valid CSV ({exc}); it must be the column names "
+                         "separated by commas on one line (look for an unbalanced quote)") from exc
+    if not header:
+        raise ValueError(f"{path}: line 1: no header; the first line must be a header with {required}")
+    return [h.strip() for h in header]
+
+
+def parquet_columns(path: Path) -> list[str]:
+    """The column names of a Parquet file (its schema; no rows are read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return [name.strip() for name in pq.read_schema(path).names]
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise ValueError(f"{path}: not a readable Parquet file ({exc}); write it again or use CSV") from exc
+
+
+def check_header(path: Path, header: list[str], required: list[str], optional: tuple[str, ...] = ()) -> None:
+    """Refuse repeated or missing columns."""
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ValueError(f"{path}: line 1: column(s) {repeated} appear more than once; keep one of each")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}: line 1: missing column(s) {missing}; the header needs {required}"
+                         + (f" (optional: {list(optional)})" if optional else ""))
 
 
 def check_text(path: Path, chunk_bytes: int = 1 << 20) -> None:
@@ -357,10 +416,11 @@ def check_text(path: Path, chunk_bytes: int = 1 << 20) -> None:
                 return
 
 
-def _require_nonempty(path: Path, column: str, values: np.ndarray) -> None:
+def _require_nonempty(path: Path, column: str, values: np.ndarray, rows: np.ndarray | None = None) -> None:
     empty = np.flatnonzero(values == "")
     if len(empty):
-        raise ValueError(f"{path}: line {empty[0] + 2}: {column} is empty; fill it in or drop the row")
+        line = (empty[0] if rows is None else rows[empty[0]]) + 2
+        raise ValueError(f"{path}: line {line}: {column} is empty; fill it in or drop the row")
 
 
 def _numeric(path: Path, column: str, raw: np.ndarray, rows: np.ndarray, *, what: str,
@@ -421,9 +481,8 @@ def _check_lists(path: Path, events: Events, item_id: np.ndarray) -> None:
                            & (events.item[shown[1:]] == events.item[shown[:-1]]))
     if len(twice):
         a, b = shown[twice[0]], shown[twice[0] + 1]
-        raise ValueError(f"{path}: lines {a + 2} and {b + 2}: item_id {str(item_id[a])!r} appears twice in list_id "
-                         f"{str(events.list_names[events.list_id[a]])!r}; keep one row per shown item (label 1 if "
-                         "it was clicked) and drop the repeated row")
+        raise ValueError(list_repeat_message(path, int(events.line[a]), int(events.line[b]), str(item_id[a]),
+                                             str(events.list_names[events.list_id[a]])))
     order = rows[np.lexsort((events.user[rows], events.list_id[rows]))]
     same_list = events.list_id[order[1:]] == events.list_id[order[:-1]]
     clash = np.flatnonzero(same_list & (events.user[order[1:]] != events.user[order[:-1]]))
@@ -432,5 +491,17 @@ def _check_lists(path: Path, events: Events, item_id: np.ndarray) -> None:
         members = np.flatnonzero(events.list_id == lid)
         a = members[0]
         b = members[events.user[members] != events.user[a]][0]
-        raise ValueError(f"{path}: lines {a + 2} and {b + 2}: list_id {str(events.list_names[lid])!r} has rows "
-                         "of two users; a list is shown to one user, give each shown list its own list_id")
+        raise ValueError(list_clash_message(path, int(events.line[a]), int(events.line[b]),
+                                            str(events.list_names[lid])))
+
+
+def list_repeat_message(path: Path, line_a: int, line_b: int, item: str, list_name: str) -> str:
+    """The error for an item shown twice in one list (shared by every prepare path)."""
+    return (f"{path}: lines {line_a} and {line_b}: item_id {item!r} appears twice in list_id {list_name!r}; "
+            "keep one row per shown item (label 1 if it was clicked) and drop the repeated row")
+
+
+def list_clash_message(path: Path, line_a: int, line_b: int, list_name: str) -> str:
+    """The error for a list_id with rows of two users (shared by every prepare path)."""
+    return (f"{path}: lines {line_a} and {line_b}: list_id {list_name!r} has rows of two users; "
+            "a list is shown to one user, give each shown list its own list_id")

@@ -23,7 +23,7 @@ import numpy as np
 from cloud.data.dense_scaling import standardised
 from cloud.data.history import histories
 from cloud.data.lists import build_lists
-from cloud.data.logs import Logs, read_logs
+from cloud.data.logs import ItemTable, Logs, read_logs
 from cloud.files import recover_dir, replace_dir
 from shared_schema.specs import SCHEMA_VERSION, DatasetSpec
 
@@ -36,10 +36,7 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
 
     `memory_limit`: bytes the lists may take (default: the memory available now).
     """
-    out = Path(out_dir)
-    recover_dir(out)  # a run killed while replacing DATA left it beside DATA
-    if out.exists() and not force:
-        raise FileExistsError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    out = refuse_existing(out_dir, force)
     logs = read_logs(logs_dir)
     check_memory(logs, Path(logs_dir) / "dataset.toml", available_memory() if memory_limit is None else memory_limit)
     spec = logs.spec
@@ -48,30 +45,57 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
     bounds = time_split(lists.ts, spec, logs.events_path)
     arrays = {"user": lists.user, "ts": lists.ts, "cand_item": lists.cand_item, "label": lists.label,
               "click_prob": lists.click_prob, "position": lists.position, **views}
-    stats = {
-        "events": len(logs.events), "clicks": int(logs.events.label.sum()), "seed": seed,
-        "lists": {name: int(b - a) for name, (a, b) in bounds.items()},
-        "time_range": {name: [float(lists.ts[a]), float(lists.ts[b - 1])] for name, (a, b) in bounds.items()},
-        **lists.stats,
-    }
+    stats = split_stats(len(logs.events), int(logs.events.label.sum()), seed, lists.ts, bounds, lists.stats)
     spec = standardised(spec, logs.items, lists.cand_item[slice(*bounds["train"])])  # dense mean/std of train
-    meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
-            "num_items": {name: len(table) for name, table in logs.items.items()},
-            "num_users": len(logs.users), "has_click_prob": logs.events.has_click_prob}
     with replace_dir(out, force) as tmp:
-        for name, table in logs.items.items():
-            folder = tmp / "items" / name
-            folder.mkdir(parents=True)
-            np.save(folder / "ids.npy", table.ids)
-            np.save(folder / "categorical.npy", table.categorical)
-            np.save(folder / "dense.npy", table.dense)
-        np.save(tmp / "users.npy", logs.users)
+        write_catalog(tmp, logs.items, logs.users)
         for name, (a, b) in bounds.items():
             (tmp / name).mkdir()
             for key, value in arrays.items():
                 np.save(tmp / name / f"{key}.npy", value[a:b])
-        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_meta(tmp, spec, stats, logs.items, len(logs.users), logs.events.has_click_prob)
     return stats
+
+
+def refuse_existing(out_dir: str | Path, force: bool) -> Path:
+    """`out_dir` as a Path, after restoring what a run killed while replacing it left beside it; an
+    existing one is an error unless `force`."""
+    out = Path(out_dir)
+    recover_dir(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    return out
+
+
+def split_stats(events: int, clicks: int, seed: int, ts: np.ndarray, bounds: dict[str, tuple[int, int]],
+                list_stats: dict) -> dict:
+    """dataset.json's stats: counts, each split's list count and time range, the list builder's counters."""
+    return {
+        "events": events, "clicks": clicks, "seed": seed,
+        "lists": {name: int(b - a) for name, (a, b) in bounds.items()},
+        "time_range": {name: [float(ts[a]), float(ts[b - 1])] for name, (a, b) in bounds.items()},
+        **list_stats,
+    }
+
+
+def write_catalog(folder: Path, items: dict[str, ItemTable], users: np.ndarray) -> None:
+    """DATA/items/<source>/{ids,categorical,dense}.npy and DATA/users.npy."""
+    for name, table in items.items():
+        source = folder / "items" / name
+        source.mkdir(parents=True)
+        np.save(source / "ids.npy", table.ids)
+        np.save(source / "categorical.npy", table.categorical)
+        np.save(source / "dense.npy", table.dense)
+    np.save(folder / "users.npy", users)
+
+
+def write_meta(folder: Path, spec: DatasetSpec, stats: dict, items: dict[str, ItemTable], num_users: int,
+               has_click_prob: bool) -> None:
+    """DATA/dataset.json (`spec` with the dense standardisation filled in)."""
+    meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
+            "num_items": {name: len(table) for name, table in items.items()},
+            "num_users": num_users, "has_click_prob": has_click_prob}
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
 def memory_needed(logs: Logs) -> tuple[int, int]:

@@ -3,13 +3,19 @@
     tables = generate(SynthConfig(seed=0, users=2000))
     write_logs(tables, "logs")          # dataset.toml, items.csv, events.csv, users.csv
     tables.truth.interest[u, r]         # user u's latent interest at request r (not written to LOGS)
+    stream_parquet_logs(SynthConfig(users=2_000_000), "big")   # .parquet tables, bounded memory
 
 Everything is drawn from numpy generators seeded by (seed, purpose, chunk): the same config gives
 identical tables, and users are generated in fixed-size chunks so memory stays bounded at any scale.
+stream_parquet_logs writes the tables of `generate` without holding them: users are generated a few
+blocks at a time into Parquet parts (kept beside `out` so an interrupted run resumes), and DuckDB
+sorts the parts into events.parquet within a memory limit.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -157,6 +163,61 @@ def write_logs(tables: SynthTables, out: str | Path, force: bool = False) -> Pat
                   f"config: {settings}"],
         force=force,
     )
+
+
+def stream_parquet_logs(config: SynthConfig, out: str | Path, force: bool = False, chunk_users: int = 8 * CHUNK_USERS,
+                        memory_limit: int = 2 << 30) -> dict[str, int]:
+    """Write the LOGS folder of `generate(config)` as Parquet, `chunk_users` users at a time; returns counts.
+
+    The same tables as `generate` for any `chunk_users` (a multiple of CHUNK_USERS), in the same order.
+    """
+    from cloud.data.logs_writer import check_out, dataset_toml
+    from cloud.data.parquet import literal
+    from cloud.data.partition import connect
+    from cloud.files import replace_dir
+
+    if chunk_users < 1 or chunk_users % CHUNK_USERS:
+        raise ValueError(f"chunk_users must be a positive multiple of {CHUNK_USERS}, got {chunk_users}")
+    out = check_out(out, force)
+    parts = out.parent / f".{out.name}.parts"
+    settings = json.dumps({**asdict(config), "chunk_users": chunk_users}, sort_keys=True)
+    if parts.is_dir() and (parts / "config.json").read_text() != settings:
+        shutil.rmtree(parts)  # parts of another config: start again
+    parts.mkdir(parents=True, exist_ok=True)
+    (parts / "config.json").write_text(settings)
+    catalog = _catalog(config, np.random.default_rng([config.seed, 0]))
+    for start in range(0, config.users, chunk_users):
+        name = f"{start // chunk_users:08d}.parquet"
+        if (parts / f"events-{name}").is_file():
+            continue  # written by an interrupted run
+        stop = min(start + chunk_users, config.users)
+        blocks = [_user_chunk(config, catalog, b, min(b + CHUNK_USERS, stop),
+                              np.random.default_rng([config.seed, 1, b // CHUNK_USERS]))
+                  for b in range(start, stop, CHUNK_USERS)]
+        merged = {key: np.concatenate([c[key] for c in blocks]) for key in blocks[0]}
+        events, event_user, _ = _events_table(config, catalog, merged, start)
+        _users_table(config, merged, start).assign(_user=np.arange(start, stop)).to_parquet(
+            parts / f"users-{name}", index=False)
+        events.assign(_user=event_user).to_parquet(parts / f"tmp-{name}", index=False)
+        (parts / f"tmp-{name}").rename(parts / f"events-{name}")  # the marker of a finished part
+    settings_line = ", ".join(f"{k}={v}" for k, v in asdict(config).items())
+    with replace_dir(out, force) as tmp:
+        (tmp / "dataset.toml").write_text(dataset_toml(dataset_spec(config.name), [
+            "Synthetic feed logs written by `dir-cloud synth` (world model: docs/synthetic.md).",
+            f"config: {settings_line}"]), encoding="utf-8")
+        catalog["table"].to_parquet(tmp / "items.parquet", index=False)
+        con = connect(parts, memory_limit)
+        try:
+            # (timestamp, user) ties only within one shown list, ordered by position: generate's order
+            for table, order in (("events", "timestamp, _user, position"), ("users", "_user")):
+                con.execute(f"COPY (SELECT * EXCLUDE (_user) FROM read_parquet({literal(parts / table)} || '-*.parquet') "
+                            f"ORDER BY {order}) TO {literal(tmp / (table + '.parquet'))} (FORMAT PARQUET)").fetchall()
+            counts = {"items": len(catalog["table"]), "users": config.users,
+                      "events": con.execute(f"SELECT count(*) FROM read_parquet({literal(tmp / 'events.parquet')})").fetchall()[0][0]}
+        finally:
+            con.close()
+    shutil.rmtree(parts)
+    return counts
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -310,21 +371,22 @@ def click_probability(cfg: SynthConfig, latent: np.ndarray, source: np.ndarray, 
     return np.where(valid, examination / (1.0 + np.exp(-logit)), 0.0)
 
 
-def _events_table(cfg: SynthConfig, catalog: dict, merged: dict) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """events.csv rows: every slot of a logged list, plus the clicks of unlogged requests."""
+def _events_table(cfg: SynthConfig, catalog: dict, merged: dict,
+                  start: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """events.csv rows of users start.. (`merged` holds them): every slot of a logged list, plus the clicks
+    of unlogged requests, ordered by (timestamp, user, position)."""
     user, request, pos = merged["ev_user"], merged["ev_request"], merged["ev_pos"]
-    R = cfg.requests_per_user
-    in_list = merged["logged"][user, request]
-    ts = merged["ts"][user, request] + np.where(in_list, 0, 1 + pos)  # a click follows its impression
+    in_list = merged["logged"][user - start, request]
+    ts = merged["ts"][user - start, request] + np.where(in_list, 0, 1 + pos)  # a click follows its impression
     order = np.lexsort((pos, user, ts))
     user, request, pos, in_list, ts = user[order], request[order], pos[order], in_list[order], ts[order]
-    list_names = np.array([f"l{u}_{r}" for u in range(cfg.users) for r in range(R)], dtype=object)
+    list_names = np.char.add(np.char.add("l", user.astype(str)), np.char.add("_", request.astype(str)))
     events = pd.DataFrame({
-        "user_id": _user_ids(cfg.users)[user],
+        "user_id": _user_ids(user),
         "item_id": catalog["table"]["item_id"].to_numpy()[merged["ev_item"][order]],
         "timestamp": ts,
         "label": merged["ev_label"][order].astype(np.int8),
-        "list_id": np.where(in_list, list_names[user * R + request], ""),
+        "list_id": np.where(in_list, list_names, "").astype(object),
         "position": pd.array(pos, dtype="Int64"),
         "click_prob": np.where(in_list, merged["ev_prob"][order], np.nan).astype(np.float32),
     })
@@ -332,13 +394,14 @@ def _events_table(cfg: SynthConfig, catalog: dict, merged: dict) -> tuple[pd.Dat
     return events, user, request
 
 
-def _users_table(cfg: SynthConfig, merged: dict) -> pd.DataFrame:
+def _users_table(cfg: SynthConfig, merged: dict, start: int = 0) -> pd.DataFrame:
     cold = merged["cold"]
     names = np.array([""] + [s.name for s in SOURCES], dtype=object)
     until = pd.array(merged["ts"][:, cfg.cold_until_request], dtype="Int64")
     until[cold < 0] = pd.NA
-    return pd.DataFrame({"user_id": _user_ids(cfg.users), "cold_source": names[cold + 1], "cold_until": until})
+    return pd.DataFrame({"user_id": _user_ids(np.arange(start, start + len(cold))), "cold_source": names[cold + 1], "cold_until": until})
 
 
-def _user_ids(count: int) -> np.ndarray:
-    return np.array([f"u{i:06d}" for i in range(count)], dtype=object)
+def _user_ids(index: np.ndarray) -> np.ndarray:
+    """u000000, u000001, ... (at least six digits) for the given user indices."""
+    return np.char.add("u", np.char.zfill(index.astype(str), 6)).astype(object)
