@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     portable_lib._unsafe_reset_threadpool(1)
     model = spec = None
     if args.run:
-        from cloud.runs import load_run
+        from cloud.training.runs import load_run
 
         loaded = load_run(args.run)
         model, spec = loaded.model, loaded.spec

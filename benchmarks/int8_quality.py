@@ -5,7 +5,7 @@
     python benchmarks/int8_quality.py --epochs 8 --calibration 256 --target 0.002
 
 Steps (each skipped when its output already exists in --work): `dir-cloud synth --out WORK/logs --seed 0`,
-`dir-cloud prepare`, cloud.training.train(TrainConfig(epochs, threads=1)) -> WORK/run, write_bundle with
+`dir-cloud prepare`, cloud.training.trainer.train(TrainConfig(epochs, threads=1)) -> WORK/run, write_bundle with
 quantize int8 + int8-dynamic -> WORK/bundle, full int8 calibrated on `--calibration` real training lists
 (padded as they come). Then every test list goes through every file of the bundle with its real runtime
 (cloud.export.open_runner: one batch-1 request per list, XNNPACK for .tflite, one thread). The table gives
@@ -42,7 +42,7 @@ def prepare_data(work: Path, seed: int) -> Path:
 
 
 def train_run(data: Path, work: Path, epochs: int) -> Path:
-    from cloud.training import TrainConfig, train
+    from cloud.training.trainer import TrainConfig, train
 
     run = work / "run"
     if not (run / "metrics.json").exists():
@@ -53,7 +53,7 @@ def train_run(data: Path, work: Path, epochs: int) -> Path:
 
 
 def batcher(data: Path, split: str):
-    from cloud.batches import ListBatcher
+    from cloud.data.batches import ListBatcher
     from cloud.data.prepared import PreparedData
 
     prepared = PreparedData(data)
@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     import torch
     from executorch.extension.pybindings import portable_lib
 
-    from cloud.evaluation import evaluate_scores, predict
-    from cloud.runs import load_run
+    from cloud.evaluation.scoring import evaluate_scores, predict
+    from cloud.training.runs import load_run
     from shared_schema.manifest import MANIFEST_NAME, BundleManifest
 
     torch.set_num_threads(1)

@@ -3,7 +3,7 @@
     python benchmarks/train_throughput.py --models all [--users 1000] [--epochs 2] [--threads 1]
     python benchmarks/train_throughput.py --models dir,din --profile din     # + torch.profiler top ops
 
-Each model trains through the real trainer (cloud.training.train: batching from disk, the model's own
+Each model trains through the real trainer (cloud.training.trainer.train: batching from disk, the model's own
 losses, Adam, validation) on the same synthetic data (m=3, n=10, t=20), batch 256, one torch thread;
 lists/s is the trainer's own per-epoch figure (training steps only) over `--epochs` epochs.
 FLOPs per list are counted with torch.utils.flop_counter.FlopCounterMode over one training step
@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cloud.batches import ListBatcher
+from cloud.data.batches import ListBatcher
 from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.models import MODELS, build_model
-from cloud.training import BatchSums, TrainConfig, step_objective, train
+from cloud.training.trainer import BatchSums, TrainConfig, step_objective, train
 
 
 def step_flops(model_name: str, data: PreparedData, batch_size: int) -> float:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 TRUST = "trust"
 UNSIGNED_FLAG = "ALLOW_UNSIGNED"
 INDEX = "bundles.json"
-"""The signed index of bundles, a target of the repository (cloud.signing)."""
+"""The signed index of bundles, a target of the repository (cloud.export.signing)."""
 CARRIED = "tuf"
 """The folder of a bundle that carries its signed metadata, for offline installs."""
 MAX_METADATA_BYTES = 1 << 20

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloud.losses import utility_loss
+from cloud.training.losses import utility_loss
 from cloud.models import build_model
 from cloud.models.dir import PAD_LOGIT
 from tests.test_dir_model import garbage_padding, make_batch, make_spec, pad_longer

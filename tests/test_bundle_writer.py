@@ -20,7 +20,7 @@ pytest.importorskip("litert_torch", reason="litert-torch not installed: pip inst
 
 from cloud.export import ExportError, summary, write_bundle
 from cloud.models import count_parameters
-from cloud.runs import embedding_version
+from cloud.training.runs import embedding_version
 from shared_schema import SCHEMA_VERSION, BundleManifest
 from shared_schema.manifest import MANIFEST_NAME
 from tests.export_fixtures import RUN_METRICS, SPEC, quiet, shared_bundle, small_dir

@@ -24,7 +24,7 @@ def make_spec(n: int = 6, t: int = 5) -> DatasetSpec:
 
 
 def make_batch(spec: DatasetSpec, batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A feature batch as cloud/batches.py builds it, with random lengths (including empty ones)."""
+    """A feature batch as cloud/data/batches.py builds it, with random lengths (including empty ones)."""
     g = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     for s, source in enumerate(spec.sources):
@@ -257,7 +257,7 @@ def test_cross_stitch_starts_at_identity(spec):
 
 
 def test_every_parameter_gets_a_gradient(spec):
-    from cloud.losses import exposure_loss, utility_loss
+    from cloud.training.losses import exposure_loss, utility_loss
 
     torch.manual_seed(6)
     model = build_model("dir", spec)

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from cloud.batches import ListBatcher
+from cloud.data.batches import ListBatcher
 from cloud.cli import main as cloud_main
 from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.models import MODELS, build_model
-from cloud.training import BatchSums, TrainConfig, step_objective, train
+from cloud.training.trainer import BatchSums, TrainConfig, step_objective, train
 
 REPO = Path(__file__).resolve().parents[1]
 # 576 train lists: 6 global batches of 115 per epoch, the last holds 1 list (rank 1's share is empty).

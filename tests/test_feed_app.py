@@ -44,8 +44,8 @@ def feed_env(tmp_path_factory):
     from cloud.data.prepare import prepare
     from cloud.data.synth import SynthConfig, generate, write_logs
     from cloud.export import write_bundle
-    from cloud.runs import load_run
-    from cloud.training import TrainConfig, train
+    from cloud.training.runs import load_run
+    from cloud.training.trainer import TrainConfig, train
     from examples.feed_app.build_pool import build_pool
 
     root = tmp_path_factory.mktemp("feed")
@@ -57,7 +57,7 @@ def feed_env(tmp_path_factory):
     write_bundle(run.model, run.spec, root / "bundle", backends=("tflite",), embedding_version=run.embedding_version,
                  model_version="feed-1", progress=lambda *a, **k: None)
     summary = build_pool(root / "run", root / "pool")
-    from cloud.signing import SignedRepository, create_keys
+    from cloud.export.signing import SignedRepository, create_keys
 
     create_keys(root / "keys")
     repo = SignedRepository.init(root / "repo", root / "keys" / "root.pem", root / "keys")

@@ -10,9 +10,9 @@ import pytest
 
 from cloud.cli import main as cloud_main
 from cloud.data.prepared import PreparedData
-from cloud.evaluation import evaluate_references, not_beaten, reference_scores
-from cloud.metrics import evaluate_lists
-from cloud.training import TrainConfig, train
+from cloud.evaluation.scoring import evaluate_references, not_beaten, reference_scores
+from cloud.evaluation.metrics import evaluate_lists
+from cloud.training.trainer import TrainConfig, train
 
 SMALL = {"embedding_dim": 4, "hidden": 8, "mlp_dims": [8, 8]}
 

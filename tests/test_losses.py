@@ -1,4 +1,4 @@
-"""cloud.losses: masked BCE, JS divergence, differentiable top-K exposure (straight-through and Gumbel)."""
+"""cloud.training.losses: masked BCE, JS divergence, differentiable top-K exposure (straight-through and Gumbel)."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cloud.losses import (
+from cloud.training.losses import (
     METHODS,
     exposure_loss,
     exposure_shares,

@@ -1,4 +1,4 @@
-"""cloud.metrics against hand-computed values and a slow per-list reference (hypothesis)."""
+"""cloud.evaluation.metrics against hand-computed values and a slow per-list reference (hypothesis)."""
 
 import math
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cloud.metrics import (
+from cloud.evaluation.metrics import (
     auc,
     evaluate_lists,
     exposure_shares,

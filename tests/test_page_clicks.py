@@ -10,7 +10,7 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, click_probability, generate, write_logs
 from cloud.models import build_model
-from cloud.page_clicks import (
+from cloud.evaluation.page_clicks import (
     ModelPages,
     OraclePages,
     RandomPages,

@@ -17,7 +17,7 @@ from cloud.cli import build_parser
 from cloud.data.logs import read_logs
 from cloud.data.prepare import memory_needed, prepare, time_split
 from cloud.data.prepared import ARRAYS, SPLITS, PreparedData
-from cloud.files import replace_dir
+from shared_schema.files import replace_dir
 from shared_schema.specs import DatasetSpec, SourceSpec
 
 SOURCES = {"s0": 4, "s1": 6, "s2": 5}  # items per source

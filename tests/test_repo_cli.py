@@ -7,7 +7,7 @@ import os
 import stat
 
 from cloud.cli import main
-from cloud.signing import SignedRepository
+from cloud.export.signing import SignedRepository
 from tests.device_fixtures import SPEC
 from tests.service_fixtures import served_bundle
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.service import BundleFolder, CloudService, create_app
-from cloud.slates import encode_items, slate_for_list
+from cloud.service.slates import encode_items, slate_for_list
 from shared_schema import CandidateSlate
 from shared_schema.manifest import MANIFEST_NAME
 from shared_schema.service import BundleList, ItemVectors

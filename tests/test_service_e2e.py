@@ -20,9 +20,9 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.export import write_bundle
-from cloud.runs import load_run
-from cloud.slates import encode_items
-from cloud.training import TrainConfig, train
+from cloud.training.runs import load_run
+from cloud.service.slates import encode_items
+from cloud.training.trainer import TrainConfig, train
 from device_runtime import signed
 from device_runtime.bundle import BundleRegistry
 from device_runtime.client import CloudClient, CloudUnavailable

@@ -1,5 +1,5 @@
 """Signed updates (The Update Framework) end to end: a real repository signed with Ed25519 keys
-(cloud.signing), served by the real service on loopback, and devices that update through
+(cloud.export.signing), served by the real service on loopback, and devices that update through
 `tuf.ngclient.Updater` or install offline from the metadata carried with a bundle. Tampered,
 re-signed with a wrong key, stripped, expired and replayed metadata are refused and the old bundle
 keeps serving; a rotated root is followed.
@@ -18,7 +18,7 @@ from tuf.api.metadata import Metadata
 
 from cloud.service import BundleFolder, CloudService, create_app
 from cloud.service.bundles import SignedFiles
-from cloud.signing import SignedRepository, create_keys, load_signer
+from cloud.export.signing import SignedRepository, create_keys, load_signer
 from device_runtime import signed
 from device_runtime.bundle import BundleRegistry
 from device_runtime.client import CloudClient

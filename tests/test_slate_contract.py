@@ -52,8 +52,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_vectors_and_items_slate_offline_match_the_item_encoder(run_dir, tmp_path, capsys):
     from cloud.data.prepared import PreparedData
-    from cloud.runs import load_run
-    from cloud.slates import encode_items
+    from cloud.training.runs import load_run
+    from cloud.service.slates import encode_items
 
     ids = tmp_path / "ids.json"
     ids.write_text(json.dumps({"article": ["a2", "zz"], "video": ["v5", "v1"]}))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cloud.statistics import mean_ci, paired_test
+from cloud.evaluation.statistics import mean_ci, paired_test
 
 
 def test_mean_ci_is_the_student_t_interval():

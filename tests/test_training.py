@@ -13,10 +13,10 @@ import torch
 from cloud.cli import main as cloud_main
 from cloud.data.prepare import prepare
 from cloud.data.synth import SynthConfig, generate, write_logs
-from cloud.runs import load_run
+from cloud.training.runs import load_run
 from cloud.data.prepared import PreparedData
 from cloud.models import build_model
-from cloud.training import BatchSums, NonFiniteLoss, TrainConfig, step_objective, train
+from cloud.training.trainer import BatchSums, NonFiniteLoss, TrainConfig, step_objective, train
 
 
 @pytest.fixture(scope="module")

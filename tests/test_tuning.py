@@ -86,7 +86,7 @@ def test_bad_input_names_the_option(datasets, tmp_path, capsys):
 
 def test_every_models_search_space_builds_at_its_bounds():
     from cloud.models import MODELS, build_model
-    from cloud.tuning import TRAIN_FIELDS, search_space
+    from cloud.training.tuning import TRAIN_FIELDS, search_space
     from tests.test_dir_model import make_batch, make_spec
 
     spec = make_spec()

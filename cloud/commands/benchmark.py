@@ -9,8 +9,8 @@ config is retrained (the old one moved to DIR/replaced/), or with --reuse-only t
 names the run and the fields that differ. Interrupted, the same command continues where it stopped.
 --tuned TUNED trains each model with the parameters `dir-cloud tune --out TUNED` found; --pages USERS
 also scores every run by the true clicks of its device pages on USERS fresh users of the synthetic
-world (cloud/page_clicks.py; synthetic data only). Writes DIR/results.csv (one row per run),
-DIR/table.csv and DIR/table.md (cloud/results.py: 95% CIs over seeds, paired marks against dir).
+world (cloud/evaluation/page_clicks.py; synthetic data only). Writes DIR/results.csv (one row per run),
+DIR/table.csv and DIR/table.md (cloud/evaluation/results.py: 95% CIs over seeds, paired marks against dir).
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.experiments import run_grid
+    from cloud.evaluation.grids import run_grid
 
     table = run_grid(args.data, _names(args.models), _names(args.histories), parse_seeds(args.seeds), args.out,
                      config_file=args.config, epochs=args.epochs, reuse_only=args.reuse_only, tuned=args.tuned,
                      page_users=args.pages, world_seed=args.world_seed)
     if args.json:
-        from cloud.experiments import read_csv_rows
+        from cloud.evaluation.grids import read_csv_rows
 
         print(json.dumps({"out": args.out, "results": read_csv_rows(f"{args.out}/results.csv"),
                           "summary": read_csv_rows(f"{args.out}/table.csv")}, indent=2))

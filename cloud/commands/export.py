@@ -76,7 +76,7 @@ def _export(args: argparse.Namespace, progress):
     import warnings
 
     from cloud.export import write_bundle
-    from cloud.runs import load_run
+    from cloud.training.runs import load_run
 
     if bool(args.repo) != bool(args.keys):
         raise ValueError("--repo and --keys go together: the repository and its online keys")
@@ -88,7 +88,7 @@ def _export(args: argparse.Namespace, progress):
         metrics=loaded.metrics, overwrite=args.force, progress=progress,
     )
     if args.repo:
-        from cloud.signing import SignedRepository
+        from cloud.export.signing import SignedRepository
 
         progress(f"signed {SignedRepository(args.repo).add_bundle(args.out, args.keys)} into {args.repo}")
     return manifest

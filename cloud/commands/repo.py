@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.signing import SignedRepository, create_keys
+    from cloud.export.signing import SignedRepository, create_keys
 
     days = _days(args.expiry_days) if getattr(args, "expiry_days", None) else None
     if args.action == "keys":

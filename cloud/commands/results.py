@@ -2,7 +2,7 @@
 
     dir-cloud results --grid DIR [--out DIR/table.md]
 
-Reads the finished runs of `dir-cloud benchmark --out DIR` (cloud/results.py); trains nothing.
+Reads the finished runs of `dir-cloud benchmark --out DIR` (cloud/evaluation/results.py); trains nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cloud.experiments import oracle_row
-    from cloud.results import grid_rows, write_results
+    from cloud.evaluation.grids import oracle_row
+    from cloud.evaluation.results import grid_rows, write_results
 
     rows = grid_rows(args.grid)
     data = args.data or (json.loads((Path(args.grid) / "runs" / rows[0]["run"] / "config.json").read_text())["data"]

@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cloud.data.logs_writer import check_out
     from cloud.data.prepared import PreparedData
-    from cloud.runs import load_run
+    from cloud.training.runs import load_run
     from cloud.simulation.config import SimConfig
     from cloud.simulation.device_latency import measure_device
     from cloud.simulation.report import write_report

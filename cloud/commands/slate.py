@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cloud.data.prepared import PreparedData
-    from cloud.runs import load_run
-    from cloud.slates import slate_for_list
+    from cloud.training.runs import load_run
+    from cloud.service.slates import slate_for_list
 
     if args.items:
         return _items_slate(args)

@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from cloud.training import TrainConfig
+    from cloud.training.trainer import TrainConfig
 
     overrides = {"model": args.model, "history": args.history, "seed": args.seed, "epochs": args.epochs,
                  "patience": args.patience, "lr_schedule": args.lr_schedule, "lr": args.lr, "l2": args.l2,
@@ -73,8 +73,8 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from cloud.distributed import launch_rank
-    from cloud.training import RankFailure, train
+    from cloud.training.distributed import launch_rank
+    from cloud.training.trainer import RankFailure, train
 
     try:
         metrics = train(config_from_args(args), args.data, args.out, resume=args.resume, distributed=args.distributed,

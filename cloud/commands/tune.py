@@ -4,7 +4,7 @@
     dir-cloud tune ... --storage postgresql://user@host/db      # start the same command on several machines
 
 TPE sampler, median pruner on the per-epoch validation AUC, every trial a real training run ending by
-patience (cloud/tuning.py). The study is kept in --storage (default TUNED/study.db, SQLite); workers
+patience (cloud/training/tuning.py). The study is kept in --storage (default TUNED/study.db, SQLite); workers
 with the same --storage and --study-name share it, and an interrupted study keeps every finished
 trial. Writes TUNED/MODEL.json (the best trial), which `dir-cloud benchmark --tuned TUNED` uses.
 """
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.tuning import tune
+    from cloud.training.tuning import tune
 
     params = [p.strip() for p in args.params.split(",")] if args.params is not None else None
     result = tune(args.data, args.model, args.history, args.trials, args.out, storage=args.storage,

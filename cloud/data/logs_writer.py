@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cloud.files import replace_dir
+from shared_schema.files import replace_dir
 from shared_schema.specs import DatasetSpec
 
 _TOP_KEYS = ("name", "n", "t", "K", "lag", "list_mode", "negatives", "valid_fraction", "test_fraction")

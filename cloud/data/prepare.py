@@ -24,7 +24,7 @@ from cloud.data.dense_scaling import standardised
 from cloud.data.history import histories
 from cloud.data.lists import build_lists
 from cloud.data.logs import ItemTable, Logs, read_logs
-from cloud.files import recover_dir, replace_dir
+from shared_schema.files import recover_dir, replace_dir
 from shared_schema.specs import SCHEMA_VERSION, DatasetSpec
 
 SPLITS = ("train", "valid", "test")

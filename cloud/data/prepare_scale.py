@@ -35,7 +35,7 @@ from cloud.data.prepare import (
     write_meta,
 )
 from cloud.data.shards import ShardJob, build_shard, merge_shards
-from cloud.files import replace_dir
+from shared_schema.files import replace_dir
 
 ENGINES = ("auto", "memory", "duckdb")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

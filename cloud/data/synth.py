@@ -174,7 +174,7 @@ def stream_parquet_logs(config: SynthConfig, out: str | Path, force: bool = Fals
     from cloud.data.logs_writer import check_out, dataset_toml
     from cloud.data.parquet import literal
     from cloud.data.partition import connect
-    from cloud.files import replace_dir
+    from shared_schema.files import replace_dir
 
     if chunk_users < 1 or chunk_users % CHUNK_USERS:
         raise ValueError(f"chunk_users must be a positive multiple of {CHUNK_USERS}, got {chunk_users}")

@@ -16,7 +16,7 @@ quantize="int8-dynamic" model_int8_dynamic.tflite and model_int8_dynamic.pte (in
 activations; the .pte via PT2E, XNNPACK-delegated), each for the backends asked for. Each file is loaded back
 with its real runtime and compared with eager PyTorch on the parity cases (cloud/export/parity.py); an
 fp32 file above `parity_tolerance` fails the export. Everything is written to a temporary folder that
-replaces `out_dir` at the end (cloud.files.replace_dir), so a failed export leaves nothing behind.
+replaces `out_dir` at the end (shared_schema.files.replace_dir), so a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloud import runs
+from cloud.training import runs
 from cloud.export.capture import ExportError, capture, output_specs
 from cloud.export.executorch import lower_executorch
 from cloud.export.parity import eager_runner, max_abs_diff, open_runner, parity_cases
 from cloud.export.pt2e import quantize_program
 from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
 from cloud.export.tflite import convert_tflite
-from cloud.files import replace_dir
+from shared_schema.files import replace_dir
 from cloud.models.base import count_parameters
 from shared_schema.files import file_sha256
 from shared_schema.manifest import DECODERS, MANIFEST_NAME, BundleFile, BundleManifest, decoder_settings

@@ -1,7 +1,7 @@
 """The embedding split every model follows: cloud-only `ItemEncoder` + exportable device model.
 
     model = build_model("dir", spec)           # a RerankModel
-    scores = model(batch)                      # [B, m, n] logits, batch from cloud/batches.py
+    scores = model(batch)                      # [B, m, n] logits, batch from cloud/data/batches.py
     inputs = model.device_inputs(batch)        # dense tensors in TensorLayout order
     assert torch.equal(model.device_model(*inputs), scores)
     count_parameters(model)                    # {"cloud": ..., "device": ...}
@@ -85,7 +85,7 @@ class RerankModel(nn.Module):
     device_model: nn.Module
     search_space: dict[str, tuple] = {}
     """Constructor options `dir-cloud tune` searches, next to each model's code: name -> ("int", low, high,
-    step); cloud/tuning.py adds the learning rate, L2 and (with the exposure loss) beta."""
+    step); cloud/training/tuning.py adds the learning rate, L2 and (with the exposure loss) beta."""
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16):
         super().__init__()
@@ -147,5 +147,5 @@ def count_parameters(model: RerankModel) -> dict[str, int]:
 
 def _get(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in batch:
-        raise ValueError(f"feature batch has no {key!r}; batches come from cloud/batches.py (keys: {sorted(batch)})")
+        raise ValueError(f"feature batch has no {key!r}; batches come from cloud/data/batches.py (keys: {sorted(batch)})")
     return batch[key]

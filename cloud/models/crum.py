@@ -49,7 +49,7 @@ class CRUM(RerankModel):
     """CRUM's reranker (exported) with its cloud-only evaluator, trained in two stages (module docstring)."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 48, 16)}
-    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+    """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     uses_utility_loss = False
 

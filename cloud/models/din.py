@@ -49,7 +49,7 @@ class DIN(RerankModel):
         "width": ("int", 16, 64, 16),
         "attention_hidden": ("int", 16, 64, 4),
     }
-    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+    """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     def __init__(
         self,

@@ -53,7 +53,7 @@ class DIR(RerankModel):
     """DIR with its ablations as constructor flags (see the module docstring for each flag)."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "hidden": ("int", 16, 64, 16)}
-    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+    """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ class EdgeRec(RerankModel):
     """EdgeRec on the flattened candidate set; utility loss only unless `exposure_loss`."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16)}
-    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+    """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,
                  mlp_dims: Sequence[int] = (64, 32), exposure_loss: bool = False):

@@ -48,7 +48,7 @@ class MIR(RerankModel):
         "field_dim": ("int", 8, 24, 8),
         "lstm_hidden": ("int", 32, 96, 32),
     }
-    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+    """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ class PEAR(RerankModel):
     """PEAR with its list-level auxiliary loss; utility (+ auxiliary) loss only unless `exposure_loss`."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "d": ("int", 32, 96, 32)}
-    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+    """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, d: int = 64, heads: int = 2, blocks: int = 1,
                  positions: bool = False, aux_weight: float = 1.0, exposure_loss: bool = False):

@@ -30,7 +30,7 @@ class PRM(RerankModel):
     """PRM on the flattened initial list; utility loss only unless `exposure_loss`."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 32, 96, 16), "ffn": ("int", 64, 256, 64)}
-    """Options `dir-cloud tune` searches (cloud/tuning.py: ("int", low, high, step)); no dropout to tune."""
+    """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 64, heads: int = 2, blocks: int = 2,
                  ffn: int = 128, exposure_loss: bool = False):

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from cloud.data.prepared import SPLITS, PreparedData
-from cloud.runs import LoadedRun, load_run
+from cloud.training.runs import LoadedRun, load_run
 from cloud.service.upstream import UpstreamRanker
-from cloud.slates import encode_items, slate_for_list
+from cloud.service.slates import encode_items, slate_for_list
 from shared_schema import SCHEMA_VERSION, CandidateItem, CandidateSlate, SourceCandidates
 from shared_schema.service import MIN_BUCKET_ITEMS, ItemVectors, ListSlate, ServiceInfo, item_bucket
 

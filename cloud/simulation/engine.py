@@ -79,7 +79,7 @@ def simulate_path(world: World, cache: ScoreCache, timing: PathTiming, click_u: 
     """Run every simulated request of `world` through one path.
 
     `cache` builds the pages: anything with ScoreCache's `orders(world, j, hist_items, users)` (e.g. a
-    model with its own list decoder, cloud/page_clicks.py)."""
+    model with its own list decoder, cloud/evaluation/page_clicks.py)."""
     U, R, M = world.slot_item.shape
     log = ClickLog(U, len(world.source_names), world.warm_user, world.warm_ts, world.warm_item,
                    world.item_source[world.warm_item])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud.data.logs_writer import check_out
-from cloud.files import replace_dir
+from shared_schema.files import replace_dir
 from cloud.simulation.device_latency import DeviceMeasurement
 from cloud.simulation.study import Study
 from cloud.simulation.summary import paired_gain, path_summary

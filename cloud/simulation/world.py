@@ -127,7 +127,7 @@ def _candidate_slots(slot_item: np.ndarray, item_source: np.ndarray, m: int, n: 
 
 def _encode_catalog(model, data: PreparedData, catalog, item_source: np.ndarray, world_seed: int):
     """Per item its row in its source's vector table, and per source the item-encoder vectors (catalog order)."""
-    from cloud.slates import encode_items
+    from cloud.service.slates import encode_items
 
     item_local = np.zeros(len(catalog), np.int64)
     vectors = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.files import replace_dir
+from shared_schema.files import replace_dir
 
 SPLITS = ("train", "valid", "test")
 CATALOG = "catalog.csv"
@@ -34,8 +34,8 @@ def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None
                max_slates: int = 30, titles: str | Path | None = None, force: bool = False) -> dict:
     """Write the pool folder atomically; returns {"user", "slates", "history"} counts."""
     from cloud.data.prepared import PreparedData
-    from cloud.runs import load_run
-    from cloud.slates import slate_for_list
+    from cloud.training.runs import load_run
+    from cloud.service.slates import slate_for_list
 
     out = Path(out)
     if out.exists() and not force:

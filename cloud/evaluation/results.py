@@ -17,7 +17,7 @@ import csv
 import json
 from pathlib import Path
 
-from cloud.statistics import mean_ci, paired_test
+from cloud.evaluation.statistics import mean_ci, paired_test
 
 LABEL_METRICS = ("auc", "ndcg@{K}", "map@{K}", "utility@{K}", "js@{K}")
 PAGE_METRICS = ("clicks_per_page", "clicks_top{K}_per_page", "js@{K}")
@@ -27,7 +27,7 @@ MARKS = {"+": " ▲", "-": " ▼", "": ""}
 
 def grid_rows(grid: str | Path) -> list[dict]:
     """One row per finished run: model, history, seed, config hash, stopping, test metrics, page metrics."""
-    from cloud.experiments import config_hash, saved_identity
+    from cloud.evaluation.grids import config_hash, saved_identity
 
     rows = []
     for run_dir in sorted(Path(grid, "runs").iterdir()):
@@ -117,7 +117,7 @@ def write_results(grid: str | Path, oracle: dict | None = None, out: str | Path 
         refs = json.loads(refs_path.read_text()) if refs_path.exists() else None
         users = paged[0].get("page_users")
         text += ["", f"The page's true clicks: {users} fresh simulated users per run, every arm on the same users, "
-                 "candidates and random numbers (cloud/page_clicks.py).", "",
+                 "candidates and random numbers (cloud/evaluation/page_clicks.py).", "",
                  markdown_table(pages, page_keys, refs["arms"] if refs else None, stopping=False)]
     table = "\n".join(text)
     (Path(out) if out else grid / "table.md").write_text(table + "\n")

@@ -1,7 +1,7 @@
 """Train a reranker on prepared data with validation-based checkpoint selection.
 
     config = TrainConfig(model="dir", history="device", seed=0)
-    train(config, data_dir="out/data", run_dir="out/run")   # writes the run folder of cloud.runs
+    train(config, data_dir="out/data", run_dir="out/run")   # writes the run folder of cloud.training.runs
 
 Adam with L2 (weight decay), early stopping on validation AUC, the best epoch's weights kept as
 model.pt, the last epoch's full state as checkpoint.pt (so `resume=True` continues after a crash).
@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloud import runs
-from cloud.batches import HISTORY_VIEWS, ListBatcher
+from cloud.training import runs
+from cloud.data.batches import HISTORY_VIEWS, ListBatcher
 from cloud.data.prepared import PreparedData
-from cloud.distributed import Context, is_peer_failure, session
-from cloud.evaluation import evaluate_references, evaluate_scores, not_beaten, predict
-from cloud.losses import exposure_counts, js_divergence, utility_sum
+from cloud.training.distributed import Context, is_peer_failure, session
+from cloud.evaluation.scoring import evaluate_references, evaluate_scores, not_beaten, predict
+from cloud.training.losses import exposure_counts, js_divergence, utility_sum
 from cloud.models import build_model
 
 

@@ -3,7 +3,7 @@
 Every function takes arrays shaped [L, m, n] (lists x sources x candidates per source); the source of a
 slot is its m index, and `mask` (0/1) marks the real candidates. Usage::
 
-    from cloud.metrics import evaluate_lists
+    from cloud.evaluation.metrics import evaluate_lists
     evaluate_lists(scores, labels, mask, target_shares=[0.5, 0.4, 0.1], k=5)
     # {'auc': .., 'ndcg@5': .., 'map@5': .., 'map_minpos@5': .., 'utility@5': .., 'js@5': .., 'lists': L}
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.batches import ListBatcher
+from cloud.data.batches import ListBatcher
 from cloud.data.prepared import PreparedData
-from cloud.evaluation import REFERENCES, evaluate_model, evaluate_oracle, evaluate_references, not_beaten
+from cloud.evaluation.scoring import REFERENCES, evaluate_model, evaluate_oracle, evaluate_references, not_beaten
 
 METRIC_COLUMNS = ("auc", "ndcg@{K}", "map@{K}", "utility@{K}", "js@{K}")
 
@@ -25,7 +25,7 @@ METRIC_COLUMNS = ("auc", "ndcg@{K}", "map@{K}", "utility@{K}", "js@{K}")
 def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | Path | None = None,
                  history: str | None = None, cross_view: bool = False) -> dict:
     """Metrics of a run's selected model on every list of `split`."""
-    from cloud.runs import load_run
+    from cloud.training.runs import load_run
 
     run = load_run(run_dir)
     trained_on = run.config["history"]
@@ -78,7 +78,7 @@ def run_identity(config, data_dir: str | Path) -> dict:
 
 def saved_identity(run_dir: Path) -> dict | None:
     """run_identity of the run saved in run_dir (from its config.json), None when there is none."""
-    from cloud.training import TrainConfig
+    from cloud.training.trainer import TrainConfig
 
     path = run_dir / "config.json"
     if not path.exists():
@@ -98,7 +98,7 @@ def train_or_reuse(config, data_dir: str | Path, run_dir: str | Path, reuse_only
     resumed when it was interrupted with it, otherwise trained afresh (a run of another config is moved
     to run_dir/../../replaced/NAME-HASH, never deleted). `reuse_only` raises ReuseRefused instead of training;
     `label` starts the run's progress lines."""
-    from cloud.training import train
+    from cloud.training.trainer import train
 
     run_dir = Path(run_dir)
     wanted = run_identity(config, data_dir)
@@ -135,11 +135,11 @@ def run_grid(data_dir: str | Path, models: list[str], histories: list[str], seed
              config_file: str | None = None, epochs: int | None = None, reuse_only: bool = False,
              tuned: str | Path | None = None, page_users: int = 0, world_seed: int = 0) -> str:
     """Train (or reuse) every (model, history, seed) into OUT/runs/MODEL-HISTORY-sSEED (`seeds`: a count, or
-    the seed numbers), score the pages of each run (`page_users` > 0, synthetic data: cloud.page_clicks),
-    and write OUT/results.csv and the tables (cloud.results) over every finished run in OUT/runs.
+    the seed numbers), score the pages of each run (`page_users` > 0, synthetic data: cloud.evaluation.page_clicks),
+    and write OUT/results.csv and the tables (cloud.evaluation.results) over every finished run in OUT/runs.
     Interrupted, the same call continues where it stopped."""
     from cloud.models import MODELS
-    from cloud.training import TrainConfig
+    from cloud.training.trainer import TrainConfig
 
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -160,14 +160,14 @@ def run_grid(data_dir: str | Path, models: list[str], histories: list[str], seed
         train_or_reuse(config, data_dir, run_dir, reuse_only,
                        label=f"{config.model} {config.history} seed {config.seed}")
         if page_users:
-            from cloud.page_clicks import run_pages_of
+            from cloud.evaluation.page_clicks import run_pages_of
 
             run_pages_of(run_dir, data_dir, page_users, world_seed)
     if page_users:
-        from cloud.page_clicks import reference_pages_of
+        from cloud.evaluation.page_clicks import reference_pages_of
 
         reference_pages_of(out, data_dir, page_users, world_seed)
-    from cloud.results import write_results
+    from cloud.evaluation.results import write_results
 
     return write_results(out, oracle=oracle_row(data_dir))
 
@@ -189,7 +189,7 @@ def _metric_keys(rows: list[dict]) -> list[str]:
 def run_tradeoff(data_dir: str | Path, betas: list[float], targets: list[list[float]], out: str | Path,
                  model: str = "dir", seed: int = 0, epochs: int | None = None) -> str:
     """Train per beta (and per target distribution); write CSVs and PNG plots; return a summary."""
-    from cloud.training import TrainConfig
+    from cloud.training.trainer import TrainConfig
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

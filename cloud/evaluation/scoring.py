@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cloud.batches import ListBatcher
-from cloud.metrics import evaluate_lists
+from cloud.data.batches import ListBatcher
+from cloud.evaluation.metrics import evaluate_lists
 
 REFERENCES = ("random", "logged", "popularity")
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from cloud.data.synth import SOURCES
-from cloud.metrics import js_divergence
-from cloud.runs import atomic_write_json
+from cloud.evaluation.metrics import js_divergence
+from cloud.training.runs import atomic_write_json
 from cloud.simulation.engine import PathResult, PathTiming, model_inputs, score_order, simulate_path, upstream_order
 from cloud.simulation.streams import Draws
 from cloud.simulation.world import World
@@ -181,7 +181,7 @@ REFERENCES_FILE = "pages-references.json"
 def run_pages_of(run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0) -> dict:
     """page_clicks of a finished run, kept in RUN/pages.json (recomputed when users or seed differ)."""
     from cloud.data.prepared import PreparedData
-    from cloud.runs import load_run
+    from cloud.training.runs import load_run
     from cloud.simulation.world import build_world
 
     path = Path(run_dir) / PAGES_FILE

@@ -3,7 +3,7 @@
     best = tune("data", "din", "device", trials=16, out="tuned")        # tuned/din.json, tuned/study.db
     tune(..., storage="postgresql://user@host/studies")                  # workers on several machines
 
-The objective is the best validation AUC of a real training run (cloud.training.train, patience rule),
+The objective is the best validation AUC of a real training run (cloud.training.trainer.train, patience rule),
 reported after every epoch so the pruner stops trials that trail the others' median at the same epoch;
 the test split is never read. The search space is the learning rate and L2 of every model, beta for
 a model trained with the exposure loss, and the widths each model declares next to its code
@@ -70,7 +70,7 @@ def tune(data_dir: str | Path, model: str, history: str, trials: int, out: str |
 
     from cloud.data.prepared import PreparedData
     from cloud.models import MODELS
-    from cloud.training import TrainConfig
+    from cloud.training.trainer import TrainConfig
 
     if model not in MODELS:
         raise ValueError(f"--model: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
@@ -113,7 +113,7 @@ def tune(data_dir: str | Path, model: str, history: str, trials: int, out: str |
         trial.set_user_attr("best_epoch", metrics["best_epoch"])
         return metrics["valid"]["auc"]
 
-    from cloud.training import train
+    from cloud.training.trainer import train
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring a split, run evaluation, grids and their statistics."""

@@ -1,0 +1,1 @@
+"""Training: the trainer loop, its objective and distributed sums, losses, run folders."""
