@@ -79,8 +79,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     spec = default_spec()
-    print(f"\n{platform.machine()} {os.cpu_count()} cores, TFLite XNNPACK, 1 thread, batch 1, {args.calls} calls "
-          f"after {args.warmup} warm-up; m={len(spec.sources)} n={spec.n} t={spec.t} K={spec.K}")
+    print(
+        f"\n{platform.machine()} {os.cpu_count()} cores, TFLite XNNPACK, 1 thread, batch 1, {args.calls} calls "
+        f"after {args.warmup} warm-up; m={len(spec.sources)} n={spec.n} t={spec.t} K={spec.K}"
+    )
     print(f"{'model':<16}{'device params':>14}{'net p50':>10}{'net p99':>10}{'+decode p50':>13}{'+decode p99':>13}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in MODELS:

@@ -28,14 +28,27 @@ import numpy as np
 def default_spec():
     from shared_schema import CategoricalField, DatasetSpec, DenseField, SourceSpec
 
-    return DatasetSpec(name="latency", n=10, t=20, K=5, sources=(
-        SourceSpec(name="video", target_share=0.5, categorical=(CategoricalField(name="genre", vocab=50),
-                                                                CategoricalField(name="creator", vocab=1000)),
-                   dense=(DenseField(name="emb", dim=8),)),
-        SourceSpec(name="article", target_share=0.3, categorical=(CategoricalField(name="topic", vocab=30),)),
-        SourceSpec(name="ad", target_share=0.2, categorical=(CategoricalField(name="advertiser", vocab=200),),
-                   dense=(DenseField(name="bid", dim=1),)),
-    ))
+    return DatasetSpec(
+        name="latency",
+        n=10,
+        t=20,
+        K=5,
+        sources=(
+            SourceSpec(
+                name="video",
+                target_share=0.5,
+                categorical=(CategoricalField(name="genre", vocab=50), CategoricalField(name="creator", vocab=1000)),
+                dense=(DenseField(name="emb", dim=8),),
+            ),
+            SourceSpec(name="article", target_share=0.3, categorical=(CategoricalField(name="topic", vocab=30),)),
+            SourceSpec(
+                name="ad",
+                target_share=0.2,
+                categorical=(CategoricalField(name="advertiser", vocab=200),),
+                dense=(DenseField(name="bid", dim=1),),
+            ),
+        ),
+    )
 
 
 def eager_call(device_model, layout, request):
@@ -103,16 +116,30 @@ def rows(bundle: Path, manifest, device_model, request):
     layout = manifest.layout()
     plan = [
         ("eager PyTorch", None, lambda: eager_call(device_model, layout, request)),
-        ("ExecuTorch portable", "model_portable.pte", lambda: executorch_call(bundle / "model_portable.pte", layout, request)),
+        (
+            "ExecuTorch portable",
+            "model_portable.pte",
+            lambda: executorch_call(bundle / "model_portable.pte", layout, request),
+        ),
         ("ExecuTorch XNNPACK", "model.pte", lambda: executorch_call(bundle / "model.pte", layout, request)),
-        ("ExecuTorch int8-dynamic XNNPACK", "model_int8_dynamic.pte",
-         lambda: executorch_call(bundle / "model_int8_dynamic.pte", layout, request)),
+        (
+            "ExecuTorch int8-dynamic XNNPACK",
+            "model_int8_dynamic.pte",
+            lambda: executorch_call(bundle / "model_int8_dynamic.pte", layout, request),
+        ),
         ("TFLite builtin CPU", "model.tflite", lambda: tflite_call(bundle / "model.tflite", request, False)),
         ("TFLite XNNPACK", "model.tflite", lambda: tflite_call(bundle / "model.tflite", request, True)),
-        ("TFLite int8 builtin CPU", "model_int8.tflite", lambda: tflite_call(bundle / "model_int8.tflite", request, False)),
+        (
+            "TFLite int8 builtin CPU",
+            "model_int8.tflite",
+            lambda: tflite_call(bundle / "model_int8.tflite", request, False),
+        ),
         ("TFLite int8 XNNPACK", "model_int8.tflite", lambda: tflite_call(bundle / "model_int8.tflite", request, True)),
-        ("TFLite int8-dynamic XNNPACK", "model_int8_dynamic.tflite",
-         lambda: tflite_call(bundle / "model_int8_dynamic.tflite", request, True)),
+        (
+            "TFLite int8-dynamic XNNPACK",
+            "model_int8_dynamic.tflite",
+            lambda: tflite_call(bundle / "model_int8_dynamic.tflite", request, True),
+        ),
     ]
     return [(label, f, make) for label, f, make in plan if (f is None and device_model is not None) or f in have]
 
@@ -156,10 +183,12 @@ def main(argv=None) -> int:
     request = random_inputs(manifest.layout(), np.random.default_rng(0))
     device_model = model.device_model.eval() if model is not None else None
     params = sum(p.numel() for p in device_model.parameters()) if device_model is not None else None
-    print(f"\n{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, 1 thread, batch 1, {args.calls} calls after {args.warmup} warm-up; "
-          f"m={len(manifest.sources)} n={manifest.n} t={manifest.t} dims={manifest.vector_dims}"
-          + (f", {params:,} device parameters" if params else ""))
+    print(
+        f"\n{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, 1 thread, batch 1, {args.calls} calls after {args.warmup} warm-up; "
+        f"m={len(manifest.sources)} n={manifest.n} t={manifest.t} dims={manifest.vector_dims}"
+        + (f", {params:,} device parameters" if params else "")
+    )
     print(f"{'runtime':<33}{'file':<28}{'p50 ms':>9}{'p99 ms':>9}{'p50 / eager':>13}")
     eager = None
     for label, name, make in rows(bundle, manifest, device_model, request):

@@ -33,8 +33,10 @@ def prepare_data(work: Path, seed: int) -> Path:
     from cloud.cli import main as dir_cloud
 
     logs, data = work / "logs", work / "data"
-    steps = [(logs / "dataset.toml", ["synth", "--out", str(logs), "--seed", str(seed), "--force"]),
-             (data / "dataset.json", ["prepare", "--logs", str(logs), "--out", str(data), "--force"])]
+    steps = [
+        (logs / "dataset.toml", ["synth", "--out", str(logs), "--seed", str(seed), "--force"]),
+        (data / "dataset.json", ["prepare", "--logs", str(logs), "--out", str(data), "--force"]),
+    ]
     for done, argv in steps:
         if not done.exists() and dir_cloud(argv):
             raise SystemExit(f"dir-cloud {argv[0]} failed")
@@ -79,8 +81,15 @@ def export(run_model, spec, bundle: Path, calibration) -> None:
     from cloud.export import summary, write_bundle
 
     if not (bundle / "manifest.json").exists():
-        manifest = write_bundle(run_model, spec, bundle, quantize=("int8", "int8-dynamic"),
-                                calibration_inputs=calibration, model_version="int8-quality", overwrite=True)
+        manifest = write_bundle(
+            run_model,
+            spec,
+            bundle,
+            quantize=("int8", "int8-dynamic"),
+            calibration_inputs=calibration,
+            model_version="int8-quality",
+            overwrite=True,
+        )
         print(summary(manifest))
 
 
@@ -126,23 +135,29 @@ def main(argv=None) -> int:
     layout = manifest.layout()
     test = batcher(data, "test")
     test_requests = requests(model, test)
-    print(f"\nDIR trained {args.epochs} epochs on synthetic seed {args.seed} ({work}); {len(test_requests)} test "
-          f"lists, m={layout.m} n={layout.n} t={layout.t}; full int8 calibrated on {args.calibration} training lists")
+    print(
+        f"\nDIR trained {args.epochs} epochs on synthetic seed {args.seed} ({work}); {len(test_requests)} test "
+        f"lists, m={layout.m} n={layout.n} t={layout.t}; full int8 calibrated on {args.calibration} training lists"
+    )
     rows = [("eager PyTorch", "fp32", evaluate_scores(predict(model, test), test, shares, K), None)]
     for f in manifest.files:
         scores, p50 = score_file(work / "bundle" / f.path, layout, test_requests)
         rows.append((f.path, f.quantization, evaluate_scores(scores, test, shares, K), p50))
     metrics = {name: m for name, _, m, _ in rows}
     ndcg = f"ndcg@{K}"
-    print(f"{'file':<28}{'quantization':<14}{'AUC':>8}{'dAUC':>9}{ndcg.upper():>9}{'dNDCG':>9}{'p50 ms':>9}  "
-          f"dAUC target -{args.target:g}")
+    print(
+        f"{'file':<28}{'quantization':<14}{'AUC':>8}{'dAUC':>9}{ndcg.upper():>9}{'dNDCG':>9}{'p50 ms':>9}  "
+        f"dAUC target -{args.target:g}"
+    )
     for name, quantization, m, p50 in rows:
         base = metrics["eager PyTorch" if quantization == "fp32" else FP32_OF[Path(name).suffix]]
         d_auc, d_ndcg = m["auc"] - base["auc"], m[ndcg] - base[ndcg]
         verdict = "" if quantization == "fp32" else ("ok" if -d_auc <= args.target else "MISSES")
         speed = "-" if p50 is None else f"{p50:.4f}"
-        print(f"{name:<28}{quantization:<14}{m['auc']:>8.4f}{d_auc:>+9.4f}{m[ndcg]:>9.4f}{d_ndcg:>+9.4f}"
-              f"{speed:>9}  {verdict}")
+        print(
+            f"{name:<28}{quantization:<14}{m['auc']:>8.4f}{d_auc:>+9.4f}{m[ndcg]:>9.4f}{d_ndcg:>+9.4f}"
+            f"{speed:>9}  {verdict}"
+        )
     return 0
 
 

@@ -45,7 +45,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             manifest = write_bundle(model, spec, Path(tmp) / "bundle", progress=lambda *a, **k: None)
         sizes = {f.path: f.size / 1024 for f in manifest.files}
-        cells = [f"{sizes.get(path, float('nan')):,.1f}" for path in ("model.pte", "model_portable.pte", "model.tflite")]
+        cells = [
+            f"{sizes.get(path, float('nan')):,.1f}" for path in ("model.pte", "model_portable.pte", "model.tflite")
+        ]
         print(f"| {name} | {params['device']:,} | {params['cloud']:,} | " + " | ".join(cells) + " |", flush=True)
 
 

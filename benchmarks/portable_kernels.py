@@ -33,11 +33,11 @@ def main() -> None:
     from executorch.exir import to_edge_transform_and_lower
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
+    from rerank_latency import latency_model
 
     from cloud.export import capture, lower_executorch
-    from cloud.export.executorch import program_operators
     from cloud.export.capture import sample_args
-    from rerank_latency import latency_model
+    from cloud.export.executorch import program_operators
 
     torch.set_num_threads(1)
     portable_lib._unsafe_reset_threadpool(1)
@@ -48,9 +48,11 @@ def main() -> None:
         "DIR (m=3, n=10, t=20)": (dir_program, list(sample_args(model.layout))),
         "nn.Linear 30x96 -> 64": (linear, [torch.randn(30, 96)]),
     }
-    print(f"# ExecuTorch portable kernels, batch 1, 1 thread, {args.runs} runs each; "
-          f"{platform.machine()} python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"# ExecuTorch portable kernels, batch 1, 1 thread, {args.runs} runs each; "
+        f"{platform.machine()} python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
     print("| program | lowering | ops | p50 ms | p99 ms | p50 speed-up |")
     print("|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:

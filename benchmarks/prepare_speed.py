@@ -48,11 +48,17 @@ def write_logs(folder: Path, events: int, mode: str, seed: int = 0) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     sources = "".join(
         f'\n[[sources]]\nname = "{s}"\ntarget_share = {share}\ncategorical = [{{name = "cat", vocab = 0}}]\n'
-        f'dense = [{{name = "emb", dim = {DENSE}}}]\n' for s, share in zip(SOURCES, (0.5, 0.3, 0.2)))
+        f'dense = [{{name = "emb", dim = {DENSE}}}]\n'
+        for s, share in zip(SOURCES, (0.5, 0.3, 0.2))
+    )
     (folder / "dataset.toml").write_text(f'name = "bench"\nlist_mode = "{mode}"\n{sources}')
-    items = pd.DataFrame({"item_id": [f"{s}-{i}" for s in SOURCES for i in range(ITEMS)],
-                          "source": np.repeat(SOURCES, ITEMS),
-                          "cat": rng.integers(0, 50, len(SOURCES) * ITEMS)})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"{s}-{i}" for s in SOURCES for i in range(ITEMS)],
+            "source": np.repeat(SOURCES, ITEMS),
+            "cat": rng.integers(0, 50, len(SOURCES) * ITEMS),
+        }
+    )
     dense = rng.normal(size=(len(items), DENSE)).round(4)
     for d in range(DENSE):
         items[f"emb_{d}"] = dense[:, d]
@@ -85,20 +91,26 @@ def _window(rng: np.random.Generator, events: int, w: int, windows: int, first_l
     # LIST_SIZE distinct items per list: a window of a random permutation of the items at a random start
     start = rng.integers(0, len(item_ids), lists)
     shown = rng.permutation(len(item_ids))[(start[:, None] + np.arange(LIST_SIZE)) % len(item_ids)]
-    impressions = pd.DataFrame({
-        "user_id": np.repeat(list_user, LIST_SIZE),
-        "item_id": item_ids[shown.ravel()],
-        "timestamp": np.repeat(list_ts, LIST_SIZE),
-        "label": (rng.random(lists * LIST_SIZE) < 0.1).astype(int),
-        "list_id": np.repeat(np.arange(first_list, first_list + lists), LIST_SIZE),
-        "position": np.tile(np.arange(LIST_SIZE), lists),
-    })
-    behaviours = pd.DataFrame({
-        "user_id": rng.integers(0, USERS, plain),
-        "item_id": item_ids[rng.integers(0, len(item_ids), plain)],
-        "timestamp": rng.uniform(w * span, (w + 1) * span, plain).round(), "label": 1, "list_id": "",
-        "position": "",
-    })
+    impressions = pd.DataFrame(
+        {
+            "user_id": np.repeat(list_user, LIST_SIZE),
+            "item_id": item_ids[shown.ravel()],
+            "timestamp": np.repeat(list_ts, LIST_SIZE),
+            "label": (rng.random(lists * LIST_SIZE) < 0.1).astype(int),
+            "list_id": np.repeat(np.arange(first_list, first_list + lists), LIST_SIZE),
+            "position": np.tile(np.arange(LIST_SIZE), lists),
+        }
+    )
+    behaviours = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, USERS, plain),
+            "item_id": item_ids[rng.integers(0, len(item_ids), plain)],
+            "timestamp": rng.uniform(w * span, (w + 1) * span, plain).round(),
+            "label": 1,
+            "list_id": "",
+            "position": "",
+        }
+    )
     frame = pd.concat([impressions, behaviours]).sort_values("timestamp", kind="stable")
     frame["user_id"] = "u" + frame["user_id"].astype(str)
     return frame, lists
@@ -133,8 +145,12 @@ def run_path(logs: Path, out: Path, path: str, memory_limit: int) -> dict:
     """One prepare in a fresh process: wall seconds, events and that process's peak RSS."""
     engine, ray = ("duckdb", "local") if path == "ray" else (path, "")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", RUN, str(logs), str(out), engine, str(memory_limit), ray],
-                            stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN, str(logs), str(out), engine, str(memory_limit), ray],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if status:
@@ -173,7 +189,9 @@ def sizes_table(sizes: list[int], paths: list[str], memory_limit: int, fit: int,
             continue
         rate = r["events"] / r["seconds"]
         ratio = f"{rate / base:.2f}" if base else "-"
-        print(f"| {r['events']:,} | {path} | {r['seconds']:.1f} | {rate:,.0f} | {r['peak_rss'] / 1e9:.2f} GB | {ratio} |")
+        print(
+            f"| {r['events']:,} | {path} | {r['seconds']:.1f} | {rate:,.0f} | {r['peak_rss'] / 1e9:.2f} GB | {ratio} |"
+        )
 
 
 def main() -> int:
@@ -183,8 +201,9 @@ def main() -> int:
     parser.add_argument("--sizes", default=None, help="comma-separated event counts: the per-path scale table")
     parser.add_argument("--paths", default="memory,duckdb", help="memory, duckdb, ray (a local Ray)")
     parser.add_argument("--memory-limit", default="4GB", help="prepare --memory-limit for duckdb and ray")
-    parser.add_argument("--fit", default="16GB",
-                        help="run the in-memory path only where its estimate fits this (its --memory-limit)")
+    parser.add_argument(
+        "--fit", default="16GB", help="run the in-memory path only where its estimate fits this (its --memory-limit)"
+    )
     parser.add_argument("--ray-max", type=int, default=10_000_000, help="largest size run on the local Ray")
     parser.add_argument("--work", default=None, help="folder for the generated logs (kept, resumable)")
     args = parser.parse_args()
@@ -192,8 +211,14 @@ def main() -> int:
         modes_table(args.events, args.modes.split(","))
         return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="prepare-bench-"))
-    sizes_table([int(s) for s in args.sizes.split(",")], args.paths.split(","), parse_size(args.memory_limit),
-                parse_size(args.fit), args.ray_max, work)
+    sizes_table(
+        [int(s) for s in args.sizes.split(",")],
+        args.paths.split(","),
+        parse_size(args.memory_limit),
+        parse_size(args.fit),
+        args.ray_max,
+        work,
+    )
     return 0
 
 

@@ -42,9 +42,9 @@ STAGES = ("validate_cache", "history_read", "assembly", "inference", "merge", "r
 def latency_model():
     """Untrained DIR (timing only) on inference_latency's spec (3 sources, n=10, t=20, K=5), and the spec."""
     import torch
+    from inference_latency import default_spec
 
     from cloud.models import build_model
-    from inference_latency import default_spec
 
     spec = default_spec()
     torch.manual_seed(0)
@@ -70,10 +70,17 @@ def slates(manifest: BundleManifest, count: int, rng: np.random.Generator, new_v
         for name, pool in zip(manifest.source_names, pools):
             ids = rng.choice(len(pool), size=manifest.n, replace=False)
             vectors = rng.standard_normal((manifest.n, pool.shape[1])) if new_vectors else pool[ids]
-            sources.append(SourceCandidates(source=name, items=[
-                CandidateItem(item_id=f"{name}{i}", vector=v.tolist()) for i, v in zip(ids, vectors)]))
-        out.append(CandidateSlate(user_id="bench", request_id=f"r{r}", sources=sources,
-                                  embedding_version=manifest.embedding_version))
+            sources.append(
+                SourceCandidates(
+                    source=name,
+                    items=[CandidateItem(item_id=f"{name}{i}", vector=v.tolist()) for i, v in zip(ids, vectors)],
+                )
+            )
+        out.append(
+            CandidateSlate(
+                user_id="bench", request_id=f"r{r}", sources=sources, embedding_version=manifest.embedding_version
+            )
+        )
     return out
 
 
@@ -87,8 +94,15 @@ def seed_history(reranker: Reranker, behaviours: int, rng: np.random.Generator) 
     events = []
     for i in range(behaviours):
         s = i % len(m.sources)
-        events.append(BehaviorEvent(item_id=f"h{m.source_names[s]}{i}", source=m.source_names[s], action="click",
-                                    ts=now + i, vector=rng.standard_normal(m.vector_dims[s]).tolist()))
+        events.append(
+            BehaviorEvent(
+                item_id=f"h{m.source_names[s]}{i}",
+                source=m.source_names[s],
+                action="click",
+                ts=now + i,
+                vector=rng.standard_normal(m.vector_dims[s]).tolist(),
+            )
+        )
     reranker.store.record_many(events)
 
 
@@ -98,8 +112,9 @@ def measure(bundle: Path, pair: str, args: argparse.Namespace, workdir: Path) ->
     db = workdir / f"{backend}-{delegate}.db"
     manifest = read_manifest(bundle)
     per_source = -(-args.behaviours // len(manifest.sources))
-    with Reranker.open(bundle, db, backend, delegate, args.merge, args.threads,
-                       retention_per_source=per_source) as reranker:
+    with Reranker.open(
+        bundle, db, backend, delegate, args.merge, args.threads, retention_per_source=per_source
+    ) as reranker:
         seed_history(reranker, args.behaviours, rng)
         stored = sum(v["click"] for v in reranker.store.stats()["behaviors"].values())
         pages = slates(manifest, 64, rng, args.new_vectors)
@@ -119,10 +134,17 @@ def measure(bundle: Path, pair: str, args: argparse.Namespace, workdir: Path) ->
                 reranker.record(BehaviorEvent(item_id=top.item_id, source=top.source, action="click", ts=time.time()))
                 clicks.append((time.perf_counter() - start) * 1e3)
     wall = np.array(wall)
-    return {"pair": pair, "stored": stored, "p50": np.percentile(wall, 50), "p99": np.percentile(wall, 99),
-            "mean": wall.mean(), "cpu_p50": np.percentile(cpu, 50), "cpu_p99": np.percentile(cpu, 99),
-            **{k: float(np.median(v)) for k, v in stages.items()},
-            "record": np.percentile(clicks, [50, 99]) if clicks else None}
+    return {
+        "pair": pair,
+        "stored": stored,
+        "p50": np.percentile(wall, 50),
+        "p99": np.percentile(wall, 99),
+        "mean": wall.mean(),
+        "cpu_p50": np.percentile(cpu, 50),
+        "cpu_p99": np.percentile(cpu, 99),
+        **{k: float(np.median(v)) for k, v in stages.items()},
+        "record": np.percentile(clicks, [50, 99]) if clicks else None,
+    }
 
 
 @contextlib.contextmanager
@@ -144,16 +166,31 @@ def competitor(on: bool):
 
 def table(rows: list[dict]) -> list[str]:
     """Markdown rows: times, the end-to-end/inference ratio, then each stage's p50 and share."""
-    head = ["backend:delegate", "competing process", "stored clicks", "p50 ms", "p99 ms", "mean ms", "cpu p50 ms",
-            "cpu p99 ms", "p50 / inference", *(f"{s} p50 ms (share)" for s in STAGES), "record p50/p99 ms"]
+    head = [
+        "backend:delegate",
+        "competing process",
+        "stored clicks",
+        "p50 ms",
+        "p99 ms",
+        "mean ms",
+        "cpu p50 ms",
+        "cpu p99 ms",
+        "p50 / inference",
+        *(f"{s} p50 ms (share)" for s in STAGES),
+        "record p50/p99 ms",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         stage_sum = sum(r[k] for k in STAGES) or 1.0
-        cells = [r["pair"], "yes" if r["compete"] else "no", str(r["stored"]),
-                 *(f"{r[k]:.3f}" for k in ("p50", "p99", "mean", "cpu_p50", "cpu_p99")),
-                 f"{r['p50'] / r['inference']:.2f}x",
-                 *(f"{r[k]:.3f} ({100 * r[k] / stage_sum:.0f}%)" for k in STAGES),
-                 "-" if r["record"] is None else "{:.3f} / {:.3f}".format(*r["record"])]
+        cells = [
+            r["pair"],
+            "yes" if r["compete"] else "no",
+            str(r["stored"]),
+            *(f"{r[k]:.3f}" for k in ("p50", "p99", "mean", "cpu_p50", "cpu_p99")),
+            f"{r['p50'] / r['inference']:.2f}x",
+            *(f"{r[k]:.3f} ({100 * r[k] / stage_sum:.0f}%)" for k in STAGES),
+            "-" if r["record"] is None else "{:.3f} / {:.3f}".format(*r["record"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -166,13 +203,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--merge", default="controller", choices=["score", "quota", "controller"])
-    parser.add_argument("--new-vectors", action="store_true",
-                        help="every slate sends new vectors for its items (worst case for the vector cache)")
-    parser.add_argument("--click-every", type=int, default=0, metavar="N",
-                        help="record a click on the top item after every N-th rerank, timed apart (default: none)")
+    parser.add_argument(
+        "--new-vectors",
+        action="store_true",
+        help="every slate sends new vectors for its items (worst case for the vector cache)",
+    )
+    parser.add_argument(
+        "--click-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="record a click on the top item after every N-th rerank, timed apart (default: none)",
+    )
     parser.add_argument("--pairs", default=",".join(PAIRS), help="BACKEND:DELEGATE pairs (default: %(default)s)")
-    parser.add_argument("--compete", default="both", choices=["off", "on", "both"],
-                        help="a CPU-bound process on the last CPU during the runs (default: both, idle first)")
+    parser.add_argument(
+        "--compete",
+        default="both",
+        choices=["off", "on", "both"],
+        help="a CPU-bound process on the last CPU during the runs (default: both, idle first)",
+    )
     args = parser.parse_args()
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compete]
     loads = [os.getloadavg()[0]]
@@ -193,12 +242,14 @@ def main() -> None:
                 for pair in pairs:
                     rows.append({**measure(bundle, pair, args, workdir / str(compete)), "compete": compete})
         loads.append(os.getloadavg()[0])
-    print(f"# rerank latency: {manifest.model_name} m={len(manifest.sources)} n={manifest.n} t={manifest.t} "
-          f"K={manifest.K}, batch 1, merge={args.merge}, threads={args.threads}, {args.requests} requests, "
-          f"{'new' if args.new_vectors else 'fixed'} item vectors, clicks every {args.click_every or '-'} pages, "
-          f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, 1-min load average {loads[0]:.2f} before, {loads[1]:.2f} after "
-          f"(the competing process adds 1 while it runs)\n")
+    print(
+        f"# rerank latency: {manifest.model_name} m={len(manifest.sources)} n={manifest.n} t={manifest.t} "
+        f"K={manifest.K}, batch 1, merge={args.merge}, threads={args.threads}, {args.requests} requests, "
+        f"{'new' if args.new_vectors else 'fixed'} item vectors, clicks every {args.click_every or '-'} pages, "
+        f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, 1-min load average {loads[0]:.2f} before, {loads[1]:.2f} after "
+        f"(the competing process adds 1 while it runs)\n"
+    )
     print("\n".join(table(rows)))
     for pair, why in unavailable:
         print(f"\nnot available: {pair}: {why}")

@@ -60,9 +60,28 @@ def start_server(run: Path, data: Path, bundles: Path, log: Path, workers: int =
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "cloud.cli", "serve", "--run", str(run), "--data", str(data), "--bundles",
-         str(bundles), "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
-        cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "serve",
+            "--run",
+            str(run),
+            "--data",
+            str(data),
+            "--bundles",
+            str(bundles),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        ],
+        cwd=REPO,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
     while True:
         try:
@@ -90,8 +109,9 @@ def one_request(url: str, accept: str) -> tuple[float, int, dict[str, float], st
     return elapsed, status, {k: float(v) for k, v in entries.items()}, "", size
 
 
-def load(url: str, users: list[str], requests: int, concurrency: int, max_seconds: float,
-         accept: str = "application/json") -> tuple[list, float]:
+def load(
+    url: str, users: list[str], requests: int, concurrency: int, max_seconds: float, accept: str = "application/json"
+) -> tuple[list, float]:
     urls = [f"{url}/v1/users/{users[i % len(users)]}/slate" for i in range(requests)]
     for u in urls[:20]:
         one_request(u, accept)
@@ -108,15 +128,19 @@ def load(url: str, users: list[str], requests: int, concurrency: int, max_second
 
 def summary(runs: list[tuple[int, str, list, float]]) -> str:
     """One markdown row per (workers, encoding): bytes per slate, requests/s, latency, errors."""
-    lines = ["| workers | vectors | bytes per slate | requests/s | p50 ms | p99 ms | errors |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workers | vectors | bytes per slate | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for workers, encoding, results, wall in runs:
         ok = [r for r in results if r[1] == 200]
         latency = np.array([r[0] for r in ok]) if ok else np.array([np.nan])
         size = np.mean([r[4] for r in ok]) if ok else float("nan")
-        lines.append(f"| {workers} | {encoding} | {size:.0f} | {len(results) / wall:.0f} | "
-                     f"{np.percentile(latency, 50):.1f} | {np.percentile(latency, 99):.1f} | "
-                     f"{len(results) - len(ok)} |")
+        lines.append(
+            f"| {workers} | {encoding} | {size:.0f} | {len(results) / wall:.0f} | "
+            f"{np.percentile(latency, 50):.1f} | {np.percentile(latency, 99):.1f} | "
+            f"{len(results) - len(ok)} |"
+        )
     return "\n".join(lines)
 
 
@@ -124,20 +148,28 @@ def report(results: list, wall: float, concurrency: int) -> str:
     ok = [r for r in results if r[1] == 200]
     errors = len(results) - len(ok)
     rows = [("client latency (urllib, new connection)", [r[0] for r in ok])]
-    app, upstream, encode, handler = (np.array([r[2].get(k, np.nan) for r in ok])
-                                      for k in ("app", "upstream", "encode", "handler"))
-    rows += [("  server app total (Server-Timing app)", app), ("    handler (slate built)", handler),
-             ("      upstream ranking", upstream), ("      ItemEncoder encoding", encode),
-             ("    app - handler (routing, validation, JSON)", app - handler),
-             ("  connection, queueing, HTTP (client - app)", np.array([r[0] for r in ok]) - app)]
-    lines = [f"{len(results)} requests at concurrency {concurrency}: {len(ok)} ok, {errors} errors, "
-             f"{wall:.1f} s, {len(results) / wall:.0f} requests/s",
-             *sorted({f"  error: {r[3] or r[1]}" for r in results if r[1] != 200}),
-             f"{'':48}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}"]
+    app, upstream, encode, handler = (
+        np.array([r[2].get(k, np.nan) for r in ok]) for k in ("app", "upstream", "encode", "handler")
+    )
+    rows += [
+        ("  server app total (Server-Timing app)", app),
+        ("    handler (slate built)", handler),
+        ("      upstream ranking", upstream),
+        ("      ItemEncoder encoding", encode),
+        ("    app - handler (routing, validation, JSON)", app - handler),
+        ("  connection, queueing, HTTP (client - app)", np.array([r[0] for r in ok]) - app),
+    ]
+    lines = [
+        f"{len(results)} requests at concurrency {concurrency}: {len(ok)} ok, {errors} errors, "
+        f"{wall:.1f} s, {len(results) / wall:.0f} requests/s",
+        *sorted({f"  error: {r[3] or r[1]}" for r in results if r[1] != 200}),
+        f"{'':48}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}",
+    ]
     for name, values in rows:
         values = np.asarray(values, dtype=float)
-        lines.append(f"{name:<48}{np.percentile(values, 50):>9.2f}{np.percentile(values, 99):>9.2f}"
-                     f"{values.mean():>9.2f}")
+        lines.append(
+            f"{name:<48}{np.percentile(values, 50):>9.2f}{np.percentile(values, 99):>9.2f}{values.mean():>9.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -172,17 +204,20 @@ def main(argv: list[str] | None = None) -> int:
                 info = CloudClient(url).version()
                 users = CloudClient(url).users(limit=1000)
                 for encoding in args.encodings.split(","):
-                    results, wall = load(url, users, args.requests, args.concurrency, args.max_seconds,
-                                         ENCODINGS[encoding])
+                    results, wall = load(
+                        url, users, args.requests, args.concurrency, args.max_seconds, ENCODINGS[encoding]
+                    )
                     runs.append((workers, encoding, results, wall))
             finally:
                 process.terminate()
                 process.wait(10)
         loads.append(os.getloadavg()[0])
-    print(f"service load on {platform.machine()} ({os.cpu_count()} cores, shared), Python {platform.python_version()}: "
-          f"model {info.model_name}, sources {info.sources}, n={info.n}, vector dims {info.vector_dims}, "
-          f"{len(users)} users; loopback, concurrency {args.concurrency}, 1-min load average {loads[0]:.2f} before, "
-          f"{loads[1]:.2f} after\n")
+    print(
+        f"service load on {platform.machine()} ({os.cpu_count()} cores, shared), Python {platform.python_version()}: "
+        f"model {info.model_name}, sources {info.sources}, n={info.n}, vector dims {info.vector_dims}, "
+        f"{len(users)} users; loopback, concurrency {args.concurrency}, 1-min load average {loads[0]:.2f} before, "
+        f"{loads[1]:.2f} after\n"
+    )
     print(summary(runs))
     for workers, encoding, results, wall in runs:
         print(f"\n## {workers} worker(s), {encoding} vectors")

@@ -35,8 +35,10 @@ def fill(store: HistoryStore, behaviours: int, dim: int, seed: int = 0) -> None:
     store.record_many(
         [
             BehaviorEvent(
-                item_id=f"{SOURCES[i % 3]}{rng.integers(1000)}", source=SOURCES[i % 3],
-                action="click" if (i // len(SOURCES)) % 2 else "impression", ts=float(i),
+                item_id=f"{SOURCES[i % 3]}{rng.integers(1000)}",
+                source=SOURCES[i % 3],
+                action="click" if (i // len(SOURCES)) % 2 else "impression",
+                ts=float(i),
             )
             for i in range(behaviours)
         ]
@@ -77,32 +79,80 @@ def main() -> None:
         fill(store, args.behaviours, args.dim)
         store.cache_sources(shown, "e1")
         hist = store.last_clicks(SOURCES, args.t)
-        rows.append((f"last_clicks(m=3, t={args.t}) -> {[len(h) for h in hist]} rows",
-                     timed(lambda i: store.last_clicks(SOURCES, args.t), args.reps)))
+        rows.append(
+            (
+                f"last_clicks(m=3, t={args.t}) -> {[len(h) for h in hist]} rows",
+                timed(lambda i: store.last_clicks(SOURCES, args.t), args.reps),
+            )
+        )
         rows.append(("exposure_counts(m=3)", timed(lambda i: store.exposure_counts(SOURCES), args.reps)))
-        rows.append(("record(click), synchronous=NORMAL", timed(
-            lambda i: store.record(BehaviorEvent(item_id=f"video{i % 1000}", source="video", action="click",
-                                                 ts=1e6 + i)), args.reps)))
-        rows.append(("record(click + vector)", timed(
-            lambda i: store.record(BehaviorEvent(item_id=f"v{i}", source="video", action="click", ts=2e6 + i,
-                                                 vector=vector.tolist())), args.reps)))
-        rows.append(("cache_sources(3 x 10 items, already cached)",
-                     timed(lambda i: store.cache_sources(shown, "e1"), args.reps)))
-        rows.append(("cache_items(30 items, new vectors)", timed(
-            lambda i: store.cache_items("ad", [(item_id, v + i) for item_id, v in page], "e1"), args.reps // 4)))
-        rows.append(("record_exposures(5 items)", timed(
-            lambda i: store.record_exposures([(f"video{j}", "video") for j in range(5)], ts=3e6 + i), args.reps)))
+        rows.append(
+            (
+                "record(click), synchronous=NORMAL",
+                timed(
+                    lambda i: store.record(
+                        BehaviorEvent(item_id=f"video{i % 1000}", source="video", action="click", ts=1e6 + i)
+                    ),
+                    args.reps,
+                ),
+            )
+        )
+        rows.append(
+            (
+                "record(click + vector)",
+                timed(
+                    lambda i: store.record(
+                        BehaviorEvent(
+                            item_id=f"v{i}", source="video", action="click", ts=2e6 + i, vector=vector.tolist()
+                        )
+                    ),
+                    args.reps,
+                ),
+            )
+        )
+        rows.append(
+            (
+                "cache_sources(3 x 10 items, already cached)",
+                timed(lambda i: store.cache_sources(shown, "e1"), args.reps),
+            )
+        )
+        rows.append(
+            (
+                "cache_items(30 items, new vectors)",
+                timed(
+                    lambda i: store.cache_items("ad", [(item_id, v + i) for item_id, v in page], "e1"), args.reps // 4
+                ),
+            )
+        )
+        rows.append(
+            (
+                "record_exposures(5 items)",
+                timed(
+                    lambda i: store.record_exposures([(f"video{j}", "video") for j in range(5)], ts=3e6 + i), args.reps
+                ),
+            )
+        )
         stats = store.stats()
         store.close()
         with HistoryStore(path, retention, synchronous="FULL") as full:
-            rows.append(("record(click), synchronous=FULL", timed(
-                lambda i: full.record(BehaviorEvent(item_id="video1", source="video", action="click", ts=4e6 + i)),
-                args.reps // 4)))
+            rows.append(
+                (
+                    "record(click), synchronous=FULL",
+                    timed(
+                        lambda i: full.record(
+                            BehaviorEvent(item_id="video1", source="video", action="click", ts=4e6 + i)
+                        ),
+                        args.reps // 4,
+                    ),
+                )
+            )
 
-    print(f"HistoryStore latency: {args.behaviours} behaviours over 3 sources, dim {args.dim}, retention "
-          f"{retention} per source and kind (at the bound: {stats['behaviors']}); SQLite {sqlite3.sqlite_version}, "
-          f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; open {open_us:.0f} us; file {stats['file_bytes'] / 1e6:.1f} MB\n")
+    print(
+        f"HistoryStore latency: {args.behaviours} behaviours over 3 sources, dim {args.dim}, retention "
+        f"{retention} per source and kind (at the bound: {stats['behaviors']}); SQLite {sqlite3.sqlite_version}, "
+        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; open {open_us:.0f} us; file {stats['file_bytes'] / 1e6:.1f} MB\n"
+    )
     print("| call | reps | median us | p90 us | p99 us | cpu median us | cpu p99 us |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, (wall, cpu) in rows:

@@ -44,7 +44,14 @@ def run_layout(data: Path, run: Path, processes: int, threads: int, config: dict
     config_path.write_text(json.dumps({**config, "threads": threads, "device": device}))
     train = ["-m", "cloud.cli", "train", "--data", str(data), "--out", str(run), "--config", str(config_path)]
     if processes > 1:
-        launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-port", str(_free_port())]
+        launcher = [
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(processes),
+            "--master-port",
+            str(_free_port()),
+        ]
         command = [sys.executable, *launcher, *train]
     else:
         command = [sys.executable, *train]
@@ -81,8 +88,11 @@ def main() -> None:
         run = args.work / f"run-{layout}-{time.strftime('%H%M%S')}"
         result = run_layout(data, run, processes, threads, config, args.device)
         first = first or result["lists_per_s"]
-        print(f"| {layout} | {processes} | {threads} | {result['lists_per_s']:.0f} | "
-              f"{result['lists_per_s'] / first:.2f} | {result['wall_s']:.0f} |", flush=True)
+        print(
+            f"| {layout} | {processes} | {threads} | {result['lists_per_s']:.0f} | "
+            f"{result['lists_per_s'] / first:.2f} | {result['wall_s']:.0f} |",
+            flush=True,
+        )
 
 
 def _free_port() -> int:

@@ -105,9 +105,11 @@ def main() -> None:
         prepare(tmp / "logs", tmp / "data")
         data = PreparedData(tmp / "data")
         spec = data.spec
-        print(f"m={spec.m} n={spec.n} t={spec.t}, batch {args.batch_size}, {args.threads} thread(s), "
-              f"{len(data.split('train')['cand_item'])} training lists, torch {torch.__version__}, "
-              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            f"m={spec.m} n={spec.n} t={spec.t}, batch {args.batch_size}, {args.threads} thread(s), "
+            f"{len(data.split('train')['cand_item'])} training lists, torch {torch.__version__}, "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         rows = []
         for label, name in [(n, n) for n in names] + [("dir (again)", "dir")]:
             flops = step_flops(name, data, args.batch_size)
@@ -119,8 +121,10 @@ def main() -> None:
         base = ("dir", *(sum(r[k] for r in dirs) / 2 for k in (1, 2, 3)))
         print(f"{'model':<11} {'lists/s':>8} {'x DIR':>6} {'kFLOP/list':>11} {'x DIR':>6} {'GFLOP/s':>8} {'x DIR':>6}")
         for name, rate, flops, achieved in rows:
-            print(f"{name:<11} {rate:>8.0f} {rate / base[1]:>6.2f} {flops / 1e3:>11.0f} {flops / base[2]:>6.2f} "
-                  f"{achieved / 1e9:>8.2f} {achieved / base[3]:>6.2f}")
+            print(
+                f"{name:<11} {rate:>8.0f} {rate / base[1]:>6.2f} {flops / 1e3:>11.0f} {flops / base[2]:>6.2f} "
+                f"{achieved / 1e9:>8.2f} {achieved / base[3]:>6.2f}"
+            )
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for name in [n.strip() for n in args.profile.split(",") if n.strip()]:
             print(f"\nprofile of {name} ({args.batch_size} lists per step):")

@@ -39,17 +39,21 @@ COMMANDS = {
 DEPRECATED_FLAGS = {"serve": {"--torch-threads": "--threads"}}
 
 
-def build_parser(commands: dict[str, str] = COMMANDS, prog: str = "dir-cloud", doc: str = "") -> argparse.ArgumentParser:
+def build_parser(
+    commands: dict[str, str] = COMMANDS, prog: str = "dir-cloud", doc: str = ""
+) -> argparse.ArgumentParser:
     """A parser with one subcommand per module in `commands`."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc or __doc__.splitlines()[0],
-                                     formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc or __doc__.splitlines()[0], formatter_class=HelpFormatter
+    )
     add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in commands.items():
         module = importlib.import_module(module_name)
         summary = (module.__doc__ or "").strip().splitlines()[0]
-        cmd = sub.add_parser(name, help=summary, description=(module.__doc__ or "").strip(),
-                             formatter_class=HelpFormatter)
+        cmd = sub.add_parser(
+            name, help=summary, description=(module.__doc__ or "").strip(), formatter_class=HelpFormatter
+        )
         module.add_arguments(cmd)
         for old, new in DEPRECATED_FLAGS.get(name, {}).items():
             add_deprecated_alias(cmd, old, new)
@@ -78,9 +82,12 @@ def _missing_extra(exc: ModuleNotFoundError, where: str) -> int:
     if not module or module in ("cloud", "device_runtime", "shared_schema"):
         raise exc
     extra = extra_providing(module) or "all"
-    print(f"{where}: error: the Python module {module!r} is not installed; the cloud trainer needs the "
-          f"`{extra}` extra: pip install 'dir-rerank[{extra}]' (from a checkout: pip install '.[{extra}]'). "
-          "A device-only install (device-tflite) has `dir-device` instead.", file=sys.stderr)
+    print(
+        f"{where}: error: the Python module {module!r} is not installed; the cloud trainer needs the "
+        f"`{extra}` extra: pip install 'dir-rerank[{extra}]' (from a checkout: pip install '.[{extra}]'). "
+        "A device-only install (device-tflite) has `dir-device` instead.",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -183,8 +183,11 @@ class BundleRegistry:
                 reasons.append(f"{version}: {exc}")
                 continue
             if i:
-                log.warning("the active bundle is damaged (%s); falling back to the previous good version %s",
-                            "; ".join(reasons), version)
+                log.warning(
+                    "the active bundle is damaged (%s); falling back to the previous good version %s",
+                    "; ".join(reasons),
+                    version,
+                )
                 self._write_state(version, state["previous"][i:])
             return InstalledBundle(version, self.versions_dir / version, manifest)
         raise ValueError(f"{self.root}: no installed bundle is intact ({'; '.join(reasons)}); install one again")
@@ -211,10 +214,16 @@ class BundleRegistry:
             raise ValueError(f"{self.pointer}: unreadable bundle pointer ({exc}); reinstall a bundle") from exc
         for version in versions:
             folder = self.versions_dir / str(version)
-            if not isinstance(version, str) or not SAFE_NAME.fullmatch(version) or folder.is_symlink() \
-                    or not folder.is_dir():
-                raise ValueError(f"{self.pointer}: names {version!r}, which is not a version folder under "
-                                 f"{self.versions_dir}; reinstall a bundle")
+            if (
+                not isinstance(version, str)
+                or not SAFE_NAME.fullmatch(version)
+                or folder.is_symlink()
+                or not folder.is_dir()
+            ):
+                raise ValueError(
+                    f"{self.pointer}: names {version!r}, which is not a version folder under "
+                    f"{self.versions_dir}; reinstall a bundle"
+                )
         return {"active": versions[0], "previous": versions[1:]}
 
     def _write_state(self, active: str, previous: list[str]) -> None:
@@ -244,8 +253,10 @@ def _check_consistent(manifest: BundleManifest, path: Path) -> None:
         raise ValueError(f"{path}: outputs after 'scores' are {extra}, decoder {manifest.decoder!r} reads {wanted}")
     for spec in manifest.outputs[1:]:
         if len(spec.shape) != 3 or spec.shape[:2] != (1, layout.m * layout.n) or spec.shape[2] < 1:
-            raise ValueError(f"{path}: output {spec.name!r} has shape {list(spec.shape)}, expected "
-                             f"[1, m*n={layout.m * layout.n}, k] (one row per candidate slot)")
+            raise ValueError(
+                f"{path}: output {spec.name!r} has shape {list(spec.shape)}, expected "
+                f"[1, m*n={layout.m * layout.n}, k] (one row per candidate slot)"
+            )
     if not manifest.files:
         raise ValueError(f"{path}: lists no model files")
 
@@ -269,14 +280,20 @@ def _check_loadable(bundle_dir: Path, manifest: BundleManifest) -> None:
         with open(bundle_dir / entry.path, "rb") as fh:
             head = fh.read(offset + 4)
         if magics and head[offset:] not in magics:
-            raise ValueError(f"{bundle_dir / entry.path}: not a {entry.runtime} model (bytes {offset}-{offset + 3} "
-                             f"are {head[offset:]!r}, expected one of {list(magics)}); re-export the bundle")
+            raise ValueError(
+                f"{bundle_dir / entry.path}: not a {entry.runtime} model (bytes {offset}-{offset + 3} "
+                f"are {head[offset:]!r}, expected one of {list(magics)}); re-export the bundle"
+            )
     for entry in manifest.files:
         if entry.delegate not in GENERIC_DELEGATES.get(entry.runtime, ()):
             continue
         try:
-            load_backend(bundle_dir, _only(manifest, entry), entry.runtime,
-                         "portable" if entry.delegate == "cpu" and entry.runtime == "executorch" else entry.delegate)
+            load_backend(
+                bundle_dir,
+                _only(manifest, entry),
+                entry.runtime,
+                "portable" if entry.delegate == "cpu" and entry.runtime == "executorch" else entry.delegate,
+            )
         except BackendError as exc:
             if "ImportError" in str(exc) or "ModuleNotFoundError" in str(exc):
                 continue  # that runtime is not installed here: the other files serve
@@ -318,12 +335,15 @@ def _extract_zip(archive: Path, out: Path) -> Path:
                     raise ValueError(f"{archive}: member {member.filename!r} appears twice")
                 names.add(name)
                 if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise ValueError(f"{archive}: member {member.filename!r} is a symbolic link; a bundle holds "
-                                     "plain files only")
+                    raise ValueError(
+                        f"{archive}: member {member.filename!r} is a symbolic link; a bundle holds plain files only"
+                    )
                 total += member.file_size
                 if member.file_size > MAX_ZIP_MEMBER or total > MAX_ZIP_TOTAL:
-                    raise ValueError(f"{archive}: member {member.filename!r} makes {total} bytes unpacked; the caps "
-                                     f"are {MAX_ZIP_MEMBER} per member and {MAX_ZIP_TOTAL} in all")
+                    raise ValueError(
+                        f"{archive}: member {member.filename!r} makes {total} bytes unpacked; the caps "
+                        f"are {MAX_ZIP_MEMBER} per member and {MAX_ZIP_TOTAL} in all"
+                    )
             out.mkdir(parents=True, exist_ok=True)
             for member in members:
                 _extract_member(zf, member, out / _zip_member(archive, member.filename), archive)
@@ -360,8 +380,10 @@ def _extract_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path, 
                     raise ValueError(f"{archive}: member {member.filename!r} unpacks to more than its stated size")
                 dst.write(block)
     except OSError as exc:  # a file where a folder should be, or the other way round
-        raise ValueError(f"{archive}: member {member.filename!r} cannot be extracted ({exc.strerror}); "
-                         "re-create the zip from the bundle folder") from None
+        raise ValueError(
+            f"{archive}: member {member.filename!r} cannot be extracted ({exc.strerror}); "
+            "re-create the zip from the bundle folder"
+        ) from None
 
 
 def _version_name(manifest: BundleManifest, manifest_path: Path) -> str:

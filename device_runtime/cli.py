@@ -51,8 +51,10 @@ def trust(args: argparse.Namespace) -> dict:
     if args.allow_unsigned == bool(args.root_json):
         raise ValueError("give ROOT.json (the repository's root metadata) or --allow-unsigned, not both or neither")
     if args.allow_unsigned:
-        print("dir-device trust: WARNING: unsigned bundles are now accepted on this device (development only)",
-              file=sys.stderr)
+        print(
+            "dir-device trust: WARNING: unsigned bundles are now accepted on this device (development only)",
+            file=sys.stderr,
+        )
         return signed.allow_unsigned(args.root)
     return signed.trust_root(args.root, args.root_json)
 
@@ -89,8 +91,14 @@ def record(args: argparse.Namespace) -> dict:
     if args.events:
         events = _read_events(args.events)
     elif args.item and args.source:
-        events = [BehaviorEvent(item_id=args.item, source=args.source, action=args.action,
-                                ts=time.time() if args.ts is None else args.ts)]
+        events = [
+            BehaviorEvent(
+                item_id=args.item,
+                source=args.source,
+                action=args.action,
+                ts=time.time() if args.ts is None else args.ts,
+            )
+        ]
     else:
         raise ValueError("give --item and --source for one behaviour, or --events FILE for many")
     for i, event in enumerate(events):
@@ -101,14 +109,19 @@ def record(args: argparse.Namespace) -> dict:
     with _store(args, bundle) as store:
         ids = store.record_many(events)
         unused = store.without_vector([(e.source, e.item_id) for e in events if e.action == "click"])
-    out: dict = ({"recorded": 1, "id": ids[0], **events[0].model_dump(exclude={"vector"})} if len(events) == 1
-                 else {"recorded": len(ids), "sources": sorted({e.source for e in events})})
+    out: dict = (
+        {"recorded": 1, "id": ids[0], **events[0].model_dump(exclude={"vector"})}
+        if len(events) == 1
+        else {"recorded": len(ids), "sources": sorted({e.source for e in events})}
+    )
     if unused:
         out["not_in_history"] = {
-            "items": [{"source": s, "item_id": i} for s, i in unused[:20]], "count": len(unused),
+            "items": [{"source": s, "item_id": i} for s, i in unused[:20]],
+            "count": len(unused),
             "why": "no vector of these items is cached under the active embedding version: the clicks are stored "
-                   "but count as history only once a slate or an event with the item's vector caches it "
-                   "(record it with its vector, e.g. --events with a `vector` field)"}
+            "but count as history only once a slate or an event with the item's vector caches it "
+            "(record it with its vector, e.g. --events with a `vector` field)",
+        }
     return out
 
 
@@ -145,34 +158,61 @@ def info(args: argparse.Namespace) -> dict:
         return {**reranker.info(), "root": str(registry.root), "previous": registry.previous()}
 
 
-COMMANDS = {"trust": trust, "install": install, "rollback": rollback, "rerank": rerank, "record": record,
-            "history": history, "info": info}
+COMMANDS = {
+    "trust": trust,
+    "install": install,
+    "rollback": rollback,
+    "rerank": rerank,
+    "record": record,
+    "history": history,
+    "info": info,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `dir-device` parser: one subcommand per entry of COMMANDS, each with --root and --db."""
     default_root = os.environ.get("DIR_DEVICE_HOME", str(Path.home() / ".dir-device"))
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default=default_root,
-                        help="bundle registry folder (default: $DIR_DEVICE_HOME or ~/.dir-device; now %(default)s)")
+    common.add_argument(
+        "--root",
+        default=default_root,
+        help="bundle registry folder (default: $DIR_DEVICE_HOME or ~/.dir-device; now %(default)s)",
+    )
     common.add_argument("--db", default=None, help="history store SQLite file (default: ROOT/history.db)")
     common.add_argument("--json", action="store_true", help="print the reply as JSON instead of a summary")
     runtime = argparse.ArgumentParser(add_help=False)
-    runtime.add_argument("--backend", default="auto", choices=["auto", "tflite", "executorch"],
-                         help="inference runtime (default: auto, the first of --order that runs)")
-    runtime.add_argument("--delegate", default="auto",
-                         help="cpu, xnnpack, portable, an NPU/GPU delegate name (edgetpu, armnn, qnn, gpu) "
-                              "or a TFLite delegate library path (default: auto)")
+    runtime.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "tflite", "executorch"],
+        help="inference runtime (default: auto, the first of --order that runs)",
+    )
+    runtime.add_argument(
+        "--delegate",
+        default="auto",
+        help="cpu, xnnpack, portable, an NPU/GPU delegate name (edgetpu, armnn, qnn, gpu) "
+        "or a TFLite delegate library path (default: auto)",
+    )
     runtime.add_argument("--threads", type=int, default=1, help="CPU threads for inference")
-    runtime.add_argument("--order", default=",".join(DEFAULT_ORDER),
-                         help="comma-separated BACKEND:DELEGATE pairs that auto tries (default: %(default)s)")
-    runtime.add_argument("--quantization", default=None,
-                         help="use only model files of this quantization, e.g. int8 (default: fp32 first)")
-    runtime.add_argument("--merge", default=None, choices=MERGE_MODES,
-                         help="score: model order; quota: per-source top-K slots from the target shares; "
-                              "controller: steer toward the target using exposures already shown "
-                              "(default: controller; score for a bundle with a list decoder: SVR, HRL, NAR4Rec "
-                              "build their own list)")
+    runtime.add_argument(
+        "--order",
+        default=",".join(DEFAULT_ORDER),
+        help="comma-separated BACKEND:DELEGATE pairs that auto tries (default: %(default)s)",
+    )
+    runtime.add_argument(
+        "--quantization",
+        default=None,
+        help="use only model files of this quantization, e.g. int8 (default: fp32 first)",
+    )
+    runtime.add_argument(
+        "--merge",
+        default=None,
+        choices=MERGE_MODES,
+        help="score: model order; quota: per-source top-K slots from the target shares; "
+        "controller: steer toward the target using exposures already shown "
+        "(default: controller; score for a bundle with a list decoder: SVR, HRL, NAR4Rec "
+        "build their own list)",
+    )
 
     parser = argparse.ArgumentParser(prog="dir-device", description=__doc__, formatter_class=HelpFormatter)
     add_version(parser)
@@ -181,21 +221,29 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn in COMMANDS.items():
         parents = [common, runtime] if name in ("rerank", "info") else [common]
         doc = inspect.cleandoc(fn.__doc__)
-        parsers[name] = sub.add_parser(name, parents=parents, help=doc.splitlines()[0], description=doc,
-                                       formatter_class=HelpFormatter)
+        parsers[name] = sub.add_parser(
+            name, parents=parents, help=doc.splitlines()[0], description=doc, formatter_class=HelpFormatter
+        )
         parsers[name].set_defaults(_run=fn)
     add_completion(sub, parser)
     parsers["install"].add_argument("bundle", metavar="BUNDLE", help="bundle directory or .zip")
-    parsers["trust"].add_argument("root_json", metavar="ROOT.json", nargs="?",
-                                  help="the signed repository's root metadata (metadata/1.root.json)")
-    parsers["trust"].add_argument("--allow-unsigned", action="store_true",
-                                  help="development only: accept unsigned bundles (logged on every install)")
+    parsers["trust"].add_argument(
+        "root_json", metavar="ROOT.json", nargs="?", help="the signed repository's root metadata (metadata/1.root.json)"
+    )
+    parsers["trust"].add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="development only: accept unsigned bundles (logged on every install)",
+    )
     parsers["rerank"].add_argument("--slate", required=True, metavar="FILE", help="CandidateSlate JSON file, or -")
     parsers["record"].add_argument("--item", help="item id of one behaviour (default: none; or give --events)")
     parsers["record"].add_argument("--source", help="source of the item, a source of the bundle (default: none)")
-    parsers["record"].add_argument("--events", metavar="FILE", help="JSON lines of BehaviorEvent to record at once (default: none)")
-    parsers["record"].add_argument("--action", default="click", choices=["click", "impression"],
-                                   help="kind of behaviour")
+    parsers["record"].add_argument(
+        "--events", metavar="FILE", help="JSON lines of BehaviorEvent to record at once (default: none)"
+    )
+    parsers["record"].add_argument(
+        "--action", default="click", choices=["click", "impression"], help="kind of behaviour"
+    )
     parsers["record"].add_argument("--ts", type=float, default=None, help="unix time in seconds (default: now)")
     parsers["history"].add_argument("--source", default=None, help="only this source (default: every source)")
     parsers["history"].add_argument("--limit", type=_positive, default=20, help="how many, >= 1 (default: 20)")
@@ -237,8 +285,9 @@ def _table(rows: list[dict], indent: str) -> str:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    return "\n".join(indent + "  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip()
-                     for line in [columns, *cells])
+    return "\n".join(
+        indent + "  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in [columns, *cells]
+    )
 
 
 def _cell(value) -> str:
@@ -253,8 +302,7 @@ def _open(args: argparse.Namespace) -> Reranker:
     Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     order = [o.strip() for o in args.order.split(",") if o.strip()]
     merge = args.merge or ("controller" if _active(args.root).manifest.decoder == "merge" else "score")
-    return Reranker.open(args.root, args.db, args.backend, args.delegate, merge, args.threads, order,
-                         args.quantization)
+    return Reranker.open(args.root, args.db, args.backend, args.delegate, merge, args.threads, order, args.quantization)
 
 
 def _active(root: str) -> InstalledBundle:
@@ -269,8 +317,9 @@ def _store(args: argparse.Namespace, bundle: InstalledBundle):
 
     Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     m = bundle.manifest
-    store = HistoryStore(Path(args.db).expanduser(), sources=m.source_names,
-                         dims=dict(zip(m.source_names, m.vector_dims)))
+    store = HistoryStore(
+        Path(args.db).expanduser(), sources=m.source_names, dims=dict(zip(m.source_names, m.vector_dims))
+    )
     if store.embedding_version != m.embedding_version:  # as Reranker.open: vectors follow the active bundle
         store.set_embedding_version(m.embedding_version)
     return store
@@ -278,9 +327,14 @@ def _store(args: argparse.Namespace, bundle: InstalledBundle):
 
 def _bundle_json(bundle: InstalledBundle, registry: BundleRegistry) -> dict:
     m = bundle.manifest
-    return {"active": bundle.version, "path": str(bundle.path), "model_name": m.model_name,
-            "model_version": m.model_version, "embedding_version": m.embedding_version,
-            "previous": registry.previous()}
+    return {
+        "active": bundle.version,
+        "path": str(bundle.path),
+        "model_name": m.model_name,
+        "model_version": m.model_version,
+        "embedding_version": m.embedding_version,
+        "previous": registry.previous(),
+    }
 
 
 def _read(path: Path, what: str) -> str:
@@ -292,8 +346,9 @@ def _read(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                         f"save the {what} as UTF-8") from None
+        raise ValueError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the {what} as UTF-8"
+        ) from None
 
 
 def _positive(value: str) -> int:

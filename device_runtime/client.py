@@ -117,8 +117,9 @@ class CloudClient:
     def fetch_slate(self, user: str, n: int | None = None) -> CandidateSlate:
         """The user's candidate slate (upstream top n per source, with vectors)."""
         query = f"?{urlencode({'n': n})}" if n is not None else ""
-        return self._call("GET", f"/v1/users/{quote(user, safe='')}/slate{query}", CandidateSlate,
-                          headers={"Accept": ACCEPT_VECTORS})
+        return self._call(
+            "GET", f"/v1/users/{quote(user, safe='')}/slate{query}", CandidateSlate, headers={"Accept": ACCEPT_VECTORS}
+        )
 
     def fetch_list(self, split: str, row: int) -> ListSlate:
         """A prepared list replayed as a slate, with its device-view history."""
@@ -132,48 +133,63 @@ class CloudClient:
         version = None
         for start in range(0, max(len(pairs), 1), self.vector_batch):
             chunk: dict[str, list[str]] = {}
-            for s, i in pairs[start:start + self.vector_batch]:
+            for s, i in pairs[start : start + self.vector_batch]:
                 chunk.setdefault(s, []).append(i)
             body = VectorRequest(ids=chunk).model_dump_json().encode()
-            answer = self._call("POST", "/v1/vectors", ItemVectors, body,
-                                {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS})
+            answer = self._call(
+                "POST", "/v1/vectors", ItemVectors, body, {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS}
+            )
             if version not in (None, answer.embedding_version):
-                raise CloudUnavailable(f"the service changed embedding version ({version} -> "
-                                       f"{answer.embedding_version}) during one refresh; sync again")
+                raise CloudUnavailable(
+                    f"the service changed embedding version ({version} -> "
+                    f"{answer.embedding_version}) during one refresh; sync again"
+                )
             version = answer.embedding_version
             for entry in answer.sources:
                 merged.setdefault(entry.source, []).extend(entry.items)
             for s, missing in answer.unknown.items():
                 unknown.setdefault(s, []).extend(missing)
-        return ItemVectors(embedding_version=version, unknown=unknown,
-                           sources=[SourceCandidates(source=s, items=items) for s, items in merged.items()])
+        return ItemVectors(
+            embedding_version=version,
+            unknown=unknown,
+            sources=[SourceCandidates(source=s, items=items) for s, items in merged.items()],
+        )
 
     def fetch_bucket_vectors(self, ids: Mapping[str, Sequence[str]], info: ServiceInfo) -> ItemVectors:
         """Vectors of `ids` fetched as whole anonymity buckets: the requests name bucket numbers only, each
         bucket holding at least `info.min_bucket_items` items (or a source's whole table), so the service
         cannot tell which items of a bucket the device holds. `unknown` lists the ids no bucket returned."""
-        wanted = [(s, b) for s, items in ids.items()
-                  for b in sorted({item_bucket(i, info.vector_buckets[s]) for i in items})]
+        wanted = [
+            (s, b) for s, items in ids.items() for b in sorted({item_bucket(i, info.vector_buckets[s]) for i in items})
+        ]
         merged: dict[str, dict[str, CandidateItem]] = {s: {} for s in ids}
         version = None
         for start in range(0, len(wanted), info.max_buckets):
             chunk: dict[str, list[int]] = {}
-            for s, b in wanted[start:start + info.max_buckets]:
+            for s, b in wanted[start : start + info.max_buckets]:
                 chunk.setdefault(s, []).append(b)
             body = BucketRequest(buckets=chunk).model_dump_json().encode()
-            answer = self._call("POST", "/v1/vectors/buckets", ItemVectors, body, {"Content-Type": "application/json",
-                                                                                    "Accept": ACCEPT_VECTORS})
+            answer = self._call(
+                "POST",
+                "/v1/vectors/buckets",
+                ItemVectors,
+                body,
+                {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS},
+            )
             if version not in (None, answer.embedding_version):
-                raise CloudUnavailable(f"the service changed embedding version ({version} -> "
-                                       f"{answer.embedding_version}) during one refresh; sync again")
+                raise CloudUnavailable(
+                    f"the service changed embedding version ({version} -> "
+                    f"{answer.embedding_version}) during one refresh; sync again"
+                )
             version = answer.embedding_version
             for entry in answer.sources:
                 merged.setdefault(entry.source, {}).update({item.item_id: item for item in entry.items})
         unknown = {s: [i for i in items if i not in merged.get(s, {})] for s, items in ids.items()}
-        return ItemVectors(embedding_version=version or info.embedding_version,
-                           unknown={s: missing for s, missing in unknown.items() if missing},
-                           sources=[SourceCandidates(source=s, items=list(items.values()))
-                                    for s, items in merged.items()])
+        return ItemVectors(
+            embedding_version=version or info.embedding_version,
+            unknown={s: missing for s, missing in unknown.items() if missing},
+            sources=[SourceCandidates(source=s, items=list(items.values())) for s, items in merged.items()],
+        )
 
     def list_bundles(self) -> BundleList:
         return self._get("/v1/bundles", BundleList)
@@ -215,8 +231,10 @@ class CloudClient:
         if install and signed.trusted(registry.root):
             report.installed = self._install_signed(registry)
         elif install and signed.unsigned_allowed(registry.root):
-            log.warning("syncing UNSIGNED bundles from %s: this device was set up with --allow-unsigned "
-                        "(development only)", self.base_url)
+            log.warning(
+                "syncing UNSIGNED bundles from %s: this device was set up with --allow-unsigned (development only)",
+                self.base_url,
+            )
             listing = self.list_bundles()
             latest = next((b for b in listing.bundles if b.version == listing.latest), None)
             if latest is not None and _is_newer(latest.manifest_sha256, latest.created_at, registry.active()):
@@ -237,19 +255,25 @@ class CloudClient:
         """The signed index's latest bundle through `tuf.ngclient.Updater` (metadata under the trusted root,
         every file checked against its signed length and sha256), installed when newer; its version or None."""
         with private_folder(registry.root) as folder:
-            updater = Updater(str(signed.metadata_dir(registry.root)), f"{self.base_url}/tuf/metadata/",
-                              target_dir=str(folder), target_base_url=f"{self.base_url}/tuf/targets/",
-                              fetcher=Urllib3Fetcher(socket_timeout=max(1, math.ceil(self.timeout))),
-                              bootstrap=None)
+            updater = Updater(
+                str(signed.metadata_dir(registry.root)),
+                f"{self.base_url}/tuf/metadata/",
+                target_dir=str(folder),
+                target_base_url=f"{self.base_url}/tuf/targets/",
+                fetcher=Urllib3Fetcher(socket_timeout=max(1, math.ceil(self.timeout))),
+                bootstrap=None,
+            )
             try:
                 index = signed.signed_index(
-                    updater, lambda info: Path(updater.download_target(info, str(folder / "index.json"))).read_bytes())
+                    updater, lambda info: Path(updater.download_target(info, str(folder / "index.json"))).read_bytes()
+                )
                 latest = index.get("latest")
                 if latest is None:
                     return None
                 entry = index["bundles"].get(safe_version(latest))
-                if not isinstance(entry, dict) or not _is_newer(str(entry.get("manifest_sha256")),
-                                                                str(entry.get("created_at")), registry.active()):
+                if not isinstance(entry, dict) or not _is_newer(
+                    str(entry.get("manifest_sha256")), str(entry.get("created_at")), registry.active()
+                ):
                     return None
                 bundle = folder / "bundle"
                 bundle.mkdir()
@@ -260,19 +284,25 @@ class CloudClient:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     updater.download_target(signed.target(updater, f"{latest}/{name}"), str(path))
             except tuf_errors.DownloadError as exc:
-                raise CloudUnavailable(f"{self.base_url}/tuf/: the cloud service is unavailable "
-                                       f"({type(exc).__name__}: {exc}); keep serving offline") from None
+                raise CloudUnavailable(
+                    f"{self.base_url}/tuf/: the cloud service is unavailable "
+                    f"({type(exc).__name__}: {exc}); keep serving offline"
+                ) from None
             except tuf_errors.RepositoryError as exc:
-                raise signed.UntrustedBundle(f"{self.base_url}/tuf: a file does not match its signed metadata "
-                                             f"({type(exc).__name__}: {exc}); the active bundle stays") from None
+                raise signed.UntrustedBundle(
+                    f"{self.base_url}/tuf: a file does not match its signed metadata "
+                    f"({type(exc).__name__}: {exc}); the active bundle stays"
+                ) from None
             return registry.install(bundle).version
 
     def _refresh(self, active: InstalledBundle, store: HistoryStore, report: SyncReport) -> None:
         version = active.manifest.embedding_version
         info = self.version()
         if info.embedding_version != version:
-            report.skipped = (f"the service's embedding version {info.embedding_version!r} is not the active "
-                              f"bundle's {version!r}; install the service's bundle to refresh vectors")
+            report.skipped = (
+                f"the service's embedding version {info.embedding_version!r} is not the active "
+                f"bundle's {version!r}; install the service's bundle to refresh vectors"
+            )
             return
         if store.embedding_version != version:
             store.set_embedding_version(version)
@@ -284,8 +314,10 @@ class CloudClient:
         if not stale:
             return
         if not all(info.vector_buckets.get(s, 0) >= 1 for s in stale) or info.max_buckets < 1:
-            report.skipped = ("the service offers no anonymity buckets for every source (POST /v1/vectors/buckets); "
-                              "vectors were not refreshed, so that no request names the items of this history")
+            report.skipped = (
+                "the service offers no anonymity buckets for every source (POST /v1/vectors/buckets); "
+                "vectors were not refreshed, so that no request names the items of this history"
+            )
             return
         answer = self.fetch_bucket_vectors(stale, info)
         if answer.embedding_version != version:
@@ -302,20 +334,28 @@ class CloudClient:
     def _get(self, path: str, model: type[Message] | None):
         return self._call("GET", path, model)
 
-    def _call(self, method: str, path: str, model: type[Message] | None, body: bytes | None = None,
-              headers: dict | None = None):
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[Message] | None,
+        body: bytes | None = None,
+        headers: dict | None = None,
+    ):
         url = self.base_url + path
         with self._open(method, url, body, headers) as response:
             raw = response.read()
         try:
             return json.loads(raw) if model is None else model.model_validate_json(raw)
         except (ValueError, ValidationError) as exc:
-            raise CloudUnavailable(f"{method} {url}: the answer is not a valid "
-                                   f"{model.__name__ if model else 'JSON'} ({_first_line(exc)})") from None
+            raise CloudUnavailable(
+                f"{method} {url}: the answer is not a valid {model.__name__ if model else 'JSON'} ({_first_line(exc)})"
+            ) from None
 
     @contextmanager
-    def _open(self, method: str, url: str, body: bytes | None = None,
-              headers: dict | None = None) -> Iterator[http.client.HTTPResponse]:
+    def _open(
+        self, method: str, url: str, body: bytes | None = None, headers: dict | None = None
+    ) -> Iterator[http.client.HTTPResponse]:
         request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -323,14 +363,17 @@ class CloudClient:
         except urllib.error.HTTPError as exc:
             raise CloudUnavailable(f"{method} {url}: HTTP {exc.code}: {_detail(exc)}", exc.code) from None
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, not HTTP
-            raise CloudUnavailable(f"{method} {url}: the cloud service is unavailable "
-                                   f"({type(exc).__name__}: {exc}); keep serving offline") from None
+            raise CloudUnavailable(
+                f"{method} {url}: the cloud service is unavailable ({type(exc).__name__}: {exc}); keep serving offline"
+            ) from None
 
     def _download(self, item: BundleFileEntry, target: Path) -> None:
         """Fetch one file into `target`, resuming a shorter partial copy with Range + If-Range."""
         if not item.url.startswith("/") or item.url.startswith("//") or "\\" in item.url:
-            raise CloudUnavailable(f"the bundle listing gives {item.path!r} the URL {item.url!r}; only a path on "
-                                   f"{self.base_url} is accepted")
+            raise CloudUnavailable(
+                f"the bundle listing gives {item.path!r} the URL {item.url!r}; only a path on "
+                f"{self.base_url} is accepted"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink():
             raise CloudUnavailable(f"{target} is a symbolic link; refusing to write through it")
@@ -352,8 +395,10 @@ class CloudClient:
         size, digest = target.stat().st_size, file_sha256(target)
         if (size, digest) != (item.size, item.sha256):
             target.unlink()
-            raise CloudUnavailable(f"GET {url}: got {size} bytes with sha256 {digest}, the listing says {item.size} "
-                                   f"bytes with {item.sha256}; the copy was discarded, download again")
+            raise CloudUnavailable(
+                f"GET {url}: got {size} bytes with sha256 {digest}, the listing says {item.size} "
+                f"bytes with {item.sha256}; the copy was discarded, download again"
+            )
 
 
 def _is_newer(manifest_sha256: str, created_at: str, active: InstalledBundle | None) -> bool:
@@ -376,8 +421,10 @@ def _when(stamp: str) -> datetime:
 def safe_version(version: str) -> str:
     """`version` when it is a plain name (SAFE_NAME), else CloudUnavailable: it is never used as a path."""
     if not isinstance(version, str) or not SAFE_NAME.fullmatch(version):
-        raise CloudUnavailable(f"the service names the bundle version {version!r}; a version is 1-128 letters, "
-                               "digits, '.', '_' or '-' starting with a letter or digit; refusing it")
+        raise CloudUnavailable(
+            f"the service names the bundle version {version!r}; a version is 1-128 letters, "
+            "digits, '.', '_' or '-' starting with a letter or digit; refusing it"
+        )
     return version
 
 
@@ -385,9 +432,11 @@ def safe_file_name(name: str) -> PurePosixPath:
     """`name` as a relative path of 1..MAX_NAME_PARTS plain components (SAFE_NAME), else CloudUnavailable."""
     parts = name.split("/") if isinstance(name, str) else []
     if not 0 < len(parts) <= MAX_NAME_PARTS or not all(SAFE_NAME.fullmatch(p) for p in parts):
-        raise CloudUnavailable(f"the bundle listing names the unsafe file path {name!r}; a file path is at most "
-                               f"{MAX_NAME_PARTS} '/'-separated plain names (letters, digits, '.', '_', '-'); "
-                               "refusing it")
+        raise CloudUnavailable(
+            f"the bundle listing names the unsafe file path {name!r}; a file path is at most "
+            f"{MAX_NAME_PARTS} '/'-separated plain names (letters, digits, '.', '_', '-'); "
+            "refusing it"
+        )
     return PurePosixPath(*parts)
 
 

@@ -47,7 +47,11 @@ def beam_search(
         raise ValueError(f"diversity: expected a finite number >= 0, got {diversity!r}")
     target = _shares(target_shares, m)
 
-    src = np.concatenate([np.full(a.size, s, dtype=np.int64) for s, a in enumerate(arrays)]) if m else np.zeros(0, np.int64)
+    src = (
+        np.concatenate([np.full(a.size, s, dtype=np.int64) for s, a in enumerate(arrays)])
+        if m
+        else np.zeros(0, np.int64)
+    )
     idx = np.concatenate([np.arange(a.size) for a in arrays]) if m else np.zeros(0, np.int64)
     val = np.concatenate(arrays) if m else np.zeros(0)
     k = min(int(K), val.size)
@@ -83,8 +87,10 @@ def contrastive_decode(probs: np.ndarray, similarity: np.ndarray, valid: np.ndar
     sim = np.asarray(similarity, dtype=np.float64)
     keep = np.asarray(valid, dtype=bool)
     if p.ndim != 2 or sim.shape != (p.shape[0], p.shape[0]) or keep.shape != (p.shape[0],):
-        raise ValueError(f"contrastive_decode: expected probs [N, S], similarity [N, N], valid [N]; got "
-                         f"{p.shape}, {sim.shape}, {keep.shape}")
+        raise ValueError(
+            f"contrastive_decode: expected probs [N, S], similarity [N, N], valid [N]; got "
+            f"{p.shape}, {sim.shape}, {keep.shape}"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}")
     open_ = keep.copy()
@@ -101,8 +107,9 @@ def contrastive_decode(probs: np.ndarray, similarity: np.ndarray, valid: np.ndar
     return picked + [int(i) for i in rest]
 
 
-def slot_decode(run: Callable[[dict[str, np.ndarray]], np.ndarray], request: dict[str, np.ndarray],
-                K: int) -> list[tuple[int, int]]:
+def slot_decode(
+    run: Callable[[dict[str, np.ndarray]], np.ndarray], request: dict[str, np.ndarray], K: int
+) -> list[tuple[int, int]]:
     """HRL's decoding: per slot, call the policy network on the request with the placed candidates'
     `cand_mask_{s}` entries zeroed, place the best real unplaced (source, item) (ties: lower source, then
     lower item); after min(K, #real) slots the rest follow by the last call's scores."""
@@ -125,9 +132,15 @@ def slot_decode(run: Callable[[dict[str, np.ndarray]], np.ndarray], request: dic
     return order + [(int(s), int(i)) for s, i in rest]
 
 
-def decode_request(decoder: str, options: Mapping[str, float | int], outputs: Sequence[np.ndarray],
-                   request: Mapping[str, np.ndarray], K: int, target_shares: Sequence[float],
-                   run: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> list[tuple[int, int]]:
+def decode_request(
+    decoder: str,
+    options: Mapping[str, float | int],
+    outputs: Sequence[np.ndarray],
+    request: Mapping[str, np.ndarray],
+    K: int,
+    target_shares: Sequence[float],
+    run: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+) -> list[tuple[int, int]]:
     """The list a bundle decoder (shared_schema.manifest.DECODERS, all options given) builds for one assembled
     request from the network's `outputs` on it (the manifest's outputs, `scores` first): every real candidate
     once as (source, item), the top-K by the decoder, the rest by score. `REQUEST_DECODERS` maps each
@@ -138,8 +151,10 @@ def decode_request(decoder: str, options: Mapping[str, float | int], outputs: Se
     `matching` output and the cosine similarities of the unit-norm `encodings` (flat s*n + j rows).
     """
     if decoder not in REQUEST_DECODERS:
-        raise ValueError(f"decoder {decoder!r}: decode_request runs {sorted(REQUEST_DECODERS)} "
-                         "(merge.py builds the list of a `merge` bundle)")
+        raise ValueError(
+            f"decoder {decoder!r}: decode_request runs {sorted(REQUEST_DECODERS)} "
+            "(merge.py builds the list of a `merge` bundle)"
+        )
     scores = np.asarray(outputs[0])[0]
     real = [np.flatnonzero(np.asarray(request[f"cand_mask_{s}"])[0] > 0) for s in range(scores.shape[0])]
     return REQUEST_DECODERS[decoder](options, outputs, request, K, target_shares, run, scores, real)
@@ -181,12 +196,19 @@ REQUEST_DECODERS = {
 """The device's list decoders by manifest name: every decoder of shared_schema.manifest.DECODERS but
 `merge`, which merge.py runs."""
 if set(REQUEST_DECODERS) != set(DECODERS) - {"merge"}:
-    raise ImportError(f"device_runtime.decoding implements {sorted(REQUEST_DECODERS)}, the schema declares "
-                      f"{sorted(DECODERS)}: register every decoder in both")
+    raise ImportError(
+        f"device_runtime.decoding implements {sorted(REQUEST_DECODERS)}, the schema declares "
+        f"{sorted(DECODERS)}: register every decoder in both"
+    )
 
 
-def list_reward(probs: Sequence[np.ndarray], order: Sequence[tuple[int, int]], K: int,
-                target_shares: Sequence[float] | None = None, diversity: float = 0.0) -> float:
+def list_reward(
+    probs: Sequence[np.ndarray],
+    order: Sequence[tuple[int, int]],
+    K: int,
+    target_shares: Sequence[float] | None = None,
+    diversity: float = 0.0,
+) -> float:
     """The reward `beam_search` maximises, of the first K entries of `order`."""
     arrays = [_probs(p, s) for s, p in enumerate(probs)]
     top = list(order)[:K]
@@ -195,7 +217,13 @@ def list_reward(probs: Sequence[np.ndarray], order: Sequence[tuple[int, int]], K
     gain = sum(arrays[s][i] / np.log2(j + 2.0) for j, (s, i) in enumerate(top))
     if not top:
         return 0.0
-    return float(gain - diversity * _js_rows(target, counts[None] / len(top))[0] * len(top) / max(min(K, sum(a.size for a in arrays)), 1))
+    return float(
+        gain
+        - diversity
+        * _js_rows(target, counts[None] / len(top))[0]
+        * len(top)
+        / max(min(K, sum(a.size for a in arrays)), 1)
+    )
 
 
 def _js_rows(p: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -212,7 +240,9 @@ def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def _probs(p, s: int) -> np.ndarray:
     a = np.asarray(p, dtype=np.float64)
     if a.ndim != 1 or not np.isfinite(a).all():
-        raise ValueError(f"probs[{s}]: expected a 1-D array of finite probabilities (real candidates only), got shape {a.shape}")
+        raise ValueError(
+            f"probs[{s}]: expected a 1-D array of finite probabilities (real candidates only), got shape {a.shape}"
+        )
     return a
 
 

@@ -95,8 +95,14 @@ def merge(
     return merge_lists([a.tolist() for a in arrays], w.tolist(), int(K), mode, shown, gain)
 
 
-def merge_lists(scores: list[list[float]], shares: list[float], K: int, mode: str,
-                shown: list[float] | None = None, gain: float = 0.5) -> list[tuple[int, int]]:
+def merge_lists(
+    scores: list[list[float]],
+    shares: list[float],
+    K: int,
+    mode: str,
+    shown: list[float] | None = None,
+    gain: float = 0.5,
+) -> list[tuple[int, int]]:
     """`merge` on checked plain lists (finite scores, normalised shares, K >= 0, a known mode, shown
     counts for `controller`), in plain Python: at a page's size (tens of items) numpy's per-call cost
     is more than the work."""

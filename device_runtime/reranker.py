@@ -19,18 +19,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-
+from device_runtime import validation
 from device_runtime.backends import DEFAULT_ORDER, Backend, load_backend
 from device_runtime.bundle import BundleRegistry, InstalledBundle, verify
-from device_runtime import validation
 from device_runtime.decoding import decode_request
 from device_runtime.merge import MODES as MERGE_MODES
 from device_runtime.merge import merge_lists
 from device_runtime.store import HistoryStore
 from device_runtime.validation import CheckedEvent
 from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate, RerankResult
-from shared_schema.messages import RankedItem
 from shared_schema.manifest import MANIFEST_NAME, decoder_settings
+from shared_schema.messages import RankedItem
 
 
 def open_bundle(bundle_or_root: str | os.PathLike) -> InstalledBundle:
@@ -53,8 +52,9 @@ def check_event(manifest: BundleManifest, event: BehaviorEvent) -> CheckedEvent:
     names = manifest.source_names
     if isinstance(event, BehaviorEvent) and event.source not in names:
         raise ValueError(f"event.source {event.source!r} is not a source of the bundle; known sources: {names}")
-    return validation.check_event(event, "event", manifest.source_names,
-                                  dict(zip(manifest.source_names, manifest.vector_dims)))
+    return validation.check_event(
+        event, "event", manifest.source_names, dict(zip(manifest.source_names, manifest.vector_dims))
+    )
 
 
 def list_decoder(manifest: BundleManifest, merge: str) -> tuple[str, dict[str, float | int]]:
@@ -63,9 +63,11 @@ def list_decoder(manifest: BundleManifest, merge: str) -> tuple[str, dict[str, f
     if merge not in MERGE_MODES:
         raise ValueError(f"merge {merge!r}: use one of {list(MERGE_MODES)}")
     if manifest.decoder != "merge" and merge != "score":
-        raise ValueError(f"merge {merge!r}: bundle {manifest.model_version} ({manifest.model_name}) builds its list "
-                         f"with decoder {manifest.decoder!r}, the decoder decides the list; use merge='score' "
-                         "(--merge score)")
+        raise ValueError(
+            f"merge {merge!r}: bundle {manifest.model_version} ({manifest.model_name}) builds its list "
+            f"with decoder {manifest.decoder!r}, the decoder decides the list; use merge='score' "
+            "(--merge score)"
+        )
     return manifest.decoder, decoder_settings(manifest.decoder, manifest.decoder_options)
 
 
@@ -75,8 +77,14 @@ class Reranker:
     `merge` is the merge mode (score, quota, controller) of a bundle whose list decoder is `merge`;
     `list_decoder` is (decoder, options) as `list_decoder(manifest, merge)` gives it (computed when None)."""
 
-    def __init__(self, bundle: InstalledBundle, store: HistoryStore, backend: Backend, merge: str = "score",
-                 decoder: tuple[str, dict[str, float | int]] | None = None):
+    def __init__(
+        self,
+        bundle: InstalledBundle,
+        store: HistoryStore,
+        backend: Backend,
+        merge: str = "score",
+        decoder: tuple[str, dict[str, float | int]] | None = None,
+    ):
         self.bundle, self.store, self.backend, self.merge = bundle, store, backend, merge
         self.manifest = m = bundle.manifest
         self._decoder, self._decoder_options = decoder if decoder is not None else list_decoder(m, merge)
@@ -89,8 +97,9 @@ class Reranker:
         self._shares = [w / total for w in self._shares]
         specs = [(spec.name, spec.dtype, tuple(spec.shape)) for spec in backend.inputs]
         # the layout's arrays go to the backend as they are when they are its inputs, in its order
-        self._layout_inputs = specs == [(spec.name, spec.dtype, tuple(spec.shape))
-                                        for spec in self._layout.input_specs()]
+        self._layout_inputs = specs == [
+            (spec.name, spec.dtype, tuple(spec.shape)) for spec in self._layout.input_specs()
+        ]
 
     @classmethod
     def open(
@@ -116,11 +125,17 @@ class Reranker:
             raise ValueError(f"merge {merge!r}: use one of {list(MERGE_MODES)}")
         bundle = open_bundle(bundle_or_root)
         decoder = list_decoder(bundle.manifest, merge)
-        loaded = load_backend(bundle.path, bundle.manifest, backend, delegate, threads, order,
-                              quantization=quantization)
+        loaded = load_backend(
+            bundle.path, bundle.manifest, backend, delegate, threads, order, quantization=quantization
+        )
         m = bundle.manifest
-        store = HistoryStore(db_path, retention_per_source, prune_every=prune_every, sources=m.source_names,
-                             dims=dict(zip(m.source_names, m.vector_dims)))
+        store = HistoryStore(
+            db_path,
+            retention_per_source,
+            prune_every=prune_every,
+            sources=m.source_names,
+            dims=dict(zip(m.source_names, m.vector_dims)),
+        )
         if store.embedding_version != m.embedding_version:
             store.set_embedding_version(m.embedding_version)  # history of older vectors stops counting
         return cls(bundle, store, loaded, merge, decoder)
@@ -134,39 +149,61 @@ class Reranker:
         m = self.manifest
         candidates = validation.check_slate(slate, self._rules)
         with self.store.page() as page:
-            page.cache([(self._sources[s], list(zip([item.item_id for item in items], vectors,
-                                                    [self._fields[s]] * len(items))))
-                        for s, (items, vectors) in enumerate(candidates) if items], m.embedding_version)
+            page.cache(
+                [
+                    (
+                        self._sources[s],
+                        list(zip([item.item_id for item in items], vectors, [self._fields[s]] * len(items))),
+                    )
+                    for s, (items, vectors) in enumerate(candidates)
+                    if items
+                ],
+                m.embedding_version,
+            )
             clock.append(time.perf_counter())
             histories = page.click_vectors(self._sources, m.t, m.vector_dims)
             shown = page.exposure_counts(self._sources) if self.merge == "controller" else None
             clock.append(time.perf_counter())
             inputs = self._layout.assemble([v for _, v in candidates], histories)
             clock.append(time.perf_counter())
-            outputs = (self.backend.invoke_in_order(list(inputs.values())) if self._layout_inputs
-                       else self.backend.run_all(inputs))
+            outputs = (
+                self.backend.invoke_in_order(list(inputs.values()))
+                if self._layout_inputs
+                else self.backend.run_all(inputs)
+            )
             clock.append(time.perf_counter())
             values = outputs[0][0].tolist()
             per_source = [values[s][: len(items)] for s, (items, _) in enumerate(candidates)]
             if self._decoder == "merge":
                 order = merge_lists(per_source, self._shares, m.K, self.merge, shown)
             else:  # the bundle's list decoder; its time counts as the merge stage
-                order = decode_request(self._decoder, self._decoder_options, outputs, inputs, m.K,
-                                       m.target_shares, self.backend.run)
+                order = decode_request(
+                    self._decoder, self._decoder_options, outputs, inputs, m.K, m.target_shares, self.backend.run
+                )
             picked = [(candidates[s][0][i], s, per_source[s][i]) for s, i in order]
             clock.append(time.perf_counter())
-            page.expose([(item.item_id, self._sources[s]) for item, s, _ in picked[: m.K]], time.time(),
-                        slate.request_id)
+            page.expose(
+                [(item.item_id, self._sources[s]) for item, s, _ in picked[: m.K]], time.time(), slate.request_id
+            )
         clock.append(time.perf_counter())
         stages = ("validate_cache", "history_read", "assembly", "inference", "merge", "record_exposures")
         timings = {name: (b - a) * 1e3 for name, a, b in zip(stages, clock, clock[1:])}
         timings["total"] = (clock[-1] - clock[0]) * 1e3
         built_by = self.merge if self._decoder == "merge" else self._decoder
-        items = [RankedItem.model_construct(item_id=item.item_id, source=self._sources[s], score=score,
-                                            title=item.title) for item, s, score in picked]  # checked in the slate
+        items = [
+            RankedItem.model_construct(item_id=item.item_id, source=self._sources[s], score=score, title=item.title)
+            for item, s, score in picked
+        ]  # checked in the slate
         return RerankResult.model_construct(
-            schema_version=SCHEMA_VERSION, request_id=slate.request_id, items=items, backend=self.backend.name,
-            delegate=self.backend.delegate, merge=built_by, bundle_version=self.bundle.version, timings_ms=timings)
+            schema_version=SCHEMA_VERSION,
+            request_id=slate.request_id,
+            items=items,
+            backend=self.backend.name,
+            delegate=self.backend.delegate,
+            merge=built_by,
+            bundle_version=self.bundle.version,
+            timings_ms=timings,
+        )
 
     def record(self, event: BehaviorEvent) -> int:
         """Store a behaviour (its vector too, when the event carries one); returns its row id."""
@@ -176,9 +213,18 @@ class Reranker:
         """Active bundle, its list decoder, backend, delegate, every backend attempt and the store's statistics."""
         m = self.manifest
         return {
-            "bundle": {"version": self.bundle.version, "path": str(self.bundle.path), "model_name": m.model_name,
-                       "model_version": m.model_version, "embedding_version": m.embedding_version,
-                       "created_at": m.created_at, "sources": self._sources, "n": m.n, "t": m.t, "K": m.K},
+            "bundle": {
+                "version": self.bundle.version,
+                "path": str(self.bundle.path),
+                "model_name": m.model_name,
+                "model_version": m.model_version,
+                "embedding_version": m.embedding_version,
+                "created_at": m.created_at,
+                "sources": self._sources,
+                "n": m.n,
+                "t": m.t,
+                "K": m.K,
+            },
             "backend": self.backend.name,
             "delegate": self.backend.delegate,
             "file": self.backend.path.name,
@@ -197,4 +243,3 @@ class Reranker:
 
     def __exit__(self, *exc) -> None:
         self.close()
-

@@ -61,18 +61,23 @@ def trust_root(root: str | os.PathLike, root_json: str | os.PathLike) -> dict:
     Replaces any earlier trust (and the development flag): the metadata seen so far is forgotten.
     """
     if not Path(root_json).is_file():
-        raise FileNotFoundError(f"{root_json}: no such root metadata file; copy the repository's "
-                                "metadata/1.root.json to the device")
+        raise FileNotFoundError(
+            f"{root_json}: no such root metadata file; copy the repository's metadata/1.root.json to the device"
+        )
     data = Path(root_json).read_bytes()
     try:
         md = Metadata[Root].from_bytes(data)
         md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
     except (tuf_errors.RepositoryError, ValueError, KeyError, TypeError) as exc:
-        raise UntrustedBundle(f"{root_json}: not a TUF root metadata file signed by its own root keys "
-                              f"({type(exc).__name__}: {exc}); give the repository's metadata/1.root.json") from None
+        raise UntrustedBundle(
+            f"{root_json}: not a TUF root metadata file signed by its own root keys "
+            f"({type(exc).__name__}: {exc}); give the repository's metadata/1.root.json"
+        ) from None
     if md.signed.is_expired():
-        raise UntrustedBundle(f"{root_json}: this root expired on {md.signed.expires.isoformat()}; "
-                              "give the repository's newest N.root.json")
+        raise UntrustedBundle(
+            f"{root_json}: this root expired on {md.signed.expires.isoformat()}; "
+            "give the repository's newest N.root.json"
+        )
     folder = metadata_dir(root)
     shutil.rmtree(folder.parent, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -87,8 +92,11 @@ def allow_unsigned(root: str | os.PathLike) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / UNSIGNED_FLAG).write_text("unsigned bundles are accepted on this device (development only)\n")
-    log.warning("UNSIGNED BUNDLES ALLOWED on %s: anyone who can hand this device a bundle can run their model "
-                "on it. For development only; provision a root with `dir-device trust ROOT.json`.", root)
+    log.warning(
+        "UNSIGNED BUNDLES ALLOWED on %s: anyone who can hand this device a bundle can run their model "
+        "on it. For development only; provision a root with `dir-device trust ROOT.json`.",
+        root,
+    )
     return {"allow_unsigned": True}
 
 
@@ -103,9 +111,11 @@ def require_policy(root: str | os.PathLike) -> bool:
         return True
     if unsigned_allowed(root):
         return False
-    raise UntrustedBundle(f"{root}: this device trusts no signing root, so it installs no bundle; run "
-                          "`dir-device trust ROOT.json` with the repository's root metadata (or, for "
-                          "development only, `dir-device trust --allow-unsigned`)")
+    raise UntrustedBundle(
+        f"{root}: this device trusts no signing root, so it installs no bundle; run "
+        "`dir-device trust ROOT.json` with the repository's root metadata (or, for "
+        "development only, `dir-device trust --allow-unsigned`)"
+    )
 
 
 def check_bundle(root: str | os.PathLike, folder: Path) -> None:
@@ -119,20 +129,25 @@ def check_bundle(root: str | os.PathLike, folder: Path) -> None:
         return
     carried = folder / CARRIED
     if not (carried / "timestamp.json").is_file():
-        raise UntrustedBundle(f"{folder}: unsigned bundle (no {CARRIED}/timestamp.json); add it to the signed "
-                              "repository (`dir-cloud repo add`) and install the bundle folder it signs")
-    updater = Updater(str(metadata_dir(root)), "carried:/metadata/", fetcher=_FolderFetcher(carried),
-                      bootstrap=None)
+        raise UntrustedBundle(
+            f"{folder}: unsigned bundle (no {CARRIED}/timestamp.json); add it to the signed "
+            "repository (`dir-cloud repo add`) and install the bundle folder it signs"
+        )
+    updater = Updater(str(metadata_dir(root)), "carried:/metadata/", fetcher=_FolderFetcher(carried), bootstrap=None)
     try:
         index = _refresh_and_index(updater, lambda info: _verified_bytes(info, carried / INDEX), folder)
     except tuf_errors.DownloadError as exc:
-        raise UntrustedBundle(f"{carried}: the carried metadata is incomplete ({exc}); copy the whole bundle "
-                              "folder as `dir-cloud repo add` left it") from None
+        raise UntrustedBundle(
+            f"{carried}: the carried metadata is incomplete ({exc}); copy the whole bundle "
+            "folder as `dir-cloud repo add` left it"
+        ) from None
     digest = file_sha256(folder / MANIFEST_NAME) if (folder / MANIFEST_NAME).is_file() else None
     versions = [v for v, e in index.get("bundles", {}).items() if e.get("manifest_sha256") == digest]
     if not versions:
-        raise UntrustedBundle(f"{folder}/{MANIFEST_NAME}: not signed (its sha256 {digest} is in no signed "
-                              "bundle of the carried metadata): the manifest was changed after signing")
+        raise UntrustedBundle(
+            f"{folder}/{MANIFEST_NAME}: not signed (its sha256 {digest} is in no signed "
+            "bundle of the carried metadata): the manifest was changed after signing"
+        )
     version = versions[0]
     names = [MANIFEST_NAME, *manifest_files(folder / MANIFEST_NAME)]
     for name in names:
@@ -155,8 +170,10 @@ def _refresh_and_index(updater: Updater, fetch, where) -> dict:
     except tuf_errors.DownloadError:
         raise
     except (tuf_errors.RepositoryError, ValueError) as exc:
-        raise UntrustedBundle(f"{where}: the signed metadata does not check out under the trusted root "
-                              f"({type(exc).__name__}: {exc}); the active bundle stays") from None
+        raise UntrustedBundle(
+            f"{where}: the signed metadata does not check out under the trusted root "
+            f"({type(exc).__name__}: {exc}); the active bundle stays"
+        ) from None
     if info is None:
         raise UntrustedBundle(f"{where}: the signed metadata lists no bundle index ({INDEX})")
     try:
@@ -182,8 +199,10 @@ def _verified_bytes(info: TargetFile, path: Path) -> bytes:
     try:
         info.verify_length_and_hashes(data)
     except tuf_errors.LengthOrHashMismatchError as exc:
-        raise UntrustedBundle(f"{path}: does not match its signed length and sha256 ({exc}); the file was "
-                              "changed after signing, re-download the bundle") from None
+        raise UntrustedBundle(
+            f"{path}: does not match its signed length and sha256 ({exc}); the file was "
+            "changed after signing, re-download the bundle"
+        ) from None
     return data
 
 
@@ -205,7 +224,11 @@ class _FolderFetcher(FetcherInterface):
     def _fetch(self, url: str) -> Iterator[bytes]:
         name = url.rsplit("/", 1)[-1]
         path = self.folder / name
-        if not SAFE_NAME.fullmatch(name) or path.is_symlink() or not path.is_file() \
-                or path.stat().st_size > MAX_METADATA_BYTES:
+        if (
+            not SAFE_NAME.fullmatch(name)
+            or path.is_symlink()
+            or not path.is_file()
+            or path.stat().st_size > MAX_METADATA_BYTES
+        ):
             raise tuf_errors.DownloadHTTPError(f"{name} is not carried with the bundle", 404)
         return iter([path.read_bytes()])

@@ -56,11 +56,18 @@ import sqlite_utils
 from device_runtime.checkpointer import BACKSTOP_PAGES, Checkpointer
 from device_runtime.store_memos import UNREAD, ReadMemos
 from device_runtime.store_schema import MIGRATIONS
-from device_runtime.validation import (ACTIONS, VECTOR_DTYPE, CheckedEvent, check_event, finite_seconds, matrix,
-                                       text, vector)
+from device_runtime.validation import (
+    ACTIONS,
+    VECTOR_DTYPE,
+    CheckedEvent,
+    check_event,
+    finite_seconds,
+    matrix,
+    text,
+    vector,
+)
 from device_runtime.validation import source as checked_source
 from shared_schema.messages import BehaviorEvent
-
 
 LAST_CLICKS_SQL = """SELECT b.item_id, i.vector
   FROM behaviors AS b CROSS JOIN items AS i ON i.source = b.source AND i.item_id = b.item_id
@@ -71,8 +78,11 @@ LAST_CLICKS_SQL = """SELECT b.item_id, i.vector
 `behaviors` (read in index order, stopping after t rows) as the outer loop."""
 
 PRUNE_SQL = {
-    **{action: f"""DELETE FROM behaviors WHERE id IN (SELECT id FROM behaviors
-         WHERE source = :source AND action = '{action}' ORDER BY ts, id LIMIT :excess)""" for action in ACTIONS},
+    **{
+        action: f"""DELETE FROM behaviors WHERE id IN (SELECT id FROM behaviors
+         WHERE source = :source AND action = '{action}' ORDER BY ts, id LIMIT :excess)"""
+        for action in ACTIONS
+    },
     "exposure": """DELETE FROM exposures WHERE id IN (SELECT id FROM exposures WHERE source = :source
       ORDER BY id LIMIT :excess)""",
     "item": """DELETE FROM items WHERE source = :source AND item_id IN (SELECT item_id FROM items
@@ -130,8 +140,9 @@ class HistoryStore:
         self.memos = ReadMemos()
         self._page: sqlite3.Connection | None = None  # the open page transaction, if any
         self.db = _open(self.path, synchronous.upper(), busy_timeout_ms, autocheckpoint=checkpoint_every is None)
-        self.checkpointer = None if checkpoint_every is None else Checkpointer(self.path, checkpoint_every,
-                                                                                busy_timeout_ms)
+        self.checkpointer = (
+            None if checkpoint_every is None else Checkpointer(self.path, checkpoint_every, busy_timeout_ms)
+        )
         try:
             self._migrate()
         except BaseException:
@@ -201,8 +212,9 @@ class HistoryStore:
     def _check_source(self, source: object, field: str) -> str:
         return checked_source(source, field, self.sources)
 
-    def _check_widths(self, conn: sqlite3.Connection, source: str, version: str,
-                      rows: list[tuple[str, np.ndarray, str]]) -> None:
+    def _check_widths(
+        self, conn: sqlite3.Connection, source: str, version: str, rows: list[tuple[str, np.ndarray, str]]
+    ) -> None:
         """All vectors of a source under a version share one width: `dims`, else the stored one (in
         `meta`), else the first vector's, which is then stored."""
         key = f"dim:{version}:{source}"
@@ -240,8 +252,10 @@ class HistoryStore:
             version = _meta(conn, "embedding_version")
             if vectors and version is None:
                 field = next(f"{e.field}.vector" for e in checked if e.vector is not None)
-                raise ValueError(f"{field}: the store has no embedding version yet; call "
-                                 "cache_items(...) or set_embedding_version(...) first")
+                raise ValueError(
+                    f"{field}: the store has no embedding version yet; call "
+                    "cache_items(...) or set_embedding_version(...) first"
+                )
             if vectors:
                 self._put_items(conn, list(vectors.items()), version)
             ids = [
@@ -260,8 +274,10 @@ class HistoryStore:
         Returns how many were given (an item already cached with the same vector is not rewritten)."""
         self._check_source(source, "source")
         text(embedding_version, "embedding_version")
-        rows = [(text(item_id, f"items[{i}].item_id"), vector(vec, f"items[{i}].vector"), f"items[{i}].vector")
-                for i, (item_id, vec) in enumerate(items)]
+        rows = [
+            (text(item_id, f"items[{i}].item_id"), vector(vec, f"items[{i}].vector"), f"items[{i}].vector")
+            for i, (item_id, vec) in enumerate(items)
+        ]
         return self._cache([(source, rows)], embedding_version)
 
     def cache_sources(self, items: Mapping[str, tuple[Sequence[str], object]], embedding_version: str) -> int:
@@ -274,8 +290,15 @@ class HistoryStore:
             rows = matrix(vectors, f"{where}.vectors")
             if rows.shape[0] != len(ids):
                 raise ValueError(f"{where}: {len(ids)} item ids but {rows.shape[0]} vectors; send one vector per id")
-            batches.append((source, [(text(item_id, f"{where}.item_ids[{i}]"), rows[i], f"{where}.vectors[{i}]")
-                                     for i, item_id in enumerate(ids)]))
+            batches.append(
+                (
+                    source,
+                    [
+                        (text(item_id, f"{where}.item_ids[{i}]"), rows[i], f"{where}.vectors[{i}]")
+                        for i, item_id in enumerate(ids)
+                    ],
+                )
+            )
         return self._cache(batches, embedding_version)
 
     def _cache(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str) -> int:
@@ -296,8 +319,9 @@ class HistoryStore:
             raise
         page.commit()
 
-    def _not_cached(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
-                    version: str) -> list[tuple[str, list[tuple[str, np.ndarray, str]]]]:
+    def _not_cached(
+        self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str
+    ) -> list[tuple[str, list[tuple[str, np.ndarray, str]]]]:
         """The rows `_put_items` would write (new, changed, other version, due for a re-stamp), found
         from the item memo plus one read per source for the items not in it; batches too long for one
         query are kept whole. The caller has checked the memos."""
@@ -330,8 +354,9 @@ class HistoryStore:
             conn.execute(_SET_META, ("embedding_version", embedding_version))
         self._forget()
 
-    def _put_items(self, conn: sqlite3.Connection, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
-                   version: str) -> int:
+    def _put_items(
+        self, conn: sqlite3.Connection, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str
+    ) -> int:
         """Upsert, per source, (item_id, vector, field) rows; returns how many rows were written.
 
         An item already cached with the same vector and version is left alone unless half the
@@ -344,10 +369,13 @@ class HistoryStore:
                 continue
             self._check_widths(conn, source, version, rows)
             last = last_seq.get(source, 0)
-            changed = conn.executemany(_UPSERT_ITEM, [
-                (source, item_id, vec.tobytes(), vec.size, version, now, last + i, last - self.retention // 2)
-                for i, (item_id, vec, _) in enumerate(rows, start=1)
-            ]).rowcount
+            changed = conn.executemany(
+                _UPSERT_ITEM,
+                [
+                    (source, item_id, vec.tobytes(), vec.size, version, now, last + i, last - self.retention // 2)
+                    for i, (item_id, vec, _) in enumerate(rows, start=1)
+                ],
+            ).rowcount
             if changed:
                 conn.execute(_ADVANCE_SEQ, (source, len(rows)))
             written += changed
@@ -360,8 +388,10 @@ class HistoryStore:
             text(request_id, "request_id")
         elif not isinstance(request_id, str):
             raise ValueError(f"request_id: expected a string, got {request_id!r}")
-        rows = [(text(item_id, f"items[{i}].item_id"), self._check_source(source, f"items[{i}].source"))
-                for i, (item_id, source) in enumerate(items)]
+        rows = [
+            (text(item_id, f"items[{i}].item_id"), self._check_source(source, f"items[{i}].source"))
+            for i, (item_id, source) in enumerate(items)
+        ]
         with self.page() as page:
             page.expose(rows, ts, request_id)
         return len(rows)
@@ -428,8 +458,11 @@ class HistoryStore:
         conn = self.db.conn
         missing = []
         for source, item_id in dict.fromkeys(items):
-            row = conn.execute("SELECT 1 FROM items WHERE source = ? AND item_id = ? AND embedding_version = "
-                               "(SELECT value FROM meta WHERE key = 'embedding_version')", (source, item_id)).fetchone()
+            row = conn.execute(
+                "SELECT 1 FROM items WHERE source = ? AND item_id = ? AND embedding_version = "
+                "(SELECT value FROM meta WHERE key = 'embedding_version')",
+                (source, item_id),
+            ).fetchone()
             if row is None:
                 missing.append((source, item_id))
         return missing
@@ -505,8 +538,10 @@ class PageWrite:
         memo = self.store.memos.click_arrays
         key = (sources, t)
         if key not in memo:
-            memo[key] = [np.stack([v for _, v in clicks]) if clicks else np.zeros((0, d), VECTOR_DTYPE)
-                         for clicks, d in zip(self.store._last_clicks(sources, t), dims)]
+            memo[key] = [
+                np.stack([v for _, v in clicks]) if clicks else np.zeros((0, d), VECTOR_DTYPE)
+                for clicks, d in zip(self.store._last_clicks(sources, t), dims)
+            ]
         return memo[key]
 
     def exposure_counts(self, sources: Sequence[str]) -> list[int]:
@@ -517,8 +552,10 @@ class PageWrite:
         """Log checked (item_id, source) pairs as shown at `ts`."""
         conn = self._begin()
         self.store.memos.read_tallies(conn)  # before the insert: commit adds the page's exposures to it
-        conn.executemany("INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)",
-                         [(ts, item_id, source, request_id) for item_id, source in items])
+        conn.executemany(
+            "INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)",
+            [(ts, item_id, source, request_id) for item_id, source in items],
+        )
         for _, source in items:
             self._exposed[source] = self._exposed.get(source, 0) + 1
 
@@ -558,9 +595,10 @@ class PageWrite:
         store = self.store
         bound = store.retention + store.prune_every
         tallies = store.memos.read_tallies(conn)
-        return any(rows + (self._exposed.get(source, 0) if kind == "exposure" else 0) >= bound
-                   for (source, kind), (rows, _) in tallies.items()) or any(
-            (source, "exposure") not in tallies and count >= bound for source, count in self._exposed.items())
+        return any(
+            rows + (self._exposed.get(source, 0) if kind == "exposure" else 0) >= bound
+            for (source, kind), (rows, _) in tallies.items()
+        ) or any((source, "exposure") not in tallies and count >= bound for source, count in self._exposed.items())
 
 
 def _split(rows: list[tuple[str, bytes]]) -> list[tuple[str, np.ndarray]]:

@@ -60,6 +60,8 @@ class ReadMemos:
 
     def read_tallies(self, conn: sqlite3.Connection) -> dict[tuple[str, str], list[int]]:
         if self.tallies is None:
-            self.tallies = {(s, k): [rows, total] for s, k, rows, total in
-                            conn.execute("SELECT source, kind, rows, total FROM tallies")}
+            self.tallies = {
+                (s, k): [rows, total]
+                for s, k, rows, total in conn.execute("SELECT source, kind, rows, total FROM tallies")
+            }
         return self.tallies

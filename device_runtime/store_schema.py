@@ -51,17 +51,28 @@ def _trigger(name: str, event: str, body: str, when: str = "") -> str:
 
 
 _V2_TRIGGERS = (
-    _trigger("behaviors_added", "INSERT ON behaviors", _COUNT.format("NEW.source", "NEW.action", 1, 1)
-             + " UPDATE items SET refs = refs + 1 WHERE source = NEW.source AND item_id = NEW.item_id;"),
-    _trigger("behaviors_removed", "DELETE ON behaviors", _COUNT.format("OLD.source", "OLD.action", -1, 0)
-             + " UPDATE items SET refs = refs - 1 WHERE source = OLD.source AND item_id = OLD.item_id;"),
+    _trigger(
+        "behaviors_added",
+        "INSERT ON behaviors",
+        _COUNT.format("NEW.source", "NEW.action", 1, 1)
+        + " UPDATE items SET refs = refs + 1 WHERE source = NEW.source AND item_id = NEW.item_id;",
+    ),
+    _trigger(
+        "behaviors_removed",
+        "DELETE ON behaviors",
+        _COUNT.format("OLD.source", "OLD.action", -1, 0)
+        + " UPDATE items SET refs = refs - 1 WHERE source = OLD.source AND item_id = OLD.item_id;",
+    ),
     _trigger("exposures_added", "INSERT ON exposures", _COUNT.format("NEW.source", "'exposure'", 1, 1)),
     _trigger("exposures_removed", "DELETE ON exposures", _COUNT.format("OLD.source", "'exposure'", -1, 0)),
     _trigger("items_added", "INSERT ON items", _COUNT.format("NEW.source", "'item'", 1, 0), "WHEN NEW.refs = 0"),
     _trigger("items_removed", "DELETE ON items", _COUNT.format("OLD.source", "'item'", -1, 0), "WHEN OLD.refs = 0"),
-    _trigger("items_referenced", "UPDATE OF refs ON items",
-             _COUNT.format("NEW.source", "'item'", "(NEW.refs = 0) - (OLD.refs = 0)", 0),
-             "WHEN (OLD.refs = 0) <> (NEW.refs = 0)"),
+    _trigger(
+        "items_referenced",
+        "UPDATE OF refs ON items",
+        _COUNT.format("NEW.source", "'item'", "(NEW.refs = 0) - (OLD.refs = 0)", 0),
+        "WHEN (OLD.refs = 0) <> (NEW.refs = 0)",
+    ),
 )
 """Keep `tallies` and `items.refs` in step with every insert and delete, in the same transaction."""
 
@@ -94,8 +105,10 @@ def _v2_tallies(db: sqlite_utils.Database) -> None:
         [(s, free, seq[s]) for s, free in conn.execute("SELECT source, sum(refs = 0) FROM items GROUP BY source")],
     )
     shown = dict(conn.execute("SELECT source, count(*) FROM exposures GROUP BY source").fetchall())
-    folded = {key[len("exposures_folded:"):]: int(value) for key, value in conn.execute(
-        "SELECT key, value FROM meta WHERE substr(key, 1, 17) = 'exposures_folded:'")}
+    folded = {
+        key[len("exposures_folded:") :]: int(value)
+        for key, value in conn.execute("SELECT key, value FROM meta WHERE substr(key, 1, 17) = 'exposures_folded:'")
+    }
     conn.executemany(
         "INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'exposure', ?, ?)",
         [(s, shown.get(s, 0), shown.get(s, 0) + folded.get(s, 0)) for s in sorted(shown.keys() | folded.keys())],

@@ -22,8 +22,21 @@ import numpy as np
 from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate
 from shared_schema.messages import MAX_ID_CHARS, MAX_TITLE_CHARS
 
-__all__ = ["ACTIONS", "MAX_ID_CHARS", "MAX_TITLE_CHARS", "VECTOR_DTYPE", "CheckedEvent", "SlateRules",
-           "check_event", "check_slate", "finite_seconds", "matrix", "source", "text", "vector"]
+__all__ = [
+    "ACTIONS",
+    "MAX_ID_CHARS",
+    "MAX_TITLE_CHARS",
+    "VECTOR_DTYPE",
+    "CheckedEvent",
+    "SlateRules",
+    "check_event",
+    "check_slate",
+    "finite_seconds",
+    "matrix",
+    "source",
+    "text",
+    "vector",
+]
 
 ACTIONS = ("impression", "click")
 VECTOR_DTYPE = np.dtype("<f4")
@@ -76,8 +89,9 @@ class CheckedEvent:
     field: str
 
 
-def check_event(event: object, field: str, sources: Sequence[str] | None,
-                dims: dict[str, int] | None = None) -> CheckedEvent:
+def check_event(
+    event: object, field: str, sources: Sequence[str] | None, dims: dict[str, int] | None = None
+) -> CheckedEvent:
     """A BehaviorEvent of this runtime's schema, a known source, a known action, a finite time and, when
     it carries one, a finite vector of the source's width (`dims`)."""
     if not isinstance(event, BehaviorEvent):
@@ -91,8 +105,9 @@ def check_event(event: object, field: str, sources: Sequence[str] | None,
     width = (dims or {}).get(name)
     if vec is not None and width is not None and vec.size != width:
         raise ValueError(f"{field}.vector: {vec.size} values, source {name!r} takes {width}")
-    return CheckedEvent(text(event.item_id, f"{field}.item_id"), name, event.action,
-                        finite_seconds(event.ts, f"{field}.ts"), vec, field)
+    return CheckedEvent(
+        text(event.item_id, f"{field}.item_id"), name, event.action, finite_seconds(event.ts, f"{field}.ts"), vec, field
+    )
 
 
 @dataclass(frozen=True)
@@ -117,28 +132,34 @@ def check_slate(slate: object, rules: SlateRules) -> list[tuple[list, np.ndarray
     if not isinstance(slate, CandidateSlate):
         raise ValueError(f"slate: expected a CandidateSlate, got {type(slate).__name__}")
     if slate.schema_version != SCHEMA_VERSION:
-        raise ValueError(f"slate.schema_version {slate.schema_version} is not supported (this runtime reads "
-                         f"{SCHEMA_VERSION})")
+        raise ValueError(
+            f"slate.schema_version {slate.schema_version} is not supported (this runtime reads {SCHEMA_VERSION})"
+        )
     if slate.embedding_version != rules.embedding_version:
-        raise ValueError(f"slate.embedding_version {slate.embedding_version!r} differs from the bundle's "
-                         f"{rules.embedding_version!r}; fetch slates for the installed bundle or install the "
-                         "matching bundle")
+        raise ValueError(
+            f"slate.embedding_version {slate.embedding_version!r} differs from the bundle's "
+            f"{rules.embedding_version!r}; fetch slates for the installed bundle or install the "
+            "matching bundle"
+        )
     out: list[tuple[list, np.ndarray]] = [([], np.zeros((0, d), VECTOR_DTYPE)) for d in rules.dims]
     seen: set[str] = set()
     owner: dict[str, str] = {}  # item id -> the source that sent it first
     for j, entry in enumerate(slate.sources):
         where = f"slate.sources[{j}]"
         if entry.source not in rules.sources:
-            raise ValueError(f"{where}.source {entry.source!r} is not a source of the bundle; "
-                             f"known sources: {list(rules.sources)}")
+            raise ValueError(
+                f"{where}.source {entry.source!r} is not a source of the bundle; known sources: {list(rules.sources)}"
+            )
         if entry.source in seen:
             raise ValueError(f"{where}.source {entry.source!r} appears twice; send one list per source")
         seen.add(entry.source)
         s = rules.sources.index(entry.source)
         items = entry.items
         if len(items) > rules.n:
-            raise ValueError(f"{where}.items: {len(items)} items, the bundle takes at most n={rules.n} "
-                             f"per source; send the upstream top {rules.n}")
+            raise ValueError(
+                f"{where}.items: {len(items)} items, the bundle takes at most n={rules.n} "
+                f"per source; send the upstream top {rules.n}"
+            )
         ids = {item.item_id for item in items}
         if len(ids) != len(items):
             names = [item.item_id for item in items]
@@ -148,20 +169,25 @@ def check_slate(slate: object, rules: SlateRules) -> list[tuple[list, np.ndarray
         dim = rules.dims[s]
         for i, item in enumerate(items):
             if len(item.vector) != dim:
-                raise ValueError(f"{where}.items[{i}].vector: {len(item.vector)} values, source "
-                                 f"{entry.source!r} takes {dim}")
+                raise ValueError(
+                    f"{where}.items[{i}].vector: {len(item.vector)} values, source {entry.source!r} takes {dim}"
+                )
         twice = ids & owner.keys()
         if twice:
             first = min(twice)
-            raise ValueError(f"{where}.items: item id {first!r} is also a candidate of source {owner[first]!r}; "
-                             "an item belongs to one source")
+            raise ValueError(
+                f"{where}.items: item id {first!r} is also a candidate of source {owner[first]!r}; "
+                "an item belongs to one source"
+            )
         owner.update(dict.fromkeys(ids, entry.source))
         with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
             vectors = np.array([item.vector for item in items], dtype=VECTOR_DTYPE)
         if not np.isfinite(vectors).all():  # finite as float64 but beyond float32
             bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-            raise ValueError(f"{where}.items[{bad}].vector holds NaN or infinite values (or values beyond float32); "
-                             "send finite floats")
+            raise ValueError(
+                f"{where}.items[{bad}].vector holds NaN or infinite values (or values beyond float32); "
+                "send finite floats"
+            )
         out[s] = (items, vectors)
     if not owner:
         raise ValueError("slate.sources: no candidate items; send at least one item")
@@ -180,8 +206,9 @@ def _floats(value: object, field: str, ndim: int) -> np.ndarray:
         if array.dtype == object or _has_bool(value, ndim):
             raise ValueError(f"{field}: expected {shape} of numbers; strings and booleans are not numbers")
     if array.dtype.kind not in "fiu":
-        raise ValueError(f"{field}: expected {shape} of numbers, got {array.dtype.name} values; strings and "
-                         "booleans are not numbers")
+        raise ValueError(
+            f"{field}: expected {shape} of numbers, got {array.dtype.name} values; strings and booleans are not numbers"
+        )
     with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
         array = array.astype(VECTOR_DTYPE, copy=False)
     if array.ndim != ndim or array.shape[-1] == 0:

@@ -23,8 +23,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (not action.option_strings or action.nargs == 0 or action.default in (None, argparse.SUPPRESS)
-                or "default" in text.lower()):
+        if (
+            not action.option_strings
+            or action.nargs == 0
+            or action.default in (None, argparse.SUPPRESS)
+            or "default" in text.lower()
+        ):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -37,8 +41,9 @@ def package_version() -> str:
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
-                        help="print the version and exit")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {package_version()}", help="print the version and exit"
+    )
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -54,17 +59,28 @@ class _DeprecatedAlias(argparse.Action):
 def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
     """Accept `old` as a hidden spelling of the existing option `new` (same value, a note on stderr)."""
     target = next(a for a in parser._actions if new in a.option_strings)
-    parser.add_argument(old, dest=target.dest, type=target.type, choices=target.choices, new=new,
-                        action=_DeprecatedAlias, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        old,
+        dest=target.dest,
+        type=target.type,
+        choices=target.choices,
+        new=new,
+        action=_DeprecatedAlias,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
 
 
 def add_completion(subparsers, root: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """A `completion SHELL` subcommand printing the shell completion script of `root` (shtab)."""
     prog = root.prog
     cmd = subparsers.add_parser(
-        "completion", help="print a shell completion script", formatter_class=HelpFormatter,
+        "completion",
+        help="print a shell completion script",
+        formatter_class=HelpFormatter,
         description=f"Print a shell completion script, e.g.\n\n    {prog} completion bash "
-                    f"> ~/.local/share/bash-completion/completions/{prog}")
+        f"> ~/.local/share/bash-completion/completions/{prog}",
+    )
     cmd.add_argument("shell", choices=SHELLS, help="shell to complete for")
     cmd.set_defaults(_run=lambda args: _print_completion(root, args.shell))
     return cmd

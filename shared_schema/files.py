@@ -56,6 +56,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
             digest.update(block)
     return digest.hexdigest()
 
+
 def recover_dir(out: Path) -> bool:
     """Undo what a killed replace_dir left beside `out`: restore out from its old copy (returns True when it
     did), drop leftovers."""

@@ -53,8 +53,10 @@ candidate encodings [1, m*n, w] (cosine similarity = encodings @ encodings.T).""
 def decoder_settings(decoder: str, options: Mapping[str, float | int]) -> dict[str, float | int]:
     """`options` with the decoder's defaults filled in; ValueError naming `decoder` or `decoder_options.KEY`."""
     if decoder not in DECODERS:
-        raise ValueError(f"decoder {decoder!r} is not known to this runtime; known decoders: {list(DECODERS)} "
-                         "(export the bundle with one of them or upgrade dir-rerank)")
+        raise ValueError(
+            f"decoder {decoder!r} is not known to this runtime; known decoders: {list(DECODERS)} "
+            "(export the bundle with one of them or upgrade dir-rerank)"
+        )
     known = DECODERS[decoder].options
     defaults = {name: default for name, (default, _, _) in known.items()}
     unknown = sorted(set(options) - set(known))
@@ -63,8 +65,12 @@ def decoder_settings(decoder: str, options: Mapping[str, float | int]) -> dict[s
     for name, value in options.items():
         default, low, high = known[name]
         integral = isinstance(default, int)
-        if isinstance(value, bool) or (integral and not isinstance(value, int)) or not math.isfinite(value) \
-                or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or (integral and not isinstance(value, int))
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
             kind = "an integer" if integral else "a number"
             raise ValueError(f"decoder_options.{name}: expected {kind} in [{low}, {high}], got {value!r}")
     return {**defaults, **options}
@@ -88,8 +94,10 @@ class BundleFile(BaseModel):
     def _plain_path(cls, path: str) -> str:
         parts = path.split("/")
         if len(parts) > 4 or not all(SAFE_NAME.fullmatch(p) for p in parts) or path == MANIFEST_NAME:
-            raise ValueError(f"{path!r} is not a plain relative file name (at most 4 '/'-separated parts of "
-                             "letters, digits, '.', '_', '-', none starting with '.' and not manifest.json)")
+            raise ValueError(
+                f"{path!r} is not a plain relative file name (at most 4 '/'-separated parts of "
+                "letters, digits, '.', '_', '-', none starting with '.' and not manifest.json)"
+            )
         return path
 
 
@@ -134,11 +142,13 @@ class BundleManifest(BaseModel):
         return dims
 
     @model_validator(mode="after")
-    def _coherent(self) -> "BundleManifest":
+    def _coherent(self) -> BundleManifest:
         m = len(self.sources)
         if len(self.vector_dims) != m or len(self.target_shares) != m:
-            raise ValueError(f"sources: {m}, but vector_dims has {len(self.vector_dims)} and target_shares "
-                             f"{len(self.target_shares)} entries (one per source)")
+            raise ValueError(
+                f"sources: {m}, but vector_dims has {len(self.vector_dims)} and target_shares "
+                f"{len(self.target_shares)} entries (one per source)"
+            )
         if not self.K <= m * self.n:
             raise ValueError(f"K: {self.K} exposed slots, but m*n = {m}*{self.n} = {m * self.n} candidates")
         shares = self.target_shares

@@ -16,8 +16,16 @@ from pydantic import BaseModel
 from shared_schema.messages import BehaviorEvent, CandidateSlate, RerankResult
 from shared_schema.service import BundleList, ItemVectors, ListSlate, ServiceInfo, VectorRequest
 
-MESSAGES: tuple[type[BaseModel], ...] = (CandidateSlate, BehaviorEvent, RerankResult, VectorRequest, ItemVectors,
-                                          ListSlate, BundleList, ServiceInfo)
+MESSAGES: tuple[type[BaseModel], ...] = (
+    CandidateSlate,
+    BehaviorEvent,
+    RerankResult,
+    VectorRequest,
+    ItemVectors,
+    ListSlate,
+    BundleList,
+    ServiceInfo,
+)
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -44,5 +52,8 @@ def write_schemas(folder: str | Path) -> list[Path]:
 def stale_schemas(folder: str | Path) -> list[str]:
     """Names of the schema files in `folder` that are missing or differ from the current models."""
     folder = Path(folder)
-    return [name for name, text in json_schemas().items()
-            if not (folder / name).is_file() or (folder / name).read_text(encoding="utf-8") != text]
+    return [
+        name
+        for name, text in json_schemas().items()
+        if not (folder / name).is_file() or (folder / name).read_text(encoding="utf-8") != text
+    ]

@@ -29,9 +29,7 @@ class _Strict(BaseModel):
 
 def _check_name(value: str, what: str) -> str:
     if not _NAME.match(value):
-        raise ValueError(
-            f"{what} {value!r} must start with a letter and use only letters, digits and '_'"
-        )
+        raise ValueError(f"{what} {value!r} must start with a letter and use only letters, digits and '_'")
     return value
 
 
@@ -150,8 +148,10 @@ class DatasetSpec(_Strict):
             shares = {s.name: s.target_share for s in self.sources}
             raise ValueError(f"target_share: must sum to 1 over sources, got {total:.6g} from {shares}")
         if self.K > len(self.sources) * self.n:
-            raise ValueError(f"K: {self.K} exposed slots but a list has only m * n = {len(self.sources)} * {self.n} "
-                             f"candidates; lower K or raise n")
+            raise ValueError(
+                f"K: {self.K} exposed slots but a list has only m * n = {len(self.sources)} * {self.n} "
+                f"candidates; lower K or raise n"
+            )
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(
                 f"schema_version {self.schema_version} is not supported (this code reads {SCHEMA_VERSION})"

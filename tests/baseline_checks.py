@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloud.training.losses import utility_loss
 from cloud.models import build_model
 from cloud.models.dir import PAD_LOGIT
+from cloud.training.losses import utility_loss
 from tests.test_dir_model import garbage_padding, make_batch, make_spec, pad_longer
 
 SPEC = make_spec()
@@ -68,7 +68,7 @@ def check_padding_invariance(name: str, longer: bool = True, **options) -> None:
         if longer:
             extended = model.device_model(*pad_longer(garbage_padding(inputs), extra_n=3, extra_t=4))
             assert torch.allclose(extended[:, :, : SPEC.n][mask], base[mask], atol=1e-5, rtol=0)
-            assert (extended[:, :, SPEC.n:] == PAD_LOGIT).all()
+            assert (extended[:, :, SPEC.n :] == PAD_LOGIT).all()
 
 
 def permuted_scores(name: str, **options) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +154,13 @@ def check_runtime_parity(name: str, tmp_path: Path, **options) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from cloud.export import (
-        capture, convert_tflite, eager_runner, lower_executorch, max_abs_diff, open_runner, parity_cases,
+        capture,
+        convert_tflite,
+        eager_runner,
+        lower_executorch,
+        max_abs_diff,
+        open_runner,
+        parity_cases,
     )
     from tests.export_fixtures import SPEC as SMALL
 

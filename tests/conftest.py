@@ -84,8 +84,9 @@ u2,a3,1000,0,L10,1
 """
 
 
-def write_logs(folder: Path, toml: str = TINY_TOML, items: str = TINY_ITEMS, events: str = TINY_EVENTS,
-               users: str | None = None) -> Path:
+def write_logs(
+    folder: Path, toml: str = TINY_TOML, items: str = TINY_ITEMS, events: str = TINY_EVENTS, users: str | None = None
+) -> Path:
     """Write a LOGS folder from file texts; returns the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "dataset.toml").write_text(toml, encoding="utf-8")

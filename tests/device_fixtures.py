@@ -36,11 +36,17 @@ from shared_schema.manifest import MANIFEST_NAME
 SPEC = DatasetSpec(
     name="device-test",
     sources=(
-        SourceSpec(name="video", target_share=0.6, categorical=(CategoricalField(name="genre", vocab=8),),
-                   dense=(DenseField(name="emb", dim=3),)),
+        SourceSpec(
+            name="video",
+            target_share=0.6,
+            categorical=(CategoricalField(name="genre", vocab=8),),
+            dense=(DenseField(name="emb", dim=3),),
+        ),
         SourceSpec(name="article", target_share=0.4, categorical=(CategoricalField(name="topic", vocab=6),)),
     ),
-    n=10, t=20, K=5,
+    n=10,
+    t=20,
+    K=5,
 )
 EMBEDDING_VERSION = "emb-test-1"
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +62,15 @@ def build_bundle(out: Path, model_version: str = "test-1") -> Path:
 
     torch.manual_seed(0)
     model = build_model("dir", SPEC).eval()
-    write_bundle(model, SPEC, out, quantize="int8", embedding_version=EMBEDDING_VERSION,
-                 model_version=model_version, progress=lambda *a, **k: None)
+    write_bundle(
+        model,
+        SPEC,
+        out,
+        quantize="int8",
+        embedding_version=EMBEDDING_VERSION,
+        model_version=model_version,
+        progress=lambda *a, **k: None,
+    )
     return out
 
 
@@ -113,15 +126,26 @@ def copy_bundle(bundle: Path, out: Path, **manifest_changes) -> Path:
     return out
 
 
-def make_slate(manifest: BundleManifest, seed: int = 0, counts: list[int] | None = None,
-               embedding_version: str | None = None, prefix: str = "") -> CandidateSlate:
+def make_slate(
+    manifest: BundleManifest,
+    seed: int = 0,
+    counts: list[int] | None = None,
+    embedding_version: str | None = None,
+    prefix: str = "",
+) -> CandidateSlate:
     """A slate with `counts[s]` random candidates per source (default n each), ids like `video3`."""
     rng = np.random.default_rng(seed)
     counts = counts if counts is not None else [manifest.n] * len(manifest.sources)
     sources = []
     for name, dim, k in zip(manifest.source_names, manifest.vector_dims, counts):
-        items = [CandidateItem(item_id=f"{prefix}{name}{i}", vector=rng.standard_normal(dim).tolist(),
-                               title=f"{name} #{i}") for i in range(k)]
+        items = [
+            CandidateItem(item_id=f"{prefix}{name}{i}", vector=rng.standard_normal(dim).tolist(), title=f"{name} #{i}")
+            for i in range(k)
+        ]
         sources.append(SourceCandidates(source=name, items=items))
-    return CandidateSlate(user_id="u1", request_id=f"req-{seed}", sources=sources,
-                          embedding_version=embedding_version or manifest.embedding_version)
+    return CandidateSlate(
+        user_id="u1",
+        request_id=f"req-{seed}",
+        sources=sources,
+        embedding_version=embedding_version or manifest.embedding_version,
+    )

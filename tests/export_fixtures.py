@@ -19,15 +19,30 @@ from shared_schema import CategoricalField, DatasetSpec, DenseField, SourceSpec
 SPEC = DatasetSpec(
     name="export-test",
     sources=(
-        SourceSpec(name="video", target_share=0.5, categorical=(CategoricalField(name="item", vocab=50),
-                                                                CategoricalField(name="genre", vocab=6))),
-        SourceSpec(name="news", target_share=0.3, categorical=(CategoricalField(name="item", vocab=40),),
-                   dense=(DenseField(name="emb", dim=3),)),
-        SourceSpec(name="ads", target_share=0.2, categorical=(CategoricalField(name="item", vocab=30),
-                                                              CategoricalField(name="brand", vocab=5),
-                                                              CategoricalField(name="cat", vocab=4))),
+        SourceSpec(
+            name="video",
+            target_share=0.5,
+            categorical=(CategoricalField(name="item", vocab=50), CategoricalField(name="genre", vocab=6)),
+        ),
+        SourceSpec(
+            name="news",
+            target_share=0.3,
+            categorical=(CategoricalField(name="item", vocab=40),),
+            dense=(DenseField(name="emb", dim=3),),
+        ),
+        SourceSpec(
+            name="ads",
+            target_share=0.2,
+            categorical=(
+                CategoricalField(name="item", vocab=30),
+                CategoricalField(name="brand", vocab=5),
+                CategoricalField(name="cat", vocab=4),
+            ),
+        ),
     ),
-    n=4, t=3, K=2,
+    n=4,
+    t=3,
+    K=2,
 )
 
 
@@ -74,7 +89,15 @@ def shared_bundle(tmp_path_factory, backends=ALL_BACKENDS, quantize=ALL_QUANTIZE
     model = small_dir()
     out = tmp_path_factory.mktemp("export") / "bundle"
     lines: list[str] = []
-    manifest = write_bundle(model, SPEC, out, backends=backends, quantize=quantize, metrics=RUN_METRICS,
-                            model_version="test-1", progress=lambda text, end="\n": lines.append(text + end))
+    manifest = write_bundle(
+        model,
+        SPEC,
+        out,
+        backends=backends,
+        quantize=quantize,
+        metrics=RUN_METRICS,
+        model_version="test-1",
+        progress=lambda text, end="\n": lines.append(text + end),
+    )
     _BUILT.append(Exported(out, manifest, model, "".join(lines).splitlines(), tuple(backends), tuple(quantize)))
     return _BUILT[-1]

@@ -1,11 +1,11 @@
 """Shared pieces of the service and client tests: a tiny trained run, bundle folders, loopback servers.
 
-    from tests.service_fixtures import tiny_run, served_bundle, bundle_copy, serve_in_thread, raw_server
-    run_dir, data_dir = tiny_run(tmp)                        # conftest's tiny logs, prepared, DIR 1 epoch
-    served_bundle(bundles / "b1", spec, created_at="2030-01-01T00:00:00+00:00")   # for serving only
-    bundle_copy(device_bundle, bundles / "b2", created_at="2030-02-01T00:00:00+00:00")   # a real model
-    with serve_in_thread(app) as url: ...                   # real uvicorn on a free loopback port
-    with raw_server(lambda conn: conn.sendall(b"junk")) as url: ...   # a peer that answers garbage
+from tests.service_fixtures import tiny_run, served_bundle, bundle_copy, serve_in_thread, raw_server
+run_dir, data_dir = tiny_run(tmp)                        # conftest's tiny logs, prepared, DIR 1 epoch
+served_bundle(bundles / "b1", spec, created_at="2030-01-01T00:00:00+00:00")   # for serving only
+bundle_copy(device_bundle, bundles / "b2", created_at="2030-02-01T00:00:00+00:00")   # a real model
+with serve_in_thread(app) as url: ...                   # real uvicorn on a free loopback port
+with raw_server(lambda conn: conn.sendall(b"junk")) as url: ...   # a peer that answers garbage
 """
 
 from __future__ import annotations
@@ -33,13 +33,17 @@ def tiny_run(folder: Path) -> tuple[Path, Path]:
     from cloud.training.trainer import TrainConfig, train
 
     prepare(write_logs(folder / "logs"), folder / "data")
-    train(TrainConfig(epochs=1, batch_size=4, model_options=SMALL_DIR), folder / "data", folder / "run",
-          progress=False)
+    train(TrainConfig(epochs=1, batch_size=4, model_options=SMALL_DIR), folder / "data", folder / "run", progress=False)
     return folder / "run", folder / "data"
 
 
-def served_bundle(out: Path, spec: DatasetSpec, created_at: str, model_version: str = "v1",
-                  files: tuple[str, ...] = ("model.pte", "model.tflite")) -> Path:
+def served_bundle(
+    out: Path,
+    spec: DatasetSpec,
+    created_at: str,
+    model_version: str = "v1",
+    files: tuple[str, ...] = ("model.pte", "model.tflite"),
+) -> Path:
     """A bundle folder with a valid manifest for `spec` and random bytes as model files: enough to test
     listing and downloads (the service never loads models), not to run on a device."""
     out.mkdir(parents=True)
@@ -47,13 +51,30 @@ def served_bundle(out: Path, spec: DatasetSpec, created_at: str, model_version: 
     for name in files:
         data = os.urandom(5000)
         (out / name).write_bytes(data)
-        entries.append(BundleFile(path=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-                                  runtime="tflite" if name.endswith(".tflite") else "executorch"))
+        entries.append(
+            BundleFile(
+                path=name,
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+                runtime="tflite" if name.endswith(".tflite") else "executorch",
+            )
+        )
     layout = TensorLayout(vector_dims=tuple(range(3, 3 + spec.m)), n=spec.n, t=spec.t)
-    manifest = BundleManifest(model_name="dir", model_version=model_version, created_at=created_at,
-                              sources=list(spec.sources), vector_dims=list(layout.vector_dims), n=spec.n, t=spec.t,
-                              K=spec.K, target_shares=spec.target_shares, embedding_version="e1",
-                              inputs=layout.input_specs(1), outputs=layout.output_specs(1), files=entries)
+    manifest = BundleManifest(
+        model_name="dir",
+        model_version=model_version,
+        created_at=created_at,
+        sources=list(spec.sources),
+        vector_dims=list(layout.vector_dims),
+        n=spec.n,
+        t=spec.t,
+        K=spec.K,
+        target_shares=spec.target_shares,
+        embedding_version="e1",
+        inputs=layout.input_specs(1),
+        outputs=layout.output_specs(1),
+        files=entries,
+    )
     (out / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
     return out
 
@@ -127,6 +148,7 @@ def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
 
 def http_answer(body: bytes, status: str = "200 OK", content_type: str = "application/json") -> Callable:
     """An `answer` for raw_server that sends one well-formed HTTP response with `body`."""
-    head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode()
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     return lambda conn: conn.sendall(head + body)

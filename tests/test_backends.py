@@ -91,8 +91,10 @@ def test_executorch_picks_the_program_lowered_for_the_delegate(device_bundle):
     manifest = read_manifest(device_bundle)
     assert pick_file(manifest, "executorch", "xnnpack").delegate == "xnnpack"
     assert pick_file(manifest, "executorch", "cpu").delegate in ("portable", "cpu")
-    assert load_backend(device_bundle, manifest, "executorch", "cpu").path.name == \
-        pick_file(manifest, "executorch", "portable").path
+    assert (
+        load_backend(device_bundle, manifest, "executorch", "cpu").path.name
+        == pick_file(manifest, "executorch", "portable").path
+    )
     with pytest.raises(BackendError, match="no executorch file for delegate 'qnn'"):
         load_backend(device_bundle, manifest, "executorch", "qnn")
 

@@ -66,8 +66,9 @@ def test_interrupted_grid_continues_and_results_command_rewrites_tables(synth_da
 def test_tuned_parameters_reach_the_runs_and_missing_ones_are_named(synth_data, tmp_path, capsys):
     tuned = tmp_path / "tuned"
     tuned.mkdir()
-    (tuned / "dir.json").write_text(json.dumps({"config": {"lr": 0.004, "l2": 1e-6, "beta": 0.7,
-                                                           "model_options": {"hidden": 16}}}))
+    (tuned / "dir.json").write_text(
+        json.dumps({"config": {"lr": 0.004, "l2": 1e-6, "beta": 0.7, "model_options": {"hidden": 16}}})
+    )
     out = tmp_path / "bench"
     assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "1", "--tuned", str(tuned)) == 0
     config = json.loads((out / "runs" / "dir-device-s0" / "config.json").read_text())

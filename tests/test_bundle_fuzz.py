@@ -20,22 +20,48 @@ from device_runtime.bundle import BundleRegistry
 from tests.device_fixtures import SPEC
 from tests.service_fixtures import served_bundle
 
-SETTINGS = settings(max_examples=350, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=350,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 ACTIVE = "active-000000000000"
-FIELDS = ["schema_version", "model_name", "model_version", "created_at", "sources", "vector_dims", "n", "t", "K",
-          "target_shares", "embedding_version", "inputs", "outputs", "files", "decoder", "decoder_options",
-          "metrics", "notes"]
+FIELDS = [
+    "schema_version",
+    "model_name",
+    "model_version",
+    "created_at",
+    "sources",
+    "vector_dims",
+    "n",
+    "t",
+    "K",
+    "target_shares",
+    "embedding_version",
+    "inputs",
+    "outputs",
+    "files",
+    "decoder",
+    "decoder_options",
+    "metrics",
+    "notes",
+]
 HOSTILE = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
     st.sampled_from(["../../etc/passwd", "/abs/path", "%2e%2e/x", "a\\b", "", "nan", "1e999", "2030-13-45"]),
     st.lists(st.one_of(st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=5)), max_size=4),
     st.dictionaries(st.text(max_size=5), st.integers(-3, 3), max_size=3),
 )
-JSON = st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=5)),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                    max_leaves=8)
+JSON = st.recursive(
+    st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=8,
+)
 _counter = itertools.count()
 
 
@@ -46,8 +72,7 @@ def world(tmp_path_factory):
     root = tmp / "device"
     served_bundle(root / "versions" / ACTIVE, SPEC, created_at="2020-01-01T00:00:00+00:00")
     (root / "current").write_text(json.dumps({"active": ACTIVE, "previous": []}))
-    template = served_bundle(tmp / "template", SPEC, created_at="2030-01-01T00:00:00+00:00",
-                             files=("model.tflite",))
+    template = served_bundle(tmp / "template", SPEC, created_at="2030-01-01T00:00:00+00:00", files=("model.tflite",))
     return tmp, BundleRegistry(root), template
 
 
@@ -86,9 +111,12 @@ def test_manifest_fields_with_hostile_values(world, field, value, drop):
 
 
 @SETTINGS
-@given(raw=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
-                     JSON.map(lambda v: json.dumps(v).encode())),
-       damage=st.sampled_from(["none", "missing", "link", "truncate", "extra-link"]))
+@given(
+    raw=st.one_of(
+        st.binary(max_size=200), st.text(max_size=200).map(str.encode), JSON.map(lambda v: json.dumps(v).encode())
+    ),
+    damage=st.sampled_from(["none", "missing", "link", "truncate", "extra-link"]),
+)
 def test_bundle_folders_with_raw_manifests_and_damaged_files(world, raw, damage):
     tmp, registry, template = world
     bundle = _case_dir(tmp) / "b"
@@ -105,20 +133,41 @@ def test_bundle_folders_with_raw_manifests_and_damaged_files(world, raw, damage)
     elif damage == "extra-link":
         (bundle / "other").symlink_to("/etc")
     message = _install_is_refused(registry, bundle)
-    assert "manifest.json" in message or "model.tflite" in message or "symbolic link" in message \
-        or "schema_version" in message, message
+    assert (
+        "manifest.json" in message
+        or "model.tflite" in message
+        or "symbolic link" in message
+        or "schema_version" in message
+    ), message
     shutil.rmtree(bundle.parent)
 
 
-MEMBER = st.one_of(st.sampled_from(["manifest.json", "model.tflite", "b/manifest.json", "b/model.tflite",
-                                    "../evil", "/abs", "a/../../evil", "dir/", ".hidden", "b/../manifest.json"]),
-                   st.text(alphabet="ab./\\%_-", min_size=1, max_size=12))
+MEMBER = st.one_of(
+    st.sampled_from(
+        [
+            "manifest.json",
+            "model.tflite",
+            "b/manifest.json",
+            "b/model.tflite",
+            "../evil",
+            "/abs",
+            "a/../../evil",
+            "dir/",
+            ".hidden",
+            "b/../manifest.json",
+        ]
+    ),
+    st.text(alphabet="ab./\\%_-", min_size=1, max_size=12),
+)
 
 
 @SETTINGS
-@given(members=st.lists(st.tuples(MEMBER, st.binary(max_size=64), st.sampled_from(["file", "link", "template"])),
-                        max_size=5),
-       garbage=st.one_of(st.none(), st.binary(min_size=1, max_size=300)))
+@given(
+    members=st.lists(
+        st.tuples(MEMBER, st.binary(max_size=64), st.sampled_from(["file", "link", "template"])), max_size=5
+    ),
+    garbage=st.one_of(st.none(), st.binary(min_size=1, max_size=300)),
+)
 def test_zips_with_hostile_members_links_and_garbage(world, members, garbage):
     tmp, registry, template = world
     case = _case_dir(tmp)

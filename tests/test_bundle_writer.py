@@ -122,11 +122,14 @@ def test_failed_export_leaves_nothing_and_names_the_part(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"backends": "executorch,coreml"}, "backends: unknown"),
-    ({"quantize": "int4"}, "quantize: unknown"),
-    ({"backends": "executorch", "quantize": "int8"}, "add 'tflite' to backends"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"backends": "executorch,coreml"}, "backends: unknown"),
+        ({"quantize": "int4"}, "quantize: unknown"),
+        ({"backends": "executorch", "quantize": "int8"}, "add 'tflite' to backends"),
+    ],
+)
 def test_bad_options_are_clear_errors(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         write_bundle(small_dir(), SPEC, tmp_path / "b", progress=quiet, **kwargs)
@@ -141,8 +144,9 @@ def _run_folder(folder: Path, model) -> Path:
     """A run folder as `dir-cloud train` writes it, holding `model`."""
     folder.mkdir()
     options = {"embedding_dim": 4, "hidden": 8, "mlp_dims": [8, 8]}
-    (folder / "config.json").write_text(json.dumps({"model": "dir", "model_options": options,
-                                                    "spec": SPEC.model_dump(mode="json")}))
+    (folder / "config.json").write_text(
+        json.dumps({"model": "dir", "model_options": options, "spec": SPEC.model_dump(mode="json")})
+    )
     torch.save(model.state_dict(), folder / "model.pt")
     (folder / "metrics.json").write_text(json.dumps(RUN_METRICS))
     return folder
@@ -154,8 +158,10 @@ def test_cli_exports_a_run_folder(tmp_path, capfd):
     model = small_dir(seed=1)
     run = _run_folder(tmp_path / "run", model)
     out = tmp_path / "bundle"
-    assert main(["export", "--run", str(run), "--out", str(out), "--backends", "tflite",
-                 "--quantize", "int8-dynamic"]) == 0
+    assert (
+        main(["export", "--run", str(run), "--out", str(out), "--backends", "tflite", "--quantize", "int8-dynamic"])
+        == 0
+    )
     printed = capfd.readouterr().out
     assert re.search(r"\[2/5\] converting to TFLite \(litert-torch\)\.\.\. \d+\.\d s", printed)
     assert "stay in the cloud" in printed and "model_int8_dynamic.tflite" in printed
@@ -173,19 +179,21 @@ def test_cli_export_shows_its_steps_and_nothing_else(tmp_path):
     run = _run_folder(tmp_path / "run", small_dir(seed=2))
     command = [sys.executable, "-m", "cloud.cli", "export", "--run", str(run), "--backends", "tflite"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONWARNINGS": "default"}
-    quiet_run = subprocess.run([*command, "--out", str(tmp_path / "b1")], capture_output=True, text=True, env=env,
-                               timeout=600)
+    quiet_run = subprocess.run(
+        [*command, "--out", str(tmp_path / "b1")], capture_output=True, text=True, env=env, timeout=600
+    )
     assert quiet_run.returncode == 0, quiet_run.stderr
     assert quiet_run.stderr == ""
     lines = quiet_run.stdout.splitlines()
     steps = [line for line in lines if line.startswith("[")]
     assert len(steps) == 4 and all(re.fullmatch(r"\[\d/4\] .*\.\.\. \d+\.\d s", line) for line in steps), lines
-    summary_lines = lines[len(steps):]
+    summary_lines = lines[len(steps) :]
     assert summary_lines[0].startswith("bundle dir ") and summary_lines[-1].startswith("wrote ")
     assert not any("warn" in line.lower() or line.startswith(("W0", "I0", "E0")) for line in lines), lines
     log = (tmp_path / "b1" / "export.log").read_text()
     assert log.strip(), "the exporters said nothing: the test no longer shows that their messages are kept"
-    loud = subprocess.run([*command, "--out", str(tmp_path / "b2"), "--verbose"], capture_output=True, text=True,
-                          env=env, timeout=600)
+    loud = subprocess.run(
+        [*command, "--out", str(tmp_path / "b2"), "--verbose"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert loud.returncode == 0 and not (tmp_path / "b2" / "export.log").exists()
     assert log.splitlines()[0] in loud.stdout + loud.stderr

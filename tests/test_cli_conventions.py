@@ -23,8 +23,13 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 
 def _options(parser: argparse.ArgumentParser):
-    return [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS
-            and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+    return [
+        a
+        for a in parser._actions
+        if a.option_strings
+        and a.help != argparse.SUPPRESS
+        and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
+    ]
 
 
 @pytest.mark.parametrize("name,parser", [("dir-cloud", cloud_parser()), ("dir-device", device_parser())])
@@ -47,8 +52,15 @@ def test_every_option_has_help_and_shows_its_default(name, parser):
 
 def test_one_flag_name_per_concept():
     """No subcommand of either CLI spells a concept another one spells differently."""
-    synonyms = {"--torch-threads": "--threads", "--num-threads": "--threads", "--output": "--out",
-                "--seed-count": "--seeds", "--overwrite": "--force", "--run-dir": "--run", "--data-dir": "--data"}
+    synonyms = {
+        "--torch-threads": "--threads",
+        "--num-threads": "--threads",
+        "--output": "--out",
+        "--seed-count": "--seeds",
+        "--overwrite": "--force",
+        "--run-dir": "--run",
+        "--data-dir": "--data",
+    }
     for parser in (cloud_parser(), device_parser()):
         for command, sub in _subcommands(parser).items():
             for action in _options(sub):

@@ -32,8 +32,15 @@ def cloud(tmp_path_factory):
     service = CloudService.load(run_dir, data_dir, max_vector_ids=3)
     bundles = root / "bundles"
     bundles.mkdir()
-    write_bundle(service.model, service.spec, bundles / "v1", backends="tflite", model_version="v1",
-                 embedding_version=service.embedding_version, progress=lambda *a, **k: None)
+    write_bundle(
+        service.model,
+        service.spec,
+        bundles / "v1",
+        backends="tflite",
+        model_version="v1",
+        embedding_version=service.embedding_version,
+        progress=lambda *a, **k: None,
+    )
     with serve_in_thread(create_app(service, BundleFolder(bundles))) as url:
         yield SimpleNamespace(service=service, bundles=bundles, url=url, client=CloudClient(url, timeout=10))
 
@@ -104,10 +111,18 @@ def test_download_discards_a_corrupt_copy_and_the_next_try_succeeds(cloud, tmp_p
 
 
 def test_download_refuses_a_listing_with_unsafe_paths(tmp_path):
-    entry = {"version": "x", "model_name": "dir", "model_version": "x", "created_at": LATER, "embedding_version": "e",
-             "manifest_sha256": "0" * 64, "files": [
-                 {"path": "manifest.json", "sha256": "0" * 64, "size": 2, "url": "/m"},
-                 {"path": "../../evil", "sha256": "0" * 64, "size": 2, "url": "/e"}]}
+    entry = {
+        "version": "x",
+        "model_name": "dir",
+        "model_version": "x",
+        "created_at": LATER,
+        "embedding_version": "e",
+        "manifest_sha256": "0" * 64,
+        "files": [
+            {"path": "manifest.json", "sha256": "0" * 64, "size": 2, "url": "/m"},
+            {"path": "../../evil", "sha256": "0" * 64, "size": 2, "url": "/e"},
+        ],
+    }
     with raw_server(http_answer(json.dumps(entry).encode())) as url:
         with pytest.raises(CloudUnavailable):
             CloudClient(url).download_bundle("x", tmp_path / "b")

@@ -27,9 +27,15 @@ def hostile_app(version: str, paths: list[str]) -> FastAPI:
     manifest_sha256 starts with the 12 zeros of the active folder's name, as an attacker would choose."""
     app = FastAPI()
     digest = hashlib.sha256(PAYLOAD).hexdigest()
-    entry = {"version": version, "model_name": "dir", "model_version": "evil", "created_at": LATER,
-             "embedding_version": "e", "manifest_sha256": "0" * 64,
-             "files": [{"path": p, "sha256": digest, "size": len(PAYLOAD), "url": "/file"} for p in paths]}
+    entry = {
+        "version": version,
+        "model_name": "dir",
+        "model_version": "evil",
+        "created_at": LATER,
+        "embedding_version": "e",
+        "manifest_sha256": "0" * 64,
+        "files": [{"path": p, "sha256": digest, "size": len(PAYLOAD), "url": "/file"} for p in paths],
+    }
 
     @app.get("/v1/bundles")
     def listing():
@@ -62,13 +68,12 @@ def device(tmp_path):
 
 
 def snapshot(folder):
-    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else b"")
-                  for p in folder.rglob("*"))
+    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else b"") for p in folder.rglob("*"))
 
 
 HOSTILE_VERSIONS = [
-    "../versions/active",                # relative: `downloads/../versions/active-000000000000` was deleted
-    "/tmp/victim-0123456789ab",          # absolute
+    "../versions/active",  # relative: `downloads/../versions/active-000000000000` was deleted
+    "/tmp/victim-0123456789ab",  # absolute
     "..%2fversions%2factive-000000000000",  # percent-encoded
     "%2e%2e",
     ".hidden",
@@ -83,8 +88,10 @@ HOSTILE_VERSIONS = [
 def test_sync_refuses_a_listing_whose_version_is_a_path(device, version):
     registry, store, victim = device
     active_before = snapshot(registry.versions_dir)
-    with serve_in_thread(hostile_app(version, ["manifest.json"])) as url, \
-            pytest.raises(CloudUnavailable, match="bundle version .* refusing it"):
+    with (
+        serve_in_thread(hostile_app(version, ["manifest.json"])) as url,
+        pytest.raises(CloudUnavailable, match="bundle version .* refusing it"),
+    ):
         CloudClient(url).sync(registry, store)
     assert snapshot(registry.versions_dir) == active_before
     assert registry.active().version == "active-000000000000"
@@ -92,12 +99,25 @@ def test_sync_refuses_a_listing_whose_version_is_a_path(device, version):
     assert [p.name for p in (registry.root / "downloads").iterdir()] == []  # the private folder is gone
 
 
-@pytest.mark.parametrize("name", ["../../outside.txt", "/tmp/outside.txt", "%2e%2e/outside.txt", "a/../../x",
-                                  "ok/./x", ".manifest.json", "a//b", "a/b/c/d/e"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../outside.txt",
+        "/tmp/outside.txt",
+        "%2e%2e/outside.txt",
+        "a/../../x",
+        "ok/./x",
+        ".manifest.json",
+        "a//b",
+        "a/b/c/d/e",
+    ],
+)
 def test_sync_refuses_a_listing_whose_file_name_is_a_path(device, name, tmp_path):
     registry, store, _ = device
-    with serve_in_thread(hostile_app("v2", ["manifest.json", name])) as url, \
-            pytest.raises(CloudUnavailable, match="unsafe file path"):
+    with (
+        serve_in_thread(hostile_app("v2", ["manifest.json", name])) as url,
+        pytest.raises(CloudUnavailable, match="unsafe file path"),
+    ):
         CloudClient(url).sync(registry, store)
     assert not list(tmp_path.rglob("outside.txt")) and registry.active().version == "active-000000000000"
     assert [p.name for p in (registry.root / "downloads").iterdir()] == []

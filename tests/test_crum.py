@@ -5,8 +5,15 @@ import torch
 
 from cloud.models.crum import LSTM
 from tests.baseline_checks import (
-    SPEC, build, single_thread, check_empty_history, check_padding_invariance, check_runtime_parity, check_shapes,
-    check_torch_export, check_training_reduces_loss,
+    SPEC,
+    build,
+    check_empty_history,
+    check_padding_invariance,
+    check_runtime_parity,
+    check_shapes,
+    check_torch_export,
+    check_training_reduces_loss,
+    single_thread,
 )
 from tests.test_dir_model import make_batch
 
@@ -38,7 +45,7 @@ def test_lstm_matches_torch_lstm_on_real_steps():
         ref.bias_ih_l0.copy_(mine.gates.bias)
         ref.bias_hh_l0.zero_()
     x = torch.randn(2, 4, 5)
-    mask = torch.tensor([[1., 1., 1., 1.], [1., 1., 0., 0.]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
     out = mine(x, mask)
     assert torch.allclose(out[0], ref(x[:1])[0][0], atol=1e-5)
     assert torch.allclose(out[1, :2], ref(x[1:, :2])[0][0], atol=1e-5)
@@ -54,7 +61,9 @@ def test_swap_gains_are_zero_without_clicks_and_pairs_are_real_and_ordered():
         first, second, delta = model.swap_gains(x, h, mask, label)
         assert (first < second).all()
         several = mask.sum(-1) >= 2
-        assert (torch.gather(mask, 1, first)[several] == 1).all() and (torch.gather(mask, 1, second)[several] == 1).all()
+        assert (torch.gather(mask, 1, first)[several] == 1).all() and (
+            torch.gather(mask, 1, second)[several] == 1
+        ).all()
         _, _, none = model.swap_gains(x, h, mask, torch.zeros_like(label))
         assert (none == 0).all()
         clicked = label.sum(-1) > 0
@@ -65,8 +74,10 @@ def grads_after_one_step(model, batch) -> dict[str, bool]:
     model.zero_grad(set_to_none=True)
     model.auxiliary_loss(batch, model(batch)).backward()
     parts = {"evaluator": model.evaluator, "reranker": model.device_model, "embeddings": model.item_encoder}
-    return {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
-            for name, part in parts.items()}
+    return {
+        name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+        for name, part in parts.items()
+    }
 
 
 def test_stage_one_trains_the_evaluator_and_stage_two_only_the_reranker():

@@ -18,7 +18,7 @@ def reference_lstm(lstm: LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Ten
         i, f, g, o = lstm.gates(torch.cat([x[:, k], state], dim=-1)).split(lstm.hidden, dim=-1)
         new_cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
         new_state = torch.sigmoid(o) * torch.tanh(new_cell)
-        keep = mask[:, k: k + 1]
+        keep = mask[:, k : k + 1]
         cell = cell + keep * (new_cell - cell)
         state = state + keep * (new_state - state)
         out.append(state)
@@ -34,8 +34,11 @@ def test_lstm_matches_the_step_by_step_formulation_both_directions():
         new_lstm, old_lstm = copy.deepcopy(lstm), copy.deepcopy(lstm)
         x_new, x_old = x.clone().requires_grad_(), x.clone().requires_grad_()
         new = new_lstm(x_new, mask, reverse=reverse)
-        old = (reference_lstm(old_lstm, x_old.flip(1), mask.flip(1)).flip(1) if reverse
-               else reference_lstm(old_lstm, x_old, mask))
+        old = (
+            reference_lstm(old_lstm, x_old.flip(1), mask.flip(1)).flip(1)
+            if reverse
+            else reference_lstm(old_lstm, x_old, mask)
+        )
         assert torch.allclose(new, old, atol=1e-5)
         weights = torch.randn_like(new)
         (new * weights).sum().backward()

@@ -23,7 +23,7 @@ def test_dense_features_are_standardised_with_train_split_statistics(tiny_data):
     assert data.spec == type(data.spec).model_validate_json(data.spec.model_dump_json())  # stored and read back
     encoder = ItemEncoder(data.spec, embedding_dim=2)
     cat = torch.zeros(len(shown), len(source.categorical), dtype=torch.long)
-    vectors = encoder(s, cat, torch.as_tensor(raw[shown]))[:, -source.dense_dim():]
+    vectors = encoder(s, cat, torch.as_tensor(raw[shown]))[:, -source.dense_dim() :]
     assert torch.allclose(vectors.mean(dim=0), torch.zeros(source.dense_dim()), atol=1e-5)
     assert torch.allclose(vectors.std(dim=0, unbiased=False), torch.ones(source.dense_dim()), atol=1e-4)
     assert "mean" not in source.dense[0].model_copy(update={"mean": None, "std": None}).model_dump()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -34,7 +34,8 @@ def _assert_still_serving(reg: BundleRegistry, version: str) -> None:
     assert active.version == version
     verify(active.path)
     scores = load_backend(active.path, active.manifest).run(
-        {s.name: np.zeros(s.shape, np.float32) for s in active.manifest.inputs})
+        {s.name: np.zeros(s.shape, np.float32) for s in active.manifest.inputs}
+    )
     assert scores.shape == tuple(active.manifest.outputs[0].shape)
 
 
@@ -84,8 +85,9 @@ def test_new_version_keeps_the_previous_for_rollback(registry, device_bundle, tm
 
 def test_old_versions_beyond_keep_are_removed(tmp_path, device_bundle):
     reg = BundleRegistry(tmp_path / "root", keep=2)
-    versions = [reg.install(copy_bundle(device_bundle, tmp_path / f"v{i}", model_version=f"v{i}")).version
-                for i in range(3)]
+    versions = [
+        reg.install(copy_bundle(device_bundle, tmp_path / f"v{i}", model_version=f"v{i}")).version for i in range(3)
+    ]
     assert reg.active().version == versions[2] and reg.previous() == [versions[1]]
     _assert_no_leftovers(reg)
 
@@ -160,8 +162,9 @@ def test_bundle_this_runtime_cannot_load_is_refused(registry, device_bundle, tmp
     bad = copy_bundle(device_bundle, tmp_path / "bad")
     (bad / tflite.path).write_bytes(b"not a flatbuffer" * 8)
     junk = tflite.model_copy(update={"size": 128, "sha256": hashlib.sha256(b"not a flatbuffer" * 8).hexdigest()})
-    (bad / "manifest.json").write_text(manifest.model_copy(update={"files": [junk], "model_version": "junk"})
-                                       .model_dump_json())
+    (bad / "manifest.json").write_text(
+        manifest.model_copy(update={"files": [junk], "model_version": "junk"}).model_dump_json()
+    )
     with pytest.raises(ValueError, match="model.tflite: not a tflite model .*expected one of \\[b'TFL3'\\]"):
         registry.install(bad)
     _assert_no_leftovers(registry)
@@ -175,18 +178,20 @@ def test_corrupt_zip_is_refused(registry, tmp_path):
 
 
 @pytest.mark.parametrize("garbage", ["random", "header"])
-def test_garbage_program_with_a_matching_sha256_is_refused_without_aborting(registry, device_bundle, tmp_path,
-                                                                             garbage):
+def test_garbage_program_with_a_matching_sha256_is_refused_without_aborting(registry, device_bundle, tmp_path, garbage):
     """A random model_portable.pte used to abort the process inside ExecuTorch (rc 134)."""
     manifest = read_manifest(device_bundle)
     bad = copy_bundle(device_bundle, tmp_path / "bad")
     real = (bad / "model_portable.pte").read_bytes()
     data = os.urandom(len(real)) if garbage == "random" else real[:16] + os.urandom(len(real) - 16)
     (bad / "model_portable.pte").write_bytes(data)
-    files = [f.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()}) if f.path == "model_portable.pte"
-             else f for f in manifest.files]
-    (bad / "manifest.json").write_text(manifest.model_copy(update={"files": files, "model_version": "junk"})
-                                       .model_dump_json())
+    files = [
+        f.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()}) if f.path == "model_portable.pte" else f
+        for f in manifest.files
+    ]
+    (bad / "manifest.json").write_text(
+        manifest.model_copy(update={"files": files, "model_version": "junk"}).model_dump_json()
+    )
     before = registry.active().version
     with pytest.raises(ValueError, match="model_portable.pte: (not a executorch model|this runtime cannot load it)"):
         registry.install(bad)

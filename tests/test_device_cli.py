@@ -22,8 +22,14 @@ def dir_device(*args: str, home: Path | None = None, stdin: str | None = None) -
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if home is not None:
         env["DIR_DEVICE_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "device_runtime.cli", *args], capture_output=True, text=True,
-                          env=env, input=stdin, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "device_runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=120,
+    )
 
 
 def ok(*args: str, **kw) -> dict:
@@ -54,19 +60,20 @@ def test_install_rerank_record_history_info_rollback(device_bundle, tmp_path):
 
     slate = tmp_path / "slate.json"
     slate.write_text(make_slate(manifest).model_dump_json())
-    result = ok("rerank", "--slate", str(slate), "--merge", "quota", "--backend", "tflite", "--delegate", "cpu",
-                home=home)
+    result = ok(
+        "rerank", "--slate", str(slate), "--merge", "quota", "--backend", "tflite", "--delegate", "cpu", home=home
+    )
     assert len(result["items"]) == manifest.n * len(manifest.sources)
     assert (result["backend"], result["delegate"], result["merge"]) == ("tflite", "cpu", "quota")
     assert result["bundle_version"] == first["active"] and "inference" in result["timings_ms"]
-    from_stdin = ok("rerank", "--slate", "-", "--db", str(tmp_path / "other.db"), home=home,
-                    stdin=slate.read_text())
-    assert [i["item_id"] for i in from_stdin["items"]] == [i["item_id"] for i in ok(
-        "rerank", "--slate", str(slate), "--db", str(tmp_path / "third.db"), home=home)["items"]]
+    from_stdin = ok("rerank", "--slate", "-", "--db", str(tmp_path / "other.db"), home=home, stdin=slate.read_text())
+    assert [i["item_id"] for i in from_stdin["items"]] == [
+        i["item_id"]
+        for i in ok("rerank", "--slate", str(slate), "--db", str(tmp_path / "third.db"), home=home)["items"]
+    ]
 
     source = manifest.source_names[0]
-    recorded = ok("record", "--item", f"{source}3", "--source", source, "--action", "click", "--ts", "123.5",
-                  home=home)
+    recorded = ok("record", "--item", f"{source}3", "--source", source, "--action", "click", "--ts", "123.5", home=home)
     assert recorded["ts"] == 123.5 and recorded["recorded"] == 1 and isinstance(recorded["id"], int)
     ok("record", "--item", "later", "--source", manifest.source_names[1], home=home)
     history = ok("history", "--source", source, "--limit", "5", home=home)["behaviors"]
@@ -82,15 +89,18 @@ def test_install_rerank_record_history_info_rollback(device_bundle, tmp_path):
     assert ok("rollback", home=home)["active"] == first["active"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["install", "nowhere"], "dir-device install: error: nowhere: no such bundle"),
-    (["rerank", "--slate", "missing.json"], "dir-device rerank: error: missing.json: no such slate file"),
-    (["rollback"], "dir-device rollback: error: .*no previous bundle"),
-    (["info"], "dir-device info: error: .*run `dir-device install BUNDLE"),
-    (["history"], "dir-device history: error: .*no bundle installed"),
-    (["trust"], "dir-device trust: error: give ROOT.json .* or --allow-unsigned"),
-    (["trust", "missing-root.json"], "dir-device trust: error: .*missing-root.json"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["install", "nowhere"], "dir-device install: error: nowhere: no such bundle"),
+        (["rerank", "--slate", "missing.json"], "dir-device rerank: error: missing.json: no such slate file"),
+        (["rollback"], "dir-device rollback: error: .*no previous bundle"),
+        (["info"], "dir-device info: error: .*run `dir-device install BUNDLE"),
+        (["history"], "dir-device history: error: .*no bundle installed"),
+        (["trust"], "dir-device trust: error: give ROOT.json .* or --allow-unsigned"),
+        (["trust", "missing-root.json"], "dir-device trust: error: .*missing-root.json"),
+    ],
+)
 def test_errors_exit_2_with_the_command_name(tmp_path, args, message):
     proc = dir_device(*args, "--root", str(tmp_path / "empty"))
     assert proc.returncode == 2
@@ -143,6 +153,8 @@ def test_install_without_a_trust_policy_is_refused_and_allow_unsigned_is_loud(de
     assert proc.returncode == 2 and "trusts no signing root" in proc.stderr and "dir-device trust" in proc.stderr
     proc = dir_device("trust", "--allow-unsigned", home=home)
     assert proc.returncode == 0 and "WARNING: unsigned bundles are now accepted" in proc.stderr
+
+
 def test_default_view_is_for_people_and_merge_defaults_to_controller(device_bundle, tmp_path):
     home = tmp_path / "home"
     manifest = read_manifest(device_bundle)
@@ -159,8 +171,15 @@ def test_default_view_is_for_people_and_merge_defaults_to_controller(device_bund
     assert header[:3] == ["item_id", "source", "score"]
     assert not proc.stdout.lstrip().startswith("{")
     many = tmp_path / "events.jsonl"
-    many.write_text("".join(BehaviorEvent(item_id=f"x{i}", source=manifest.source_names[0], action="impression",
-                                          ts=float(i)).model_dump_json() + "\n" for i in range(3)))
+    many.write_text(
+        "".join(
+            BehaviorEvent(
+                item_id=f"x{i}", source=manifest.source_names[0], action="impression", ts=float(i)
+            ).model_dump_json()
+            + "\n"
+            for i in range(3)
+        )
+    )
     assert ok("record", "--events", str(many), home=home)["recorded"] == 3
     one = ok("record", "--item", "y", "--source", manifest.source_names[0], home=home)
     assert one["recorded"] == 1 and one["id"] > 3  # a count and an id, never the same key

@@ -31,8 +31,13 @@ from tests.export_fixtures import SPEC, quiet, shared_bundle
 EXPORTS = {"svr": ("tflite",), "hrl": ("tflite",), "nar4rec": ("executorch", "tflite")}
 DECODER = {"svr": "beam_search", "hrl": "slot_policy", "nar4rec": "contrastive"}
 STAGES = {"validate_cache", "history_read", "assembly", "inference", "merge", "record_exposures", "total"}
-RUNS = [("svr", "tflite", "cpu"), ("hrl", "tflite", "xnnpack"), ("nar4rec", "tflite", "cpu"),
-        ("nar4rec", "executorch", "xnnpack"), ("nar4rec", "executorch", "portable")]
+RUNS = [
+    ("svr", "tflite", "cpu"),
+    ("hrl", "tflite", "xnnpack"),
+    ("nar4rec", "tflite", "cpu"),
+    ("nar4rec", "executorch", "xnnpack"),
+    ("nar4rec", "executorch", "portable"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +53,15 @@ def bundles(tmp_path_factory):
             torch.manual_seed(0)
             model = build_model(name, SPEC, embedding_dim=4).eval()
             out = tmp_path_factory.mktemp(name) / "bundle"
-            write_bundle(model, SPEC, out, backends=EXPORTS[name], embedding_version="emb-1",
-                         model_version=f"{name}-1", progress=quiet)
+            write_bundle(
+                model,
+                SPEC,
+                out,
+                backends=EXPORTS[name],
+                embedding_version="emb-1",
+                model_version=f"{name}-1",
+                progress=quiet,
+            )
             built[name] = (out, model)
         return built[name]
 
@@ -75,8 +87,9 @@ def _eager_order(name: str, model, inputs: dict, K: int) -> list[tuple[int, int]
 
 
 @pytest.mark.parametrize("name,backend,delegate", RUNS)
-def test_reranker_builds_the_list_with_the_bundle_decoder_as_on_eager_outputs(bundles, tmp_path, name, backend,
-                                                                               delegate):
+def test_reranker_builds_the_list_with_the_bundle_decoder_as_on_eager_outputs(
+    bundles, tmp_path, name, backend, delegate
+):
     bundle, model = bundles(name)
     root = tmp_path / "root"
     BundleRegistry(root).install(bundle)
@@ -86,8 +99,15 @@ def test_reranker_builds_the_list_with_the_bundle_decoder_as_on_eager_outputs(bu
         rng = np.random.default_rng(1)
         for i in range(2):  # a history in two sources, so the request is not a cold one
             for s in (0, 2):
-                reranker.record(BehaviorEvent(item_id=f"h{s}-{i}", source=m.source_names[s], action="click",
-                                              ts=10.0 + i, vector=rng.standard_normal(m.vector_dims[s]).tolist()))
+                reranker.record(
+                    BehaviorEvent(
+                        item_id=f"h{s}-{i}",
+                        source=m.source_names[s],
+                        action="click",
+                        ts=10.0 + i,
+                        vector=rng.standard_normal(m.vector_dims[s]).tolist(),
+                    )
+                )
         by_score = []  # whether the list is also the plain score order
         for seed, counts in ((0, [4, 2, 3]), (1, [1, 0, 4]), (2, [4, 4, 4])):
             slate = make_slate(m, seed=seed, counts=counts)
@@ -99,8 +119,10 @@ def test_reranker_builds_the_list_with_the_bundle_decoder_as_on_eager_outputs(bu
             assert len(set(ids[: m.K])) == min(m.K, len(ids))
             assert result.merge == DECODER[name] and set(result.timings_ms) == STAGES
 
-            cands = [np.array([i.vector for i in source.items]).reshape(-1, d)
-                     for source, d in zip(slate.sources, m.vector_dims)]
+            cands = [
+                np.array([i.vector for i in source.items]).reshape(-1, d)
+                for source, d in zip(slate.sources, m.vector_dims)
+            ]
             hists = [np.array([v for _, v in c]).reshape(-1, d) for c, d in zip(clicks, m.vector_dims)]
             inputs = m.layout().assemble(cands, hists)
             expected = [slate.sources[s].items[i].item_id for s, i in _eager_order(name, model, inputs, m.K)]
@@ -120,16 +142,24 @@ def test_nar4rec_exports_its_matching_matrix_and_encodings_and_every_file_matche
     manifest = verify(bundle)
     N = SPEC.m * SPEC.n
     assert [(o.name, o.shape) for o in manifest.outputs] == [
-        ("scores", (1, SPEC.m, SPEC.n)), ("matching", (1, N, SPEC.K)), ("encodings", (1, N, 32))]
+        ("scores", (1, SPEC.m, SPEC.n)),
+        ("matching", (1, N, SPEC.K)),
+        ("encodings", (1, N, 32)),
+    ]
     assert manifest.decoder_options == {"alpha": 0.2}
     assert all(f.parity_max_abs_diff <= 1e-5 for f in manifest.files)
-    assert ("device decoder: contrastive {'alpha': 0.2}; outputs after scores: matching [1, 12, 2], "
-            "encodings [1, 12, 32]") in summary(manifest)
+    assert (
+        "device decoder: contrastive {'alpha': 0.2}; outputs after scores: matching [1, 12, 2], encodings [1, 12, 32]"
+    ) in summary(manifest)
     layout = manifest.layout()
     cases = parity_cases(layout, seed=5)
     reference = eager_runner(model.export_module(), layout)
-    for backend, delegate in (("tflite", "cpu"), ("tflite", "xnnpack"), ("executorch", "xnnpack"),
-                              ("executorch", "portable")):
+    for backend, delegate in (
+        ("tflite", "cpu"),
+        ("tflite", "xnnpack"),
+        ("executorch", "xnnpack"),
+        ("executorch", "portable"),
+    ):
         loaded = load_backend(bundle, manifest, backend, delegate)
         assert max_abs_diff(reference, loaded.run_all, cases, layout) <= 1e-5, (backend, delegate)
         outputs = loaded.run_all(cases[0][1])
@@ -141,8 +171,11 @@ def test_nar4rec_exports_its_matching_matrix_and_encodings_and_every_file_matche
 
 def test_the_export_checks_the_outputs_and_the_decoder_options(bundles, tmp_path):
     _, model = bundles("nar4rec")
-    with pytest.raises(ExportError, match=r"must return `scores` of shape \[1, 3, 4\] \(\[B, m, n\]\); it returns "
-                                          r"shapes \[\[1, 3, 4\], \[1, 12, 2\], \[1, 12, 32\]\]"):
+    with pytest.raises(
+        ExportError,
+        match=r"must return `scores` of shape \[1, 3, 4\] \(\[B, m, n\]\); it returns "
+        r"shapes \[\[1, 3, 4\], \[1, 12, 2\], \[1, 12, 32\]\]",
+    ):
         capture(model.export_module(), model.layout)  # three outputs where one is declared
     with pytest.raises(ValueError, match=r"decoder_options.alpha: expected a number in \[0.0, 1.0\], got 3"):
         write_bundle(model, SPEC, tmp_path / "b", backends="tflite", decoder_options={"alpha": 3}, progress=quiet)
@@ -183,14 +216,22 @@ def test_a_manifest_without_decoder_is_a_merge_bundle(bundles, tmp_path, tmp_pat
         assert reranker.rerank(make_slate(reranker.manifest)).merge == "quota"
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"decoder": "sampling"}, r"decoder 'sampling' is not known to this runtime; known decoders: \['merge', "
-                              r"'beam_search', 'slot_policy', 'contrastive'\]"),
-    ({"decoder_options": {"beam_width": 0}}, r"decoder_options.beam_width: expected an integer in \[1, inf\]"),
-    ({"decoder_options": {"alpha": 0.5}}, r"decoder_options \['alpha'\] do not apply to decoder 'beam_search'"),
-    ({"decoder": "contrastive", "decoder_options": {}},
-     r"outputs after 'scores' are \[\], decoder 'contrastive' reads \['matching', "),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            {"decoder": "sampling"},
+            r"decoder 'sampling' is not known to this runtime; known decoders: \['merge', "
+            r"'beam_search', 'slot_policy', 'contrastive'\]",
+        ),
+        ({"decoder_options": {"beam_width": 0}}, r"decoder_options.beam_width: expected an integer in \[1, inf\]"),
+        ({"decoder_options": {"alpha": 0.5}}, r"decoder_options \['alpha'\] do not apply to decoder 'beam_search'"),
+        (
+            {"decoder": "contrastive", "decoder_options": {}},
+            r"outputs after 'scores' are \[\], decoder 'contrastive' reads \['matching', ",
+        ),
+    ],
+)
 def test_a_bad_decoder_is_refused_and_the_active_bundle_keeps_serving(bundles, tmp_path, change, message):
     bundle, _ = bundles("svr")
     registry = BundleRegistry(tmp_path / "root")
@@ -205,8 +246,11 @@ def test_a_bad_decoder_is_refused_and_the_active_bundle_keeps_serving(bundles, t
 
 @pytest.mark.parametrize("merge", ["quota", "controller"])
 def test_a_merge_mode_other_than_score_is_refused_for_a_decoder_bundle(bundles, tmp_path, merge):
-    with pytest.raises(ValueError, match=rf"merge '{merge}': .* decoder 'slot_policy', the decoder decides the "
-                                         r"list; use merge='score'"):
+    with pytest.raises(
+        ValueError,
+        match=rf"merge '{merge}': .* decoder 'slot_policy', the decoder decides the "
+        r"list; use merge='score'",
+    ):
         Reranker.open(bundles("hrl")[0], tmp_path / "h.db", merge=merge)
     assert not (tmp_path / "h.db").exists()
     with pytest.raises(ValueError, match="merge.py builds the list of a `merge` bundle"):

@@ -27,9 +27,22 @@ EVENT_CASES = 700
 COUNTS = {"slate": [0, 0, 0], "event": [0, 0, 0]}  # surface -> [cases, accepted, refused]
 
 HOSTILE = st.one_of(
-    st.just("1.5"), st.just(True), st.just(False), st.none(), st.just(float("nan")), st.just(float("inf")),
-    st.just(1e39), st.just(-1), st.just(""), st.just("x" * (MAX_ID_CHARS + 1)), st.just([]), st.just({}),
-    st.just([1.0, "2"]), st.just([True, 0.5]), st.text(max_size=8), st.integers(-10**20, 10**20),
+    st.just("1.5"),
+    st.just(True),
+    st.just(False),
+    st.none(),
+    st.just(float("nan")),
+    st.just(float("inf")),
+    st.just(1e39),
+    st.just(-1),
+    st.just(""),
+    st.just("x" * (MAX_ID_CHARS + 1)),
+    st.just([]),
+    st.just({}),
+    st.just([1.0, "2"]),
+    st.just([True, 0.5]),
+    st.text(max_size=8),
+    st.integers(-(10**20), 10**20),
     st.floats(allow_nan=True, allow_infinity=True),
 )
 
@@ -44,8 +57,10 @@ def fuzz_reranker(device_bundle, tmp_path_factory):  # noqa: F811
 
 def snapshot(reranker: Reranker) -> tuple:
     conn = reranker.store.db.conn
-    return tuple(conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
-                 for table in ("behaviors", "exposures", "items", "tallies", "meta"))
+    return tuple(
+        conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+        for table in ("behaviors", "exposures", "items", "tallies", "meta")
+    )
 
 
 def assert_intact(reranker: Reranker, before: tuple) -> None:
@@ -79,8 +94,9 @@ def hostile_slates(draw, manifest):
             if isinstance(vector, list) and vector:
                 vector[draw(st.integers(0, len(vector) - 1))] = draw(HOSTILE)
         elif edit == "top":
-            data[draw(st.sampled_from(["user_id", "request_id", "embedding_version", "schema_version",
-                                       "sources"]))] = draw(HOSTILE)
+            data[draw(st.sampled_from(["user_id", "request_id", "embedding_version", "schema_version", "sources"]))] = (
+                draw(HOSTILE)
+            )
         elif edit == "source" and source:
             source["source"] = draw(st.one_of(HOSTILE, st.sampled_from(manifest.source_names)))
         elif edit == "move_item" and len(sources) > 1 and items:  # the same id in two sources
@@ -95,8 +111,12 @@ def hostile_slates(draw, manifest):
 def test_hostile_slates_are_refused_naming_the_field(fuzz_reranker):
     manifest = fuzz_reranker.manifest
 
-    @settings(max_examples=SLATE_CASES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=SLATE_CASES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(hostile_slates(manifest))
     def case(data):
         COUNTS["slate"][0] += 1
@@ -121,13 +141,18 @@ def test_hostile_slates_are_refused_naming_the_field(fuzz_reranker):
 @st.composite
 def hostile_events(draw, manifest):
     s = draw(st.integers(0, len(manifest.sources) - 1))
-    data = {"item_id": f"e{draw(st.integers(0, 30))}", "source": manifest.source_names[s], "action": "click",
-            "ts": 1.0 + draw(st.integers(0, 1000))}
+    data = {
+        "item_id": f"e{draw(st.integers(0, 30))}",
+        "source": manifest.source_names[s],
+        "action": "click",
+        "ts": 1.0 + draw(st.integers(0, 1000)),
+    }
     if draw(st.booleans()):
         data["vector"] = [0.1] * manifest.vector_dims[s]
     for _ in range(draw(st.integers(0, 2))):
-        field = draw(st.sampled_from(["item_id", "source", "action", "ts", "vector", "vector_value",
-                                      "schema_version", "extra"]))
+        field = draw(
+            st.sampled_from(["item_id", "source", "action", "ts", "vector", "vector_value", "schema_version", "extra"])
+        )
         if field == "vector_value" and isinstance(data.get("vector"), list):
             data["vector"][draw(st.integers(0, len(data["vector"]) - 1))] = draw(HOSTILE)
         elif field == "vector":

@@ -5,8 +5,16 @@ import torch
 
 from cloud.models.din import ActivationUnit
 from tests.baseline_checks import (
-    SPEC, build, single_thread, check_empty_history, check_equivariant, check_padding_invariance, check_runtime_parity,
-    check_shapes, check_torch_export, check_training_reduces_loss,
+    SPEC,
+    build,
+    check_empty_history,
+    check_equivariant,
+    check_padding_invariance,
+    check_runtime_parity,
+    check_shapes,
+    check_torch_export,
+    check_training_reduces_loss,
+    single_thread,
 )
 from tests.test_dir_model import make_batch
 

@@ -12,7 +12,7 @@ from cloud.models.din import ActivationUnit
 
 def reference_unit(unit: ActivationUnit, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     w = unit.width
-    w_h, w_x, w_d, w_p = (unit.first.weight[:, i * w: (i + 1) * w] for i in range(4))
+    w_h, w_x, w_d, w_p = (unit.first.weight[:, i * w : (i + 1) * w] for i in range(4))
     given_x = (torch.matmul(cand, (w_x - w_d).t()) + unit.first.bias).unsqueeze(-1)
     left = torch.cat([cand.unsqueeze(2) * w_p + (w_h + w_d), given_x], dim=-1)
     batch, n, hidden, _ = left.shape

@@ -8,19 +8,29 @@ from cloud.models.base import ItemEncoder
 from cloud.models.dir import PAD_LOGIT, DIRDeviceModel, GroupedGRU
 from shared_schema.specs import CategoricalField, DatasetSpec, DenseField, SourceSpec
 
-NAMES = [name for name in sorted(MODELS) if name.startswith("dir")]  # DIR and its ablations; baselines have their own files
+NAMES = [
+    name for name in sorted(MODELS) if name.startswith("dir")
+]  # DIR and its ablations; baselines have their own files
 DIR_NAMES = ["dir", "dir-isi", "dir-lrs", "dir-hrs", "dir-lcm", "dir-pg", "dir-js"]
 
 
 def make_spec(n: int = 6, t: int = 5) -> DatasetSpec:
     """Three heterogeneous sources: categoricals + dense, categoricals only, dense only."""
-    return DatasetSpec(n=n, t=t, K=3, sources=(
-        SourceSpec(name="video", target_share=0.5,
-                   categorical=(CategoricalField(name="item", vocab=40), CategoricalField(name="genre", vocab=7)),
-                   dense=(DenseField(name="emb", dim=3),)),
-        SourceSpec(name="article", target_share=0.4, categorical=(CategoricalField(name="item", vocab=30),)),
-        SourceSpec(name="ad", target_share=0.1, dense=(DenseField(name="vec", dim=5), DenseField(name="bid"))),
-    ))
+    return DatasetSpec(
+        n=n,
+        t=t,
+        K=3,
+        sources=(
+            SourceSpec(
+                name="video",
+                target_share=0.5,
+                categorical=(CategoricalField(name="item", vocab=40), CategoricalField(name="genre", vocab=7)),
+                dense=(DenseField(name="emb", dim=3),),
+            ),
+            SourceSpec(name="article", target_share=0.4, categorical=(CategoricalField(name="item", vocab=30),)),
+            SourceSpec(name="ad", target_share=0.1, dense=(DenseField(name="vec", dim=5), DenseField(name="bid"))),
+        ),
+    )
 
 
 def make_batch(spec: DatasetSpec, batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -157,7 +167,7 @@ def test_padding_never_changes_real_scores(spec, name):
         longer = model.device_model(*pad_longer(garbage_padding(inputs), extra_n=3, extra_t=4))
     assert torch.allclose(garbage[mask], base[mask], atol=1e-6, rtol=0)
     assert torch.allclose(longer[:, :, : spec.n][mask], base[mask], atol=1e-6, rtol=0)
-    assert (longer[:, :, spec.n:] == PAD_LOGIT).all()
+    assert (longer[:, :, spec.n :] == PAD_LOGIT).all()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -264,7 +274,8 @@ def test_every_parameter_gets_a_gradient(spec):
     batch = make_batch(spec, batch=8, seed=8)
     scores = model(batch)
     loss = utility_loss(scores, batch["label"], batch["mask"]) + exposure_loss(
-        scores, batch["mask"], spec.target_shares, spec.K)
+        scores, batch["mask"], spec.target_shares, spec.K
+    )
     loss.backward()
     silent = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert silent == []

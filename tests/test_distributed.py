@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from cloud.data.batches import ListBatcher
 from cloud.cli import main as cloud_main
+from cloud.data.batches import ListBatcher
 from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
@@ -49,9 +49,25 @@ def torchrun(data: Path, run: Path, *extra: str) -> subprocess.Popen:
     """`torchrun --nproc-per-node 2 -m cloud.cli train ...` with the RUN settings, 1 thread per rank."""
     config = run.parent / "config.json"
     config.write_text(json.dumps(RUN))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(_free_port()), "-m", "cloud.cli", "train", "--data", str(data), "--out", str(run),
-               "--config", str(config), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "cloud.cli",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--config",
+        str(config),
+        *extra,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -147,16 +163,26 @@ def test_every_model_uses_all_its_parameters(data):
 
 def test_shares_partition_each_global_batch():
     lists = 7
-    arrays = {"cand_item": np.zeros((lists, 1, 2), np.int64), "hist_device": -np.ones((lists, 1, 3), np.int64),
-              "label": np.arange(lists * 2, dtype=np.float32).reshape(lists, 1, 2) / 2}  # label[i, 0, 0] = i
+    arrays = {
+        "cand_item": np.zeros((lists, 1, 2), np.int64),
+        "hist_device": -np.ones((lists, 1, 3), np.int64),
+        "label": np.arange(lists * 2, dtype=np.float32).reshape(lists, 1, 2) / 2,
+    }  # label[i, 0, 0] = i
     batcher = ListBatcher([(np.zeros((1, 0), np.int64), np.zeros((1, 1), np.float32))], arrays)
-    whole = [b["label"][:, 0, 0].tolist() for b in batcher.batches(3, shuffle=True, generator=torch.Generator().manual_seed(4))]
+    whole = [
+        b["label"][:, 0, 0].tolist()
+        for b in batcher.batches(3, shuffle=True, generator=torch.Generator().manual_seed(4))
+    ]
     for world in (2, 4):
-        shares = [list(batcher.batches(3, shuffle=True, generator=torch.Generator().manual_seed(4), rank=r, world=world))
-                  for r in range(world)]
+        shares = [
+            list(batcher.batches(3, shuffle=True, generator=torch.Generator().manual_seed(4), rank=r, world=world))
+            for r in range(world)
+        ]
         assert {len(s) for s in shares} == {len(whole)}  # every rank takes the same number of steps
         for step, rows in enumerate(whole):
-            real = [i for s in shares for i, w in zip(s[step]["label"][:, 0, 0].tolist(), s[step]["weight"].tolist()) if w]
+            real = [
+                i for s in shares for i, w in zip(s[step]["label"][:, 0, 0].tolist(), s[step]["weight"].tolist()) if w
+            ]
             assert sorted(real) == sorted(rows)
     last = [list(batcher.batches(3, rank=r, world=4))[-1] for r in range(4)]  # last global batch: list 6 only
     assert [b["weight"].tolist() for b in last] == [[1.0], [0.0], [0.0], [0.0]]
@@ -195,8 +221,11 @@ def _free_port() -> int:
 
 def _worker_pid(launcher: int, rank: int) -> int:
     """The pid of torchrun's worker whose environment says RANK=rank."""
-    children = [int(pid) for task in os.listdir(f"/proc/{launcher}/task")
-                for pid in Path(f"/proc/{launcher}/task/{task}/children").read_text().split()]
+    children = [
+        int(pid)
+        for task in os.listdir(f"/proc/{launcher}/task")
+        for pid in Path(f"/proc/{launcher}/task/{task}/children").read_text().split()
+    ]
     for pid in children:
         if f"RANK={rank}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
             return pid

@@ -24,7 +24,7 @@ def test_readme_links_every_doc_and_every_link_exists():
 def test_packages_ship_py_typed():
     for package in ("shared_schema", "device_runtime", "cloud"):
         assert (REPO / package / "py.typed").is_file(), package
-    assert 'py.typed' in (REPO / "pyproject.toml").read_text()
+    assert "py.typed" in (REPO / "pyproject.toml").read_text()
 
 
 def test_examples_readme_matches_the_makefile():
@@ -38,8 +38,9 @@ def test_examples_readme_matches_the_makefile():
     written = set(re.findall(r"\$\(OUT\)/([a-z_]+)", makefile))
     written |= {f"{feed}/{sub}" for sub in re.findall(r"\$\(FEED\)/([a-z_]+)", makefile)}
     for path in re.findall(rf"\b{out}/([a-z_]+(?:/[a-z_]+)?)", examples):
-        assert path in written or path.split("/")[0] in written - {feed}, \
+        assert path in written or path.split("/")[0] in written - {feed}, (
             f"examples/README.md names {out}/{path}, which the Makefile does not write"
+        )
 
 
 def test_example_train_config_holds_the_defaults_and_dirs_options():

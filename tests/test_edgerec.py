@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from tests.baseline_checks import (
-    build, single_thread, check_empty_history, check_equivariant, check_padding_invariance, check_runtime_parity,
-    check_shapes, check_torch_export, check_training_reduces_loss,
+    build,
+    check_empty_history,
+    check_equivariant,
+    check_padding_invariance,
+    check_runtime_parity,
+    check_shapes,
+    check_torch_export,
+    check_training_reduces_loss,
+    single_thread,
 )
 
 pytestmark = pytest.mark.usefixtures(single_thread.__name__)

@@ -36,8 +36,9 @@ def _file(bundle, name):
 def test_pte_matches_eager_on_fresh_random_padded_and_cold_cases(bundle, name):
     layout = bundle.manifest.layout()
     cases = parity_cases(layout, seed=123, random_cases=30)  # not the export-time cases
-    diff = max_abs_diff(eager_runner(bundle.model.device_model, layout), open_runner(bundle.path / name, layout),
-                        cases, layout)
+    diff = max_abs_diff(
+        eager_runner(bundle.model.device_model, layout), open_runner(bundle.path / name, layout), cases, layout
+    )
     assert diff <= 1e-5
     assert 0 <= _file(bundle, name).parity_max_abs_diff <= 1e-5
 
@@ -150,8 +151,13 @@ class _SelectPositive(nn.Module):
         return scores[scores > 0]
 
 
-@pytest.mark.parametrize("ranker,why", [(_DataDependentBranch(), "cannot be exported as a fixed-shape graph"),
-                                        (_SelectPositive(), "shape depends on the input values")])
+@pytest.mark.parametrize(
+    "ranker,why",
+    [
+        (_DataDependentBranch(), "cannot be exported as a fixed-shape graph"),
+        (_SelectPositive(), "shape depends on the input values"),
+    ],
+)
 def test_part_that_is_not_a_fixed_shape_graph_is_named(ranker, why):
     with pytest.raises(ExportError, match=why) as caught:
         capture(_Tiny(ranker), TINY)

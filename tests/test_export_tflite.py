@@ -39,10 +39,12 @@ def test_signature_uses_layout_names_batch_one(bundle):
     interpreter = Interpreter(model_path=str(bundle.path / "model.tflite"))
     runner = interpreter.get_signature_runner("serving_default")
     inputs = runner.get_input_details()
-    assert {name: tuple(d["shape"]) for name, d in inputs.items()} == \
-        {s.name: tuple(s.shape) for s in bundle.manifest.inputs}
-    assert [d["name"] for d in interpreter.get_input_details()] == \
-        [f"serving_default_{s.name}" for s in bundle.manifest.inputs]  # layout order by index too
+    assert {name: tuple(d["shape"]) for name, d in inputs.items()} == {
+        s.name: tuple(s.shape) for s in bundle.manifest.inputs
+    }
+    assert [d["name"] for d in interpreter.get_input_details()] == [
+        f"serving_default_{s.name}" for s in bundle.manifest.inputs
+    ]  # layout order by index too
     assert {name: tuple(d["shape"]) for name, d in runner.get_output_details().items()} == {"scores": (1, 3, 4)}
 
 

@@ -34,8 +34,17 @@ from examples.feed_app.slates import CloudSlates, PoolSlates, read_catalog, read
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "feed_app"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1280,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--window-size=1280,1000",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,23 +58,37 @@ def feed_env(tmp_path_factory):
     from examples.feed_app.build_pool import build_pool
 
     root = tmp_path_factory.mktemp("feed")
-    write_logs(generate(SynthConfig(seed=3, users=40, requests_per_user=10, lists_per_user=6, warmup=2)),
-               root / "logs")
+    write_logs(generate(SynthConfig(seed=3, users=40, requests_per_user=10, lists_per_user=6, warmup=2)), root / "logs")
     prepare(root / "logs", root / "data")
     train(TrainConfig(epochs=1, threads=1), root / "data", root / "run", progress=False)
     run = load_run(root / "run")
-    write_bundle(run.model, run.spec, root / "bundle", backends=("tflite",), embedding_version=run.embedding_version,
-                 model_version="feed-1", progress=lambda *a, **k: None)
+    write_bundle(
+        run.model,
+        run.spec,
+        root / "bundle",
+        backends=("tflite",),
+        embedding_version=run.embedding_version,
+        model_version="feed-1",
+        progress=lambda *a, **k: None,
+    )
     summary = build_pool(root / "run", root / "pool")
     from cloud.export.signing import SignedRepository, create_keys
 
     create_keys(root / "keys")
     repo = SignedRepository.init(root / "repo", root / "keys" / "root.pem", root / "keys")
     repo.add_bundle(root / "bundle", root / "keys", version="feed-1")
-    return SimpleNamespace(root=root, run=root / "run", data=root / "data", bundle=root / "bundle",
-                           repo=root / "repo", trust=root / "repo" / "metadata" / "1.root.json",
-                           pool=root / "pool", user=summary["user"], pool_summary=summary,
-                           manifest=verify(root / "bundle"))
+    return SimpleNamespace(
+        root=root,
+        run=root / "run",
+        data=root / "data",
+        bundle=root / "bundle",
+        repo=root / "repo",
+        trust=root / "repo" / "metadata" / "1.root.json",
+        pool=root / "pool",
+        user=summary["user"],
+        pool_summary=summary,
+        manifest=verify(root / "bundle"),
+    )
 
 
 # -- the browser ------------------------------------------------------------------------------------
@@ -103,9 +126,15 @@ def body(driver, attribute: str) -> str:
 
 
 def cards(driver, selector: str = "#slots .card, #more .card") -> list[dict]:
-    return [{"item_id": c.get_attribute("data-item-id"), "source": c.get_attribute("data-source"),
-             "score": float(c.get_attribute("data-score")) if c.get_attribute("data-score") else None, "element": c}
-            for c in driver.find_elements("css selector", selector)]
+    return [
+        {
+            "item_id": c.get_attribute("data-item-id"),
+            "source": c.get_attribute("data-source"),
+            "score": float(c.get_attribute("data-score")) if c.get_attribute("data-score") else None,
+            "element": c,
+        }
+        for c in driver.find_elements("css selector", selector)
+    ]
 
 
 def notice(driver, kind: str) -> str:
@@ -124,8 +153,13 @@ def screenshot(driver, name: str) -> Path:
 @contextmanager
 def feed_process(*args: str, python: tuple[str, ...] = ("-m", "examples.feed_app")):
     """The app as a user starts it, on a free port: yields (process, page URL); stops it afterwards."""
-    proc = subprocess.Popen([sys.executable, *python, "--port", "0", "--quiet", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *python, "--port", "0", "--quiet", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         lines = []
         for line in proc.stdout:
@@ -154,25 +188,35 @@ def get_json(url: str, body: dict | None = None) -> dict:
 
 def clicks_in_store(db: Path) -> list[tuple[str, str]]:
     with HistoryStore(db) as store:
-        return [tuple(r) for r in store.db.conn.execute(
-            "SELECT source, item_id FROM behaviors WHERE action = 'click' ORDER BY id")]
+        return [
+            tuple(r)
+            for r in store.db.conn.execute("SELECT source, item_id FROM behaviors WHERE action = 'click' ORDER BY id")
+        ]
 
 
-def model_scores(env, db: Path, slate, drop: tuple[str, str] | None = None,
-                 forget: tuple[str, str] | None = None) -> dict[str, float]:
+def model_scores(
+    env, db: Path, slate, drop: tuple[str, str] | None = None, forget: tuple[str, str] | None = None
+) -> dict[str, float]:
     """The bundle's scores, by a fresh CPU backend, for `slate` without the candidate `drop`, with the
     store's newest clicks without the click `forget` ((source, item_id) pairs)."""
     m = env.manifest
     with HistoryStore(db) as store:
         stored = store.last_clicks(m.source_names, m.t + 1)
-    histories = [np.array([v for item, v in clicks if (source, item) != forget][: m.t], np.float32).reshape(-1, d)
-                 for source, clicks, d in zip(m.source_names, stored, m.vector_dims)]
+    histories = [
+        np.array([v for item, v in clicks if (source, item) != forget][: m.t], np.float32).reshape(-1, d)
+        for source, clicks, d in zip(m.source_names, stored, m.vector_dims)
+    ]
     entries = {e.source: [i for i in e.items if (e.source, i.item_id) != drop] for e in slate.sources}
-    candidates = [np.array([i.vector for i in entries.get(s, [])], np.float32).reshape(-1, d)
-                  for s, d in zip(m.source_names, m.vector_dims)]
+    candidates = [
+        np.array([i.vector for i in entries.get(s, [])], np.float32).reshape(-1, d)
+        for s, d in zip(m.source_names, m.vector_dims)
+    ]
     scores = load_backend(env.bundle, m, "tflite", "cpu").run(m.layout().assemble(candidates, histories))[0]
-    return {item.item_id: float(scores[s, i]) for s, name in enumerate(m.source_names)
-            for i, item in enumerate(entries.get(name, []))}
+    return {
+        item.item_id: float(scores[s, i])
+        for s, name in enumerate(m.source_names)
+        for i, item in enumerate(entries.get(name, []))
+    }
 
 
 def test_click_is_stored_and_the_next_page_is_reranked_with_it(feed_env, browser, tmp_path):
@@ -201,8 +245,11 @@ def test_click_is_stored_and_the_next_page_is_reranked_with_it(feed_env, browser
         clicked = slots[0]
         page = int(body(browser, "data-page"))
         clicked["element"].click()
-        wait_for(browser, lambda d: int(body(d, "data-page")) > page and body(d, "data-state") == "ready",
-                 "the page after the click")
+        wait_for(
+            browser,
+            lambda d: int(body(d, "data-page")) > page and body(d, "data-state") == "ready",
+            "the page after the click",
+        )
         after = clicks_in_store(db)
         assert after == before + [(clicked["source"], clicked["item_id"])]
         shown = browser.find_element("css selector", f'#history [data-source="{clicked["source"]}"]')
@@ -217,7 +264,8 @@ def test_click_is_stored_and_the_next_page_is_reranked_with_it(feed_env, browser
             browser.get(f"{url}api/page")
             answer = json.loads(browser.find_element("tag name", "body").text)
             assert answer["page"] == shown_page and [c["item_id"] for c in answer["cards"]] == [
-                c["item_id"] for c in second]
+                c["item_id"] for c in second
+            ]
         with HistoryStore(db) as store:
             assert store.exposure_counts(feed_env.manifest.source_names).tolist() == exposures
         assert proc.poll() is None
@@ -258,8 +306,9 @@ def test_unreachable_server_falls_back_to_the_offline_pool_in_the_page(feed_env,
 def tiny_filesystem(path: Path, size: str = "1m"):
     """A `size` tmpfs mounted at `path` (root only): a disk that really fills up."""
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode:
         reason = f"the full-disk test mounts a {size} tmpfs and mount refused ({mounted.stderr.strip()}); run as root"
         if os.environ.get("CI"):
@@ -281,8 +330,10 @@ def fill(path: Path) -> None:
 
 
 def test_full_disk_shows_a_message_keeps_serving_and_recovers(feed_env, browser, tmp_path):
-    with tiny_filesystem(tmp_path / "small") as small, \
-            feed_process(*offline_args(feed_env, tmp_path / "home"), "--db", str(small / "history.db")) as (proc, url):
+    with (
+        tiny_filesystem(tmp_path / "small") as small,
+        feed_process(*offline_args(feed_env, tmp_path / "home"), "--db", str(small / "history.db")) as (proc, url),
+    ):
         browser.get(url)
         wait_for(browser, lambda d: body(d, "data-state") == "ready" and cards(d), "the first page")
         target = cards(browser, "#slots .card")[0]
@@ -306,9 +357,11 @@ def test_full_disk_shows_a_message_keeps_serving_and_recovers(feed_env, browser,
 
 
 def test_the_running_app_never_imports_torch(feed_env, tmp_path):
-    report = ("import atexit, runpy, sys; atexit.register(lambda: print('heavy modules:', sorted("
-              "{m.split('.')[0] for m in sys.modules} & {'torch', 'cloud', 'executorch'}), flush=True)); "
-              "runpy.run_module('examples.feed_app', run_name='__main__')")
+    report = (
+        "import atexit, runpy, sys; atexit.register(lambda: print('heavy modules:', sorted("
+        "{m.split('.')[0] for m in sys.modules} & {'torch', 'cloud', 'executorch'}), flush=True)); "
+        "runpy.run_module('examples.feed_app', run_name='__main__')"
+    )
     with feed_process(*offline_args(feed_env, tmp_path / "home"), python=("-c", report)) as (proc, url):
         page = get_json(f"{url}api/page", {})
         card = page["cards"][0]
@@ -357,8 +410,11 @@ def test_online_mode_installs_the_cloud_bundle_then_falls_back_when_the_server_g
     shutil.copytree(feed_env.bundle, tmp_path / "bundles" / "feed-1")
     from cloud.service.bundles import SignedFiles
 
-    service = create_app(CloudService.load(feed_env.run, feed_env.data), BundleFolder(tmp_path / "bundles"),
-                         signed=SignedFiles(feed_env.repo))
+    service = create_app(
+        CloudService.load(feed_env.run, feed_env.data),
+        BundleFolder(tmp_path / "bundles"),
+        signed=SignedFiles(feed_env.repo),
+    )
     with serve_in_thread(service) as server:
         source = CloudSlates(CloudClient(server), feed_env.user, fallback=PoolSlates(feed_env.pool), retry_s=0)
         app = FeedApp(tmp_path / "home", source, trust=feed_env.trust)  # no bundle: the cloud's signed one
@@ -383,8 +439,10 @@ def test_a_refused_bundle_leaves_the_last_good_one_serving(feed_env, tmp_path):
     model = bytearray((corrupt / "model.tflite").read_bytes())
     model[len(model) // 2] ^= 0xFF
     (corrupt / "model.tflite").write_bytes(model)
-    for bundle, why in ((corrupt, "does not match its signed length and sha256"),
-                        (tmp_path / "missing", "no such bundle")):
+    for bundle, why in (
+        (corrupt, "does not match its signed length and sha256"),
+        (tmp_path / "missing", "no such bundle"),
+    ):
         app = FeedApp(home, pool, bundle=bundle, trust=feed_env.trust)
         page = app.page()
         text = " ".join(n["text"] for n in page["notices"])
@@ -397,8 +455,11 @@ def test_without_any_bundle_the_page_says_why_and_the_server_keeps_running(feed_
     from examples.feed_app.server import FeedServer
 
     missing = tmp_path / "missing"
-    server = FeedServer(("127.0.0.1", 0), lambda: FeedApp(tmp_path / "home", PoolSlates(feed_env.pool),
-                                                          bundle=missing, trust=feed_env.trust), quiet=True)
+    server = FeedServer(
+        ("127.0.0.1", 0),
+        lambda: FeedApp(tmp_path / "home", PoolSlates(feed_env.pool), bundle=missing, trust=feed_env.trust),
+        quiet=True,
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -466,7 +527,11 @@ def test_movielens_titles_and_genres_name_the_items(tmp_path):
     from examples.feed_app.build_pool import read_titles
 
     movies = tmp_path / "movies.csv"
-    movies.write_text('movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children\n'
-                      '2,"Heat, The (1995)",Action|Crime\n', encoding="utf-8")
-    assert read_titles(movies) == {"1": ("Toy Story (1995)", "Adventure · Animation · Children"),
-                                   "2": ("Heat, The (1995)", "Action · Crime")}
+    movies.write_text(
+        'movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children\n2,"Heat, The (1995)",Action|Crime\n',
+        encoding="utf-8",
+    )
+    assert read_titles(movies) == {
+        "1": ("Toy Story (1995)", "Adventure · Animation · Children"),
+        "2": ("Heat, The (1995)", "Action · Crime"),
+    }

@@ -29,38 +29,134 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 
 FILES = ("dataset.toml", "items.csv", "events.csv", "users.csv")
-FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 COUNTS: Counter = Counter()
 
 # --- values a careless user or an attacker might write ----------------------------------------------------
 
-odd_numbers = st.sampled_from(["1e39", "-1e39", "1e30", "-1e300", "1e308", "1e400", "nan", "NaN", "inf", "-inf",
-                               "-0", "0x10", "1_000", "9" * 30, "-1", "0.5", "1.0", "2", "", " 1", "1e-320"])
+odd_numbers = st.sampled_from(
+    [
+        "1e39",
+        "-1e39",
+        "1e30",
+        "-1e300",
+        "1e308",
+        "1e400",
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "-0",
+        "0x10",
+        "1_000",
+        "9" * 30,
+        "-1",
+        "0.5",
+        "1.0",
+        "2",
+        "",
+        " 1",
+        "1e-320",
+    ]
+)
 odd_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
-cells = st.one_of(odd_numbers, odd_text, st.integers(-2**70, 2**70).map(str),
-                  st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                  st.sampled_from(['"', '"a', 'a"b', '","', "\n", "\r\n", ",", "\\", "'", "v1", "a1", "u1", "L1",
-                                   "video", "article", "\ufeff", "\x00", "\u2028"]))
+cells = st.one_of(
+    odd_numbers,
+    odd_text,
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(
+        [
+            '"',
+            '"a',
+            'a"b',
+            '","',
+            "\n",
+            "\r\n",
+            ",",
+            "\\",
+            "'",
+            "v1",
+            "a1",
+            "u1",
+            "L1",
+            "video",
+            "article",
+            "\ufeff",
+            "\x00",
+            "\u2028",
+        ]
+    ),
+)
 toml_values = st.one_of(
-    st.integers(-2**70, 2**70).map(str),
-    st.sampled_from(["nan", "inf", "-inf", "1e400", "-0.0", "0.5", "true", "false", '"10"', '"0.4"', '""',
-                     "[]", "[1, 2]", "{}", '{name = "x"}', "2030-01-01T00:00:00Z", "1000", "1001", "0", "-1"]),
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(
+        [
+            "nan",
+            "inf",
+            "-inf",
+            "1e400",
+            "-0.0",
+            "0.5",
+            "true",
+            "false",
+            '"10"',
+            '"0.4"',
+            '""',
+            "[]",
+            "[1, 2]",
+            "{}",
+            '{name = "x"}',
+            "2030-01-01T00:00:00Z",
+            "1000",
+            "1001",
+            "0",
+            "-1",
+        ]
+    ),
     odd_text.map(json.dumps),
 )
 
 
 NUMERIC_KEYS = ("n", "t", "K", "lag", "negatives", "valid_fraction", "test_fraction", "target_share", "vocab", "dim")
-sizes = st.sampled_from(["0", "-1", "1", "6", "7", "999", "1000", "1001", "1000000", "1000001", str(10**9), str(2**31),
-                         str(2**63), str(2**70), '"10"', "true", "10.0", "0.999", "1e-9", "nan", "inf"])
+sizes = st.sampled_from(
+    [
+        "0",
+        "-1",
+        "1",
+        "6",
+        "7",
+        "999",
+        "1000",
+        "1001",
+        "1000000",
+        "1000001",
+        str(10**9),
+        str(2**31),
+        str(2**63),
+        str(2**70),
+        '"10"',
+        "true",
+        "10.0",
+        "0.999",
+        "1e-9",
+        "nan",
+        "inf",
+    ]
+)
 
 
 def toml_case(draw) -> str:
     text = TINY_TOML
     if draw(st.booleans()):  # a number key set to a size, a wrong type or a non-finite value
         key = draw(st.sampled_from(NUMERIC_KEYS))
-        text = re.sub(rf"\b{key} = [^,}}\n]+", lambda _: f"{key} = {draw(sizes)}", text,
-                      count=draw(st.integers(0, 2)))
+        text = re.sub(rf"\b{key} = [^,}}\n]+", lambda _: f"{key} = {draw(sizes)}", text, count=draw(st.integers(0, 2)))
     lines = text.splitlines()
     for _ in range(draw(st.integers(0, 2))):
         at = draw(st.integers(0, len(lines) - 1))
@@ -70,8 +166,12 @@ def toml_case(draw) -> str:
         elif kind == "drop":
             del lines[at]
         elif kind == "key":
-            lines.insert(at, draw(st.sampled_from(["n", "t", "K", "lag", "negatives", "extra", "sources"]))
-                         + " = " + draw(toml_values))
+            lines.insert(
+                at,
+                draw(st.sampled_from(["n", "t", "K", "lag", "negatives", "extra", "sources"]))
+                + " = "
+                + draw(toml_values),
+            )
         else:
             lines.insert(at, draw(odd_text))
     return "\n".join(lines) + "\n"
@@ -106,7 +206,7 @@ def bytes_case(draw, data: bytes) -> bytes:
         return data[:at]
     if kind == "insert":
         return data[:at] + draw(st.binary(min_size=1, max_size=4)) + data[at:]
-    return data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1:]
+    return data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1 :]
 
 
 @st.composite
@@ -119,8 +219,9 @@ def logs_folders(draw, focus: str) -> dict[str, bytes]:
         texts["dataset.toml"] = toml_case(draw)
     elif focus in ("cells", "rows"):
         kinds = ("cell",) if focus == "cells" else ("cell", "repeat", "repeat", "drop", "header", "header")
-        for name in draw(st.lists(st.sampled_from(sorted(set(texts) - {"dataset.toml"})), min_size=1, max_size=2,
-                                  unique=True)):
+        for name in draw(
+            st.lists(st.sampled_from(sorted(set(texts) - {"dataset.toml"})), min_size=1, max_size=2, unique=True)
+        ):
             texts[name] = csv_case(draw, texts[name], kinds)
     files = {name: text.encode("utf-8") for name, text in texts.items()}
     if focus == "bytes":
@@ -146,8 +247,10 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz_logs")
     prepare(write_logs(root / "good"), root / "out" / "data")
     yield root
-    print(f"\nfuzz LOGS folders: {COUNTS['cases']} cases, {COUNTS['prepared']} prepared, "
-          f"{COUNTS['clear errors']} clear errors, {COUNTS['crashes']} crashes, {COUNTS['data lost']} data lost")
+    print(
+        f"\nfuzz LOGS folders: {COUNTS['cases']} cases, {COUNTS['prepared']} prepared, "
+        f"{COUNTS['clear errors']} clear errors, {COUNTS['crashes']} crashes, {COUNTS['data lost']} data lost"
+    )
 
 
 def try_case(root: Path, files: dict[str, bytes], force: bool) -> None:

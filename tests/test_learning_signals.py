@@ -10,22 +10,28 @@ import pytest
 
 from cloud.cli import main as cloud_main
 from cloud.data.prepared import PreparedData
-from cloud.evaluation.scoring import evaluate_references, not_beaten, reference_scores
 from cloud.evaluation.metrics import evaluate_lists
+from cloud.evaluation.scoring import evaluate_references, not_beaten, reference_scores
 from cloud.training.trainer import TrainConfig, train
 
 SMALL = {"embedding_dim": 4, "hidden": 8, "mlp_dims": [8, 8]}
 
 
 def _lists(cand, label, position):
-    return {"cand_item": np.asarray(cand), "label": np.asarray(label, dtype=np.float32),
-            "position": np.asarray(position)}
+    return {
+        "cand_item": np.asarray(cand),
+        "label": np.asarray(label, dtype=np.float32),
+        "position": np.asarray(position),
+    }
 
 
 def test_logged_and_popularity_orders_follow_their_definitions():
     # 2 lists, 2 sources, 2 slots; item 1 of source 0 is clicked twice in training.
-    train = _lists([[[1, 0], [0, -1]], [[1, 2], [0, 1]]], [[[1, 0], [0, 0]], [[1, 0], [0, 0]]],
-                   [[[0, 1], [2, -1]], [[0, 1], [2, 3]]])
+    train = _lists(
+        [[[1, 0], [0, -1]], [[1, 2], [0, 1]]],
+        [[[1, 0], [0, 0]], [[1, 0], [0, 0]]],
+        [[[0, 1], [2, -1]], [[0, 1], [2, 3]]],
+    )
     split = _lists([[[0, 1], [1, 0]]], [[[0, 1], [0, 0]]], [[[3, 1], [0, 2]]])
     scores = reference_scores(split, train)
     logged = scores["logged"][0]
@@ -58,11 +64,17 @@ def test_train_logs_k_label_and_tensorboard(tiny_data, tmp_path, capsys):
 
     K = PreparedData(tiny_data).spec.K
     assert K != 5  # the per-epoch line must use the dataset's K
-    train(TrainConfig(epochs=2, batch_size=4, patience=5, model_options=SMALL), tiny_data, tmp_path / "run",
-          progress=False, label="dir device seed 0", tensorboard=tmp_path / "tb")
+    train(
+        TrainConfig(epochs=2, batch_size=4, patience=5, model_options=SMALL),
+        tiny_data,
+        tmp_path / "run",
+        progress=False,
+        label="dir device seed 0",
+        tensorboard=tmp_path / "tb",
+    )
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("[dir device seed 0] valid reference orders: random auc=")
-    assert f"logged auc=" in err[0] and f"popularity auc=" in err[0]
+    assert "logged auc=" in err[0] and "popularity auc=" in err[0]
     assert err[1].startswith("[dir device seed 0] epoch 1: train_loss=") and f"valid_ndcg@{K}=" in err[1]
     assert "@5" not in "".join(err)
     events = EventAccumulator(str(tmp_path / "tb"))
@@ -93,11 +105,13 @@ def test_evaluate_prints_references_in_the_same_table(tiny_data, tmp_path, capsy
 
 def test_train_warns_when_the_selected_model_is_at_chance(tiny_data, tmp_path, capsys):
     """lr 0 leaves the model at its random initialisation: it must not look like it learned."""
-    metrics = train(TrainConfig(epochs=1, batch_size=4, lr=0.0, model_options=SMALL), tiny_data, tmp_path / "run",
-                    progress=False)
+    metrics = train(
+        TrainConfig(epochs=1, batch_size=4, lr=0.0, model_options=SMALL), tiny_data, tmp_path / "run", progress=False
+    )
     err = capsys.readouterr().err
-    refs = evaluate_references(PreparedData(tiny_data), "valid", PreparedData(tiny_data).spec.target_shares,
-                               PreparedData(tiny_data).spec.K)
+    refs = evaluate_references(
+        PreparedData(tiny_data), "valid", PreparedData(tiny_data).spec.target_shares, PreparedData(tiny_data).spec.K
+    )
     notes = not_beaten(metrics["valid"], refs, PreparedData(tiny_data).spec.K)
     assert notes, "an untrained model beat every reference order: the check cannot fail here"
     for note in notes:

@@ -93,14 +93,19 @@ def test_bad_toml_syntax_and_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match=r"dataset\.toml: line 6: lagg: Extra inputs are not permitted"):
         read_spec(write_logs(tmp_path / "b", toml=toml) / "dataset.toml")
     toml = TINY_TOML.replace('list_mode = "logged"', 'list_mode = "shown"')
-    with pytest.raises(ValueError, match=r"dataset\.toml: line 6: list_mode: Input should be 'logged' or 'sampled', got 'shown'"):
+    with pytest.raises(
+        ValueError, match=r"dataset\.toml: line 6: list_mode: Input should be 'logged' or 'sampled', got 'shown'"
+    ):
         read_spec(write_logs(tmp_path / "c", toml=toml) / "dataset.toml")
 
 
 def test_vocab_smaller_than_needed(tiny_logs):
     edit(tiny_logs / "dataset.toml", 'name = "genre", vocab = 0', 'name = "genre", vocab = 3')
-    with pytest.raises(ValueError, match=r"items\.csv: categorical field 'genre' of source 'video' has 3 distinct "
-                                         r"values and needs vocab >= 4 .*gives vocab = 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"items\.csv: categorical field 'genre' of source 'video' has 3 distinct "
+        r"values and needs vocab >= 4 .*gives vocab = 3",
+    ):
         read_logs(tiny_logs)
 
 
@@ -115,8 +120,11 @@ def test_items_missing_feature_column(tmp_path):
 
 def test_items_unknown_source(tiny_logs):
     line = append(tiny_logs / "items.csv", "p1,podcast,,,,,")
-    with pytest.raises(ValueError, match=rf"items\.csv: line {line}: unknown source 'podcast'; "
-                                         r"use one of \['video', 'article'\]"):
+    with pytest.raises(
+        ValueError,
+        match=rf"items\.csv: line {line}: unknown source 'podcast'; "
+        r"use one of \['video', 'article'\]",
+    ):
         read_logs(tiny_logs)
 
 
@@ -128,8 +136,11 @@ def test_items_duplicate_id(tiny_logs):
 
 def test_items_dense_missing_names_column(tiny_logs):
     edit(tiny_logs / "items.csv", "a3,article,,,,sport,0.4", "a3,article,,,,sport,")
-    with pytest.raises(ValueError, match=r"items\.csv: line 9: column 'quality' \(dense feature of source "
-                                         r"'article'\) must be a finite number, got an empty value"):
+    with pytest.raises(
+        ValueError,
+        match=r"items\.csv: line 9: column 'quality' \(dense feature of source "
+        r"'article'\) must be a finite number, got an empty value",
+    ):
         read_logs(tiny_logs)
     edit(tiny_logs / "items.csv", "v3,video,drama,1.5,", "v3,video,drama,abc,")
     with pytest.raises(ValueError, match=r"line 4: column 'emb_0' .* got 'abc'"):
@@ -171,8 +182,11 @@ def test_events_label_outside_0_1(tiny_logs):
 
 def test_events_non_numeric_timestamp(tiny_logs):
     line = append(tiny_logs / "events.csv", "u1,v1,yesterday,1,,")
-    with pytest.raises(ValueError, match=rf"events\.csv: line {line}: column 'timestamp' \(timestamp \(seconds\)\) "
-                                         r"must be a finite number, got 'yesterday'"):
+    with pytest.raises(
+        ValueError,
+        match=rf"events\.csv: line {line}: column 'timestamp' \(timestamp \(seconds\)\) "
+        r"must be a finite number, got 'yesterday'",
+    ):
         read_logs(tiny_logs)
 
 
@@ -219,12 +233,15 @@ def test_error_messages_name_the_file_path(tiny_logs):
 # --- hostile input found by fuzzing: each a clear error naming file, line and field -------------
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("n", "1000000000", r"line 2: n: Input should be less than or equal to 1000"),
-    ("t", "99999999999", r"line 3: t: Input should be less than or equal to 1000"),
-    ("negatives", "100000", r"line 7: negatives: Input should be less than or equal to 1000"),
-    ("lag", "10000000000000000000000", r"line 5: lag: Input should be less than or equal to 1000000"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("n", "1000000000", r"line 2: n: Input should be less than or equal to 1000"),
+        ("t", "99999999999", r"line 3: t: Input should be less than or equal to 1000"),
+        ("negatives", "100000", r"line 7: negatives: Input should be less than or equal to 1000"),
+        ("lag", "10000000000000000000000", r"line 5: lag: Input should be less than or equal to 1000000"),
+    ],
+)
 def test_sizes_have_an_upper_bound(tiny_logs, key, value, expected):
     old = next(line for line in TINY_TOML.splitlines() if line.startswith(f"{key} ="))
     edit(tiny_logs / "dataset.toml", old, f"{key} = {value}")
@@ -234,23 +251,40 @@ def test_sizes_have_an_upper_bound(tiny_logs, key, value, expected):
 
 def test_K_cannot_exceed_the_candidate_slots(tiny_logs):
     edit(tiny_logs / "dataset.toml", "K = 2", "K = 7")  # m * n = 2 * 3
-    with pytest.raises(ValueError, match=r"dataset\.toml: line 4: K: 7 exposed slots but a list has only "
-                                         r"m \* n = 2 \* 3 candidates; lower K or raise n"):
+    with pytest.raises(
+        ValueError,
+        match=r"dataset\.toml: line 4: K: 7 exposed slots but a list has only "
+        r"m \* n = 2 \* 3 candidates; lower K or raise n",
+    ):
         read_logs(tiny_logs)
     edit(tiny_logs / "dataset.toml", "K = 7", "K = 6")
     assert read_logs(tiny_logs).spec.K == 6
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ("n = 3", 'n = "3"', r"line 2: n: Input should be a valid integer, got '3' \(a quoted string: write the number "
-                         r"without quotes\)"),
-    ("t = 4", "t = true", r"line 3: t: Input should be a valid integer, got True"),
-    ("K = 2", "K = 2.0", r"line 4: K: Input should be a valid integer, got 2.0"),
-    ("target_share = 0.4", 'target_share = "0.4"', r"line 19: sources\.1\.target_share: Input should be a valid "
-                                                    r"number, got '0\.4' \(a quoted string"),
-    ('vocab = 0}]\ndense = [{name = "emb"', 'vocab = "0"}]\ndense = [{name = "emb"',
-     r"line 14: sources\.0\.categorical\.0\.vocab: Input should be a valid integer, got '0'"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            "n = 3",
+            'n = "3"',
+            r"line 2: n: Input should be a valid integer, got '3' \(a quoted string: write the number "
+            r"without quotes\)",
+        ),
+        ("t = 4", "t = true", r"line 3: t: Input should be a valid integer, got True"),
+        ("K = 2", "K = 2.0", r"line 4: K: Input should be a valid integer, got 2.0"),
+        (
+            "target_share = 0.4",
+            'target_share = "0.4"',
+            r"line 19: sources\.1\.target_share: Input should be a valid "
+            r"number, got '0\.4' \(a quoted string",
+        ),
+        (
+            'vocab = 0}]\ndense = [{name = "emb"',
+            'vocab = "0"}]\ndense = [{name = "emb"',
+            r"line 14: sources\.0\.categorical\.0\.vocab: Input should be a valid integer, got '0'",
+        ),
+    ],
+)
 def test_strings_and_booleans_are_not_numbers(tiny_logs, old, new, expected):
     edit(tiny_logs / "dataset.toml", old, new)
     with pytest.raises(ValueError, match=rf"dataset\.toml: {expected}"):
@@ -291,8 +325,11 @@ def test_non_utf8_byte_far_into_a_big_file_gets_its_line(tiny_logs):
 
 def test_dense_value_beyond_float32(tiny_logs):
     edit(tiny_logs / "items.csv", "v3,video,drama,1.5,", "v3,video,drama,1e39,")
-    with pytest.raises(ValueError, match=r"items\.csv: line 4: column 'emb_0' \(dense feature of source 'video'\) "
-                                         r"must be a number within \+-3\.403e\+38, got '1e39'"):
+    with pytest.raises(
+        ValueError,
+        match=r"items\.csv: line 4: column 'emb_0' \(dense feature of source 'video'\) "
+        r"must be a number within \+-3\.403e\+38, got '1e39'",
+    ):
         read_logs(tiny_logs)
     edit(tiny_logs / "items.csv", "1e39", "-3.4e38")
     assert read_logs(tiny_logs).items["video"].dense[2, 0] == np.float32(-3.4e38)
@@ -300,30 +337,45 @@ def test_dense_value_beyond_float32(tiny_logs):
 
 def test_position_beyond_int32_is_refused_not_wrapped(tiny_logs):
     line = append(tiny_logs / "events.csv", "u1,v4,1100,1,L11,1e30")
-    with pytest.raises(ValueError, match=rf"events\.csv: line {line}: column 'position' \(non-negative integer\) "
-                                         r"must be a number within \+-2\.147e\+09, got '1e30'"):
+    with pytest.raises(
+        ValueError,
+        match=rf"events\.csv: line {line}: column 'position' \(non-negative integer\) "
+        r"must be a number within \+-2\.147e\+09, got '1e30'",
+    ):
         read_logs(tiny_logs)
 
 
 def test_timestamp_far_from_now_is_refused(tiny_logs):
     line = append(tiny_logs / "events.csv", "u1,v4,-1e300,1,,")
-    with pytest.raises(ValueError, match=rf"events\.csv: line {line}: column 'timestamp' \(timestamp \(seconds\)\) "
-                                         r"must be a number within \+-1e\+12, got '-1e300'"):
+    with pytest.raises(
+        ValueError,
+        match=rf"events\.csv: line {line}: column 'timestamp' \(timestamp \(seconds\)\) "
+        r"must be a number within \+-1e\+12, got '-1e300'",
+    ):
         read_logs(tiny_logs)
 
 
 def test_same_item_twice_in_one_list(tiny_logs):
     line = append(tiny_logs / "events.csv", "u1,a2,200,0,L1,7")  # L1 already shows a2 on line 6
-    with pytest.raises(ValueError, match=rf"events\.csv: lines 6 and {line}: item_id 'a2' appears twice in "
-                                         r"list_id 'L1'; keep one row per shown item"):
+    with pytest.raises(
+        ValueError,
+        match=rf"events\.csv: lines 6 and {line}: item_id 'a2' appears twice in "
+        r"list_id 'L1'; keep one row per shown item",
+    ):
         read_logs(tiny_logs)
 
 
 def test_field_widths_have_an_upper_bound(tiny_logs):
     edit(tiny_logs / "dataset.toml", 'dense = [{name = "emb", dim = 2}]', 'dense = [{name = "emb", dim = 1000000000}]')
-    edit(tiny_logs / "dataset.toml", 'categorical = [{name = "topic", vocab = 0}]',
-         'categorical = [{name = "topic", vocab = 99999999999}]')
-    with pytest.raises(ValueError, match=r"dataset\.toml: line 15: sources\.0\.dense\.0\.dim: Input should be less than "
-                                         r"or equal to 4096; line 20: sources\.1\.categorical\.0\.vocab: Input should "
-                                         r"be less than or equal to 2147483647; fix dataset\.toml"):
+    edit(
+        tiny_logs / "dataset.toml",
+        'categorical = [{name = "topic", vocab = 0}]',
+        'categorical = [{name = "topic", vocab = 99999999999}]',
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"dataset\.toml: line 15: sources\.0\.dense\.0\.dim: Input should be less than "
+        r"or equal to 4096; line 20: sources\.1\.categorical\.0\.vocab: Input should "
+        r"be less than or equal to 2147483647; fix dataset\.toml",
+    ):
         read_logs(tiny_logs)

@@ -107,8 +107,9 @@ def test_exposure_loss_is_zero_when_exposure_matches_target(method):
     scores = torch.tensor([[[3.0, 2.0, -5.0], [1.0, -4.0, -6.0]]]).repeat(5, 1, 1)
     mask = torch.ones_like(scores)
     # Gumbel noise (under 20 in size) cannot lift a -80 logit over 20; top-3 = 2 of source 0, 1 of source 1.
-    loss = exposure_loss(scores * 20, mask, [2 / 3, 1 / 3], K=3, method=method,
-                         generator=torch.Generator().manual_seed(0))
+    loss = exposure_loss(
+        scores * 20, mask, [2 / 3, 1 / 3], K=3, method=method, generator=torch.Generator().manual_seed(0)
+    )
     assert loss.item() == pytest.approx(0.0, abs=1e-7)
 
 

@@ -135,10 +135,7 @@ def test_quota_met_exactly_whenever_feasible(slate, data):
     w = np.array(shares) / sum(shares)
     assert want.sum() == K
     assert np.all((want == np.floor(K * w + 1e-9)) | (want == np.ceil(K * w - 1e-9)))  # quota property
-    scores = [
-        np.array(data.draw(st.lists(score, min_size=int(n), max_size=int(n) + 3)))
-        for n in want
-    ]
+    scores = [np.array(data.draw(st.lists(score, min_size=int(n), max_size=int(n) + 3))) for n in want]
     assert _top_counts(merge(scores, shares, K, mode="quota"), K, len(shares)).tolist() == want.tolist()
 
 

@@ -200,16 +200,21 @@ def test_js_divergence_known_values():
 
 
 def test_exposure_shares_count_only_occupied_top_k_places():
-    s = np.array([
-        [[9.0, 100.0], [1.0, 2.0]],  # (0,1) padded: top-2 = (0,0), (1,1) -> sources 0, 1
-        [[5.0, 4.0], [3.0, 2.0]],  # top-2 = (0,0), (0,1) -> sources 0, 0
-        [[0.0, 0.0], [1.0, 0.0]],  # one real candidate -> one place, source 1
-    ])
-    mk = np.array([
-        [[1, 0], [1, 1]],
-        [[1, 1], [1, 1]],
-        [[0, 0], [1, 0]],
-    ], dtype=float)
+    s = np.array(
+        [
+            [[9.0, 100.0], [1.0, 2.0]],  # (0,1) padded: top-2 = (0,0), (1,1) -> sources 0, 1
+            [[5.0, 4.0], [3.0, 2.0]],  # top-2 = (0,0), (0,1) -> sources 0, 0
+            [[0.0, 0.0], [1.0, 0.0]],  # one real candidate -> one place, source 1
+        ]
+    )
+    mk = np.array(
+        [
+            [[1, 0], [1, 1]],
+            [[1, 1], [1, 1]],
+            [[0, 0], [1, 0]],
+        ],
+        dtype=float,
+    )
     # source 0: 3 places, source 1: 2 places, 5 places in all
     np.testing.assert_allclose(exposure_shares(s, mk, 2), [0.6, 0.4])
     assert js_at_k(s, mk, [0.6, 0.4], 2) == pytest.approx(0.0, abs=1e-12)
@@ -293,13 +298,15 @@ def reference(scores, labels, mask, k):
     for li in range(num_lists):
         items = [
             (scores[li, s, j], s * n + j, s, labels[li, s, j])
-            for s in range(m) for j in range(n) if mask[li, s, j] == 1
+            for s in range(m)
+            for j in range(n)
+            if mask[li, s, j] == 1
         ]
         pooled += [(sc, lab) for sc, _, _, lab in items]
         ranked = sorted(items, key=lambda it: (-it[0], it[1]))[:k]
-        dcg = sum((2 ** lab - 1) / math.log2(r + 2) for r, (_, _, _, lab) in enumerate(ranked))
+        dcg = sum((2**lab - 1) / math.log2(r + 2) for r, (_, _, _, lab) in enumerate(ranked))
         gold = sorted((lab for *_, lab in items), reverse=True)[:k]
-        idcg = sum((2 ** lab - 1) / math.log2(r + 2) for r, lab in enumerate(gold))
+        idcg = sum((2**lab - 1) / math.log2(r + 2) for r, lab in enumerate(gold))
         ndcg.append(dcg / idcg if idcg > 0 else 0.0)
         hits, prec = 0, 0.0
         for r, (_, _, s, lab) in enumerate(ranked):

@@ -6,8 +6,16 @@ import torch
 
 from cloud.models.mir import BiLSTM
 from tests.baseline_checks import (
-    SPEC, build, single_thread, check_empty_history, check_equivariant, check_padding_invariance, check_runtime_parity,
-    check_shapes, check_torch_export, check_training_reduces_loss,
+    SPEC,
+    build,
+    check_empty_history,
+    check_equivariant,
+    check_padding_invariance,
+    check_runtime_parity,
+    check_shapes,
+    check_torch_export,
+    check_training_reduces_loss,
+    single_thread,
 )
 from tests.test_dir_model import make_batch
 
@@ -37,8 +45,11 @@ def test_permuting_candidates_permutes_scores():
     check_equivariant("mir")
 
 
-@pytest.mark.xfail(strict=True, reason="MIR's Eq. 7 as printed gives W_s, W_l one column per candidate slot, so "
-                   "attention weights are tied to slots, not contents (docs/baselines.md, MIR)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="MIR's Eq. 7 as printed gives W_s, W_l one column per candidate slot, so "
+    "attention weights are tied to slots, not contents (docs/baselines.md, MIR)",
+)
 def test_printed_form_is_not_permutation_equivariant():
     check_equivariant("mir", printed_form=True)
 

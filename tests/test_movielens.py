@@ -31,18 +31,23 @@ def _run_cli(*argv: str) -> int:
 @pytest.fixture
 def ml100k(tmp_path):
     """A tiny ML-100K release: tab-separated u.data, pipe-separated latin-1 u.item with genre flags."""
+
     def flags(*genres):
         return "|".join("1" if g in genres else "0" for g in GENRES_100K)
 
     (tmp_path / "u.data").write_text(
         "1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250951\n"
-        "2\t30\t2\t881250952\n3\t40\t4\t881250953\n3\t20\t1\t881250954\n", encoding="latin-1")
+        "2\t30\t2\t881250952\n3\t40\t4\t881250953\n3\t20\t1\t881250954\n",
+        encoding="latin-1",
+    )
     (tmp_path / "u.item").write_text(
         f"10|Café Society (1995)|01-Jan-1995||http://x|{flags('Action', 'Comedy')}\n"
         f"20|Les Misérables (1998)|01-Jan-1998||http://x|{flags('Comedy')}\n"
         f"30|Drama Film (1977)|01-Jan-1977||http://x|{flags('Drama', 'War')}\n"
         f"40|Untitled|01-Jan-1971||http://x|{flags('unknown')}\n"
-        f"50|Never Rated (1990)|01-Jan-1990||http://x|{flags('Drama')}\n", encoding="latin-1")
+        f"50|Never Rated (1990)|01-Jan-1990||http://x|{flags('Drama')}\n",
+        encoding="latin-1",
+    )
     return tmp_path / "u.data", tmp_path / "u.item"
 
 
@@ -50,11 +55,13 @@ def ml100k(tmp_path):
 def ml1m(tmp_path):
     """A tiny ML-1M release: '::'-separated latin-1 ratings.dat and movies.dat."""
     (tmp_path / "ratings.dat").write_text(
-        "1::10::5::978300760\n1::20::3::978300761\n2::20::4::978300762\n2::30::5::978300763\n",
-        encoding="latin-1")
+        "1::10::5::978300760\n1::20::3::978300761\n2::20::4::978300762\n2::30::5::978300763\n", encoding="latin-1"
+    )
     (tmp_path / "movies.dat").write_text(
         "10::Amélie (2001)::Comedy|Romance\n20::Heat (1995)::Action|Crime|Thriller\n"
-        "30::Toy Story (1995)::Animation|Children's|Comedy\n", encoding="latin-1")
+        "30::Toy Story (1995)::Animation|Children's|Comedy\n",
+        encoding="latin-1",
+    )
     return tmp_path / "ratings.dat", tmp_path / "movies.dat"
 
 
@@ -62,8 +69,11 @@ def test_ml100k_files_are_parsed(ml100k):
     ratings, movies = read_ratings(ml100k[0]), read_movies(ml100k[1])
     assert detect_format(ml100k[0]) == detect_format(ml100k[1]) == "100k"
     assert ratings.to_dict("list") == {
-        "user": ["1", "1", "2", "2", "3", "3"], "item": ["10", "20", "10", "30", "40", "20"],
-        "rating": [5.0, 3.0, 4.0, 2.0, 4.0, 1.0], "ts": [881250949 + i for i in range(6)]}
+        "user": ["1", "1", "2", "2", "3", "3"],
+        "item": ["10", "20", "10", "30", "40", "20"],
+        "rating": [5.0, 3.0, 4.0, 2.0, 4.0, 1.0],
+        "ts": [881250949 + i for i in range(6)],
+    }
     assert movies["title"][0] == "Café Society (1995)"
     assert movies["genres"].tolist() == [["Action", "Comedy"], ["Comedy"], ["Drama", "War"], ["unknown"], ["Drama"]]
     assert movies["year"].tolist() == [1995, 1998, 1977, 1971, 1990]  # 40: from the release date
@@ -100,8 +110,7 @@ def test_labels_follow_the_threshold(ml100k):
 
 def test_small_release_converts_to_valid_logs(tmp_path, ml100k):
     out = tmp_path / "logs"
-    assert _run_cli("--ratings", str(ml100k[0]), "--movies", str(ml100k[1]), "--out", str(out),
-                    "--sources", "2") == 0
+    assert _run_cli("--ratings", str(ml100k[0]), "--movies", str(ml100k[1]), "--out", str(out), "--sources", "2") == 0
     logs = read_logs(out)
     assert logs.spec.name == "movielens-100k" and logs.spec.list_mode == "sampled"
     assert (logs.spec.n, logs.spec.t, logs.spec.K, logs.spec.lag, logs.spec.negatives) == (10, 20, 5, 3, 9)
@@ -151,8 +160,9 @@ def test_bad_input_names_the_file_and_the_fix(tmp_path, ml100k):
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is absent (the shared MovieLens copy is not mounted)")
 def test_ml_latest_small_end_to_end(tmp_path):
     out = tmp_path / "logs"  # never inside the repository: the license forbids redistributing the data
-    assert _run_cli("--ratings", str(REAL / "ratings.csv"), "--movies", str(REAL / "movies.csv"),
-                    "--out", str(out)) == 0
+    assert (
+        _run_cli("--ratings", str(REAL / "ratings.csv"), "--movies", str(REAL / "movies.csv"), "--out", str(out)) == 0
+    )
     logs = read_logs(out)
     raw = pd.read_csv(REAL / "ratings.csv")
     first_genre = pd.read_csv(REAL / "movies.csv").set_index("movieId")["genres"].str.split("|").str[0]

@@ -8,8 +8,16 @@ import torch
 from cloud.models.nar4rec import hinge_similarity, sequence_targets
 from device_runtime.decoding import contrastive_decode
 from tests.baseline_checks import (
-    SPEC, build, single_thread, check_empty_history, check_equivariant, check_padding_invariance, check_runtime_parity,
-    check_shapes, check_torch_export, check_training_reduces_loss,
+    SPEC,
+    build,
+    check_empty_history,
+    check_equivariant,
+    check_padding_invariance,
+    check_runtime_parity,
+    check_shapes,
+    check_torch_export,
+    check_training_reduces_loss,
+    single_thread,
 )
 from tests.test_dir_model import make_batch
 
@@ -44,8 +52,8 @@ def test_matching_matrix_columns_are_distributions_over_real_candidates_and_scor
 
 
 def test_sequence_targets_put_clicks_first_and_never_padding():
-    label = torch.tensor([[0., 1., 0., 1., 0.], [0., 0., 0., 0., 0.]])
-    mask = torch.tensor([[1., 1., 1., 1., 0.], [1., 0., 1., 0., 0.]])
+    label = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0, 0.0]])
     target = sequence_targets(label, mask, slots=3)  # [B, N, S]
     assert target[0].argmax(0).tolist() == [1, 3, 0]
     assert target[1, :, :2].argmax(0).tolist() == [0, 2] and target[1, :, 2].sum() == 0  # 2 real candidates
@@ -73,8 +81,8 @@ def test_unlikelihood_pushes_logged_placements_down_in_lists_without_clicks():
 
 
 def test_hinge_similarity_counts_only_real_pairs():
-    z = torch.tensor([[[1., 0.], [1., 0.], [0., 1.]]])
-    pairs = torch.tensor([[[1., 1., 0.], [1., 1., 0.], [0., 0., 0.]]])  # item 2 is padding
+    z = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    pairs = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])  # item 2 is padding
     assert hinge_similarity(z, pairs, rho=0.5).item() == pytest.approx(0.5)  # cos 1: max(0, .5 - 1 + 1)
 
 
@@ -108,8 +116,8 @@ def test_contrastive_decode_picks_each_valid_candidate_once(seed, alpha):
 
 
 def test_contrastive_decode_penalises_near_duplicates():
-    probs = np.array([[.5, .5], [.45, .45], [.05, .05]])
-    sim = np.array([[1., .99, 0.], [.99, 1., 0.], [0., 0., 1.]])
+    probs = np.array([[0.5, 0.5], [0.45, 0.45], [0.05, 0.05]])
+    sim = np.array([[1.0, 0.99, 0.0], [0.99, 1.0, 0.0], [0.0, 0.0, 1.0]])
     valid = np.ones(3, dtype=bool)
     assert contrastive_decode(probs, sim, valid, alpha=0.0)[:2] == [0, 1]
     assert contrastive_decode(probs, sim, valid, alpha=0.5)[:2] == [0, 2]

@@ -9,7 +9,6 @@ import torch
 from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, click_probability, generate, write_logs
-from cloud.models import build_model
 from cloud.evaluation.page_clicks import (
     ModelPages,
     OraclePages,
@@ -19,6 +18,7 @@ from cloud.evaluation.page_clicks import (
     reference_pages,
     run_pages,
 )
+from cloud.models import build_model
 from cloud.simulation.engine import ScoreCache, score_order
 from cloud.simulation.scoring import torch_scorer
 from cloud.simulation.world import build_world
@@ -58,13 +58,21 @@ def test_oracle_pages_are_greedy_under_the_true_model(world_and_data):
     users, j = np.arange(world.users), 0
     order = OraclePages().orders(world, j, None, users)
     items = np.where(order >= 0, np.take_along_axis(world.slot_item[:, j], order.clip(0), axis=1), -1)
-    assert (np.sort(np.where(order >= 0, order, 99), axis=1) ==
-            np.sort(np.where(world.slot_item[:, j] >= 0, np.arange(order.shape[1]), 99), axis=1)).all()
+    assert (
+        np.sort(np.where(order >= 0, order, 99), axis=1)
+        == np.sort(np.where(world.slot_item[:, j] >= 0, np.arange(order.shape[1]), 99), axis=1)
+    ).all()
 
     def prob(item_rows):
         shown = item_rows >= 0
-        return click_probability(world.synth, world.latent[item_rows.clip(0)], world.item_source[item_rows.clip(0)],
-                                 shown, world.interest[:, j], world.pref)
+        return click_probability(
+            world.synth,
+            world.latent[item_rows.clip(0)],
+            world.item_source[item_rows.clip(0)],
+            shown,
+            world.interest[:, j],
+            world.pref,
+        )
 
     chosen = prob(items)
     for p in range(3):  # no other unplaced candidate beats the chosen one at positions 0..2
@@ -72,10 +80,16 @@ def test_oracle_pages_are_greedy_under_the_true_model(world_and_data):
         for u in users[:10]:
             rest = [x for x in world.slot_item[u, j] if x >= 0 and x not in placed[u] and x != items[u, p]]
             for x in rest:
-                trial = items[u:u + 1].copy()
-                trial[0, p], trial[0, p + 1:] = x, -1
-                mine = click_probability(world.synth, world.latent[trial.clip(0)], world.item_source[trial.clip(0)],
-                                         trial >= 0, world.interest[u:u + 1, j], world.pref[u:u + 1])
+                trial = items[u : u + 1].copy()
+                trial[0, p], trial[0, p + 1 :] = x, -1
+                mine = click_probability(
+                    world.synth,
+                    world.latent[trial.clip(0)],
+                    world.item_source[trial.clip(0)],
+                    trial >= 0,
+                    world.interest[u : u + 1, j],
+                    world.pref[u : u + 1],
+                )
                 assert mine[0, p] <= chosen[u, p] + 1e-12
 
 

@@ -17,8 +17,12 @@ def test_tradeoff_and_simulation_plots_redraw_from_their_csvs(tmp_path):
     shutil.copytree(DOCS / "simulation", tmp_path / "simulation", ignore=shutil.ignore_patterns("*.png"))
     replot_tradeoff(tmp_path / "tradeoff")
     replot_sweeps(tmp_path / "simulation")
-    for path in ("tradeoff/tradeoff.png", "tradeoff/targets.png", "simulation/utility_vs_delay.png",
-                 "simulation/utility_vs_rate.png"):
+    for path in (
+        "tradeoff/tradeoff.png",
+        "tradeoff/targets.png",
+        "simulation/utility_vs_delay.png",
+        "simulation/utility_vs_rate.png",
+    ):
         assert (tmp_path / path).read_bytes()[:8] == PNG, path
 
 
@@ -34,6 +38,6 @@ def test_tradeoff_labels_stay_inside_the_figure_and_apart():
     inside = ax.get_window_extent(renderer)
     for i, box in enumerate(boxes):
         assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
-        assert not any(box.overlaps(other) for other in boxes[i + 1:])
+        assert not any(box.overlaps(other) for other in boxes[i + 1 :])
     bars = targets_figure(read_csv_rows(DOCS / "tradeoff" / "targets.csv")).axes[0]
     assert bars.get_xlabel() and bars.get_ylabel()

@@ -24,10 +24,14 @@ SOURCES = {"s0": 4, "s1": 6, "s2": 5}  # items per source
 
 
 def random_toml(mode: str, n: int = 3, t: int = 3, lag: int = 2, negatives: int = 6) -> str:
-    sources = "".join(f'\n[[sources]]\nname = "{s}"\ntarget_share = {share}\ndense = [{{name = "x", dim = 1}}]\n'
-                      for s, share in zip(SOURCES, (0.5, 0.25, 0.25)))
-    return (f'name = "rnd"\nn = {n}\nt = {t}\nlag = {lag}\nlist_mode = "{mode}"\nnegatives = {negatives}\n'
-            f"valid_fraction = 0.2\ntest_fraction = 0.2\n{sources}")
+    sources = "".join(
+        f'\n[[sources]]\nname = "{s}"\ntarget_share = {share}\ndense = [{{name = "x", dim = 1}}]\n'
+        for s, share in zip(SOURCES, (0.5, 0.25, 0.25))
+    )
+    return (
+        f'name = "rnd"\nn = {n}\nt = {t}\nlag = {lag}\nlist_mode = "{mode}"\nnegatives = {negatives}\n'
+        f"valid_fraction = 0.2\ntest_fraction = 0.2\n{sources}"
+    )
 
 
 def random_logs(folder: Path, mode: str, seed: int = 0, **toml) -> Path:
@@ -48,8 +52,9 @@ def random_logs(folder: Path, mode: str, seed: int = 0, **toml) -> Path:
             rows.append((user, shown_items[j][0], shown + label * rng.randrange(3), label, f"L{k}", position))
     rng.shuffle(rows)
     events = ["user_id,item_id,timestamp,label,list_id,position"] + [",".join(map(str, r)) for r in rows]
-    return write_logs(folder, toml=random_toml(mode, **toml), items="\n".join(item_rows) + "\n",
-                      events="\n".join(events) + "\n")
+    return write_logs(
+        folder, toml=random_toml(mode, **toml), items="\n".join(item_rows) + "\n", events="\n".join(events) + "\n"
+    )
 
 
 def raw_events(logs: Path) -> list[dict]:
@@ -73,8 +78,10 @@ def item_ids(data: PreparedData, index: np.ndarray) -> list[list[list[str | None
 
 def reference_history(rows: list[dict], user: str, ts: float, sources: list[str], t: int, lag: int, view: str):
     """Newest-first per-source (item, age) lists: clicks strictly before ts, minus the newest `lag` for cloud."""
-    clicks = sorted((r for r in rows if r["user_id"] == user and r["label"] == 1 and r["ts"] < ts),
-                    key=lambda r: (r["ts"], r["line"]))
+    clicks = sorted(
+        (r for r in rows if r["user_id"] == user and r["label"] == 1 and r["ts"] < ts),
+        key=lambda r: (r["ts"], r["line"]),
+    )
     if view == "cloud":
         clicks = clicks[: max(len(clicks) - lag, 0)]
     out = []
@@ -123,10 +130,18 @@ def test_cloud_view_is_device_view_minus_newest_lag(tiny_data):
     data = PreparedData(tiny_data)
     arrays = concat(data)
     for l in range(len(arrays["ts"])):
-        device = [(a, i) for s in range(2) for a, i in zip(arrays["hist_device_age"][l, s], arrays["hist_device"][l, s])
-                  if i >= 0]
-        cloud = [(a, i) for s in range(2) for a, i in zip(arrays["hist_cloud_age"][l, s], arrays["hist_cloud"][l, s])
-                 if i >= 0]
+        device = [
+            (a, i)
+            for s in range(2)
+            for a, i in zip(arrays["hist_device_age"][l, s], arrays["hist_device"][l, s])
+            if i >= 0
+        ]
+        cloud = [
+            (a, i)
+            for s in range(2)
+            for a, i in zip(arrays["hist_cloud_age"][l, s], arrays["hist_cloud"][l, s])
+            if i >= 0
+        ]
         assert set(cloud) <= set(device)
         assert len(device) - len(cloud) == min(1, len(device))  # lag = 1, t not reached in tiny_logs
         if len(device) > len(cloud):  # the one dropped is the youngest behaviour (ties: the later row)
@@ -165,10 +180,13 @@ def test_logged_candidates_match_reference(tmp_path):
         first = min(rows, key=lambda r: (r["ts"], r["line"]))
         per_source = []
         for s in SOURCES:
-            mine = sorted((r for r in rows if r["source"] == s),
-                          key=lambda r: (int(r["position"]) if r["position"] else float("inf"), r["line"]))[:n]
-            per_source.append([(r["item_id"], r["label"], int(r["position"] or -1)) for r in mine]
-                              + [(None, 0, -1)] * (n - len(mine)))
+            mine = sorted(
+                (r for r in rows if r["source"] == s),
+                key=lambda r: (int(r["position"]) if r["position"] else float("inf"), r["line"]),
+            )[:n]
+            per_source.append(
+                [(r["item_id"], r["label"], int(r["position"] or -1)) for r in mine] + [(None, 0, -1)] * (n - len(mine))
+            )
         expected.append(((first["ts"], first["line"]), first["user_id"], per_source))
     expected.sort(key=lambda e: e[0])
     users = np.asarray(data.users())
@@ -211,7 +229,9 @@ def test_sampled_lists(tmp_path):
         for s, source in enumerate(SOURCES):  # grouped by source
             assert all(i.startswith(source) for i in ids[l][s] if i is not None)
         clicked_by_then = {r["item_id"] for r in clicks if r["user_id"] == click["user_id"] and r["ts"] <= click["ts"]}
-        negatives = [i for s in range(3) for j, i in enumerate(ids[l][s]) if i is not None and not arrays["label"][l, s, j]]
+        negatives = [
+            i for s in range(3) for j, i in enumerate(ids[l][s]) if i is not None and not arrays["label"][l, s, j]
+        ]
         assert not clicked_by_then & set(negatives)
     assert (arrays["position"] == -1).all()
     # with 15 items and 6 negatives some sources get more than n = 3: negatives dropped, never the positive
@@ -244,8 +264,9 @@ def test_time_split_has_no_overlap(tmp_path):
 
 
 def spec(valid: float, test: float) -> DatasetSpec:
-    return DatasetSpec(sources=[SourceSpec(name="a", target_share=1, dense=[{"name": "x"}])],
-                       valid_fraction=valid, test_fraction=test)
+    return DatasetSpec(
+        sources=[SourceSpec(name="a", target_share=1, dense=[{"name": "x"}])], valid_fraction=valid, test_fraction=test
+    )
 
 
 def test_time_split_ties_go_to_the_later_split():
@@ -266,9 +287,18 @@ def test_prepared_data_loads_back_memory_mapped(tiny_data):
     assert set(train) == set(ARRAYS) and all(isinstance(a, np.memmap) for a in train.values())
     assert train["cand_item"].shape == (6, 2, 3) and train["hist_cloud"].shape == (6, 2, 4)
     dtypes = {k: str(a.dtype) for k, a in train.items()}
-    assert dtypes == {"user": "int64", "ts": "float64", "cand_item": "int64", "label": "float32",
-                      "click_prob": "float32", "position": "int64", "hist_device": "int64", "hist_cloud": "int64",
-                      "hist_device_age": "float32", "hist_cloud_age": "float32"}
+    assert dtypes == {
+        "user": "int64",
+        "ts": "float64",
+        "cand_item": "int64",
+        "label": "float32",
+        "click_prob": "float32",
+        "position": "int64",
+        "hist_device": "int64",
+        "hist_cloud": "int64",
+        "hist_device_age": "float32",
+        "hist_cloud_age": "float32",
+    }
     video = data.items("video")
     assert isinstance(video.dense, np.memmap) and video.dense.shape == (5, 2) and video.categorical.shape == (5, 1)
     assert list(video.ids) == ["v1", "v2", "v3", "v4", "v5"] and list(data.users()) == ["u1", "u2"]
@@ -340,7 +370,10 @@ def test_cli_prepare_and_stats(tiny_logs, tmp_path, capsys):
     assert "lists: train 6, valid 2, test 2" in capsys.readouterr().out
     assert cli("stats", "--data", str(out), "--json") == 0
     stats = json.loads(capsys.readouterr().out)
-    assert stats["sources"] == {"video": {"target_share": 0.6, "items": 5}, "article": {"target_share": 0.4, "items": 4}}
+    assert stats["sources"] == {
+        "video": {"target_share": 0.6, "items": 5},
+        "article": {"target_share": 0.4, "items": 4},
+    }
     train = stats["splits"]["train"]
     assert train["lists"] == 6 and train["click_rate"] == pytest.approx(6 / 15)
     # cold: L2 (u2 at 300) and L4 (u2 at 500) have video candidates but no video click before
@@ -354,9 +387,12 @@ def test_cli_prepare_and_stats(tiny_logs, tmp_path, capsys):
 
 def test_memory_is_checked_before_the_lists_are_built(tiny_logs, tmp_path):
     out = tmp_path / "data"
-    with pytest.raises(ValueError, match=r"dataset\.toml: 10 lists of m=2 sources with n=3 candidates and t=4 "
-                                         r"history need about .* GiB, more than the .* GiB of memory available; "
-                                         r"lower n or t in dataset\.toml"):
+    with pytest.raises(
+        ValueError,
+        match=r"dataset\.toml: 10 lists of m=2 sources with n=3 candidates and t=4 "
+        r"history need about .* GiB, more than the .* GiB of memory available; "
+        r"lower n or t in dataset\.toml",
+    ):
         prepare(tiny_logs, out, memory_limit=1000)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
     logs = read_logs(tiny_logs)

@@ -48,8 +48,7 @@ def run_path(path: str, logs: Path, out: Path, **kwargs) -> Path:
     if path == "memory":
         prepare(logs, out, **kwargs)
     else:
-        prepare_out_of_core(logs, out, memory_limit=1 << 30, shards=3, ray="auto" if path == "ray" else None,
-                            **kwargs)
+        prepare_out_of_core(logs, out, memory_limit=1 << 30, shards=3, ray="auto" if path == "ray" else None, **kwargs)
     return out
 
 
@@ -93,8 +92,9 @@ def movielens(tmp_path_factory, request) -> dict[str, Path]:
     if not MOVIELENS.is_dir():
         pytest.skip(f"{MOVIELENS} is absent (the shared MovieLens copy is not mounted)")
     folder = tmp_path_factory.mktemp("movielens")  # converted LOGS live outside the repository
-    write_movielens(convert(read_ratings(MOVIELENS / "ratings.csv"), read_movies(MOVIELENS / "movies.csv")),
-                    folder / "logs")
+    write_movielens(
+        convert(read_ratings(MOVIELENS / "ratings.csv"), read_movies(MOVIELENS / "movies.csv")), folder / "logs"
+    )
     return _three_ways(folder / "logs", folder, request)
 
 
@@ -170,7 +170,8 @@ def test_bad_events_same_error_every_path(tmp_path, case, suffix):
     bad_line = len((logs / "events.csv").read_text().splitlines())
     if suffix == ".parquet":
         pd.read_csv(logs / "events.csv", dtype=str, keep_default_na=False).replace("", None).to_parquet(
-            logs / "events.parquet", index=False)
+            logs / "events.parquet", index=False
+        )
         (logs / "events.csv").unlink()
     messages = []
     for engine in ("memory", "duckdb"):
@@ -183,8 +184,13 @@ def test_bad_events_same_error_every_path(tmp_path, case, suffix):
     assert not (tmp_path / "data").exists() and [p.name for p in tmp_path.iterdir()] == ["logs"]  # nothing left
 
 
-@pytest.mark.parametrize("bad,expected", [(b"u1,v1,100,0,l\xe91,0\n", "line 30: byte 0xe9 is not UTF-8"),
-                                          (b"u1,v1,100,0,l\x001,0\n", "line 30: a NUL byte")])
+@pytest.mark.parametrize(
+    "bad,expected",
+    [
+        (b"u1,v1,100,0,l\xe91,0\n", "line 30: byte 0xe9 is not UTF-8"),
+        (b"u1,v1,100,0,l\x001,0\n", "line 30: a NUL byte"),
+    ],
+)
 def test_encoding_errors_same_every_path(tmp_path, bad, expected):
     logs = write_logs(tmp_path / "logs")
     with (logs / "events.csv").open("ab") as fh:
@@ -202,8 +208,11 @@ def test_logs_level_errors_same_every_path(tmp_path):
     no_lists = write_logs(tmp_path / "a", events="user_id,item_id,timestamp,label\nu1,v1,1,1\nu1,v2,2,0\n")
     missing_user = write_logs(tmp_path / "b", users="user_id\nu1\n")
     huge_dense = write_logs(tmp_path / "c", items=TINY_ITEMS.replace("v1,video,drama,0.1,", "v1,video,drama,1e39,"))
-    for logs, expected in ((no_lists, "no row has a list_id"), (missing_user, "is not in users.csv"),
-                           (huge_dense, "items.csv: line 2: column 'emb_0' (dense feature of source 'video') must")):
+    for logs, expected in (
+        (no_lists, "no row has a list_id"),
+        (missing_user, "is not in users.csv"),
+        (huge_dense, "items.csv: line 2: column 'emb_0' (dense feature of source 'video') must"),
+    ):
         messages = []
         for engine in ("memory", "duckdb"):
             with pytest.raises(ValueError) as err:
@@ -257,8 +266,9 @@ def test_engine_choice_and_cli(tmp_path, capsys):
     parser = build_parser({"prepare": "cloud.commands.prepare"})
     args = parser.parse_args(["prepare", "--logs", str(logs), "--out", str(tmp_path / "a")])
     assert args._run(args) == 0 and "prepared in memory" in capsys.readouterr().out
-    args = parser.parse_args(["prepare", "--logs", str(logs), "--out", str(tmp_path / "b"), "--engine", "duckdb",
-                              "--memory-limit", "256MB"])
+    args = parser.parse_args(
+        ["prepare", "--logs", str(logs), "--out", str(tmp_path / "b"), "--engine", "duckdb", "--memory-limit", "256MB"]
+    )
     assert args._run(args) == 0 and "prepared out of core with DuckDB" in capsys.readouterr().out
     assert_same_data(tmp_path / "a", tmp_path / "b")
 

@@ -22,8 +22,9 @@ def run(tmp_path_factory):
 
 def active(service):
     """What the refresh reads of the active bundle: its embedding version and sources."""
-    return SimpleNamespace(manifest=SimpleNamespace(embedding_version=service.embedding_version,
-                                                    source_names=service.spec.source_names))
+    return SimpleNamespace(
+        manifest=SimpleNamespace(embedding_version=service.embedding_version, source_names=service.spec.source_names)
+    )
 
 
 def refresh_through(service, tmp_path, clicked: dict[str, list[str]]):
@@ -39,6 +40,7 @@ def refresh_through(service, tmp_path, clicked: dict[str, list[str]]):
     async def record_path(request, call_next):
         seen["paths"].append(request.url.path)
         return await call_next(request)
+
     with serve_in_thread(app) as url, HistoryStore(tmp_path / "h.db") as store:
         dims = dict(zip(service.spec.source_names, service.model.item_encoder.vector_dims()))
         for source, ids in clicked.items():

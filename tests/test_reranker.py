@@ -24,8 +24,12 @@ def reranker(device_bundle, tmp_path):
 def _clicks(manifest, source_index: int, count: int, seed: int = 1, t0: float = 1000.0) -> list[BehaviorEvent]:
     rng = np.random.default_rng(seed)
     name, dim = manifest.source_names[source_index], manifest.vector_dims[source_index]
-    return [BehaviorEvent(item_id=f"h{name}{i}", source=name, action="click", ts=t0 + i,
-                          vector=rng.standard_normal(dim).tolist()) for i in range(count)]
+    return [
+        BehaviorEvent(
+            item_id=f"h{name}{i}", source=name, action="click", ts=t0 + i, vector=rng.standard_normal(dim).tolist()
+        )
+        for i in range(count)
+    ]
 
 
 def test_rerank_returns_every_candidate_once_with_stage_timings(reranker):
@@ -119,10 +123,14 @@ def _bad_slates(manifest):
         (_with(good, sources=[video, video]), r"slate.sources\[1\].source 'video' appears twice"),
         (_with(good, sources=[SourceCandidates(source=video.source, items=too_many)]), "at most n="),
         (_with(good, sources=[SourceCandidates(source=video.source, items=[video.items[0]] * 2)]), "item ids repeat"),
-        (_with(good, sources=[article, SourceCandidates(source=video.source, items=[article.items[0]])]),
-         r"slate.sources\[1\].items\[0\].vector: .* values, source 'video' takes"),
-        (_with(good, sources=[SourceCandidates(source=video.source, items=[nan_item])]),
-         r"items\[0\].vector holds NaN"),
+        (
+            _with(good, sources=[article, SourceCandidates(source=video.source, items=[article.items[0]])]),
+            r"slate.sources\[1\].items\[0\].vector: .* values, source 'video' takes",
+        ),
+        (
+            _with(good, sources=[SourceCandidates(source=video.source, items=[nan_item])]),
+            r"items\[0\].vector holds NaN",
+        ),
         (_with(good, sources=[SourceCandidates(source=video.source, items=[])]), "slate.sources: no candidate items"),
         (_with(good, sources=[]), "slate.sources: no candidate items"),
     ]
@@ -155,7 +163,7 @@ def test_clicks_on_slate_items_use_the_cached_vectors(reranker):
     reranker.rerank(slate)  # caches the slate's item vectors
     item = slate.sources[1].items[2]
     reranker.record(BehaviorEvent(item_id=item.item_id, source=manifest.source_names[1], action="click", ts=5.0))
-    (_, vector), = reranker.store.last_clicks(manifest.source_names, manifest.t)[1]
+    ((_, vector),) = reranker.store.last_clicks(manifest.source_names, manifest.t)[1]
     np.testing.assert_array_equal(vector, np.asarray(item.vector, np.float32))
 
 

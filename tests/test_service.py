@@ -62,15 +62,28 @@ def test_health_version_and_openapi(client, service):
     assert info["model_name"] == "dir" and info["sources"] == ["video", "article"] and info["schema_version"] == 1
     assert info["vector_dims"] == service.model.item_encoder.vector_dims() and info["max_vector_ids"] == 5
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/health", "/version", "/v1/users", "/v1/users/{user_id}/slate", "/v1/lists/{split}/{row}",
-            "/v1/vectors", "/v1/bundles", "/v1/bundles/{version}", "/v1/bundles/{version}/files/{name}"} <= set(paths)
+    assert {
+        "/health",
+        "/version",
+        "/v1/users",
+        "/v1/users/{user_id}/slate",
+        "/v1/lists/{split}/{row}",
+        "/v1/vectors",
+        "/v1/bundles",
+        "/v1/bundles/{version}",
+        "/v1/bundles/{version}/files/{name}",
+    } <= set(paths)
     assert "swagger" in client.get("/docs").text.lower()
 
 
 def test_no_endpoint_accepts_behaviour(client):
     spec = client.get("/openapi.json").json()
-    with_body = [(method, path) for path, ops in spec["paths"].items() for method, op in ops.items()
-                 if method in ("post", "put", "patch") or "requestBody" in op]
+    with_body = [
+        (method, path)
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if method in ("post", "put", "patch") or "requestBody" in op
+    ]
     assert with_body == [("post", "/v1/vectors"), ("post", "/v1/vectors/buckets")]
     assert set(spec["components"]["schemas"]["VectorRequest"]["properties"]) == {"ids"}
     assert set(spec["components"]["schemas"]["BucketRequest"]["properties"]) == {"buckets"}
@@ -95,8 +108,9 @@ def test_user_slate_follows_popularity_and_affinity_without_clicked_items(client
             assert np.allclose([s for _, s in got[source]], [s for _, s in items]), (user, source)
         ids = service.data.items("video").ids
         rows = np.array([list(ids).index(i.item_id) for i in slate.sources[0].items])
-        assert np.allclose([i.vector for i in slate.sources[0].items], encode_items(service.model, service.data,
-                                                                                   "video", rows))
+        assert np.allclose(
+            [i.vector for i in slate.sources[0].items], encode_items(service.model, service.data, "video", rows)
+        )
         assert {"upstream", "encode", "app"} <= set(_timings(response))
     assert client.get("/v1/users/u1/slate?n=1").json()["sources"][0]["items"][0]["item_id"] == "v3"
     assert service.data.items("video") is service.data.items("video")  # opened once, not per request
@@ -143,12 +157,16 @@ def test_vectors_known_unknown_and_limits(client, service):
     assert too_many.status_code == 413 and "at most 5" in too_many.json()["detail"]
     big = client.post("/v1/vectors", json={"ids": {"video": ["v" * 3000]}})
     assert big.status_code == 413 and "limit of 2000 bytes" in big.json()["detail"]
-    streamed = client.post("/v1/vectors", content=iter([b'{"ids": {"video": ["', b"v" * 1500, b"v" * 1500, b'"]}}']),
-                           headers={"content-type": "application/json"})
+    streamed = client.post(
+        "/v1/vectors",
+        content=iter([b'{"ids": {"video": ["', b"v" * 1500, b"v" * 1500, b'"]}}']),
+        headers={"content-type": "application/json"},
+    )
     assert "content-length" not in streamed.request.headers
     assert streamed.status_code == 413 and "limit of 2000 bytes" in streamed.json()["detail"]
-    small_streamed = client.post("/v1/vectors", content=iter([b'{"ids": {"video": ', b'["v1"]}}']),
-                                 headers={"content-type": "application/json"})
+    small_streamed = client.post(
+        "/v1/vectors", content=iter([b'{"ids": {"video": ', b'["v1"]}}']), headers={"content-type": "application/json"}
+    )
     assert small_streamed.status_code == 200 and small_streamed.json()["sources"][0]["items"][0]["item_id"] == "v1"
 
 

@@ -16,9 +16,17 @@ from tests.service_fixtures import serve_in_thread, served_bundle, tiny_run
 from tests.test_feed_app import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, wait_for
 
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"  # ReDoc's footer logo; it hides the image when offline
-ROUTES = {"/health": "get", "/version": "get", "/v1/users": "get", "/v1/users/{user_id}/slate": "get",
-          "/v1/lists/{split}/{row}": "get", "/v1/vectors": "post", "/v1/bundles": "get",
-          "/v1/bundles/{version}": "get", "/v1/bundles/{version}/files/{name}": "get"}
+ROUTES = {
+    "/health": "get",
+    "/version": "get",
+    "/v1/users": "get",
+    "/v1/users/{user_id}/slate": "get",
+    "/v1/lists/{split}/{row}": "get",
+    "/v1/vectors": "post",
+    "/v1/bundles": "get",
+    "/v1/bundles/{version}": "get",
+    "/v1/bundles/{version}/files/{name}": "get",
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +53,20 @@ def _provoked(client: TestClient) -> list[tuple[str, object]]:
         ("/v1/vectors", client.post("/v1/vectors", json={"ids": {"video": "v1"}})),
         ("/v1/bundles/{version}", client.get("/v1/bundles/b-nope")),
         ("/v1/bundles/{version}/files/{name}", client.get("/v1/bundles/b1/files/nope.bin")),
-        ("/v1/bundles/{version}/files/{name}", client.get("/v1/bundles/b1/files/model.tflite",
-                                                          headers={"Range": "bytes=999999-"})),
+        (
+            "/v1/bundles/{version}/files/{name}",
+            client.get("/v1/bundles/b1/files/model.tflite", headers={"Range": "bytes=999999-"}),
+        ),
     ]
 
 
 def test_openapi_declares_exactly_the_4xx_each_route_answers_with_its_body(app):
     client = TestClient(app)
     spec = client.get("/openapi.json").json()
-    declared = {path: {int(code) for code in spec["paths"][path][method]["responses"] if code.startswith("4")}
-                for path, method in ROUTES.items()}
+    declared = {
+        path: {int(code) for code in spec["paths"][path][method]["responses"] if code.startswith("4")}
+        for path, method in ROUTES.items()
+    }
     answered: dict[str, set[int]] = {path: set() for path in ROUTES}
     for path, response in _provoked(client):
         assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
@@ -64,7 +76,8 @@ def test_openapi_declares_exactly_the_4xx_each_route_answers_with_its_body(app):
             model = ERRORS[response.status_code][0]
             model.model_validate(response.json())  # the body has the declared schema
             ref = spec["paths"][path][ROUTES[path]]["responses"][str(response.status_code)]["content"][
-                "application/json"]["schema"]["$ref"]
+                "application/json"
+            ]["schema"]["$ref"]
             assert ref.endswith(f"/{model.__name__}")
     assert answered == declared  # nothing declared that no request can provoke
     for path, method in ROUTES.items():
@@ -74,13 +87,22 @@ def test_openapi_declares_exactly_the_4xx_each_route_answers_with_its_body(app):
 def test_every_model_in_the_spec_has_field_descriptions_and_an_example(app):
     spec = TestClient(app).get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    assert {"CandidateSlate", "ItemVectors", "VectorRequest", "BundleList", "ServiceInfo", "UserList",
-            "ErrorBody", "InvalidRequest"} <= set(schemas)
+    assert {
+        "CandidateSlate",
+        "ItemVectors",
+        "VectorRequest",
+        "BundleList",
+        "ServiceInfo",
+        "UserList",
+        "ErrorBody",
+        "InvalidRequest",
+    } <= set(schemas)
     for name, schema in schemas.items():
         missing = [field for field, prop in schema.get("properties", {}).items() if not prop.get("description")]
         assert not missing, f"{name}: fields without a description: {missing}"
-        assert schema.get("examples") or all(p.get("examples") for p in schema["properties"].values()), \
+        assert schema.get("examples") or all(p.get("examples") for p in schema["properties"].values()), (
             f"{name} has no example"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +119,11 @@ def offline_browser(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, "--proxy-server=http://127.0.0.1:9",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        *CHROMIUM_FLAGS,
+        "--proxy-server=http://127.0.0.1:9",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
@@ -114,13 +139,19 @@ def test_docs_pages_render_the_endpoints_offline(app, offline_browser):
             html = TestClient(app).get(page).text
             assert "http://" not in html.replace(url, "") and "https://" not in html, f"{page} links off the machine"
         browser.get(f"{url}/docs")
-        wait_for(browser, lambda d: len(d.find_elements("css selector", ".opblock-summary-path")) >= len(ROUTES),
-                 "Swagger UI to list the operations")
+        wait_for(
+            browser,
+            lambda d: len(d.find_elements("css selector", ".opblock-summary-path")) >= len(ROUTES),
+            "Swagger UI to list the operations",
+        )
         paths = {e.text.replace("\u200b", "") for e in browser.find_elements("css selector", ".opblock-summary-path")}
         assert set(ROUTES) <= paths
         browser.get(f"{url}/redoc")
-        wait_for(browser, lambda d: "/v1/vectors" in d.find_element("tag name", "body").text,
-                 "ReDoc to render the operations")
+        wait_for(
+            browser,
+            lambda d: "/v1/vectors" in d.find_element("tag name", "body").text,
+            "ReDoc to render the operations",
+        )
         assert "Current vectors of item ids per source" in browser.find_element("tag name", "body").text
         loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         off_machine = [u for u in loaded if not u.startswith(url) and u != REDOC_LOGO]

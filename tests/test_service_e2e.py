@@ -20,8 +20,8 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.export import write_bundle
-from cloud.training.runs import load_run
 from cloud.service.slates import encode_items
+from cloud.training.runs import load_run
 from cloud.training.trainer import TrainConfig, train
 from device_runtime import signed
 from device_runtime.bundle import BundleRegistry
@@ -42,16 +42,40 @@ def cloud(tmp_path_factory):
     train(TrainConfig(epochs=1, model_options=SMALL_DIR), root / "data", root / "run", progress=False)
     run = load_run(root / "run")
     (root / "bundles").mkdir()
-    write_bundle(run.model, run.spec, root / "bundles" / "b1", backends="tflite", model_version="b1",
-                 embedding_version=run.embedding_version, progress=lambda *a, **k: None)
+    write_bundle(
+        run.model,
+        run.spec,
+        root / "bundles" / "b1",
+        backends="tflite",
+        model_version="b1",
+        embedding_version=run.embedding_version,
+        progress=lambda *a, **k: None,
+    )
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
     log = open(root / "serve.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "cloud.cli", "serve", "--run", str(root / "run"), "--data", str(root / "data"),
-         "--bundles", str(root / "bundles"), "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "serve",
+            "--run",
+            str(root / "run"),
+            "--data",
+            str(root / "data"),
+            "--bundles",
+            str(root / "bundles"),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     client = CloudClient(f"http://127.0.0.1:{port}", timeout=10)
     try:
         deadline = time.monotonic() + 90
@@ -63,8 +87,9 @@ def cloud(tmp_path_factory):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"dir-cloud serve did not come up:\n{(root / 'serve.log').read_text()[-3000:]}")
                 time.sleep(0.25)
-        yield SimpleNamespace(process=process, client=client, run=run, data=PreparedData(root / "data"),
-                              users=client.users(limit=5))
+        yield SimpleNamespace(
+            process=process, client=client, run=run, data=PreparedData(root / "data"), users=client.users(limit=5)
+        )
     finally:
         process.terminate()
         try:
@@ -110,8 +135,9 @@ def test_sync_rerank_click_and_the_next_rerank_uses_it(cloud, tmp_path):
     diff = max(abs(_scores(second)[i] - _scores(first)[i]) for i in _scores(first))
     assert diff > 1e-6, "the click in the history did not change any score"
     again = cloud.client.fetch_slate(user)  # the cloud never saw the click: same candidates
-    assert [[i.item_id for i in s.items] for s in again.sources] == [[i.item_id for i in s.items]
-                                                                     for s in slate.sources]
+    assert [[i.item_id for i in s.items] for s in again.sources] == [
+        [i.item_id for i in s.items] for s in slate.sources
+    ]
 
 
 def test_device_keeps_serving_offline_when_the_cloud_is_garbage_or_down(cloud, tmp_path):

@@ -23,8 +23,13 @@ from hypothesis import strategies as st
 from cloud.service import BundleFolder, CloudService, create_app
 from tests.service_fixtures import serve_in_thread, served_bundle, tiny_run
 
-FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 COUNTS: Counter = Counter()
 CLEAR = {400, 404, 405, 413, 416, 422}
 
@@ -42,8 +47,10 @@ def server(tmp_path_factory):
             yield client, root
             assert client.get("/health").json() == {"status": "ok"}  # still serving after everything
     assert folder_digest(root / "bundles") == before
-    print(f"\nfuzz service requests: {COUNTS['cases']} requests, {COUNTS['answered']} answered 2xx/3xx, "
-          f"{COUNTS['clear errors']} clear errors, {COUNTS['crashes']} crashes (500)")
+    print(
+        f"\nfuzz service requests: {COUNTS['cases']} requests, {COUNTS['answered']} answered 2xx/3xx, "
+        f"{COUNTS['clear errors']} clear errors, {COUNTS['crashes']} crashes (500)"
+    )
 
 
 def folder_digest(folder) -> str:
@@ -56,6 +63,7 @@ def folder_digest(folder) -> str:
 def strict_json(text: str):
     def refuse(constant):
         raise AssertionError(f"the answer holds {constant}, which is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -82,10 +90,17 @@ def check(response: httpx.Response) -> httpx.Response:
 # --- the findings --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    b'{"ids": {"video": [NaN]}}', b'{"ids": {"video": [Infinity]}}', b'{"ids": {"video": ["v1"]}, "x": -Infinity}',
-    b'NaN', b'{"ids": NaN}', b'{"ids": {"video": [1e999]}}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"ids": {"video": [NaN]}}',
+        b'{"ids": {"video": [Infinity]}}',
+        b'{"ids": {"video": ["v1"]}, "x": -Infinity}',
+        b"NaN",
+        b'{"ids": NaN}',
+        b'{"ids": {"video": [1e999]}}',
+    ],
+)
 def test_nan_and_infinity_bodies_are_a_422_that_does_not_echo_them(server, body):
     client, _ = server
     response = check(client.post("/v1/vectors", content=body, headers={"content-type": "application/json"}))
@@ -98,8 +113,11 @@ def test_nan_and_infinity_bodies_are_a_422_that_does_not_echo_them(server, body)
 
 def test_invalid_bodies_never_echo_the_input(server):
     client, _ = server
-    for body, content_type in ((b"\xff\xfe{}", "application/json"), (b'{"ids": {"video": "' + b"x" * 500 + b'"}}',
-                               "application/json"), (b"ids=\xff", "text/plain")):
+    for body, content_type in (
+        (b"\xff\xfe{}", "application/json"),
+        (b'{"ids": {"video": "' + b"x" * 500 + b'"}}', "application/json"),
+        (b"ids=\xff", "text/plain"),
+    ):
         response = check(client.post("/v1/vectors", content=body, headers={"content-type": content_type}))
         assert response.status_code in (400, 422) and "xxxxx" not in response.text
 
@@ -127,15 +145,21 @@ def test_head_on_a_bundle_file_gives_the_get_headers_without_a_body(server):
 # --- fuzzing ---------------------------------------------------------------------------------------------------
 
 any_text = st.text(st.characters(), max_size=12)  # lone surrogates too: escaped, or sent as invalid UTF-8
-numbers = st.one_of(st.integers(-2**80, 2**80), st.floats(allow_nan=True, allow_infinity=True))
-json_values = st.recursive(st.one_of(st.none(), st.booleans(), numbers, any_text),
-                           lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                   st.dictionaries(any_text, inner, max_size=4)), max_leaves=12)
+numbers = st.one_of(st.integers(-(2**80), 2**80), st.floats(allow_nan=True, allow_infinity=True))
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), numbers, any_text),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(any_text, inner, max_size=4)),
+    max_leaves=12,
+)
 item_ids = st.one_of(st.sampled_from(["v1", "v2", "a1", "a4", "zz", "", " v1", "V1"]), any_text, numbers)
 near_valid = st.fixed_dictionaries(
-    {"ids": st.dictionaries(st.one_of(st.sampled_from(["video", "article"]), any_text), st.lists(item_ids, max_size=6),
-                            max_size=3)},
-    optional={"extra": json_values, "clicks": st.lists(item_ids, max_size=3)})
+    {
+        "ids": st.dictionaries(
+            st.one_of(st.sampled_from(["video", "article"]), any_text), st.lists(item_ids, max_size=6), max_size=3
+        )
+    },
+    optional={"extra": json_values, "clicks": st.lists(item_ids, max_size=3)},
+)
 
 
 @st.composite
@@ -144,14 +168,25 @@ def bodies(draw, values) -> tuple[bytes, str | None]:
     raw = json.dumps(value, allow_nan=True, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
     kind = draw(st.sampled_from(["as is", "as is", "cut", "junk", "pad"]))
     if kind == "cut":
-        raw = raw[:draw(st.integers(0, len(raw)))]
+        raw = raw[: draw(st.integers(0, len(raw)))]
     elif kind == "junk":
         at = draw(st.integers(0, len(raw)))
         raw = raw[:at] + draw(st.binary(min_size=1, max_size=6)) + raw[at:]
     elif kind == "pad":
         raw = b"[" * draw(st.integers(1, 5000)) + raw
-    content_type = draw(st.sampled_from(["application/json", "application/json", "application/json; charset=latin-1",
-                                         "application/x+json", "text/plain", "multipart/form-data", None]))
+    content_type = draw(
+        st.sampled_from(
+            [
+                "application/json",
+                "application/json",
+                "application/json; charset=latin-1",
+                "application/x+json",
+                "text/plain",
+                "multipart/form-data",
+                None,
+            ]
+        )
+    )
     return raw, content_type
 
 
@@ -176,10 +211,34 @@ def encoded(segment: str) -> str:
     return quote(segment.encode("utf-8", "surrogatepass"), safe="")
 
 
-segments = st.one_of(any_text.map(encoded), st.sampled_from([
-    "..", ".", "%2e%2e", "%2F", "b1", "u1", "u2", "model.pte", "manifest.json", "..%2foutside.txt", "%2fetc%2fpasswd",
-    "..%2f..%2foutside.txt", "b1%2f..%2fb1", "%00", "%ff", "%ed%a0%80", "latest", "train", "0", "-1",
-    "99999999999999999999"]))
+segments = st.one_of(
+    any_text.map(encoded),
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "%2e%2e",
+            "%2F",
+            "b1",
+            "u1",
+            "u2",
+            "model.pte",
+            "manifest.json",
+            "..%2foutside.txt",
+            "%2fetc%2fpasswd",
+            "..%2f..%2foutside.txt",
+            "b1%2f..%2fb1",
+            "%00",
+            "%ff",
+            "%ed%a0%80",
+            "latest",
+            "train",
+            "0",
+            "-1",
+            "99999999999999999999",
+        ]
+    ),
+)
 
 
 @st.composite
@@ -187,18 +246,66 @@ def requests(draw, routes: str) -> tuple[str, str, dict]:
     a, b = draw(segments), draw(segments)
     headers = {}
     if routes == "bundles":
-        path = draw(st.sampled_from([f"/v1/bundles/{a}", f"/v1/bundles/{a}/files/{b}", f"/v1/bundles/b1/files/{a}",
-                                     "/v1/bundles", f"/v1/bundles/{a}/files"]))
+        path = draw(
+            st.sampled_from(
+                [
+                    f"/v1/bundles/{a}",
+                    f"/v1/bundles/{a}/files/{b}",
+                    f"/v1/bundles/b1/files/{a}",
+                    "/v1/bundles",
+                    f"/v1/bundles/{a}/files",
+                ]
+            )
+        )
         if draw(st.booleans()):
-            headers["range"] = draw(st.sampled_from(["bytes=0-10", "bytes=10-", "bytes=-5", "bytes=99999-",
-                                                     "bytes=5-1", "bytes=a-b", "items=0-1", "bytes=0-1,3-4"]))
+            headers["range"] = draw(
+                st.sampled_from(
+                    [
+                        "bytes=0-10",
+                        "bytes=10-",
+                        "bytes=-5",
+                        "bytes=99999-",
+                        "bytes=5-1",
+                        "bytes=a-b",
+                        "items=0-1",
+                        "bytes=0-1,3-4",
+                    ]
+                )
+            )
         if draw(st.booleans()):
             headers["if-none-match"] = draw(st.sampled_from(["*", '"x"', "W/", "", ","]))
     else:
-        query = draw(st.sampled_from(["", "?n=1", "?n=0", "?n=nan", "?n=1e400", "?n=" + encoded(draw(any_text)),
-                                      "?offset=-1", "?offset=99999999999999999999&limit=1001", "?limit=abc"]))
-        path = draw(st.sampled_from([f"/v1/users/{a}/slate", f"/v1/lists/{a}/{b}", "/v1/users", f"/v1/{a}",
-                                     f"/{a}", "/version", "/health"])) + query
+        query = draw(
+            st.sampled_from(
+                [
+                    "",
+                    "?n=1",
+                    "?n=0",
+                    "?n=nan",
+                    "?n=1e400",
+                    "?n=" + encoded(draw(any_text)),
+                    "?offset=-1",
+                    "?offset=99999999999999999999&limit=1001",
+                    "?limit=abc",
+                ]
+            )
+        )
+        path = (
+            draw(
+                st.sampled_from(
+                    [
+                        f"/v1/users/{a}/slate",
+                        f"/v1/lists/{a}/{b}",
+                        "/v1/users",
+                        f"/v1/{a}",
+                        f"/{a}",
+                        "/version",
+                        "/health",
+                    ]
+                )
+            )
+            + query
+        )
     return draw(st.sampled_from(["GET", "GET", "HEAD"])), path, headers
 
 
@@ -208,8 +315,12 @@ def test_fuzzed_bundle_requests(server, request):
     client, root = server
     method, path, headers = request
     response = check(client.request(method, path, headers=headers))
-    if "/files/" in response.request.url.path and response.status_code in (200, 206) and method == "GET" \
-            and not response.headers["content-type"].startswith("multipart/"):
+    if (
+        "/files/" in response.request.url.path
+        and response.status_code in (200, 206)
+        and method == "GET"
+        and not response.headers["content-type"].startswith("multipart/")
+    ):
         served = {p.read_bytes() for p in (root / "bundles").rglob("*") if p.is_file()}
         assert any(response.content in data for data in served)  # only bytes of bundle files, never outside.txt
 

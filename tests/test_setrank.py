@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from tests.baseline_checks import (
-    SPEC, build, single_thread, check_equivariant, check_padding_invariance, check_runtime_parity, check_shapes,
-    check_torch_export, check_training_reduces_loss,
+    SPEC,
+    build,
+    check_equivariant,
+    check_padding_invariance,
+    check_runtime_parity,
+    check_shapes,
+    check_torch_export,
+    check_training_reduces_loss,
+    single_thread,
 )
 from tests.test_dir_model import make_batch
 

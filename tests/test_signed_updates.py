@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata
 
+from cloud.export.signing import SignedRepository, create_keys, load_signer
 from cloud.service import BundleFolder, CloudService, create_app
 from cloud.service.bundles import SignedFiles
-from cloud.export.signing import SignedRepository, create_keys, load_signer
 from device_runtime import signed
 from device_runtime.bundle import BundleRegistry
 from device_runtime.client import CloudClient
@@ -252,8 +252,14 @@ def test_the_service_never_serves_links_or_names_outside_the_repository(world, s
     assert BundleFolder(bundles).scan() == []
     with serve(service, repo) as url:
         assert urllib.request.urlopen(f"{url}/tuf/metadata/1.root.json", timeout=10).status == 200
-        for path in ["metadata/9.root.json", "targets/linked/secret.json", "metadata/..%2f..%2fkeys%2froot.pem",
-                     "metadata/%2e%2e/metadata/1.root.json", "keys/root.pem", "metadata/.1.root.json.tmp"]:
+        for path in [
+            "metadata/9.root.json",
+            "targets/linked/secret.json",
+            "metadata/..%2f..%2fkeys%2froot.pem",
+            "metadata/%2e%2e/metadata/1.root.json",
+            "keys/root.pem",
+            "metadata/.1.root.json.tmp",
+        ]:
             with pytest.raises(urllib.error.HTTPError) as answer:
                 urllib.request.urlopen(f"{url}/tuf/{path}", timeout=10)
             assert answer.value.code == 404, path

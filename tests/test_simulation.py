@@ -45,8 +45,8 @@ def tiny(tmp_path_factory) -> dict:
     from cloud.data.prepare import prepare
     from cloud.data.prepared import PreparedData
     from cloud.data.synth import SynthConfig, generate, write_logs
-    from cloud.training.runs import load_run
     from cloud.simulation.world import build_world
+    from cloud.training.runs import load_run
     from cloud.training.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("simulation")
@@ -78,8 +78,14 @@ def tiny_bundle(tiny, request) -> Path:
     except (FileNotFoundError, ValueError):
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
-        write_bundle(run.model, run.spec, bundle, backends=("tflite",), embedding_version=run.embedding_version,
-                     progress=lambda *a, **k: None)
+        write_bundle(
+            run.model,
+            run.spec,
+            bundle,
+            backends=("tflite",),
+            embedding_version=run.embedding_version,
+            progress=lambda *a, **k: None,
+        )
     return bundle
 
 
@@ -126,8 +132,14 @@ def test_stationary_start_has_the_stationary_mean():
 
 
 def test_history_view_delay_order_and_ties():
-    log = ClickLog(2, 2, user=np.array([0, 0, 0, 0, 1]), ts=np.array([10.0, 20.0, 20.0, 30.0, 5.0]),
-                   item=np.array([1, 2, 3, 4, 9]), source=np.array([0, 0, 0, 1, 1]))
+    log = ClickLog(
+        2,
+        2,
+        user=np.array([0, 0, 0, 0, 1]),
+        ts=np.array([10.0, 20.0, 20.0, 30.0, 5.0]),
+        item=np.array([1, 2, 3, 4, 9]),
+        source=np.array([0, 0, 0, 1, 1]),
+    )
     view = log.view(np.array([31.0, 31.0]), delay=0.0, t=2)
     assert view.items[0, 0].tolist() == [3, 2]  # newest first; the tie goes to the later recorded click
     assert view.items[0, 1].tolist() == [4, -1] and view.items[1, 1].tolist() == [9, -1]
@@ -143,8 +155,14 @@ def test_more_delay_never_gives_a_fresher_view():
     rng = np.random.default_rng(0)
     for _ in range(30):
         count = int(rng.integers(1, 60))
-        log = ClickLog(5, 3, user=rng.integers(5, size=count), ts=rng.integers(0, 400, count).astype(float),
-                       item=rng.integers(100, size=count), source=rng.integers(3, size=count))
+        log = ClickLog(
+            5,
+            3,
+            user=rng.integers(5, size=count),
+            ts=rng.integers(0, 400, count).astype(float),
+            item=rng.integers(100, size=count),
+            source=rng.integers(3, size=count),
+        )
         read_at = rng.uniform(0, 500, 5)
         newest = [np.nan_to_num(log.view(read_at, delay, 20).newest_ts, nan=-np.inf) for delay in (0, 5, 60, 300)]
         unseen = [log.view(read_at, delay, 20).unseen for delay in (0, 5, 60, 300)]
@@ -170,7 +188,7 @@ def test_score_order_is_the_device_merge_score_mode():
         order = score_order(scores, cand_slot)[0]
         expected = merge([scores[0, s, :k] for s, k in enumerate(counts)], [0.5, 0.3, 0.2], K=2, mode="score")
         assert order[: counts.sum()].tolist() == [cand_slot[0, s, i] for s, i in expected]
-        assert (order[counts.sum():] == -1).all()
+        assert (order[counts.sum() :] == -1).all()
 
 
 # --- the study with an injected scorer -------------------------------------------------------------
@@ -226,8 +244,9 @@ def test_queueing_delay_grows_with_rate_and_timeouts_fall_back(tiny):
     assert waits == sorted(waits) and waits[0] < waits[-1]
     for row in study.rate_rows:  # 20k arrivals: the users' requests sample the Erlang-C mean
         assert row["queue_wait_mean_ms"] == pytest.approx(row["erlang_c_wait_mean_ms"], rel=0.35, abs=0.5)
-    hurried = run_study(tiny["world"], history_scorer, np.array([2.0]),
-                        replace(FAST, timeout_ms=1.0, delays_s=(), rates=(100.0,)), K=5)
+    hurried = run_study(
+        tiny["world"], history_scorer, np.array([2.0]), replace(FAST, timeout_ms=1.0, delays_s=(), rates=(100.0,)), K=5
+    )
     cloud, upstream = hurried.paths["cloud"], hurried.paths["upstream"]
     assert cloud.timing.fallback.all() and (cloud.timing.response_ms == 1.0).all()
     np.testing.assert_array_equal(cloud.clicks, upstream.clicks)
@@ -268,8 +287,17 @@ def test_simulate_command_writes_the_report_and_replays_exactly(tiny, tiny_bundl
     out = capsys.readouterr().out
     assert "device - cloud" in out and "wrote" in out
     names = {p.name for p in (tmp_path / "a").iterdir()}
-    assert {"summary.md", "paths.csv", "delay_sweep.csv", "rate_sweep.csv", "device_latency.csv", "config.json",
-            "latency_cdf.png", "utility_vs_delay.png", "utility_vs_rate.png"} <= names
+    assert {
+        "summary.md",
+        "paths.csv",
+        "delay_sweep.csv",
+        "rate_sweep.csv",
+        "device_latency.csv",
+        "config.json",
+        "latency_cdf.png",
+        "utility_vs_delay.png",
+        "utility_vs_rate.png",
+    } <= names
     summary = (tmp_path / "a" / "summary.md").read_text()
     assert "## Device runtime measurement" in summary and "Erlang-C" in summary
     assert len((tmp_path / "a" / "paths.csv").read_text().splitlines()) == 4

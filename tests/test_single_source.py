@@ -10,8 +10,22 @@ def _inputs():
     """Two sources (widths 3 and 2), n=2, t=3; source 0 has 2 behaviours, source 1 has 1."""
     cand0, cand1 = torch.randn(1, 2, 3), torch.randn(1, 2, 2)
     hist0, hist1 = torch.randn(1, 3, 3), torch.randn(1, 3, 2)
-    masks = [torch.tensor([[1.0, 0]]), torch.tensor([[1.0, 1, 0]]), torch.tensor([[1.0, 1]]), torch.tensor([[1.0, 0, 0]])]
-    return (cand0, masks[0], hist0 * masks[1].unsqueeze(-1), masks[1], cand1, masks[2], hist1 * masks[3].unsqueeze(-1), masks[3])
+    masks = [
+        torch.tensor([[1.0, 0]]),
+        torch.tensor([[1.0, 1, 0]]),
+        torch.tensor([[1.0, 1]]),
+        torch.tensor([[1.0, 0, 0]]),
+    ]
+    return (
+        cand0,
+        masks[0],
+        hist0 * masks[1].unsqueeze(-1),
+        masks[1],
+        cand1,
+        masks[2],
+        hist1 * masks[3].unsqueeze(-1),
+        masks[3],
+    )
 
 
 def test_candidates_are_flattened_by_source_and_history_interleaved_by_recency():

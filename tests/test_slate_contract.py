@@ -35,8 +35,11 @@ def test_schema_check_names_a_stale_file(tmp_path, capsys):
     assert "CandidateSlate.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", [*MESSAGES, CandidateItem, SourceCandidates, RankedItem, BundleEntry,
-                                   BundleFileEntry], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "model",
+    [*MESSAGES, CandidateItem, SourceCandidates, RankedItem, BundleEntry, BundleFileEntry],
+    ids=lambda m: m.__name__,
+)
 def test_every_documented_example_is_a_valid_message(model):
     schema = model.model_json_schema()
     assert schema["examples"], f"{model.__name__} has no example"
@@ -52,8 +55,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_vectors_and_items_slate_offline_match_the_item_encoder(run_dir, tmp_path, capsys):
     from cloud.data.prepared import PreparedData
-    from cloud.training.runs import load_run
     from cloud.service.slates import encode_items
+    from cloud.training.runs import load_run
 
     ids = tmp_path / "ids.json"
     ids.write_text(json.dumps({"article": ["a2", "zz"], "video": ["v5", "v1"]}))
@@ -68,11 +71,15 @@ def test_vectors_and_items_slate_offline_match_the_item_encoder(run_dir, tmp_pat
     assert np.allclose([i.vector for i in video.items], encode_items(run.model, data, "video", np.array(rows)))
 
     ids.write_text(json.dumps({"ids": {"video": ["v1", "v5"], "article": ["a2"]}}))
-    assert main(["slate", "--run", str(run_dir), "--items", str(ids), "--user", "u7", "--out", str(tmp_path / "s")]) == 0
+    assert (
+        main(["slate", "--run", str(run_dir), "--items", str(ids), "--user", "u7", "--out", str(tmp_path / "s")]) == 0
+    )
     slate = CandidateSlate.model_validate_json((tmp_path / "s" / "slate.json").read_text())
     assert slate.user_id == "u7" and slate.embedding_version == run.embedding_version
-    assert [(s.source, [i.item_id for i in s.items]) for s in slate.sources] == [("video", ["v1", "v5"]),
-                                                                              ("article", ["a2"])]
+    assert [(s.source, [i.item_id for i in s.items]) for s in slate.sources] == [
+        ("video", ["v1", "v5"]),
+        ("article", ["a2"]),
+    ]
     assert slate.sources[0].items[1].vector == video.items[0].vector
 
     ids.write_text(json.dumps({"video": ["v1", "nope"]}))
@@ -98,8 +105,9 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.parametrize("argv", [["train", "--data", "d", "--out", "r"], ["--help"]])
 def test_dir_cloud_without_the_cloud_extra_names_it(argv):
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(BLOCKED), *argv], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(BLOCKED), *argv], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "pip install 'dir-rerank[cloud]'" in done.stderr and "dir-device" in done.stderr
 

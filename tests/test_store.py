@@ -33,7 +33,10 @@ def store(tmp_path):
 
 def snapshot(s: HistoryStore):
     """Every row of every table, to show that a failed call changed nothing."""
-    return {t: s.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in ("items", "behaviors", "exposures", "meta")}
+    return {
+        t: s.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+        for t in ("items", "behaviors", "exposures", "meta")
+    }
 
 
 def test_pragmas_wal_synchronous_busy_timeout(store, tmp_path):
@@ -51,8 +54,14 @@ def test_last_clicks_newest_first_per_source_only_clicks_at_most_t(store):
     store.cache_items("video", [(f"v{i}", vec(i)) for i in range(6)], "e1")
     store.cache_items("article", [("a0", vec(10, dim=3))], "e1")
     store.record_many(
-        [click("v0", ts=1), click("v1", ts=3), click("v2", ts=2), click("v3", ts=3), click("v4", ts=5, action="impression"),
-         click("a0", source="article", ts=4)]
+        [
+            click("v0", ts=1),
+            click("v1", ts=3),
+            click("v2", ts=2),
+            click("v3", ts=3),
+            click("v4", ts=5, action="impression"),
+            click("a0", source="article", ts=4),
+        ]
     )
     hist = store.last_clicks(["video", "article", "ad"], t=3)
     # ts DESC, then id DESC for equal ts (v3 was recorded after v1); impressions are not history
@@ -75,7 +84,7 @@ def test_record_returns_ids_and_caches_the_events_vector(store):
     first = store.record(click("v9", ts=1, vector=[1.0, 2.0, 3.0]))
     second = store.record(click("v9", ts=2, action="impression"))
     assert second == first + 1
-    (item_id, v), = store.last_clicks(["video"], 5)[0]
+    ((item_id, v),) = store.last_clicks(["video"], 5)[0]
     assert item_id == "v9" and v.tolist() == [1.0, 2.0, 3.0]
 
 
@@ -110,7 +119,10 @@ BAD_EVENTS = [
     (click("v1", vector=[1.0, math.nan, 0.0, 0.0]), r"event\.vector: holds NaN"),
     (click("v1", vector=[1e39, 0.0, 0.0, 0.0]), r"event\.vector: holds NaN or infinite"),
     (click("v1", source="music"), r"event\.source: unknown source 'music'"),
-    (BehaviorEvent.model_construct(item_id="v1", source="video", action="like", ts=1.0, vector=None), r"event\.action: unknown action 'like'"),
+    (
+        BehaviorEvent.model_construct(item_id="v1", source="video", action="like", ts=1.0, vector=None),
+        r"event\.action: unknown action 'like'",
+    ),
     (BehaviorEvent.model_construct(item_id="", source="video", action="click", ts=1.0, vector=None), r"event\.item_id"),
     (click("v1", ts=math.inf), r"event\.ts"),
     ({"item_id": "v1"}, r"event: expected a BehaviorEvent"),
@@ -173,7 +185,9 @@ def test_last_clicks_query_uses_the_index_not_a_scan(store):
     plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + LAST_CLICKS_SQL, ("video", 20))]
     # behaviours read newest-first from the covering index (stopping after t rows), then one primary-key
     # lookup per click: no scan, no sort. (Older SQLite writes "SEARCH TABLE behaviors AS b ...".)
-    assert re.fullmatch(r"SEARCH (TABLE behaviors AS )?b USING COVERING INDEX behaviors_last \(source=\? AND action=\?\)", plan[0]), plan
+    assert re.fullmatch(
+        r"SEARCH (TABLE behaviors AS )?b USING COVERING INDEX behaviors_last \(source=\? AND action=\?\)", plan[0]
+    ), plan
     assert re.fullmatch(r"SEARCH (TABLE items AS )?i USING PRIMARY KEY \(source=\? AND item_id=\?\)", plan[1]), plan
     assert not any("SCAN" in p or "TEMP B-TREE" in p for p in plan), plan
 
@@ -284,7 +298,9 @@ def test_a_failing_migration_leaves_the_file_at_its_old_version(tmp_path, monkey
 
     current = len(store_mod.MIGRATIONS)
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, v2_ok, v3_broken])
-    with pytest.raises(ValueError, match=rf"migration {current + 2} \(v3_broken\) failed.*left at schema version {current}"):
+    with pytest.raises(
+        ValueError, match=rf"migration {current + 2} \(v3_broken\) failed.*left at schema version {current}"
+    ):
         HistoryStore(path)
     monkeypatch.undo()
     with HistoryStore(path) as s:
@@ -343,7 +359,9 @@ def test_read_memos_follow_this_stores_own_writes(store):
     store.cache_items("video", [("v1", vec(1)), ("v2", vec(2))], "e1")  # nothing new: read into the memo only
     store.record_exposures([("v2", "video")], ts=2.0)  # exposures alone keep the memos
     assert store.memos.clicks and store.memos.known
-    assert [[i for i, _ in s] for s in store.last_clicks(["video", "article"], 5)] == [[i for i, _ in s] for s in before]
+    assert [[i for i, _ in s] for s in store.last_clicks(["video", "article"], 5)] == [
+        [i for i, _ in s] for s in before
+    ]
     store.record(click("v2", ts=3.0))  # a click without a vector: the item memo stays, the clicks go
     assert store.memos.known and not store.memos.clicks
     assert [i for i, _ in store.last_clicks(["video"], 5)[0]] == ["v2", "v1"]

@@ -31,16 +31,22 @@ def check_tallies(s: HistoryStore) -> None:
     """Tallies and reference counts equal what a full count finds."""
     conn = s.db.conn
     tallies = {(src, kind): rows for src, kind, rows in conn.execute("SELECT source, kind, rows FROM tallies")}
-    counted = {(src, a): n for src, a, n in
-               conn.execute("SELECT source, action, count(*) FROM behaviors GROUP BY 1, 2")}
+    counted = {
+        (src, a): n for src, a, n in conn.execute("SELECT source, action, count(*) FROM behaviors GROUP BY 1, 2")
+    }
     counted |= {(src, "exposure"): n for src, n in conn.execute("SELECT source, count(*) FROM exposures GROUP BY 1")}
-    counted |= {(src, "item"): n for src, n in conn.execute(
-        "SELECT source, count(*) FROM items AS i WHERE NOT EXISTS"
-        " (SELECT 1 FROM behaviors AS b WHERE b.source = i.source AND b.item_id = i.item_id) GROUP BY 1")}
+    counted |= {
+        (src, "item"): n
+        for src, n in conn.execute(
+            "SELECT source, count(*) FROM items AS i WHERE NOT EXISTS"
+            " (SELECT 1 FROM behaviors AS b WHERE b.source = i.source AND b.item_id = i.item_id) GROUP BY 1"
+        )
+    }
     assert {k: v for k, v in tallies.items() if v} == counted
     bad_refs = conn.execute(
         "SELECT count(*) FROM items AS i WHERE refs"
-        " <> (SELECT count(*) FROM behaviors AS b WHERE b.source = i.source AND b.item_id = i.item_id)").fetchone()
+        " <> (SELECT count(*) FROM behaviors AS b WHERE b.source = i.source AND b.item_id = i.item_id)"
+    ).fetchone()
     assert bad_refs == (0,)
 
 
@@ -50,8 +56,10 @@ def test_retention_keeps_the_newest_behaviours_and_their_items(tmp_path):
         s.record_many([click(f"v{i}", ts=i, vector=vec(i)) for i in range(40)])
         s.record_many([click(f"v{i}", ts=i, action="impression") for i in range(3)])
         s.record_many([click("a0", source="article", ts=i) for i in range(4)])
-        assert s.stats()["behaviors"] == {"video": {"click": 10, "impression": 3},
-                                          "article": {"click": 4, "impression": 0}}
+        assert s.stats()["behaviors"] == {
+            "video": {"click": 10, "impression": 3},
+            "article": {"click": 4, "impression": 0},
+        }
         assert [i for i, _ in s.last_clicks(["video"], 20)[0]] == [f"v{i}" for i in range(39, 29, -1)]
         # the 10 clicked items (v30..v39) plus the 10 newest unreferenced ones
         assert item_ids(s) == {f"v{i}" for i in range(20, 40)}
@@ -121,16 +129,22 @@ def test_caching_an_unchanged_vector_writes_nothing(tmp_path):
         s.cache_items("video", many, "e1")
         assert s.db.conn.total_changes == changes
         s.cache_sources({"video": (["v0"], video[:1])}, "e2")  # a new embedding version too
-        assert s.stale_items() == sorted([("article", f"a{i}") for i in range(10)]
-                                         + [("video", f"v{i}") for i in range(1, 10)]
-                                         + [("video", f"m{i}") for i in range(600)])
+        assert s.stale_items() == sorted(
+            [("article", f"a{i}") for i in range(10)]
+            + [("video", f"v{i}") for i in range(1, 10)]
+            + [("video", f"m{i}") for i in range(600)]
+        )
 
 
 BAD_PAGES = [
-    ({"article": (["a0", "a1"], np.ones((2, 4)))},
-     r"items\['article'\]\.vectors\[0\]: vector has 4 values but source 'article' uses 3"),
-    ({"article": (["a0", "a1"], [[1.0, 2.0, 3.0], [1.0, math.inf, 0.0]])},
-     r"items\['article'\]\.vectors\[1\]: holds NaN or infinite"),
+    (
+        {"article": (["a0", "a1"], np.ones((2, 4)))},
+        r"items\['article'\]\.vectors\[0\]: vector has 4 values but source 'article' uses 3",
+    ),
+    (
+        {"article": (["a0", "a1"], [[1.0, 2.0, 3.0], [1.0, math.inf, 0.0]])},
+        r"items\['article'\]\.vectors\[1\]: holds NaN or infinite",
+    ),
     ({"article": (["a0"], [1.0, 2.0, 3.0])}, r"items\['article'\]\.vectors: expected an \[items, width\] matrix"),
     ({"article": (["a0", "a1"], np.ones((1, 3)))}, r"items\['article'\]: 2 item ids but 1 vectors"),
     ({"article": (["a0", ""], np.ones((2, 3)))}, r"items\['article'\]\.item_ids\[1\]"),
@@ -151,8 +165,11 @@ def test_a_bad_page_is_refused_naming_the_field_and_nothing_changes(tmp_path, pa
 def test_exposure_counts_survive_pruning(tmp_path):
     with HistoryStore(tmp_path / "h.db", retention_per_source=5, prune_every=1, sources=SOURCES) as s:
         for page in range(10):
-            s.record_exposures([(f"v{page}a", "video"), (f"v{page}b", "video"), (f"a{page}", "article")],
-                               ts=page, request_id=f"r{page}")
+            s.record_exposures(
+                [(f"v{page}a", "video"), (f"v{page}b", "video"), (f"a{page}", "article")],
+                ts=page,
+                request_id=f"r{page}",
+            )
         assert s.exposure_counts(["ad", "article", "video"]).tolist() == [0, 10, 20]
         assert s.stats()["exposure_rows"] == {"video": 5, "article": 5}
         with pytest.raises(ValueError, match=r"items\[1\]\.source: unknown source 'x'"):
@@ -186,8 +203,9 @@ def test_prune_statements_walk_indexes(tmp_path):
         for kind, sql in PRUNE_SQL.items():
             plan = [row[3] for row in s.db.execute("EXPLAIN QUERY PLAN " + sql, {"source": "video", "excess": 5})]
             assert not any("SCAN" in p or "TEMP B-TREE" in p for p in plan), (kind, plan)
-            assert any(re.search(r"USING (COVERING )?INDEX (behaviors_last|exposures_source|items_free)", p)
-                       for p in plan), (kind, plan)
+            assert any(
+                re.search(r"USING (COVERING )?INDEX (behaviors_last|exposures_source|items_free)", p) for p in plan
+            ), (kind, plan)
 
 
 def _steps(s: HistoryStore, call) -> int:
@@ -238,16 +256,28 @@ def test_a_v1_file_migrates_keeping_history_and_exposure_counts(tmp_path):
     path = tmp_path / "v1.db"
     db = sqlite_utils.Database(path)
     MIGRATIONS[0](db)  # a file written by the v1 runtime: pruned exposures folded into meta
-    db.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-        ("schema_version", 1), ("embedding_version", "e1"), ("dim:e1:video", 4), ("exposures_folded:video", 40),
-        ("exposures_folded:ad", 7)])
+    db.conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [
+            ("schema_version", 1),
+            ("embedding_version", "e1"),
+            ("dim:e1:video", 4),
+            ("exposures_folded:video", 40),
+            ("exposures_folded:ad", 7),
+        ],
+    )
     db.conn.executemany(  # updated_at order: i0 oldest ... i5 newest
         "INSERT INTO items (source, item_id, vector, dim, embedding_version, updated_at) VALUES (?, ?, ?, 4, 'e1', ?)",
-        [("video", f"i{i}", vec(i).tobytes(), 100.0 - i if i < 3 else 100.0 + i) for i in range(6)])
-    db.conn.executemany("INSERT INTO behaviors (ts, item_id, source, action) VALUES (?, ?, 'video', ?)",
-                        [(1.0, "i0", "click"), (2.0, "i0", "click"), (3.0, "i4", "impression")])
-    db.conn.executemany("INSERT INTO exposures (ts, item_id, source) VALUES (0, ?, ?)",
-                        [("i1", "video"), ("i2", "video"), ("a1", "article")])
+        [("video", f"i{i}", vec(i).tobytes(), 100.0 - i if i < 3 else 100.0 + i) for i in range(6)],
+    )
+    db.conn.executemany(
+        "INSERT INTO behaviors (ts, item_id, source, action) VALUES (?, ?, 'video', ?)",
+        [(1.0, "i0", "click"), (2.0, "i0", "click"), (3.0, "i4", "impression")],
+    )
+    db.conn.executemany(
+        "INSERT INTO exposures (ts, item_id, source) VALUES (0, ?, ?)",
+        [("i1", "video"), ("i2", "video"), ("a1", "article")],
+    )
     db.conn.commit()
     db.close()
 

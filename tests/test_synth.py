@@ -161,7 +161,7 @@ def test_newest_three_clicks_carry_signal_the_cloud_view_lacks(tables):
     lists.pop("")  # unlogged clicks
     for idx in lists.values():
         u = user[idx[0]]
-        mine = clicks[first[u]:first[u + 1] if u + 1 < len(first) else len(clicks)]
+        mine = clicks[first[u] : first[u + 1] if u + 1 < len(first) else len(clicks)]
         history = mine[ts[mine] < ts[idx[0]]]
         for view, hist in (("device", history[:20]), ("cloud", history[3:23])):
             weights = 0.7 ** np.arange(len(hist))

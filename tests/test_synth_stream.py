@@ -40,8 +40,22 @@ def test_same_tables_whatever_the_chunking(tmp_path):
 def test_resumes_from_the_parts_of_an_interrupted_run(tmp_path):
     """Kill a run after its first parts, run it again: the parts are reused and the tables are still right."""
     config = SynthConfig(seed=2, users=2048)
-    cmd = [sys.executable, "-m", "cloud.cli", "synth", "--out", str(tmp_path / "out"), "--seed", "2",
-           "--users", "2048", "--format", "parquet", "--chunk-users", "512"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cloud.cli",
+        "synth",
+        "--out",
+        str(tmp_path / "out"),
+        "--seed",
+        "2",
+        "--users",
+        "2048",
+        "--format",
+        "parquet",
+        "--chunk-users",
+        "512",
+    ]
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     parts = tmp_path / ".out.parts"
     deadline = time.monotonic() + 120
@@ -60,8 +74,9 @@ def test_resumes_from_the_parts_of_an_interrupted_run(tmp_path):
 
 def test_cli_parquet_and_bad_chunk(tmp_path, capsys):
     parser = build_parser({"synth": "cloud.commands.synth"})
-    args = parser.parse_args(["synth", "--out", str(tmp_path / "logs"), "--users", "600", "--format", "parquet",
-                              "--chunk-users", "512"])
+    args = parser.parse_args(
+        ["synth", "--out", str(tmp_path / "logs"), "--users", "600", "--format", "parquet", "--chunk-users", "512"]
+    )
     assert args._run(args) == 0
     assert "users" in capsys.readouterr().out and (tmp_path / "logs" / "events.parquet").is_file()
     with pytest.raises(ValueError, match="multiple of 512"):

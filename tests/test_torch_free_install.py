@@ -74,27 +74,50 @@ def test_device_tflite_extra_installs_and_reranks_without_torch(device_bundle, t
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
     python, env = venv / "bin" / "python", {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", f"{src}[device-tflite]"],
-                         capture_output=True, text=True, timeout=240, env=env)
+    pip = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", f"{src}[device-tflite]"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
 
     slate = tmp_path / "slate.json"
     slate.write_text(make_slate(read_manifest(device_bundle)).model_dump_json())
     root = tmp_path / "root"
-    run = subprocess.run([str(python), "-c", CHECK, str(root), str(tmp_path / "h.db"), str(device_bundle), str(slate)],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    run = subprocess.run(
+        [str(python), "-c", CHECK, str(root), str(tmp_path / "h.db"), str(device_bundle), str(slate)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout)
     assert out["loaded"] == [] and out["torch_installed"] is False
     assert out["backend"] == "tflite" and out["items"] > 0 and out["clicks"] == 1
 
-    cli = subprocess.run([str(venv / "bin" / "dir-device"), "info", "--root", str(root), "--json"],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    cli = subprocess.run(
+        [str(venv / "bin" / "dir-device"), "info", "--root", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert json.loads(cli.stdout)["bundle"]["version"] == out["version"]
 
-    cloud = subprocess.run([str(venv / "bin" / "dir-cloud"), "train", "--data", "d", "--out", "r"],
-                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    cloud = subprocess.run(
+        [str(venv / "bin" / "dir-cloud"), "train", "--data", "d", "--out", "r"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert cloud.returncode == 2 and "Traceback" not in cloud.stderr, cloud.stderr[-3000:]
     assert "pip install 'dir-rerank[cloud]'" in cloud.stderr
 

@@ -12,10 +12,10 @@ import torch
 
 from cloud.cli import main as cloud_main
 from cloud.data.prepare import prepare
-from cloud.data.synth import SynthConfig, generate, write_logs
-from cloud.training.runs import load_run
 from cloud.data.prepared import PreparedData
+from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.models import build_model
+from cloud.training.runs import load_run
 from cloud.training.trainer import BatchSums, NonFiniteLoss, TrainConfig, step_objective, train
 
 
@@ -42,8 +42,9 @@ def test_train_writes_a_reproducible_run(synth_data, tmp_path):
 def test_resume_continues_from_the_checkpoint(synth_data, tmp_path):
     straight = train(TrainConfig(epochs=3, patience=10, batch_size=128), synth_data, tmp_path / "a", progress=False)
     train(TrainConfig(epochs=1, patience=10, batch_size=128), synth_data, tmp_path / "b", progress=False)
-    resumed = train(TrainConfig(epochs=3, patience=10, batch_size=128), synth_data, tmp_path / "b",
-                    resume=True, progress=False)
+    resumed = train(
+        TrainConfig(epochs=3, patience=10, batch_size=128), synth_data, tmp_path / "b", resume=True, progress=False
+    )
     assert len((tmp_path / "b" / "epochs.csv").read_text().strip().splitlines()) == 4  # header + 3 epochs
     assert resumed["test"]["auc"] == pytest.approx(straight["test"]["auc"], abs=1e-6)
 
@@ -79,7 +80,9 @@ def test_staged_model_freezes_its_evaluator_after_stage_one(synth_data, tmp_path
     config = dict(model="crum", batch_size=256, patience=10, model_options={"width": 8, "lstm_hidden": 4, "pairs": 2})
     train(TrainConfig(epochs=2, **config), synth_data, tmp_path / "two", progress=False)
     train(TrainConfig(epochs=3, **config), synth_data, tmp_path / "three", progress=False)
-    two, three = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"] for name in ("two", "three"))
+    two, three = (
+        torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"] for name in ("two", "three")
+    )
     initial = build_model("crum", PreparedData(synth_data).spec, **config["model_options"]).state_dict()
 
     def same(a, b, prefix):
@@ -121,8 +124,24 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(synth
 
 def test_cli_train_evaluate_and_bad_input(synth_data, tmp_path, capsys):
     run = tmp_path / "run"
-    assert cloud_main(["train", "--data", str(synth_data), "--out", str(run), "--epochs", "1",
-                       "--history", "cloud", "--model", "dir-isi"]) == 0
+    assert (
+        cloud_main(
+            [
+                "train",
+                "--data",
+                str(synth_data),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--history",
+                "cloud",
+                "--model",
+                "dir-isi",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cloud_main(["evaluate", "--run", str(run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -136,8 +155,27 @@ def test_cli_train_evaluate_and_bad_input(synth_data, tmp_path, capsys):
 
 
 def test_benchmark_grid_writes_the_table(synth_data, tmp_path, capsys):
-    assert cloud_main(["benchmark", "--data", str(synth_data), "--models", "dir,dir-js", "--histories",
-                       "device", "--seeds", "2", "--epochs", "1", "--out", str(tmp_path / "bench"), "--json"]) == 0
+    assert (
+        cloud_main(
+            [
+                "benchmark",
+                "--data",
+                str(synth_data),
+                "--models",
+                "dir,dir-js",
+                "--histories",
+                "device",
+                "--seeds",
+                "2",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "bench"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "[dir-js device seed 1] epoch 1: train_loss=" in captured.err  # progress names its run
     result = json.loads(captured.out)
@@ -149,8 +187,25 @@ def test_benchmark_grid_writes_the_table(synth_data, tmp_path, capsys):
 
 def test_tradeoff_writes_curves_and_plots(synth_data, tmp_path, capsys):
     out = tmp_path / "tradeoff"
-    assert cloud_main(["tradeoff", "--data", str(synth_data), "--betas", "0.5,1.0", "--targets", "0.2/0.4/0.4",
-                       "--epochs", "1", "--out", str(out), "--json"]) == 0
+    assert (
+        cloud_main(
+            [
+                "tradeoff",
+                "--data",
+                str(synth_data),
+                "--betas",
+                "0.5,1.0",
+                "--targets",
+                "0.2/0.4/0.4",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "[dir beta 0.5] epoch 1:" in captured.err and "[dir target 0.2/0.4/0.4] epoch 1:" in captured.err
     assert [row["beta"] for row in json.loads(captured.out)["betas"]] == [0.5, 1.0]
@@ -176,8 +231,16 @@ def test_runs_end_by_patience_and_say_why(synth_data, tmp_path):
 
 
 def test_plateau_schedule_lowers_the_learning_rate(synth_data, tmp_path):
-    config = TrainConfig(epochs=4, patience=4, lr_schedule="plateau", lr_factor=0.5, lr_patience=0, batch_size=128,
-                         lr=0.05, model_options={"hidden": 8, "mlp_dims": [8]})
+    config = TrainConfig(
+        epochs=4,
+        patience=4,
+        lr_schedule="plateau",
+        lr_factor=0.5,
+        lr_patience=0,
+        batch_size=128,
+        lr=0.05,
+        model_options={"hidden": 8, "mlp_dims": [8]},
+    )
     train(config, synth_data, tmp_path / "run", progress=False)
     import csv
 
@@ -186,7 +249,7 @@ def test_plateau_schedule_lowers_the_learning_rate(synth_data, tmp_path):
     aucs = [float(r["valid_auc"]) for r in rows]
     assert rates[0] == 0.05
     for k in range(1, len(rows)):  # halved exactly after each epoch that did not beat every earlier one
-        improved = aucs[k - 1] > max(aucs[:k - 1], default=-1.0)
+        improved = aucs[k - 1] > max(aucs[: k - 1], default=-1.0)
         assert rates[k] == pytest.approx(rates[k - 1] * (1.0 if improved else 0.5))
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="cosine").check()

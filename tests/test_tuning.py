@@ -27,16 +27,32 @@ def datasets(tmp_path_factory):
 
 
 def tune_args(data, out, *extra):
-    return ["tune", "--data", str(data), "--model", "dir", "--out", str(out), "--epochs", "2", "--patience", "1",
-            "--params", "lr,hidden", *extra]
+    return [
+        "tune",
+        "--data",
+        str(data),
+        "--model",
+        "dir",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--patience",
+        "1",
+        "--params",
+        "lr,hidden",
+        *extra,
+    ]
 
 
 def test_two_workers_share_one_sqlite_study(datasets, tmp_path):
     data, _ = datasets
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    commands = [[sys.executable, "-m", "cloud.cli", *tune_args(data, tmp_path / f"w{i}", "--trials", "4",
-                                                                "--storage", storage)] for i in range(2)]
+    commands = [
+        [sys.executable, "-m", "cloud.cli", *tune_args(data, tmp_path / f"w{i}", "--trials", "4", "--storage", storage)]
+        for i in range(2)
+    ]
     workers = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
     for worker in workers:
         _, err = worker.communicate(timeout=600)
@@ -70,14 +86,20 @@ def test_study_keeps_finished_trials_and_refuses_other_data(datasets, tmp_path, 
 def test_bad_input_names_the_option(datasets, tmp_path, capsys):
     data, _ = datasets
     cases = [
-        (["tune", "--data", str(data), "--model", "nope", "--trials", "1", "--out", str(tmp_path)],
-         "--model: unknown model"),
+        (
+            ["tune", "--data", str(data), "--model", "nope", "--trials", "1", "--out", str(tmp_path)],
+            "--model: unknown model",
+        ),
         (tune_args(data, tmp_path, "--trials", "1", "--params", ","), "search space of dir is empty"),
         (tune_args(data, tmp_path, "--trials", "1", "--params", "dropout"), "--params: ['dropout']"),
-        (tune_args(data, tmp_path, "--trials", "1", "--storage", "nosuchdb://x/y"),
-         "--storage 'nosuchdb://x/y' cannot"),
-        (tune_args(data, tmp_path, "--trials", "1", "--storage", f"sqlite:///{tmp_path}/no/such/dir/s.db"),
-         "cannot be opened"),
+        (
+            tune_args(data, tmp_path, "--trials", "1", "--storage", "nosuchdb://x/y"),
+            "--storage 'nosuchdb://x/y' cannot",
+        ),
+        (
+            tune_args(data, tmp_path, "--trials", "1", "--storage", f"sqlite:///{tmp_path}/no/such/dir/s.db"),
+            "cannot be opened",
+        ),
     ]
     for argv, message in cases:
         assert cloud_main(argv) == 2, argv

@@ -25,32 +25,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--histories", default="device,cloud", help="comma-separated: device, cloud")
     parser.add_argument("--seeds", default="3", help="number of seeds (0..N-1), or comma-separated seeds (e.g. 3,4)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--config", help="JSON or TOML TrainConfig applied to every run, e.g. docs/train-config.toml "
-                                         "(default: none)")
-    parser.add_argument("--epochs", type=int, default=None, help="epoch cap (default: the config's, else 100; "
-                                                                 "runs end by patience)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the per-run results and the summary as JSON instead of the table")
-    parser.add_argument("--tuned", help="folder written by `dir-cloud tune --out`: each model's best parameters "
-                                        "(default: none, the config's)")
-    parser.add_argument("--reuse-only", action="store_true",
-                        help="train nothing: fail, naming the run and fields, unless every run exists with this config")
-    parser.add_argument("--pages", type=int, default=0, metavar="USERS",
-                        help="also score the device pages on USERS fresh simulated users (synthetic data; 0: off)")
+    parser.add_argument(
+        "--config", help="JSON or TOML TrainConfig applied to every run, e.g. docs/train-config.toml (default: none)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epoch cap (default: the config's, else 100; runs end by patience)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the per-run results and the summary as JSON instead of the table"
+    )
+    parser.add_argument(
+        "--tuned",
+        help="folder written by `dir-cloud tune --out`: each model's best parameters (default: none, the config's)",
+    )
+    parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="train nothing: fail, naming the run and fields, unless every run exists with this config",
+    )
+    parser.add_argument(
+        "--pages",
+        type=int,
+        default=0,
+        metavar="USERS",
+        help="also score the device pages on USERS fresh simulated users (synthetic data; 0: off)",
+    )
     parser.add_argument("--world-seed", type=int, default=0, help="--seed given to `dir-cloud synth` for DATA")
 
 
 def run(args: argparse.Namespace) -> int:
     from cloud.evaluation.grids import run_grid
 
-    table = run_grid(args.data, _names(args.models), _names(args.histories), parse_seeds(args.seeds), args.out,
-                     config_file=args.config, epochs=args.epochs, reuse_only=args.reuse_only, tuned=args.tuned,
-                     page_users=args.pages, world_seed=args.world_seed)
+    table = run_grid(
+        args.data,
+        _names(args.models),
+        _names(args.histories),
+        parse_seeds(args.seeds),
+        args.out,
+        config_file=args.config,
+        epochs=args.epochs,
+        reuse_only=args.reuse_only,
+        tuned=args.tuned,
+        page_users=args.pages,
+        world_seed=args.world_seed,
+    )
     if args.json:
         from cloud.evaluation.grids import read_csv_rows
 
-        print(json.dumps({"out": args.out, "results": read_csv_rows(f"{args.out}/results.csv"),
-                          "summary": read_csv_rows(f"{args.out}/table.csv")}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "out": args.out,
+                    "results": read_csv_rows(f"{args.out}/results.csv"),
+                    "summary": read_csv_rows(f"{args.out}/table.csv"),
+                },
+                indent=2,
+            )
+        )
     else:
         print(table)
     return 0

@@ -18,18 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test", help="split to score")
     parser.add_argument("--data", help="prepared data folder (default: the one the run was trained on)")
     parser.add_argument("--history", choices=["device", "cloud"], help="history view (default: the run's)")
-    parser.add_argument("--cross-view", action="store_true",
-                        help="allow evaluating on a history view the run was not trained on")
+    parser.add_argument(
+        "--cross-view", action="store_true", help="allow evaluating on a history view the run was not trained on"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
     from cloud.evaluation.grids import evaluate_run, format_metrics
 
-    metrics = evaluate_run(args.run, args.split, data_dir=args.data, history=args.history,
-                           cross_view=args.cross_view)
+    metrics = evaluate_run(args.run, args.split, data_dir=args.data, history=args.history, cross_view=args.cross_view)
     print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
     for note in metrics["warnings"]:
-        print(f"warning: the model does not beat a reference order: {note}; it may not have learned",
-              file=sys.stderr)
+        print(f"warning: the model does not beat a reference order: {note}; it may not have learned", file=sys.stderr)
     return 0

@@ -28,17 +28,31 @@ LOG_NAME = "export.log"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by `dir-cloud train`")
     parser.add_argument("--out", required=True, help="bundle folder to create")
-    parser.add_argument("--backends", default="executorch,tflite",
-                        help="comma-separated: executorch (model.pte, model_portable.pte), tflite (model.tflite)")
-    parser.add_argument("--quantize", default="",
-                        help="comma-separated int8 variants: int8 (full int8, NPUs), int8-dynamic (int8 weights) "
-                             "(default: none)")
+    parser.add_argument(
+        "--backends",
+        default="executorch,tflite",
+        help="comma-separated: executorch (model.pte, model_portable.pte), tflite (model.tflite)",
+    )
+    parser.add_argument(
+        "--quantize",
+        default="",
+        help="comma-separated int8 variants: int8 (full int8, NPUs), int8-dynamic (int8 weights) (default: none)",
+    )
     parser.add_argument("--model-version", default=None, help="version string (default: hash of the device weights)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--repo", default=None, help="also sign the bundle into this repository (`dir-cloud repo add`; default: not signed)")
-    parser.add_argument("--keys", default=None, help="with --repo: folder with targets/snapshot/timestamp keys (default: none)")
-    parser.add_argument("--verbose", action="store_true",
-                        help=f"show the exporters' warnings and log lines instead of writing them to BUNDLE/{LOG_NAME}")
+    parser.add_argument(
+        "--repo",
+        default=None,
+        help="also sign the bundle into this repository (`dir-cloud repo add`; default: not signed)",
+    )
+    parser.add_argument(
+        "--keys", default=None, help="with --repo: folder with targets/snapshot/timestamp keys (default: none)"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show the exporters' warnings and log lines instead of writing them to BUNDLE/{LOG_NAME}",
+    )
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
 
 
@@ -83,9 +97,16 @@ def _export(args: argparse.Namespace, progress):
     warnings.simplefilter("default")  # every third-party warning is recorded once in the log
     loaded = load_run(args.run)
     manifest = write_bundle(
-        loaded.model, loaded.spec, args.out, backends=args.backends, quantize=args.quantize or None,
-        embedding_version=loaded.embedding_version, model_version=args.model_version,
-        metrics=loaded.metrics, overwrite=args.force, progress=progress,
+        loaded.model,
+        loaded.spec,
+        args.out,
+        backends=args.backends,
+        quantize=args.quantize or None,
+        embedding_version=loaded.embedding_version,
+        model_version=args.model_version,
+        metrics=loaded.metrics,
+        overwrite=args.force,
+        progress=progress,
     )
     if args.repo:
         from cloud.export.signing import SignedRepository

@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--movies", required=True, help="movies.csv, u.item or movies.dat")
     parser.add_argument("--out", required=True, help="LOGS folder to write (must not exist or be empty)")
     parser.add_argument("--sources", type=int, default=3, help="number of sources (default %(default)s)")
-    parser.add_argument("--threshold", type=float, default=4.0,
-                        help="a rating >= this is a click (default %(default)s)")
+    parser.add_argument(
+        "--threshold", type=float, default=4.0, help="a rating >= this is a click (default %(default)s)"
+    )
     parser.add_argument("--name", default="", help="dataset name (default: movielens-<format>)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
 
@@ -36,11 +37,14 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     ratings, movies = read_ratings(args.ratings), read_movies(args.movies)
     name = args.name or f"movielens-{detect_format(args.ratings)}"
-    tables = convert(ratings, movies, sources=args.sources, threshold=args.threshold, name=name,
-                     ratings_name=str(args.ratings))
+    tables = convert(
+        ratings, movies, sources=args.sources, threshold=args.threshold, name=name, ratings_name=str(args.ratings)
+    )
     out = write_logs(tables, args.out, force=args.force)
     shares = ", ".join(f"{s.name} {s.target_share:.3f}" for s in tables.spec.sources)
-    print(f"wrote {out}: {len(tables.items)} movies, {tables.events['user_id'].nunique()} users, "
-          f"{len(tables.events)} events ({tables.events['label'].mean():.3f} clicks); "
-          f"sources: {shares} ({time.perf_counter() - start:.1f} s)")
+    print(
+        f"wrote {out}: {len(tables.items)} movies, {tables.events['user_id'].nunique()} users, "
+        f"{len(tables.events)} events ({tables.events['label'].mean():.3f} clicks); "
+        f"sources: {shares} ({time.perf_counter() - start:.1f} s)"
+    )
     return 0

@@ -19,26 +19,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing DATA folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the negative sampling (list_mode sampled)")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON instead of a summary")
-    parser.add_argument("--engine", choices=("auto", "memory", "duckdb"), default="auto",
-                        help="in memory, out of core with DuckDB, or auto: by the size of the events file "
-                             "(default %(default)s)")
-    parser.add_argument("--memory-limit", default=None,
-                        help="memory prepare may use, e.g. 4GB: picks the path, bounds DuckDB and the shard size, "
-                             "and in memory caps the lists, refused before building them if over (default: half "
-                             "the machine's memory for the path and DuckDB, the memory available for the lists)")
-    parser.add_argument("--ray", default=None, metavar="ADDRESS",
-                        help="run the shards as Ray tasks on the cluster at ADDRESS (or auto); the nodes must "
-                             "share the LOGS and DATA paths (default: none, shards run on this machine)")
-    parser.add_argument("--shards", type=int, default=None,
-                        help="number of user shards out of core (default: from the memory limit)")
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "memory", "duckdb"),
+        default="auto",
+        help="in memory, out of core with DuckDB, or auto: by the size of the events file (default %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default=None,
+        help="memory prepare may use, e.g. 4GB: picks the path, bounds DuckDB and the shard size, "
+        "and in memory caps the lists, refused before building them if over (default: half "
+        "the machine's memory for the path and DuckDB, the memory available for the lists)",
+    )
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run the shards as Ray tasks on the cluster at ADDRESS (or auto); the nodes must "
+        "share the LOGS and DATA paths (default: none, shards run on this machine)",
+    )
+    parser.add_argument(
+        "--shards", type=int, default=None, help="number of user shards out of core (default: from the memory limit)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from cloud.data.prepare_scale import parse_size, prepare_logs
 
     limit = parse_size(args.memory_limit) if args.memory_limit else None
-    stats, how = prepare_logs(args.logs, args.out, force=args.force, seed=args.seed, engine=args.engine,
-                              memory_limit=limit, ray=args.ray, shards=args.shards)
+    stats, how = prepare_logs(
+        args.logs,
+        args.out,
+        force=args.force,
+        seed=args.seed,
+        engine=args.engine,
+        memory_limit=limit,
+        ray=args.ray,
+        shards=args.shards,
+    )
     if args.json:
         print(json.dumps({"out": args.out, "path": how, **stats}, indent=2))
         return 0

@@ -30,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     refresh = sub.add_parser("refresh", help="re-sign targets, snapshot and timestamp with fresh expiry dates")
     for cmd in (init, add, rotate, refresh):
         cmd.add_argument("--repo", required=True, help="repository folder")
-        cmd.add_argument("--expiry-days", default=None,
-                         help="per role, e.g. timestamp=1,snapshot=7 (default: root=365,targets=90,snapshot=30,"
-                              "timestamp=7)")
+        cmd.add_argument(
+            "--expiry-days",
+            default=None,
+            help="per role, e.g. timestamp=1,snapshot=7 (default: root=365,targets=90,snapshot=30,timestamp=7)",
+        )
     init.add_argument("--root-key", required=True, help="the root key (kept offline; needed only here and to rotate)")
     rotate.add_argument("--root-key", required=True, help="the repository's current root key")
     for cmd in (init, add, refresh):

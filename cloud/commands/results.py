@@ -24,8 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from cloud.evaluation.results import grid_rows, write_results
 
     rows = grid_rows(args.grid)
-    data = args.data or (json.loads((Path(args.grid) / "runs" / rows[0]["run"] / "config.json").read_text())["data"]
-                         if rows else None)
+    data = args.data or (
+        json.loads((Path(args.grid) / "runs" / rows[0]["run"] / "config.json").read_text())["data"] if rows else None
+    )
     oracle = oracle_row(data) if data and Path(data).exists() else None
     print(write_results(args.grid, oracle=oracle, out=args.out))
     return 0

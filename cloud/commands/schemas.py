@@ -14,8 +14,9 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="docs/schemas", help="folder for <Message>.json (default: %(default)s)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 and name the files that are missing or out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 and name the files that are missing or out of date"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,8 +25,10 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         stale = stale_schemas(args.out)
         if stale:
-            print(f"{args.out}: out of date: {', '.join(stale)}; run `dir-cloud schemas --out {args.out}`",
-                  file=sys.stderr)
+            print(
+                f"{args.out}: out of date: {', '.join(stale)}; run `dir-cloud schemas --out {args.out}`",
+                file=sys.stderr,
+            )
             return 1
         print(f"{args.out}: every schema is current")
         return 0

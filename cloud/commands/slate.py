@@ -21,15 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row", type=int, default=0, help="list index within the split")
     parser.add_argument("--data", help="prepared data folder (default: the run's)")
     parser.add_argument("--out", required=True, help="folder for slate.json and history.jsonl")
-    parser.add_argument("--items", metavar="FILE",
-                        help="JSON item ids per source to put in the slate (default: none, the prepared list --split/--row)")
+    parser.add_argument(
+        "--items",
+        metavar="FILE",
+        help="JSON item ids per source to put in the slate (default: none, the prepared list --split/--row)",
+    )
     parser.add_argument("--user", default="user", help="user_id of an --items slate (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     from cloud.data.prepared import PreparedData
-    from cloud.training.runs import load_run
     from cloud.service.slates import slate_for_list
+    from cloud.training.runs import load_run
 
     if args.items:
         return _items_slate(args)

@@ -44,13 +44,22 @@ def dataset_stats(data) -> dict:
             "click_rate": float(np.asarray(arrays["label"])[real].sum() / max(real.sum(), 1)),
             "cold_source_share": _mean((has_cand & (device == 0)).any(axis=1)),
             "sources": {
-                source: {"candidates": _mean(real[:, s].sum(axis=1)), "hist_device": _mean(device[:, s]),
-                         "hist_cloud": _mean(cloud[:, s]), "cold_share": _mean(device[has_cand[:, s], s] == 0)}
+                source: {
+                    "candidates": _mean(real[:, s].sum(axis=1)),
+                    "hist_device": _mean(device[:, s]),
+                    "hist_cloud": _mean(cloud[:, s]),
+                    "cold_share": _mean(device[has_cand[:, s], s] == 0),
+                }
                 for s, source in enumerate(spec.source_names)
             },
         }
     return {
-        "name": spec.name, "list_mode": spec.list_mode, "n": spec.n, "t": spec.t, "K": spec.K, "lag": spec.lag,
+        "name": spec.name,
+        "list_mode": spec.list_mode,
+        "n": spec.n,
+        "t": spec.t,
+        "K": spec.K,
+        "lag": spec.lag,
         "users": data.num_users,
         "sources": {s.name: {"target_share": s.target_share, "items": data.num_items[s.name]} for s in spec.sources},
         "splits": splits,
@@ -59,17 +68,26 @@ def dataset_stats(data) -> dict:
 
 def format_stats(stats: dict) -> str:
     """The statistics as plain-text tables."""
-    lines = [f"dataset {stats['name']}: list_mode {stats['list_mode']}, n={stats['n']} t={stats['t']} "
-             f"K={stats['K']} lag={stats['lag']}, {stats['users']} users", "",
-             f"{'source':<16}{'share':>8}{'items':>10}"]
+    lines = [
+        f"dataset {stats['name']}: list_mode {stats['list_mode']}, n={stats['n']} t={stats['t']} "
+        f"K={stats['K']} lag={stats['lag']}, {stats['users']} users",
+        "",
+        f"{'source':<16}{'share':>8}{'items':>10}",
+    ]
     lines += [f"{name:<16}{s['target_share']:>8.3f}{s['items']:>10}" for name, s in stats["sources"].items()]
     lines += ["", f"{'split':<8}{'lists':>10}{'cands/list':>12}{'click rate':>12}{'cold-source share':>19}"]
-    lines += [f"{name:<8}{s['lists']:>10}{s['candidates_per_list']:>12.2f}{s['click_rate']:>12.4f}"
-              f"{s['cold_source_share']:>19.4f}" for name, s in stats["splits"].items()]
+    lines += [
+        f"{name:<8}{s['lists']:>10}{s['candidates_per_list']:>12.2f}{s['click_rate']:>12.4f}"
+        f"{s['cold_source_share']:>19.4f}"
+        for name, s in stats["splits"].items()
+    ]
     lines += ["", f"{'split':<8}{'source':<16}{'cands':>8}{'hist device':>13}{'hist cloud':>12}{'cold share':>12}"]
-    lines += [f"{name:<8}{source:<16}{v['candidates']:>8.2f}{v['hist_device']:>13.2f}{v['hist_cloud']:>12.2f}"
-              f"{v['cold_share']:>12.4f}"
-              for name, s in stats["splits"].items() for source, v in s["sources"].items()]
+    lines += [
+        f"{name:<8}{source:<16}{v['candidates']:>8.2f}{v['hist_device']:>13.2f}{v['hist_cloud']:>12.2f}"
+        f"{v['cold_share']:>12.4f}"
+        for name, s in stats["splits"].items()
+        for source, v in s["sources"].items()
+    ]
     return "\n".join(lines)
 
 

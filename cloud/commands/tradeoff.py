@@ -35,8 +35,16 @@ def run(args: argparse.Namespace) -> int:
         from cloud.evaluation.grids import read_csv_rows
 
         targets_csv = Path(args.out) / "targets.csv"
-        print(json.dumps({"out": args.out, "betas": read_csv_rows(Path(args.out) / "tradeoff.csv"),
-                          "targets": read_csv_rows(targets_csv) if targets else []}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "out": args.out,
+                    "betas": read_csv_rows(Path(args.out) / "tradeoff.csv"),
+                    "targets": read_csv_rows(targets_csv) if targets else [],
+                },
+                indent=2,
+            )
+        )
     else:
         print(text)
     return 0

@@ -33,8 +33,18 @@ def run(args: argparse.Namespace) -> int:
     from cloud.training.tuning import tune
 
     params = [p.strip() for p in args.params.split(",")] if args.params is not None else None
-    result = tune(args.data, args.model, args.history, args.trials, args.out, storage=args.storage,
-                  study_name=args.study_name, params=[p for p in params if p] if params is not None else None,
-                  seed=args.seed, epochs=args.epochs, patience=args.patience)
+    result = tune(
+        args.data,
+        args.model,
+        args.history,
+        args.trials,
+        args.out,
+        storage=args.storage,
+        study_name=args.study_name,
+        params=[p for p in params if p] if params is not None else None,
+        seed=args.seed,
+        epochs=args.epochs,
+        patience=args.patience,
+    )
     print(json.dumps(result, indent=2))
     return 0

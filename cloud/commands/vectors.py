@@ -18,8 +18,9 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by `dir-cloud train`")
     parser.add_argument("--data", help="prepared data folder (default: the run's)")
-    parser.add_argument("--items", required=True, metavar="FILE",
-                        help='JSON: {"SOURCE": [ITEM_ID, ...], ...} or {"ids": {...}}')
+    parser.add_argument(
+        "--items", required=True, metavar="FILE", help='JSON: {"SOURCE": [ITEM_ID, ...], ...} or {"ids": {...}}'
+    )
     parser.add_argument("--out", help="file for the ItemVectors JSON (default: print it)")
 
 

@@ -45,8 +45,12 @@ class ListBatcher:
             raise ValueError(f"history must be one of {HISTORY_VIEWS}, got {history!r}")
         self.history = history
         self.device = torch.device(device or "cpu")
-        self.categorical = [torch.tensor(np.asarray(cat), dtype=torch.int64, device=self.device) for cat, _ in item_tables]
-        self.dense = [torch.tensor(np.asarray(dense), dtype=torch.float32, device=self.device) for _, dense in item_tables]
+        self.categorical = [
+            torch.tensor(np.asarray(cat), dtype=torch.int64, device=self.device) for cat, _ in item_tables
+        ]
+        self.dense = [
+            torch.tensor(np.asarray(dense), dtype=torch.float32, device=self.device) for _, dense in item_tables
+        ]
         self._set_arrays(arrays)
 
     def _set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -77,12 +81,16 @@ class ListBatcher:
     def subset(self, start: int, stop: int) -> ListBatcher:
         """The lists start..stop-1 of this split, in order (no copy)."""
         other = copy.copy(self)
-        other._cand, other._hist, other._label = (r.rows_range(start, stop) for r in (self._cand, self._hist, self._label))
+        other._cand, other._hist, other._label = (
+            r.rows_range(start, stop) for r in (self._cand, self._hist, self._label)
+        )
         return other
 
     def batch(self, rows: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
         rows = np.asarray(rows, dtype=np.int64)
-        cand, hist, label = (torch.from_numpy(r.read(rows)).to(self.device) for r in (self._cand, self._hist, self._label))
+        cand, hist, label = (
+            torch.from_numpy(r.read(rows)).to(self.device) for r in (self._cand, self._hist, self._label)
+        )
         out: dict[str, torch.Tensor] = {}
         for s in range(self.m):
             for kind, index in (("cand", cand[:, s]), ("hist", hist[:, s])):
@@ -95,8 +103,14 @@ class ListBatcher:
         out["label"] = label
         return out
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                rank: int = 0, world: int = 1):
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        rank: int = 0,
+        world: int = 1,
+    ):
         """Yield batches covering every list once (the last one may be smaller).
 
         `batch_size` is the global batch: with `world` > 1 this yields rank `rank`'s share of each one

@@ -24,7 +24,7 @@ def standardised(spec: DatasetSpec, items: dict, train_cand: np.ndarray) -> Data
         rows = dense[shown] if len(shown) else dense
         fields, column = [], 0
         for field in source.dense:
-            part = rows[:, column:column + field.dim].astype(np.float64)
+            part = rows[:, column : column + field.dim].astype(np.float64)
             column += field.dim
             mean = part.mean(axis=0) if len(part) else np.zeros(field.dim)
             std = part.std(axis=0) if len(part) else np.ones(field.dim)
@@ -39,6 +39,6 @@ def shown_items(cand: np.ndarray, source: int, count: int, chunk: int = 1 << 16)
     memory-mapped array is never loaded whole)."""
     seen = np.zeros(count, bool)
     for start in range(0, len(cand), chunk):
-        part = np.asarray(cand[start:start + chunk, source])
+        part = np.asarray(cand[start : start + chunk, source])
         seen[part[part >= 0]] = True
     return np.flatnonzero(seen)

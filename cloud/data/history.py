@@ -17,8 +17,9 @@ import numpy as np
 from cloud.data.logs import Events
 
 
-def histories(events: Events, list_user: np.ndarray, list_ts: np.ndarray, m: int, t: int,
-              lag: int) -> dict[str, np.ndarray]:
+def histories(
+    events: Events, list_user: np.ndarray, list_ts: np.ndarray, m: int, t: int, lag: int
+) -> dict[str, np.ndarray]:
     """hist_device, hist_cloud (int64 [L, m, t]) and their ages (float32 [L, m, t])."""
     clicks = np.flatnonzero(events.label == 1)
     clicks = clicks[np.lexsort((clicks, events.ts[clicks], events.user[clicks]))]

@@ -78,12 +78,18 @@ def logged_lists(events: Events, m: int, n: int) -> Lists:
     out["label"][at] = events.label[kept]
     out["click_prob"][at] = events.click_prob[kept]
     out["position"][at] = events.position[kept]
-    return Lists(user=events.user[first], ts=events.ts[first], **out, line=events.line[first],
-                 stats={"impressions": int(len(rows)), "impressions_over_n_dropped": int((~keep).sum())})
+    return Lists(
+        user=events.user[first],
+        ts=events.ts[first],
+        **out,
+        line=events.line[first],
+        stats={"impressions": int(len(rows)), "impressions_over_n_dropped": int((~keep).sum())},
+    )
 
 
-def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int, seed: int,
-                  events_path: Path | str = "events.csv") -> Lists:
+def sampled_lists(
+    events: Events, item_counts: list[int], n: int, negatives: int, seed: int, events_path: Path | str = "events.csv"
+) -> Lists:
     """One list per click: the positive plus uniformly drawn unclicked negatives, grouped by source."""
     m = len(item_counts)
     offsets = np.r_[0, np.cumsum(item_counts)]
@@ -130,15 +136,21 @@ def sampled_lists(events: Events, item_counts: list[int], n: int, negatives: int
     out["cand_item"][at] = g[keep] - offsets[src[keep]]
     out["label"][at] = ~is_neg[keep]
     out["click_prob"][at] = np.where(is_neg[keep], np.nan, events.click_prob[clicks][list_of[keep]])
-    return Lists(user=user, ts=ts, **out, line=line, stats={
-        "negatives_dropped_after_redraws": int(bad.sum()),
-        "negatives_over_n_dropped": int(len(g) - len(keep)),
-    })
+    return Lists(
+        user=user,
+        ts=ts,
+        **out,
+        line=line,
+        stats={
+            "negatives_dropped_after_redraws": int(bad.sum()),
+            "negatives_over_n_dropped": int(len(g) - len(keep)),
+        },
+    )
 
 
 def no_clicks_message(events_path: Path | str) -> str:
     """The error for list_mode "sampled" without any click (shared by every prepare path)."""
-    return f"{events_path}: no clicks (label 1); list_mode = \"sampled\" makes one list per click"
+    return f'{events_path}: no clicks (label 1); list_mode = "sampled" makes one list per click'
 
 
 def keyed_random(seed: int, line: np.ndarray, slot: np.ndarray, round_: int) -> np.ndarray:
@@ -191,5 +203,9 @@ def _repeats(drawn: np.ndarray) -> np.ndarray:
 
 def _empty(count: int, m: int, n: int) -> dict[str, np.ndarray]:
     shape = (count, m, n)
-    return {"cand_item": np.full(shape, -1, np.int64), "label": np.zeros(shape, np.float32),
-            "click_prob": np.full(shape, np.nan, np.float32), "position": np.full(shape, -1, np.int64)}
+    return {
+        "cand_item": np.full(shape, -1, np.int64),
+        "label": np.zeros(shape, np.float32),
+        "click_prob": np.full(shape, np.nan, np.float32),
+        "position": np.full(shape, -1, np.int64),
+    }

@@ -95,14 +95,18 @@ def logs_folder(logs_dir: str | Path) -> Path:
     """`logs_dir` as a Path; a missing folder is an error."""
     root = Path(logs_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: LOGS folder not found; give a folder with dataset.toml, items.csv, events.csv")
+        raise FileNotFoundError(
+            f"{root}: LOGS folder not found; give a folder with dataset.toml, items.csv, events.csv"
+        )
     return root
 
 
 def no_lists_message(events_path: Path) -> str:
     """The error for list_mode "logged" without any list_id (shared by every prepare path)."""
-    return (f"{events_path}: no row has a list_id but dataset.toml sets list_mode = \"logged\"; "
-            "add list_id (and position) to impressions or set list_mode = \"sampled\"")
+    return (
+        f'{events_path}: no row has a list_id but dataset.toml sets list_mode = "logged"; '
+        'add list_id (and position) to impressions or set list_mode = "sampled"'
+    )
 
 
 def read_spec(path: str | Path) -> DatasetSpec:
@@ -173,13 +177,13 @@ def read_items(path: str | Path, spec: DatasetSpec) -> tuple[DatasetSpec, dict[s
 
 def item_columns(spec: DatasetSpec) -> list[str]:
     """The columns items.csv needs: item_id, source and every feature column of the spec."""
-    feature_cols = {c for s in spec.sources for c in [f.name for f in s.categorical]
-                    + [col for f in s.dense for col in f.columns()]}
+    feature_cols = {
+        c for s in spec.sources for c in [f.name for f in s.categorical] + [col for f in s.dense for col in f.columns()]
+    }
     return ["item_id", "source", *sorted(feature_cols)]
 
 
-def items_from_frame(path: Path, df: pd.DataFrame,
-                     spec: DatasetSpec) -> tuple[DatasetSpec, dict[str, ItemTable]]:
+def items_from_frame(path: Path, df: pd.DataFrame, spec: DatasetSpec) -> tuple[DatasetSpec, dict[str, ItemTable]]:
     """Validate an items table (text columns, row i = line i + 2 of `path`); see read_items."""
     item_id = df["item_id"].to_numpy(dtype=object)
     source = df["source"].to_numpy(dtype=object)
@@ -188,13 +192,17 @@ def items_from_frame(path: Path, df: pd.DataFrame,
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
         first = int(np.flatnonzero(item_id == item_id[row])[0])
-        raise ValueError(f"{path}: line {row + 2}: item_id {item_id[row]!r} repeats line {first + 2}; "
-                         "item ids must be unique across all sources")
+        raise ValueError(
+            f"{path}: line {row + 2}: item_id {item_id[row]!r} repeats line {first + 2}; "
+            "item ids must be unique across all sources"
+        )
     known = np.isin(source, spec.source_names)
     if not known.all():
         row = int(np.flatnonzero(~known)[0])
-        raise ValueError(f"{path}: line {row + 2}: unknown source {source[row]!r}; "
-                         f"use one of {spec.source_names} or add it to dataset.toml")
+        raise ValueError(
+            f"{path}: line {row + 2}: unknown source {source[row]!r}; "
+            f"use one of {spec.source_names} or add it to dataset.toml"
+        )
     sources = spec.model_dump()
     tables: dict[str, ItemTable] = {}
     for s, src in enumerate(spec.sources):
@@ -203,12 +211,24 @@ def items_from_frame(path: Path, df: pd.DataFrame,
             raise ValueError(f"{path}: source {src.name!r} has no items; add its items or remove it from dataset.toml")
         cats = []
         for f, field in enumerate(src.categorical):
-            ids, vocab = _encode_categorical(path, src.name, field.name, field.vocab, df[field.name].to_numpy(dtype=object)[rows])
+            ids, vocab = _encode_categorical(
+                path, src.name, field.name, field.vocab, df[field.name].to_numpy(dtype=object)[rows]
+            )
             sources["sources"][s]["categorical"][f]["vocab"] = vocab
             cats.append(ids)
-        dense = [_numeric(path, col, df[col].to_numpy(dtype=object)[rows], rows, finite=True, limit=FLOAT32_MAX,
-                          what=f"dense feature of source {src.name!r}")
-                 for field in src.dense for col in field.columns()]
+        dense = [
+            _numeric(
+                path,
+                col,
+                df[col].to_numpy(dtype=object)[rows],
+                rows,
+                finite=True,
+                limit=FLOAT32_MAX,
+                what=f"dense feature of source {src.name!r}",
+            )
+            for field in src.dense
+            for col in field.columns()
+        ]
         tables[src.name] = ItemTable(
             ids=item_id[rows].astype(str),
             categorical=np.stack(cats, axis=1) if cats else np.zeros((len(rows), 0), np.int64),
@@ -229,8 +249,9 @@ def read_users(path: str | Path) -> np.ndarray:
     return ids.astype(str)
 
 
-def read_events(path: str | Path, items: dict[str, ItemTable],
-                users: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
+def read_events(
+    path: str | Path, items: dict[str, ItemTable], users: np.ndarray | None = None
+) -> tuple[Events, np.ndarray]:
     """Read events.csv against the item tables; returns the events and the user ids they index."""
     path = Path(path)
     return events_from_frame(path, read_csv(path, list(EVENT_COLUMNS), optional=EVENT_OPTIONAL), items, users)
@@ -241,8 +262,13 @@ def no_events_message(path: Path) -> str:
     return f"{path}: no events; add at least one row"
 
 
-def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable], users: np.ndarray | None = None,
-                      lines: np.ndarray | None = None) -> tuple[Events, np.ndarray]:
+def events_from_frame(
+    path: Path,
+    df: pd.DataFrame,
+    items: dict[str, ItemTable],
+    users: np.ndarray | None = None,
+    lines: np.ndarray | None = None,
+) -> tuple[Events, np.ndarray]:
     """Validate an events table (text columns) of `path`; `lines` are its rows' file lines (default 2, 3...).
 
     The one place events are checked: the in-memory path calls it on the whole file, the sharded
@@ -262,8 +288,10 @@ def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
     where = pd.Index(all_ids).get_indexer(item_id)
     if (where < 0).any():
         bad = np.flatnonzero(where < 0)
-        raise ValueError(f"{path}: line {rows[bad[0]] + 2}: item_id {item_id[bad[0]]!r} is not in items.csv "
-                         f"({len(bad)} rows like this); add the item to items.csv or drop those rows")
+        raise ValueError(
+            f"{path}: line {rows[bad[0]] + 2}: item_id {item_id[bad[0]]!r} is not in items.csv "
+            f"({len(bad)} rows like this); add the item to items.csv or drop those rows"
+        )
 
     if users is None:
         user, users = pd.factorize(user_id, sort=True)
@@ -272,16 +300,27 @@ def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
         user = pd.Index(users).get_indexer(user_id)
         if (user < 0).any():
             bad = int(np.flatnonzero(user < 0)[0])
-            raise ValueError(f"{path}: line {rows[bad] + 2}: user_id {user_id[bad]!r} is not in users.csv; "
-                             "add the user to users.csv or drop the row")
+            raise ValueError(
+                f"{path}: line {rows[bad] + 2}: user_id {user_id[bad]!r} is not in users.csv; "
+                "add the user to users.csv or drop the row"
+            )
 
-    ts = _numeric(path, "timestamp", df["timestamp"].to_numpy(dtype=object), rows, finite=True,
-                  limit=MAX_ABS_TIMESTAMP, what="timestamp (seconds)")
+    ts = _numeric(
+        path,
+        "timestamp",
+        df["timestamp"].to_numpy(dtype=object),
+        rows,
+        finite=True,
+        limit=MAX_ABS_TIMESTAMP,
+        what="timestamp (seconds)",
+    )
     label = _numeric(path, "label", df["label"].to_numpy(dtype=object), rows, what="label")
     bad = np.flatnonzero((label != 0) & (label != 1))
     if len(bad):
-        raise ValueError(f"{path}: line {rows[bad[0]] + 2}: label must be 0 or 1, got {df['label'].iloc[bad[0]]!r}; "
-                         "use 1 for a click and 0 for a shown-but-not-clicked item")
+        raise ValueError(
+            f"{path}: line {rows[bad[0]] + 2}: label must be 0 or 1, got {df['label'].iloc[bad[0]]!r}; "
+            "use 1 for a click and 0 for a shown-but-not-clicked item"
+        )
 
     list_id = np.full(len(df), -1, np.int64)
     list_names = np.array([], dtype=str)
@@ -301,14 +340,23 @@ def events_from_frame(path: Path, df: pd.DataFrame, items: dict[str, ItemTable],
         prob = _numeric(path, "click_prob", raw[has], rows[has], finite=True, what="click probability")
         bad = np.flatnonzero((prob < 0) | (prob > 1))
         if len(bad):
-            raise ValueError(f"{path}: line {rows[has][bad[0]] + 2}: click_prob must be in [0, 1], "
-                             f"got {prob[bad[0]]}; leave it empty when unknown")
+            raise ValueError(
+                f"{path}: line {rows[has][bad[0]] + 2}: click_prob must be in [0, 1], "
+                f"got {prob[bad[0]]}; leave it empty when unknown"
+            )
         click_prob[has] = prob
     events = Events(
-        user=np.asarray(user, np.int64), source=item_source[where].astype(np.int64),
-        item=item_local[where].astype(np.int64), ts=ts, label=label.astype(np.int8),
-        list_id=list_id, list_names=list_names, position=position, click_prob=click_prob,
-        line=rows + 2, has_click_prob=bool(np.isfinite(click_prob).any()),
+        user=np.asarray(user, np.int64),
+        source=item_source[where].astype(np.int64),
+        item=item_local[where].astype(np.int64),
+        ts=ts,
+        label=label.astype(np.int8),
+        list_id=list_id,
+        list_names=list_names,
+        position=position,
+        click_prob=click_prob,
+        line=rows + 2,
+        has_click_prob=bool(np.isfinite(click_prob).any()),
     )
     _check_lists(path, events, item_id)
     return events, users
@@ -328,13 +376,16 @@ def read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) ->
     header = csv_header(path, required)
     check_header(path, header, required, optional)
     try:
-        df = pd.read_csv(path, dtype=str, na_filter=False, keep_default_na=False, skip_blank_lines=False,
-                         encoding="utf-8-sig")
+        df = pd.read_csv(
+            path, dtype=str, na_filter=False, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig"
+        )
     except ValueError as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise ValueError(f"{path}: malformed CSV ({exc}); every row needs the header's number of fields") from exc
     if len(df.columns) != len(header):
-        raise ValueError(f"{path}: line 1: the header has {len(header)} fields but the CSV reader found "
-                         f"{len(df.columns)}; check the header's quotes")
+        raise ValueError(
+            f"{path}: line 1: the header has {len(header)} fields but the CSV reader found "
+            f"{len(df.columns)}; check the header's quotes"
+        )
     df.columns = header
     return df[[c for c in header if c in required or c in optional]]
 
@@ -347,8 +398,9 @@ def table_path(root: Path, stem: str, required: bool = True) -> Path | None:
     if found:
         return found[0]
     if required:
-        raise FileNotFoundError(f"{root / (stem + '.csv')}: not found (nor {stem}.parquet); "
-                                "see docs/data.md for the LOGS folder layout")
+        raise FileNotFoundError(
+            f"{root / (stem + '.csv')}: not found (nor {stem}.parquet); see docs/data.md for the LOGS folder layout"
+        )
     return None
 
 
@@ -359,8 +411,10 @@ def csv_header(path: Path, required: list[str]) -> list[str]:
     try:
         header = next(csv.reader([first], strict=True), None)
     except csv.Error as exc:
-        raise ValueError(f"{path}: line 1: the header is not valid CSV ({exc}); it must be the column names "
-                         "separated by commas on one line (look for an unbalanced quote)") from exc
+        raise ValueError(
+            f"{path}: line 1: the header is not valid CSV ({exc}); it must be the column names "
+            "separated by commas on one line (look for an unbalanced quote)"
+        ) from exc
     if not header:
         raise ValueError(f"{path}: line 1: no header; the first line must be a header with {required}")
     return [h.strip() for h in header]
@@ -383,17 +437,24 @@ def check_header(path: Path, header: list[str], required: list[str], optional: t
         raise ValueError(f"{path}: line 1: column(s) {repeated} appear more than once; keep one of each")
     missing = [c for c in required if c not in header]
     if missing:
-        raise ValueError(f"{path}: line 1: missing column(s) {missing}; the header needs {required}"
-                         + (f" (optional: {list(optional)})" if optional else ""))
+        raise ValueError(
+            f"{path}: line 1: missing column(s) {missing}; the header needs {required}"
+            + (f" (optional: {list(optional)})" if optional else "")
+        )
 
 
 def check_text(path: Path, chunk_bytes: int = 1 << 20) -> None:
     """Raise a clear error (file, line, fix) unless the file is UTF-8 text without NUL bytes."""
     with path.open("rb") as fh:
         start = fh.read(4)
-        if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or start in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):
-            raise ValueError(f"{path}: the file is UTF-16/32 text (it starts with a byte-order mark); "
-                             "save it as UTF-8 (for example: iconv -f UTF-16 -t UTF-8)")
+        if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) or start in (
+            codecs.BOM_UTF32_LE,
+            codecs.BOM_UTF32_BE,
+        ):
+            raise ValueError(
+                f"{path}: the file is UTF-16/32 text (it starts with a byte-order mark); "
+                "save it as UTF-8 (for example: iconv -f UTF-16 -t UTF-8)"
+            )
         fh.seek(0)
         line, pending = 1, b""
         while True:
@@ -403,14 +464,18 @@ def check_text(path: Path, chunk_bytes: int = 1 << 20) -> None:
             block, pending = block[:cut], block[cut:]
             nul = block.find(b"\x00")
             if nul >= 0:
-                raise ValueError(f"{path}: line {line + block.count(NEWLINE, 0, nul)}: a NUL byte (UTF-16 without a "
-                                 "byte-order mark, or not a text file?); save it as UTF-8 text")
+                raise ValueError(
+                    f"{path}: line {line + block.count(NEWLINE, 0, nul)}: a NUL byte (UTF-16 without a "
+                    "byte-order mark, or not a text file?); save it as UTF-8 text"
+                )
             try:
                 block.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}: line {line + block.count(NEWLINE, 0, exc.start)}: byte "
-                                 f"0x{block[exc.start]:02x} is not UTF-8 (Latin-1 or Windows-1252 text, or not a "
-                                 "text file?); save it as UTF-8") from None
+                raise ValueError(
+                    f"{path}: line {line + block.count(NEWLINE, 0, exc.start)}: byte "
+                    f"0x{block[exc.start]:02x} is not UTF-8 (Latin-1 or Windows-1252 text, or not a "
+                    "text file?); save it as UTF-8"
+                ) from None
             line += block.count(NEWLINE)
             if not chunk:
                 return
@@ -423,8 +488,16 @@ def _require_nonempty(path: Path, column: str, values: np.ndarray, rows: np.ndar
         raise ValueError(f"{path}: line {line}: {column} is empty; fill it in or drop the row")
 
 
-def _numeric(path: Path, column: str, raw: np.ndarray, rows: np.ndarray, *, what: str,
-             finite: bool = False, limit: float | None = None) -> np.ndarray:
+def _numeric(
+    path: Path,
+    column: str,
+    raw: np.ndarray,
+    rows: np.ndarray,
+    *,
+    what: str,
+    finite: bool = False,
+    limit: float | None = None,
+) -> np.ndarray:
     """Parse a text column to float64 (within +-limit if given); the first bad value raises an error naming its line."""
     values = pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values) if finite else np.isnan(values)
@@ -434,10 +507,15 @@ def _numeric(path: Path, column: str, raw: np.ndarray, rows: np.ndarray, *, what
     if len(bad):
         got = raw[bad[0]]
         shown = "an empty value" if got == "" else repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
-        needed = (f"a number within +-{limit:.4g}" if np.isfinite(values[bad[0]])
-                  else f"a {'finite ' if finite else ''}number")
-        raise ValueError(f"{path}: line {rows[bad[0]] + 2}: column {column!r} ({what}) must be {needed}, "
-                         f"got {shown}; fix the value or drop the row")
+        needed = (
+            f"a number within +-{limit:.4g}"
+            if np.isfinite(values[bad[0]])
+            else f"a {'finite ' if finite else ''}number"
+        )
+        raise ValueError(
+            f"{path}: line {rows[bad[0]] + 2}: column {column!r} ({what}) must be {needed}, "
+            f"got {shown}; fix the value or drop the row"
+        )
     return values
 
 
@@ -445,18 +523,18 @@ def _optional_int(path: Path, column: str, raw: np.ndarray, rows: np.ndarray) ->
     """Parse a column of non-negative integers where empty means unknown (-1)."""
     out = np.full(len(raw), -1, np.int64)
     has = raw != ""
-    values = _numeric(path, column, raw[has], rows[has], finite=True, limit=MAX_POSITION,
-                      what="non-negative integer")
+    values = _numeric(path, column, raw[has], rows[has], finite=True, limit=MAX_POSITION, what="non-negative integer")
     bad = np.flatnonzero((values < 0) | (values != np.round(values)))
     if len(bad):
-        raise ValueError(f"{path}: line {rows[has][bad[0]] + 2}: column {column!r} must be a non-negative "
-                         f"integer, got {raw[has][bad[0]]!r}; leave it empty when unknown")
+        raise ValueError(
+            f"{path}: line {rows[has][bad[0]] + 2}: column {column!r} must be a non-negative "
+            f"integer, got {raw[has][bad[0]]!r}; leave it empty when unknown"
+        )
     out[has] = values.astype(np.int64)
     return out
 
 
-def _encode_categorical(path: Path, source: str, field: str, vocab: int,
-                        raw: np.ndarray) -> tuple[np.ndarray, int]:
+def _encode_categorical(path: Path, source: str, field: str, vocab: int, raw: np.ndarray) -> tuple[np.ndarray, int]:
     """Map raw values (compared as text) to 1..V-1 in sorted order; empty -> 0."""
     ids = np.zeros(len(raw), np.int64)
     has = raw != ""
@@ -464,9 +542,11 @@ def _encode_categorical(path: Path, source: str, field: str, vocab: int,
     ids[has] = inverse + 1
     needed = len(uniques) + 1
     if vocab and vocab < needed:
-        raise ValueError(f"{path}: categorical field {field!r} of source {source!r} has {len(uniques)} distinct "
-                         f"values and needs vocab >= {needed} (0 is kept for unknown), but dataset.toml "
-                         f"gives vocab = {vocab}; raise it or set vocab = 0 to infer it")
+        raise ValueError(
+            f"{path}: categorical field {field!r} of source {source!r} has {len(uniques)} distinct "
+            f"values and needs vocab >= {needed} (0 is kept for unknown), but dataset.toml "
+            f"gives vocab = {vocab}; raise it or set vocab = 0 to infer it"
+        )
     return ids, vocab or needed
 
 
@@ -476,13 +556,22 @@ def _check_lists(path: Path, events: Events, item_id: np.ndarray) -> None:
     if len(rows) == 0:
         return
     shown = rows[np.lexsort((rows, events.item[rows], events.source[rows], events.list_id[rows]))]
-    twice = np.flatnonzero((events.list_id[shown[1:]] == events.list_id[shown[:-1]])
-                           & (events.source[shown[1:]] == events.source[shown[:-1]])
-                           & (events.item[shown[1:]] == events.item[shown[:-1]]))
+    twice = np.flatnonzero(
+        (events.list_id[shown[1:]] == events.list_id[shown[:-1]])
+        & (events.source[shown[1:]] == events.source[shown[:-1]])
+        & (events.item[shown[1:]] == events.item[shown[:-1]])
+    )
     if len(twice):
         a, b = shown[twice[0]], shown[twice[0] + 1]
-        raise ValueError(list_repeat_message(path, int(events.line[a]), int(events.line[b]), str(item_id[a]),
-                                             str(events.list_names[events.list_id[a]])))
+        raise ValueError(
+            list_repeat_message(
+                path,
+                int(events.line[a]),
+                int(events.line[b]),
+                str(item_id[a]),
+                str(events.list_names[events.list_id[a]]),
+            )
+        )
     order = rows[np.lexsort((events.user[rows], events.list_id[rows]))]
     same_list = events.list_id[order[1:]] == events.list_id[order[:-1]]
     clash = np.flatnonzero(same_list & (events.user[order[1:]] != events.user[order[:-1]]))
@@ -491,17 +580,22 @@ def _check_lists(path: Path, events: Events, item_id: np.ndarray) -> None:
         members = np.flatnonzero(events.list_id == lid)
         a = members[0]
         b = members[events.user[members] != events.user[a]][0]
-        raise ValueError(list_clash_message(path, int(events.line[a]), int(events.line[b]),
-                                            str(events.list_names[lid])))
+        raise ValueError(
+            list_clash_message(path, int(events.line[a]), int(events.line[b]), str(events.list_names[lid]))
+        )
 
 
 def list_repeat_message(path: Path, line_a: int, line_b: int, item: str, list_name: str) -> str:
     """The error for an item shown twice in one list (shared by every prepare path)."""
-    return (f"{path}: lines {line_a} and {line_b}: item_id {item!r} appears twice in list_id {list_name!r}; "
-            "keep one row per shown item (label 1 if it was clicked) and drop the repeated row")
+    return (
+        f"{path}: lines {line_a} and {line_b}: item_id {item!r} appears twice in list_id {list_name!r}; "
+        "keep one row per shown item (label 1 if it was clicked) and drop the repeated row"
+    )
 
 
 def list_clash_message(path: Path, line_a: int, line_b: int, list_name: str) -> str:
     """The error for a list_id with rows of two users (shared by every prepare path)."""
-    return (f"{path}: lines {line_a} and {line_b}: list_id {list_name!r} has rows of two users; "
-            "a list is shown to one user, give each shown list its own list_id")
+    return (
+        f"{path}: lines {line_a} and {line_b}: list_id {list_name!r} has rows of two users; "
+        "a list is shown to one user, give each shown list its own list_id"
+    )

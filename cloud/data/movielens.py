@@ -26,8 +26,25 @@ from cloud.data.logs_writer import write_logs_folder
 from shared_schema.specs import CategoricalField, DatasetSpec, DenseField, SourceSpec
 
 GENRES_100K = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -57,8 +74,10 @@ def detect_format(path: str | Path) -> str:
     for marker, fmt in (("::", "1m"), ("\t", "100k"), ("|", "100k"), (",", "latest")):
         if marker in first:
             return fmt
-    raise ValueError(f"{path}: cannot tell the MovieLens format; expected ratings.csv/movies.csv "
-                     "(ml-latest), u.data/u.item (ML-100K) or ratings.dat/movies.dat (ML-1M)")
+    raise ValueError(
+        f"{path}: cannot tell the MovieLens format; expected ratings.csv/movies.csv "
+        "(ml-latest), u.data/u.item (ML-100K) or ratings.dat/movies.dat (ML-1M)"
+    )
 
 
 def read_ratings(path: str | Path) -> pd.DataFrame:
@@ -74,8 +93,10 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
         bad = np.flatnonzero(values.isna().to_numpy())
         if len(bad):
             line = bad[0] + (2 if fmt == "latest" else 1)
-            raise ValueError(f"{path}: line {line}: {kind} {raw[column].iloc[bad[0]]!r} is not a number; "
-                             "fix the file or give the original MovieLens file")
+            raise ValueError(
+                f"{path}: line {line}: {kind} {raw[column].iloc[bad[0]]!r} is not a number; "
+                "fix the file or give the original MovieLens file"
+            )
         out[column] = values.to_numpy()
     out["ts"] = out["ts"].astype(np.int64)
     return out
@@ -98,12 +119,20 @@ def read_movies(path: str | Path) -> pd.DataFrame:
     year = raw["title"].str.extract(_YEAR, expand=False)
     if "release" in raw:  # ML-100K: "01-Jan-1995"
         year = year.fillna(raw["release"].str.extract(r"(\d{4})\s*$", expand=False))
-    movies = pd.DataFrame({"item": raw["movieId"].str.strip(), "title": raw["title"], "genres": genres,
-                           "year": pd.to_numeric(year, errors="coerce")})
+    movies = pd.DataFrame(
+        {
+            "item": raw["movieId"].str.strip(),
+            "title": raw["title"],
+            "genres": genres,
+            "year": pd.to_numeric(year, errors="coerce"),
+        }
+    )
     repeated = movies["item"].duplicated()
     if repeated.any():
-        raise ValueError(f"{path}: movie id {movies['item'][repeated].iloc[0]!r} appears twice; "
-                         "give the original MovieLens movies file")
+        raise ValueError(
+            f"{path}: movie id {movies['item'][repeated].iloc[0]!r} appears twice; "
+            "give the original MovieLens movies file"
+        )
     return movies
 
 
@@ -115,8 +144,14 @@ def _read(path: Path, fmt: str, expect: list[str] | int) -> pd.DataFrame:
         else:
             text = path.read_text(encoding="latin-1")
             sep = {"1m": "::", "100k": "|" if "|" in text.split("\n", 1)[0] else "\t"}[fmt]
-            frame = pd.read_csv(io.StringIO(text.replace(sep, "\x1f")), sep="\x1f", header=None, dtype=str,
-                                keep_default_na=False, quoting=csv.QUOTE_NONE)
+            frame = pd.read_csv(
+                io.StringIO(text.replace(sep, "\x1f")),
+                sep="\x1f",
+                header=None,
+                dtype=str,
+                keep_default_na=False,
+                quoting=csv.QUOTE_NONE,
+            )
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{path}: empty file; give the original MovieLens file") from exc
     except pd.errors.ParserError as exc:
@@ -124,12 +159,15 @@ def _read(path: Path, fmt: str, expect: list[str] | int) -> pd.DataFrame:
     if fmt == "latest":
         missing = [c for c in expect if c not in frame.columns]
         if missing:
-            raise ValueError(f"{path}: line 1: missing column(s) {missing}; ml-latest files have the header "
-                             f"{','.join(expect)}")
+            raise ValueError(
+                f"{path}: line 1: missing column(s) {missing}; ml-latest files have the header {','.join(expect)}"
+            )
         return frame[expect]
     if frame.shape[1] < expect:
-        raise ValueError(f"{path}: {frame.shape[1]} columns separated by {sep!r}, expected {expect}; "
-                         "give the original MovieLens file")
+        raise ValueError(
+            f"{path}: {frame.shape[1]} columns separated by {sep!r}, expected {expect}; "
+            "give the original MovieLens file"
+        )
     return frame
 
 
@@ -140,8 +178,9 @@ def group_genres(counts: pd.Series, sources: int) -> dict[str, int]:
     """
     counts = counts[counts > 0]
     if sources < 1 or sources > len(counts):
-        raise ValueError(f"--sources {sources}: must be between 1 and the number of primary genres with "
-                         f"ratings ({len(counts)})")
+        raise ValueError(
+            f"--sources {sources}: must be between 1 and the number of primary genres with ratings ({len(counts)})"
+        )
     load = np.zeros(sources)
     group = {}
     for genre, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -150,14 +189,22 @@ def group_genres(counts: pd.Series, sources: int) -> dict[str, int]:
     return group
 
 
-def convert(ratings: pd.DataFrame, movies: pd.DataFrame, sources: int = 3, threshold: float = 4.0,
-            name: str = "movielens", ratings_name: str = "ratings") -> MovieLensTables:
+def convert(
+    ratings: pd.DataFrame,
+    movies: pd.DataFrame,
+    sources: int = 3,
+    threshold: float = 4.0,
+    name: str = "movielens",
+    ratings_name: str = "ratings",
+) -> MovieLensTables:
     """Build the LOGS tables: genre-grouped sources, item features, one event per rating."""
     known = ratings["item"].isin(movies["item"])
     if not known.all():
         missing = ratings.loc[~known, "item"]
-        raise ValueError(f"{ratings_name}: {len(missing)} ratings of movie ids missing from the movies file "
-                         f"(first: {missing.iloc[0]!r}); give the movies file of the same MovieLens release")
+        raise ValueError(
+            f"{ratings_name}: {len(missing)} ratings of movie ids missing from the movies file "
+            f"(first: {missing.iloc[0]!r}); give the movies file of the same MovieLens release"
+        )
     movies = movies[movies["item"].isin(ratings["item"])].reset_index(drop=True)
     movies["genres"] = movies["genres"].map(lambda g: g or ["(no genres listed)"])
     primary = movies["genres"].str[0]
@@ -168,33 +215,44 @@ def convert(ratings: pd.DataFrame, movies: pd.DataFrame, sources: int = 3, thres
     names = _source_names(group, counts, sources)
     vocab = sorted({g for genres in movies["genres"] for g in genres})
     spec = DatasetSpec(
-        name=name, list_mode="sampled",
+        name=name,
+        list_mode="sampled",
         sources=tuple(
-            SourceSpec(name=names[s], target_share=float(loads[s] / loads.sum()),
-                       categorical=(CategoricalField(name="genre"), CategoricalField(name="year")),
-                       dense=(DenseField(name="genres", dim=len(vocab)),))
+            SourceSpec(
+                name=names[s],
+                target_share=float(loads[s] / loads.sum()),
+                categorical=(CategoricalField(name="genre"), CategoricalField(name="year")),
+                dense=(DenseField(name="genres", dim=len(vocab)),),
+            )
             for s in range(sources)
         ),
     )
     items = _items(movies, primary, [names[group[g]] for g in primary], vocab)
-    events = pd.DataFrame({
-        "user_id": ratings["user"], "item_id": ratings["item"], "timestamp": ratings["ts"],
-        "label": (ratings["rating"] >= threshold).astype(np.int8),
-    }).sort_values(["timestamp", "user_id"], kind="stable", ignore_index=True)
+    events = pd.DataFrame(
+        {
+            "user_id": ratings["user"],
+            "item_id": ratings["item"],
+            "timestamp": ratings["ts"],
+            "label": (ratings["rating"] >= threshold).astype(np.int8),
+        }
+    ).sort_values(["timestamp", "user_id"], kind="stable", ignore_index=True)
     return MovieLensTables(spec, items, events, {g: names[s] for g, s in group.items()}, vocab, threshold)
 
 
 def write_logs(tables: MovieLensTables, out: str | Path, force: bool = False) -> Path:
     """Write `tables` as a LOGS folder (atomic; refuses a non-empty `out` unless `force`)."""
-    by_source = {s: sorted(g for g, name in tables.genre_source.items() if name == s)
-                 for s in tables.spec.source_names}
+    by_source = {s: sorted(g for g, name in tables.genre_source.items() if name == s) for s in tables.spec.source_names}
     hot = [c for c in tables.items.columns if c.startswith("genres")]
     return write_logs_folder(
-        out, tables.spec, {"items.csv": tables.items, "events.csv": tables.events},
-        comments=["MovieLens ratings converted by `dir-cloud movielens` (rules: docs/movielens.md).",
-                  f"label = rating >= {tables.threshold}; a movie's source is that of its first genre:",
-                  *(f"  {s}: {', '.join(genres)}" for s, genres in by_source.items()),
-                  f"dense genres columns: {', '.join(f'{c}={g}' for c, g in zip(hot, tables.genre_vocab))}"],
+        out,
+        tables.spec,
+        {"items.csv": tables.items, "events.csv": tables.events},
+        comments=[
+            "MovieLens ratings converted by `dir-cloud movielens` (rules: docs/movielens.md).",
+            f"label = rating >= {tables.threshold}; a movie's source is that of its first genre:",
+            *(f"  {s}: {', '.join(genres)}" for s, genres in by_source.items()),
+            f"dense genres columns: {', '.join(f'{c}={g}' for c, g in zip(hot, tables.genre_vocab))}",
+        ],
         force=force,
     )
 

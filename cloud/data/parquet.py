@@ -47,8 +47,8 @@ def read_parquet_text(path: Path, columns: list[str]) -> pd.DataFrame:
         try:
             frame = con.execute(
                 f"SELECT {text_columns(columns)} FROM read_parquet({literal(path)}, file_row_number = true) "
-                "ORDER BY file_row_number").df()
+                "ORDER BY file_row_number"
+            ).df()
         except duckdb.Error as exc:
             raise ValueError(f"{path}: not a readable Parquet file ({exc}); write it again or use CSV") from exc
     return frame.astype(object)
-

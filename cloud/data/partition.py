@@ -72,13 +72,16 @@ def connect(work: Path, memory_limit: int):
     con.execute(f"SET temp_directory = {literal(work / 'duckdb-spill')}").fetchall()
     con.execute("SET preserve_insertion_order = true").fetchall()
     if (work / "events").is_dir():
-        con.execute(f"CREATE VIEW ev AS SELECT * FROM read_parquet({literal(work / 'events' / '*' / '*.parquet')}, "
-                    "hive_partitioning = true)").fetchall()
+        con.execute(
+            f"CREATE VIEW ev AS SELECT * FROM read_parquet({literal(work / 'events' / '*' / '*.parquet')}, "
+            "hive_partitioning = true)"
+        ).fetchall()
     return con
 
 
-def partition_events(events_path: Path, users: np.ndarray | None, work: Path, memory_limit: int,
-                     shards: int | None = None) -> Partition:
+def partition_events(
+    events_path: Path, users: np.ndarray | None, work: Path, memory_limit: int, shards: int | None = None
+) -> Partition:
     """Shard and count the events; `users` from users.csv or None (then sorted distinct ids).
 
     Shards hold about memory_limit / 2 of list-builder memory (estimated from the file size) unless
@@ -104,14 +107,16 @@ def partition_events(events_path: Path, users: np.ndarray | None, work: Path, me
             users = np.asarray(sorted(distinct.tolist()), dtype=str)
         user_frame = pd.DataFrame({"user_id": users, "index": np.arange(len(users))})
         con.register("user_frame", user_frame)
-        user_shard = con.execute(f"SELECT hash(user_id) % {shards} AS shard FROM user_frame "
-                                 "ORDER BY index").fetchnumpy()["shard"]
+        user_shard = con.execute(
+            f"SELECT hash(user_id) % {shards} AS shard FROM user_frame ORDER BY index"
+        ).fetchnumpy()["shard"]
     except duckdb.Error as exc:
         summary = "; ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())
         if events_path.suffix == ".parquet":
             raise ValueError(f"{events_path}: not a readable Parquet file ({summary}); write it again") from exc
-        raise ValueError(f"{events_path}: malformed CSV ({summary}); every row needs the header's number "
-                         "of fields") from exc
+        raise ValueError(
+            f"{events_path}: malformed CSV ({summary}); every row needs the header's number of fields"
+        ) from exc
     finally:
         con.close()
     plan = Partition(events_path, work, shards, int(total), users, tuple(columns))
@@ -132,21 +137,24 @@ def check_across_shards(plan: Partition, list_mode: str, memory_limit: int) -> N
     try:
         clash = con.execute(
             "SELECT list_id, min(line) AS first FROM ev WHERE list_id <> '' GROUP BY list_id "
-            "HAVING min(user_id) <> max(user_id) ORDER BY first LIMIT 1").fetchall()
+            "HAVING min(user_id) <> max(user_id) ORDER BY first LIMIT 1"
+        ).fetchall()
         if clash:
             repeat = con.execute(  # an item shown twice by two users (within one user a shard finds it)
                 "WITH two AS (SELECT list_id FROM ev WHERE list_id <> '' GROUP BY list_id "
                 "HAVING min(user_id) <> max(user_id)) "
                 "SELECT list_id, item_id, list_sort(list(line))[1] AS a, list_sort(list(line))[2] AS b "
                 "FROM ev JOIN two USING (list_id) GROUP BY list_id, item_id HAVING count(*) > 1 "
-                "ORDER BY a LIMIT 1").fetchall()
+                "ORDER BY a LIMIT 1"
+            ).fetchall()
             if repeat:
                 name, item, a, b = repeat[0]
                 raise ValueError(list_repeat_message(plan.events_path, int(a), int(b), item, name))
             name, first = clash[0]
             other = con.execute(
                 "SELECT min(line) FROM ev WHERE list_id = ? AND user_id <> (SELECT user_id FROM ev WHERE line = ?)",
-                [name, first]).fetchall()[0][0]
+                [name, first],
+            ).fetchall()[0][0]
             raise ValueError(list_clash_message(plan.events_path, int(first), int(other), name))
         if list_mode == "logged" and not con.execute("SELECT count(*) FROM ev WHERE list_id <> ''").fetchall()[0][0]:
             raise ValueError(no_lists_message(plan.events_path))
@@ -167,11 +175,15 @@ def _write_shards(con, path: Path, folder: Path, shards: int) -> list[str]:
         header = csv_header(path, required)
         check_header(path, header, required, optional)
         types = ", ".join(f"{literal(h)}: 'VARCHAR'" for h in header)
-        source = (f"read_csv({literal(path)}, header = false, skip = 1, columns = {{{types}}}, delim = ',', "
-                  "quote = '\"', escape = '\"', null_padding = true, strict_mode = true, "
-                  "encoding = 'utf-8', auto_detect = false)")
+        source = (
+            f"read_csv({literal(path)}, header = false, skip = 1, columns = {{{types}}}, delim = ',', "
+            "quote = '\"', escape = '\"', null_padding = true, strict_mode = true, "
+            "encoding = 'utf-8', auto_detect = false)"
+        )
         line = "row_number() OVER () + 1"  # rows in file order (insertion order is preserved)
     keep = [c for c in header if c in required or c in optional]
-    con.execute(f"COPY (SELECT {text_columns(keep)}, {line} AS line, hash(user_id) % {shards} AS shard "
-                f"FROM {source}) TO {literal(folder)} (FORMAT PARQUET, PARTITION_BY (shard))").fetchall()
+    con.execute(
+        f"COPY (SELECT {text_columns(keep)}, {line} AS line, hash(user_id) % {shards} AS shard "
+        f"FROM {source}) TO {literal(folder)} (FORMAT PARQUET, PARTITION_BY (shard))"
+    ).fetchall()
     return keep

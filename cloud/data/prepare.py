@@ -30,8 +30,9 @@ from shared_schema.specs import SCHEMA_VERSION, DatasetSpec
 SPLITS = ("train", "valid", "test")
 
 
-def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, seed: int = 0,
-            memory_limit: int | None = None) -> dict:
+def prepare(
+    logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, seed: int = 0, memory_limit: int | None = None
+) -> dict:
     """Validate LOGS, build lists, histories and the time split, write DATA; returns dataset.json's stats.
 
     `memory_limit`: bytes the lists may take (default: the memory available now).
@@ -43,8 +44,15 @@ def prepare(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, s
     lists = build_lists(logs, seed)
     views = histories(logs.events, lists.user, lists.ts, spec.m, spec.t, spec.lag)
     bounds = time_split(lists.ts, spec, logs.events_path)
-    arrays = {"user": lists.user, "ts": lists.ts, "cand_item": lists.cand_item, "label": lists.label,
-              "click_prob": lists.click_prob, "position": lists.position, **views}
+    arrays = {
+        "user": lists.user,
+        "ts": lists.ts,
+        "cand_item": lists.cand_item,
+        "label": lists.label,
+        "click_prob": lists.click_prob,
+        "position": lists.position,
+        **views,
+    }
     stats = split_stats(len(logs.events), int(logs.events.label.sum()), seed, lists.ts, bounds, lists.stats)
     spec = standardised(spec, logs.items, lists.cand_item[slice(*bounds["train"])])  # dense mean/std of train
     with replace_dir(out, force) as tmp:
@@ -67,11 +75,14 @@ def refuse_existing(out_dir: str | Path, force: bool) -> Path:
     return out
 
 
-def split_stats(events: int, clicks: int, seed: int, ts: np.ndarray, bounds: dict[str, tuple[int, int]],
-                list_stats: dict) -> dict:
+def split_stats(
+    events: int, clicks: int, seed: int, ts: np.ndarray, bounds: dict[str, tuple[int, int]], list_stats: dict
+) -> dict:
     """dataset.json's stats: counts, each split's list count and time range, the list builder's counters."""
     return {
-        "events": events, "clicks": clicks, "seed": seed,
+        "events": events,
+        "clicks": clicks,
+        "seed": seed,
         "lists": {name: int(b - a) for name, (a, b) in bounds.items()},
         "time_range": {name: [float(ts[a]), float(ts[b - 1])] for name, (a, b) in bounds.items()},
         **list_stats,
@@ -89,12 +100,18 @@ def write_catalog(folder: Path, items: dict[str, ItemTable], users: np.ndarray) 
     np.save(folder / "users.npy", users)
 
 
-def write_meta(folder: Path, spec: DatasetSpec, stats: dict, items: dict[str, ItemTable], num_users: int,
-               has_click_prob: bool) -> None:
+def write_meta(
+    folder: Path, spec: DatasetSpec, stats: dict, items: dict[str, ItemTable], num_users: int, has_click_prob: bool
+) -> None:
     """DATA/dataset.json (`spec` with the dense standardisation filled in)."""
-    meta = {"schema_version": SCHEMA_VERSION, "spec": spec.model_dump(mode="json"), "stats": stats,
-            "num_items": {name: len(table) for name, table in items.items()},
-            "num_users": num_users, "has_click_prob": has_click_prob}
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "spec": spec.model_dump(mode="json"),
+        "stats": stats,
+        "num_items": {name: len(table) for name, table in items.items()},
+        "num_users": num_users,
+        "has_click_prob": has_click_prob,
+    }
     (folder / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
@@ -120,7 +137,8 @@ def check_memory(logs: Logs, toml: Path, limit: int | None) -> None:
             f"{toml}: {lists} lists of m={spec.m} sources with n={spec.n} candidates and t={spec.t} history "
             + (f"and {spec.negatives} negatives " if spec.list_mode == "sampled" else "")
             + f"need about {need / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB of memory available; "
-            + ("lower n, t or negatives" if spec.list_mode == "sampled" else "lower n or t") + " in dataset.toml, "
+            + ("lower n, t or negatives" if spec.list_mode == "sampled" else "lower n or t")
+            + " in dataset.toml, "
             "or prepare fewer events"
         )
 
@@ -161,5 +179,3 @@ def time_split(ts: np.ndarray, spec: DatasetSpec, events_path: Path | str = "eve
             "list timestamps); add more lists or change valid_fraction/test_fraction in dataset.toml"
         )
     return bounds
-
-

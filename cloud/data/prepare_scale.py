@@ -38,13 +38,32 @@ from cloud.data.shards import ShardJob, build_shard, merge_shards
 from shared_schema.files import replace_dir
 
 ENGINES = ("auto", "memory", "duckdb")
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 1 << 10,
+    "MIB": 1 << 20,
+    "GIB": 1 << 30,
+    "TIB": 1 << 40,
+}
 
 
-def prepare_logs(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, seed: int = 0,
-                 engine: str = "auto", memory_limit: int | None = None, ray: str | None = None,
-                 shards: int | None = None, max_retries: int = 3) -> tuple[dict, str]:
+def prepare_logs(
+    logs_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    seed: int = 0,
+    engine: str = "auto",
+    memory_limit: int | None = None,
+    ray: str | None = None,
+    shards: int | None = None,
+    max_retries: int = 3,
+) -> tuple[dict, str]:
     """Prepare with the chosen path; returns dataset.json's stats and a sentence saying which path ran.
 
     `memory_limit` (bytes; default: half this machine's memory) picks the path, bounds DuckDB and sizes
@@ -59,17 +78,30 @@ def prepare_logs(logs_dir: str | Path, out_dir: str | Path, *, force: bool = Fal
     elif engine == "auto":
         engine, how = choose_engine(logs_dir, limit)
     else:
-        how = "in memory (chosen)" if engine == "memory" else f"out of core with DuckDB (chosen, memory limit {_size(limit)})"
+        how = (
+            "in memory (chosen)"
+            if engine == "memory"
+            else f"out of core with DuckDB (chosen, memory limit {_size(limit)})"
+        )
     if engine == "memory":
         return prepare(logs_dir, out_dir, force=force, seed=seed, memory_limit=memory_limit), how
-    stats = prepare_out_of_core(logs_dir, out_dir, force=force, seed=seed, memory_limit=limit, ray=ray,
-                                shards=shards, max_retries=max_retries)
+    stats = prepare_out_of_core(
+        logs_dir, out_dir, force=force, seed=seed, memory_limit=limit, ray=ray, shards=shards, max_retries=max_retries
+    )
     return stats, how
 
 
-def prepare_out_of_core(logs_dir: str | Path, out_dir: str | Path, *, force: bool = False, seed: int = 0,
-                        memory_limit: int, ray: str | None = None, shards: int | None = None,
-                        max_retries: int = 3) -> dict:
+def prepare_out_of_core(
+    logs_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    seed: int = 0,
+    memory_limit: int,
+    ray: str | None = None,
+    shards: int | None = None,
+    max_retries: int = 3,
+) -> dict:
     """DuckDB shards the events by user, each shard builds its lists (locally or on Ray), merge to DATA."""
     out = refuse_existing(out_dir, force)
     root = logs_folder(logs_dir)
@@ -108,10 +140,14 @@ def choose_engine(logs_dir: str | Path, memory_limit: int) -> tuple[str, str]:
     size = events.stat().st_size
     need = size * MEMORY_PER_FILE_BYTE[events.suffix]
     if need <= memory_limit / 2:
-        return "memory", (f"in memory ({events.name} is {_size(size)}, about {_size(need)} in memory, "
-                          f"within half the memory limit {_size(memory_limit)})")
-    return "duckdb", (f"out of core with DuckDB ({events.name} is {_size(size)}, about {_size(need)} in memory, "
-                      f"over half the memory limit {_size(memory_limit)})")
+        return "memory", (
+            f"in memory ({events.name} is {_size(size)}, about {_size(need)} in memory, "
+            f"within half the memory limit {_size(memory_limit)})"
+        )
+    return "duckdb", (
+        f"out of core with DuckDB ({events.name} is {_size(size)}, about {_size(need)} in memory, "
+        f"over half the memory limit {_size(memory_limit)})"
+    )
 
 
 def default_memory_limit() -> int:

@@ -1,10 +1,10 @@
 """Load a prepared DATA folder; split arrays are memory-mapped, nothing is read until used.
 
-    data = PreparedData("my_data")
-    data.spec.n, data.num_items["video"]
-    train = data.split("train")           # {"cand_item": memmap, "hist_device": memmap, ...}
-    train["cand_item"][:64]               # int64 [64, m, n], item index within source, -1 = padding
-    data.items("video").dense             # float32 [N_s, D_s]
+data = PreparedData("my_data")
+data.spec.n, data.num_items["video"]
+train = data.split("train")           # {"cand_item": memmap, "hist_device": memmap, ...}
+train["cand_item"][:64]               # int64 [64, m, n], item index within source, -1 = padding
+data.items("video").dense             # float32 [N_s, D_s]
 """
 
 from __future__ import annotations
@@ -18,8 +18,18 @@ from cloud.data.logs import ItemTable
 from shared_schema.specs import SCHEMA_VERSION, DatasetSpec
 
 SPLITS = ("train", "valid", "test")
-ARRAYS = ("user", "ts", "cand_item", "label", "click_prob", "position",
-          "hist_device", "hist_cloud", "hist_device_age", "hist_cloud_age")
+ARRAYS = (
+    "user",
+    "ts",
+    "cand_item",
+    "label",
+    "click_prob",
+    "position",
+    "hist_device",
+    "hist_cloud",
+    "hist_device_age",
+    "hist_cloud_age",
+)
 
 
 class PreparedData:
@@ -29,7 +39,9 @@ class PreparedData:
         self.path = Path(path)
         meta_path = self.path / "dataset.json"
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path}: not found; create DATA with `dir-cloud prepare --logs LOGS --out DATA`")
+            raise FileNotFoundError(
+                f"{meta_path}: not found; create DATA with `dir-cloud prepare --logs LOGS --out DATA`"
+            )
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -55,8 +67,11 @@ class PreparedData:
         """Item ids, categorical ids and dense features of one source (row i = item index i)."""
         self.spec.source(source)  # KeyError naming the known sources
         folder = self.path / "items" / source
-        return ItemTable(ids=self._load(folder / "ids.npy"), categorical=self._load(folder / "categorical.npy"),
-                         dense=self._load(folder / "dense.npy"))
+        return ItemTable(
+            ids=self._load(folder / "ids.npy"),
+            categorical=self._load(folder / "categorical.npy"),
+            dense=self._load(folder / "dense.npy"),
+        )
 
     def item_tables(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(categorical, dense) of every source in dataset order, as cloud.batches.ListBatcher takes them."""

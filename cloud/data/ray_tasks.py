@@ -32,8 +32,10 @@ def run_on_ray(fn: Callable, jobs: Sequence, shared: object, address: str, max_r
         try:
             ray.init(address=address, log_to_driver=False)
         except ConnectionError as exc:
-            raise ConnectionError(f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head` "
-                                  "(docs/distributed.md) or pass --ray local") from exc
+            raise ConnectionError(
+                f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head` "
+                "(docs/distributed.md) or pass --ray local"
+            ) from exc
     task = ray.remote(max_retries=max_retries, retry_exceptions=False)(fn)
     shared_ref = ray.put(shared)
     refs = [task.remote(job, shared_ref) for job in jobs]
@@ -51,7 +53,8 @@ def run_on_ray(fn: Callable, jobs: Sequence, shared: object, address: str, max_r
                 raise RuntimeError(
                     f"shard {number}: its Ray task was lost {max_retries + 1} times ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0]}); the job failed and wrote nothing. Check the workers' memory "
-                    "and logs (`ray logs`), then run prepare again") from exc
+                    "and logs (`ray logs`), then run prepare again"
+                ) from exc
     except BaseException:
         for ref in refs:
             ray.cancel(ref, force=True)

@@ -23,8 +23,18 @@ from cloud.data.partition import Partition, shard_events, shard_users
 from cloud.data.prepare import time_split
 from shared_schema.specs import DatasetSpec
 
-ARRAYS = ("user", "ts", "cand_item", "label", "click_prob", "position",
-          "hist_device", "hist_cloud", "hist_device_age", "hist_cloud_age")
+ARRAYS = (
+    "user",
+    "ts",
+    "cand_item",
+    "label",
+    "click_prob",
+    "position",
+    "hist_device",
+    "hist_cloud",
+    "hist_device_age",
+    "hist_cloud_age",
+)
 MERGE_CHUNK = 1 << 16  # lists per output write
 
 
@@ -55,11 +65,14 @@ def build_shard(job: ShardJob, items: dict[str, ItemTable]) -> dict:
     spec = job.spec
     job.out.mkdir(parents=True, exist_ok=True)
     folder = shard_events(job.work, job.shard)
-    frame = (pq.read_table(folder).to_pandas() if folder.is_dir() else None)
+    frame = pq.read_table(folder).to_pandas() if folder.is_dir() else None
     result = {"shard": job.shard, "events": 0, "clicks": 0, "lists": 0, "has_click_prob": False, "stats": {}}
     if frame is None or len(frame) == 0:
-        empty = {f"hist_{view}{age}": np.zeros((0, spec.m, spec.t), np.int64 if not age else np.float32)
-                 for view in ("device", "cloud") for age in ("", "_age")}
+        empty = {
+            f"hist_{view}{age}": np.zeros((0, spec.m, spec.t), np.int64 if not age else np.float32)
+            for view in ("device", "cloud")
+            for age in ("", "_age")
+        }
         _save(job.out, _no_lists(spec), empty)
         return result
     frame = frame.sort_values("line", kind="stable", ignore_index=True)
@@ -74,12 +87,20 @@ def build_shard(job: ShardJob, items: dict[str, ItemTable]) -> dict:
     else:
         counts = [len(items[name]) for name in spec.source_names]
         has_rows = (events.label == 1).any()
-        lists = (sampled_lists(events, counts, spec.n, spec.negatives, job.seed, job.events_path) if has_rows
-                 else _no_lists(spec))
+        lists = (
+            sampled_lists(events, counts, spec.n, spec.negatives, job.seed, job.events_path)
+            if has_rows
+            else _no_lists(spec)
+        )
     views = histories(events, lists.user, lists.ts, spec.m, spec.t, spec.lag)
     _save(job.out, lists, views)
-    result.update(events=len(events), clicks=int(events.label.sum()), lists=len(lists),
-                  has_click_prob=events.has_click_prob, stats=lists.stats if has_rows else {})
+    result.update(
+        events=len(events),
+        clicks=int(events.label.sum()),
+        lists=len(lists),
+        has_click_prob=events.has_click_prob,
+        stats=lists.stats if has_rows else {},
+    )
     return result
 
 
@@ -111,10 +132,12 @@ def _merge_array(parts: list[Path], key: str, shard: np.ndarray, local: np.ndarr
     readers = [_NpyRows(p / f"{key}.npy") for p in parts]
     dtype, row_shape = readers[0].dtype, readers[0].row_shape
     with target.open("wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                  "fortran_order": False, "shape": (len(shard), *row_shape)})
+        np.lib.format.write_array_header_1_0(
+            fh,
+            {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (len(shard), *row_shape)},
+        )
         for start in range(0, len(shard), MERGE_CHUNK):
-            s, i = shard[start:start + MERGE_CHUNK], local[start:start + MERGE_CHUNK]
+            s, i = shard[start : start + MERGE_CHUNK], local[start : start + MERGE_CHUNK]
             chunk = np.empty((len(s), *row_shape), dtype)
             for part in np.unique(s):
                 mine = s == part
@@ -130,8 +153,9 @@ class _NpyRows:
         self.path = path
         with path.open("rb") as fh:
             version = np.lib.format.read_magic(fh)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, _, self.dtype = read_header(fh)
             self.offset = fh.tell()
         self.row_shape = tuple(shape[1:])
@@ -145,14 +169,27 @@ class _NpyRows:
 
 
 def _save(folder: Path, lists: Lists, views: dict[str, np.ndarray]) -> None:
-    arrays = {"user": lists.user, "ts": lists.ts, "line": lists.line, "cand_item": lists.cand_item,
-              "label": lists.label, "click_prob": lists.click_prob, "position": lists.position}
+    arrays = {
+        "user": lists.user,
+        "ts": lists.ts,
+        "line": lists.line,
+        "cand_item": lists.cand_item,
+        "label": lists.label,
+        "click_prob": lists.click_prob,
+        "position": lists.position,
+    }
     for key, value in {**arrays, **views}.items():
         np.save(folder / f"{key}.npy", value)
 
 
 def _no_lists(spec: DatasetSpec) -> Lists:
     m, n = spec.m, spec.n
-    return Lists(user=np.zeros(0, np.int64), ts=np.zeros(0), cand_item=np.full((0, m, n), -1, np.int64),
-                 label=np.zeros((0, m, n), np.float32), click_prob=np.zeros((0, m, n), np.float32),
-                 position=np.full((0, m, n), -1, np.int64), line=np.zeros(0, np.int64))
+    return Lists(
+        user=np.zeros(0, np.int64),
+        ts=np.zeros(0),
+        cand_item=np.full((0, m, n), -1, np.int64),
+        label=np.zeros((0, m, n), np.float32),
+        click_prob=np.zeros((0, m, n), np.float32),
+        position=np.full((0, m, n), -1, np.int64),
+        line=np.zeros(0, np.int64),
+    )

@@ -138,35 +138,53 @@ def generate(config: SynthConfig = SynthConfig()) -> SynthTables:
     """Draw the catalog, the users and their logged lists; returns the LOGS tables and the truth."""
     catalog = _catalog(config, np.random.default_rng([config.seed, 0]))
     chunks = [
-        _user_chunk(config, catalog, start, min(start + CHUNK_USERS, config.users),
-                    np.random.default_rng([config.seed, 1, start // CHUNK_USERS]))
+        _user_chunk(
+            config,
+            catalog,
+            start,
+            min(start + CHUNK_USERS, config.users),
+            np.random.default_rng([config.seed, 1, start // CHUNK_USERS]),
+        )
         for start in range(0, config.users, CHUNK_USERS)
     ]
     merged = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
     events, event_user, event_request = _events_table(config, catalog, merged)
     truth = Truth(
-        item_latent=catalog["latent"], long_term=merged["long_term"], interest=merged["interest"],
-        source_pref=merged["pref"], cold_source=merged["cold"], request_ts=merged["ts"],
-        logged=merged["logged"], event_user=event_user, event_request=event_request,
+        item_latent=catalog["latent"],
+        long_term=merged["long_term"],
+        interest=merged["interest"],
+        source_pref=merged["pref"],
+        cold_source=merged["cold"],
+        request_ts=merged["ts"],
+        logged=merged["logged"],
+        event_user=event_user,
+        event_request=event_request,
     )
-    return SynthTables(dataset_spec(config.name), catalog["table"], events,
-                       _users_table(config, merged), truth, config)
+    return SynthTables(dataset_spec(config.name), catalog["table"], events, _users_table(config, merged), truth, config)
 
 
 def write_logs(tables: SynthTables, out: str | Path, force: bool = False) -> Path:
     """Write `tables` as a LOGS folder at `out` (atomic; refuses a non-empty `out` unless `force`)."""
     settings = ", ".join(f"{k}={v}" for k, v in asdict(tables.config).items())
     return write_logs_folder(
-        out, tables.spec,
+        out,
+        tables.spec,
         {"items.csv": tables.items, "events.csv": tables.events, "users.csv": tables.users},
-        comments=["Synthetic feed logs written by `dir-cloud synth` (world model: docs/synthetic.md).",
-                  f"config: {settings}"],
+        comments=[
+            "Synthetic feed logs written by `dir-cloud synth` (world model: docs/synthetic.md).",
+            f"config: {settings}",
+        ],
         force=force,
     )
 
 
-def stream_parquet_logs(config: SynthConfig, out: str | Path, force: bool = False, chunk_users: int = 8 * CHUNK_USERS,
-                        memory_limit: int = 2 << 30) -> dict[str, int]:
+def stream_parquet_logs(
+    config: SynthConfig,
+    out: str | Path,
+    force: bool = False,
+    chunk_users: int = 8 * CHUNK_USERS,
+    memory_limit: int = 2 << 30,
+) -> dict[str, int]:
     """Write the LOGS folder of `generate(config)` as Parquet, `chunk_users` users at a time; returns counts.
 
     The same tables as `generate` for any `chunk_users` (a multiple of CHUNK_USERS), in the same order.
@@ -191,29 +209,51 @@ def stream_parquet_logs(config: SynthConfig, out: str | Path, force: bool = Fals
         if (parts / f"events-{name}").is_file():
             continue  # written by an interrupted run
         stop = min(start + chunk_users, config.users)
-        blocks = [_user_chunk(config, catalog, b, min(b + CHUNK_USERS, stop),
-                              np.random.default_rng([config.seed, 1, b // CHUNK_USERS]))
-                  for b in range(start, stop, CHUNK_USERS)]
+        blocks = [
+            _user_chunk(
+                config,
+                catalog,
+                b,
+                min(b + CHUNK_USERS, stop),
+                np.random.default_rng([config.seed, 1, b // CHUNK_USERS]),
+            )
+            for b in range(start, stop, CHUNK_USERS)
+        ]
         merged = {key: np.concatenate([c[key] for c in blocks]) for key in blocks[0]}
         events, event_user, _ = _events_table(config, catalog, merged, start)
         _users_table(config, merged, start).assign(_user=np.arange(start, stop)).to_parquet(
-            parts / f"users-{name}", index=False)
+            parts / f"users-{name}", index=False
+        )
         events.assign(_user=event_user).to_parquet(parts / f"tmp-{name}", index=False)
         (parts / f"tmp-{name}").rename(parts / f"events-{name}")  # the marker of a finished part
     settings_line = ", ".join(f"{k}={v}" for k, v in asdict(config).items())
     with replace_dir(out, force) as tmp:
-        (tmp / "dataset.toml").write_text(dataset_toml(dataset_spec(config.name), [
-            "Synthetic feed logs written by `dir-cloud synth` (world model: docs/synthetic.md).",
-            f"config: {settings_line}"]), encoding="utf-8")
+        (tmp / "dataset.toml").write_text(
+            dataset_toml(
+                dataset_spec(config.name),
+                [
+                    "Synthetic feed logs written by `dir-cloud synth` (world model: docs/synthetic.md).",
+                    f"config: {settings_line}",
+                ],
+            ),
+            encoding="utf-8",
+        )
         catalog["table"].to_parquet(tmp / "items.parquet", index=False)
         con = connect(parts, memory_limit)
         try:
             # (timestamp, user) ties only within one shown list, ordered by position: generate's order
             for table, order in (("events", "timestamp, _user, position"), ("users", "_user")):
-                con.execute(f"COPY (SELECT * EXCLUDE (_user) FROM read_parquet({literal(parts / table)} || '-*.parquet') "
-                            f"ORDER BY {order}) TO {literal(tmp / (table + '.parquet'))} (FORMAT PARQUET)").fetchall()
-            counts = {"items": len(catalog["table"]), "users": config.users,
-                      "events": con.execute(f"SELECT count(*) FROM read_parquet({literal(tmp / 'events.parquet')})").fetchall()[0][0]}
+                con.execute(
+                    f"COPY (SELECT * EXCLUDE (_user) FROM read_parquet({literal(parts / table)} || '-*.parquet') "
+                    f"ORDER BY {order}) TO {literal(tmp / (table + '.parquet'))} (FORMAT PARQUET)"
+                ).fetchall()
+            counts = {
+                "items": len(catalog["table"]),
+                "users": config.users,
+                "events": con.execute(
+                    f"SELECT count(*) FROM read_parquet({literal(tmp / 'events.parquet')})"
+                ).fetchall()[0][0],
+            }
         finally:
             con.close()
     shutil.rmtree(parts)
@@ -279,16 +319,23 @@ def _user_chunk(cfg: SynthConfig, catalog: dict, start: int, stop: int, rng: np.
     lists = _shown_lists(cfg, catalog, rng, long_term, cold, U)
     q_user = np.repeat(np.arange(U), R)
     latent = catalog["latent"][lists["item"]]  # [Q, M, k]
-    prob = click_probability(cfg, latent, lists["source"], lists["valid"],
-                             interest.reshape(U * R, k), pref[q_user])
+    prob = click_probability(cfg, latent, lists["source"], lists["valid"], interest.reshape(U * R, k), pref[q_user])
     click = rng.random(prob.shape) < prob
     keep = lists["valid"] & (logged.reshape(-1, 1) | click)
     q, pos = np.nonzero(keep)
     return {
-        "long_term": long_term.astype(np.float32), "interest": interest.astype(np.float32),
-        "pref": pref.astype(np.float32), "cold": cold, "ts": ts, "logged": logged,
-        "ev_user": start + q // R, "ev_request": q % R, "ev_pos": pos,
-        "ev_item": lists["item"][q, pos], "ev_label": click[q, pos], "ev_prob": prob[q, pos],
+        "long_term": long_term.astype(np.float32),
+        "interest": interest.astype(np.float32),
+        "pref": pref.astype(np.float32),
+        "cold": cold,
+        "ts": ts,
+        "logged": logged,
+        "ev_user": start + q // R,
+        "ev_request": q % R,
+        "ev_pos": pos,
+        "ev_item": lists["item"][q, pos],
+        "ev_label": click[q, pos],
+        "ev_prob": prob[q, pos],
     }
 
 
@@ -317,8 +364,9 @@ def _request_times(cfg: SynthConfig, rng: np.random.Generator, U: int) -> np.nda
     return BASE_TS + starts[:, np.arange(R) // per].astype(np.int64) + within
 
 
-def _shown_lists(cfg: SynthConfig, catalog: dict, rng: np.random.Generator,
-                 long_term: np.ndarray, cold: np.ndarray, U: int) -> dict:
+def _shown_lists(
+    cfg: SynthConfig, catalog: dict, rng: np.random.Generator, long_term: np.ndarray, cold: np.ndarray, U: int
+) -> dict:
     """Per request: up to n candidates per source picked by a stale upstream ranker, then interleaved.
 
     Returns [Q, M] arrays (Q = U * R requests, M = m * n slots) in logged order: `item` (global item
@@ -344,12 +392,14 @@ def _shown_lists(cfg: SynthConfig, catalog: dict, rng: np.random.Generator,
     item, source, score, ok = (np.concatenate(a, axis=1) for a in (items, sources, scores, valid))
     merge_key = np.where(ok, score + 2.0 * rng.gumbel(size=score.shape), -np.inf)
     order = np.argsort(-merge_key, axis=1, kind="stable")
-    return {name: np.take_along_axis(a, order, axis=1) for name, a in
-            (("item", item), ("source", source), ("valid", ok))}
+    return {
+        name: np.take_along_axis(a, order, axis=1) for name, a in (("item", item), ("source", source), ("valid", ok))
+    }
 
 
-def click_probability(cfg: SynthConfig, latent: np.ndarray, source: np.ndarray, valid: np.ndarray,
-                      interest: np.ndarray, pref: np.ndarray) -> np.ndarray:
+def click_probability(
+    cfg: SynthConfig, latent: np.ndarray, source: np.ndarray, valid: np.ndarray, interest: np.ndarray, pref: np.ndarray
+) -> np.ndarray:
     """True click probability of each slot of Q shown lists (slot j = position j): the oracle.
 
     `latent` f32 [Q, M, k] item latents, `source` int [Q, M], `valid` bool [Q, M], `interest` [Q, k],
@@ -364,15 +414,20 @@ def click_probability(cfg: SynthConfig, latent: np.ndarray, source: np.ndarray, 
     for lag in (1, 2, 3):
         fatigue[:, lag:] += (source[:, lag:] == source[:, :-lag]) & valid[:, :-lag]
     bias = np.array([s.bias for s in SOURCES])[source]
-    logit = (bias + cfg.affinity * np.einsum("qk,qik->qi", interest, latent)
-             + np.log(len(SOURCES) * np.take_along_axis(pref, source, axis=1))
-             - cfg.redundancy * redundancy - cfg.fatigue * fatigue)
+    logit = (
+        bias
+        + cfg.affinity * np.einsum("qk,qik->qi", interest, latent)
+        + np.log(len(SOURCES) * np.take_along_axis(pref, source, axis=1))
+        - cfg.redundancy * redundancy
+        - cfg.fatigue * fatigue
+    )
     examination = 1.0 / np.log2(np.arange(M) + 2.0)
     return np.where(valid, examination / (1.0 + np.exp(-logit)), 0.0)
 
 
-def _events_table(cfg: SynthConfig, catalog: dict, merged: dict,
-                  start: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _events_table(
+    cfg: SynthConfig, catalog: dict, merged: dict, start: int = 0
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """events.csv rows of users start.. (`merged` holds them): every slot of a logged list, plus the clicks
     of unlogged requests, ordered by (timestamp, user, position)."""
     user, request, pos = merged["ev_user"], merged["ev_request"], merged["ev_pos"]
@@ -381,15 +436,17 @@ def _events_table(cfg: SynthConfig, catalog: dict, merged: dict,
     order = np.lexsort((pos, user, ts))
     user, request, pos, in_list, ts = user[order], request[order], pos[order], in_list[order], ts[order]
     list_names = np.char.add(np.char.add("l", user.astype(str)), np.char.add("_", request.astype(str)))
-    events = pd.DataFrame({
-        "user_id": _user_ids(user),
-        "item_id": catalog["table"]["item_id"].to_numpy()[merged["ev_item"][order]],
-        "timestamp": ts,
-        "label": merged["ev_label"][order].astype(np.int8),
-        "list_id": np.where(in_list, list_names, "").astype(object),
-        "position": pd.array(pos, dtype="Int64"),
-        "click_prob": np.where(in_list, merged["ev_prob"][order], np.nan).astype(np.float32),
-    })
+    events = pd.DataFrame(
+        {
+            "user_id": _user_ids(user),
+            "item_id": catalog["table"]["item_id"].to_numpy()[merged["ev_item"][order]],
+            "timestamp": ts,
+            "label": merged["ev_label"][order].astype(np.int8),
+            "list_id": np.where(in_list, list_names, "").astype(object),
+            "position": pd.array(pos, dtype="Int64"),
+            "click_prob": np.where(in_list, merged["ev_prob"][order], np.nan).astype(np.float32),
+        }
+    )
     events.loc[~in_list, "position"] = pd.NA
     return events, user, request
 
@@ -399,7 +456,9 @@ def _users_table(cfg: SynthConfig, merged: dict, start: int = 0) -> pd.DataFrame
     names = np.array([""] + [s.name for s in SOURCES], dtype=object)
     until = pd.array(merged["ts"][:, cfg.cold_until_request], dtype="Int64")
     until[cold < 0] = pd.NA
-    return pd.DataFrame({"user_id": _user_ids(np.arange(start, start + len(cold))), "cold_source": names[cold + 1], "cold_until": until})
+    return pd.DataFrame(
+        {"user_id": _user_ids(np.arange(start, start + len(cold))), "cold_source": names[cold + 1], "cold_until": until}
+    )
 
 
 def _user_ids(index: np.ndarray) -> np.ndarray:

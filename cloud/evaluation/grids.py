@@ -1,8 +1,8 @@
 """Evaluation of runs, grids of runs with a paper-style table, and the utility-fairness trade-off.
 
-    evaluate_run("out/run", "test")                                  # metrics dict
-    run_grid("out/data", ["dir", "dir-js"], ["device", "cloud"], 3, "out/bench")   # markdown tables
-    train_or_reuse(config, "out/data", "out/bench/runs/dir-device-s0")   # reused only with the same config hash
+evaluate_run("out/run", "test")                                  # metrics dict
+run_grid("out/data", ["dir", "dir-js"], ["device", "cloud"], 3, "out/bench")   # markdown tables
+train_or_reuse(config, "out/data", "out/bench/runs/dir-device-s0")   # reused only with the same config hash
 """
 
 from __future__ import annotations
@@ -22,8 +22,13 @@ from cloud.evaluation.scoring import REFERENCES, evaluate_model, evaluate_oracle
 METRIC_COLUMNS = ("auc", "ndcg@{K}", "map@{K}", "utility@{K}", "js@{K}")
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | Path | None = None,
-                 history: str | None = None, cross_view: bool = False) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    history: str | None = None,
+    cross_view: bool = False,
+) -> dict:
     """Metrics of a run's selected model on every list of `split`."""
     from cloud.training.runs import load_run
 
@@ -41,8 +46,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_dir: str | Path 
     batcher = ListBatcher(data.item_tables(), data.split(split), history)
     metrics = evaluate_model(run.model, batcher, run.config["target_shares"], run.config["K"])
     references = evaluate_references(data, split, run.config["target_shares"], run.config["K"])
-    return {"run": str(run_dir), "model": run.config["model"], "history": history, "split": split, **metrics,
-            "references": references, "warnings": not_beaten(metrics, references, run.config["K"])}
+    return {
+        "run": str(run_dir),
+        "model": run.config["model"],
+        "history": history,
+        "split": split,
+        **metrics,
+        "references": references,
+        "warnings": not_beaten(metrics, references, run.config["K"]),
+    }
 
 
 def format_metrics(metrics: dict) -> str:
@@ -92,8 +104,9 @@ def config_hash(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_or_reuse(config, data_dir: str | Path, run_dir: str | Path, reuse_only: bool = False,
-                   label: str = "") -> dict:
+def train_or_reuse(
+    config, data_dir: str | Path, run_dir: str | Path, reuse_only: bool = False, label: str = ""
+) -> dict:
     """metrics.json of the run in run_dir: reused when it finished with this very config (same hash),
     resumed when it was interrupted with it, otherwise trained afresh (a run of another config is moved
     to run_dir/../../replaced/NAME-HASH, never deleted). `reuse_only` raises ReuseRefused instead of training;
@@ -108,11 +121,15 @@ def train_or_reuse(config, data_dir: str | Path, run_dir: str | Path, reuse_only
         return json.loads((run_dir / "metrics.json").read_text())
     if reuse_only:
         if saved is None:
-            raise ReuseRefused(f"--reuse-only: run {run_dir} does not exist; run the command without --reuse-only "
-                               "to train it")
+            raise ReuseRefused(
+                f"--reuse-only: run {run_dir} does not exist; run the command without --reuse-only to train it"
+            )
         differ = sorted(k for k in wanted if saved.get(k) != wanted[k])
-        what = (f"was trained with other {', '.join(f'{k} ({saved.get(k)!r} != {wanted[k]!r})' for k in differ)}"
-                if differ else "did not finish")
+        what = (
+            f"was trained with other {', '.join(f'{k} ({saved.get(k)!r} != {wanted[k]!r})' for k in differ)}"
+            if differ
+            else "did not finish"
+        )
         raise ReuseRefused(f"--reuse-only: run {run_dir} {what}; drop --reuse-only to retrain it")
     if saved is not None and saved != wanted:
         aside = run_dir.parent.parent / "replaced" / f"{run_dir.name}-{config_hash(saved)}"
@@ -126,14 +143,26 @@ def load_tuned(tuned_dir: str | Path, model: str) -> dict:
     """TrainConfig overrides `dir-cloud tune --out TUNED_DIR --model MODEL` found best (TUNED_DIR/MODEL.json)."""
     path = Path(tuned_dir) / f"{model}.json"
     if not path.exists():
-        raise FileNotFoundError(f"--tuned {tuned_dir}: no {path.name} for model {model!r}; run `dir-cloud tune --data "
-                                f"DATA --model {model} --out {tuned_dir}` first, or leave the model out of --models")
+        raise FileNotFoundError(
+            f"--tuned {tuned_dir}: no {path.name} for model {model!r}; run `dir-cloud tune --data "
+            f"DATA --model {model} --out {tuned_dir}` first, or leave the model out of --models"
+        )
     return json.loads(path.read_text())["config"]
 
 
-def run_grid(data_dir: str | Path, models: list[str], histories: list[str], seeds: int | list[int], out: str | Path,
-             config_file: str | None = None, epochs: int | None = None, reuse_only: bool = False,
-             tuned: str | Path | None = None, page_users: int = 0, world_seed: int = 0) -> str:
+def run_grid(
+    data_dir: str | Path,
+    models: list[str],
+    histories: list[str],
+    seeds: int | list[int],
+    out: str | Path,
+    config_file: str | None = None,
+    epochs: int | None = None,
+    reuse_only: bool = False,
+    tuned: str | Path | None = None,
+    page_users: int = 0,
+    world_seed: int = 0,
+) -> str:
     """Train (or reuse) every (model, history, seed) into OUT/runs/MODEL-HISTORY-sSEED (`seeds`: a count, or
     the seed numbers), score the pages of each run (`page_users` > 0, synthetic data: cloud.evaluation.page_clicks),
     and write OUT/results.csv and the tables (cloud.evaluation.results) over every finished run in OUT/runs.
@@ -150,15 +179,19 @@ def run_grid(data_dir: str | Path, models: list[str], histories: list[str], seed
     for model in models:  # every config is built and checked before the first run starts
         extra = load_tuned(tuned, model) if tuned else {}
         for history in histories:
-            for seed in (range(seeds) if isinstance(seeds, int) else seeds):
+            for seed in range(seeds) if isinstance(seeds, int) else seeds:
                 overrides = {**extra, "model": model, "history": history, "seed": seed, "epochs": epochs}
-                config = (TrainConfig.from_file(config_file, **overrides) if config_file
-                          else TrainConfig(**{k: v for k, v in overrides.items() if v is not None}))
+                config = (
+                    TrainConfig.from_file(config_file, **overrides)
+                    if config_file
+                    else TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+                )
                 config.check()
                 plan.append((config, out / "runs" / f"{model}-{history}-s{seed}"))
     for config, run_dir in plan:
-        train_or_reuse(config, data_dir, run_dir, reuse_only,
-                       label=f"{config.model} {config.history} seed {config.seed}")
+        train_or_reuse(
+            config, data_dir, run_dir, reuse_only, label=f"{config.model} {config.history} seed {config.seed}"
+        )
         if page_users:
             from cloud.evaluation.page_clicks import run_pages_of
 
@@ -186,8 +219,15 @@ def _metric_keys(rows: list[dict]) -> list[str]:
     return [c.format(K=k) for c in METRIC_COLUMNS]
 
 
-def run_tradeoff(data_dir: str | Path, betas: list[float], targets: list[list[float]], out: str | Path,
-                 model: str = "dir", seed: int = 0, epochs: int | None = None) -> str:
+def run_tradeoff(
+    data_dir: str | Path,
+    betas: list[float],
+    targets: list[list[float]],
+    out: str | Path,
+    model: str = "dir",
+    seed: int = 0,
+    epochs: int | None = None,
+) -> str:
     """Train per beta (and per target distribution); write CSVs and PNG plots; return a summary."""
     from cloud.training.trainer import TrainConfig
 
@@ -196,15 +236,20 @@ def run_tradeoff(data_dir: str | Path, betas: list[float], targets: list[list[fl
     base = {"model": model, "seed": seed, **({"epochs": epochs} if epochs else {})}
     beta_rows = []
     for beta in betas:
-        metrics = train_or_reuse(TrainConfig(beta=beta, **base), data_dir, out / "runs" / f"beta-{beta:g}",
-                                 label=f"{model} beta {beta:g}")
+        metrics = train_or_reuse(
+            TrainConfig(beta=beta, **base), data_dir, out / "runs" / f"beta-{beta:g}", label=f"{model} beta {beta:g}"
+        )
         beta_rows.append({"beta": beta, **metrics["test"]})
     _write_csv(out / "tradeoff.csv", beta_rows)
     target_rows = []
     for shares in targets:
         name = "-".join(f"{x:g}" for x in shares)
-        metrics = train_or_reuse(TrainConfig(target_shares=shares, **base), data_dir, out / "runs" / f"target-{name}",
-                                 label=f"{model} target {name.replace('-', '/')}")
+        metrics = train_or_reuse(
+            TrainConfig(target_shares=shares, **base),
+            data_dir,
+            out / "runs" / f"target-{name}",
+            label=f"{model} target {name.replace('-', '/')}",
+        )
         target_rows.append({"target": "/".join(f"{x:g}" for x in shares), **metrics["test"]})
     if target_rows:
         _write_csv(out / "targets.csv", target_rows)
@@ -216,15 +261,16 @@ def replot_tradeoff(folder: str | Path) -> None:
     """Redraw tradeoff.png (and targets.png) from the tradeoff.csv (targets.csv) a `tradeoff` run wrote."""
     folder = Path(folder)
     targets = folder / "targets.csv"
-    _plot_tradeoff(read_csv_rows(folder / "tradeoff.csv"), read_csv_rows(targets) if targets.exists() else [],
-                   folder)
+    _plot_tradeoff(read_csv_rows(folder / "tradeoff.csv"), read_csv_rows(targets) if targets.exists() else [], folder)
 
 
 def _plot_tradeoff(beta_rows: list[dict], target_rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
-    for name, fig in (("tradeoff.png", tradeoff_figure(beta_rows)),
-                      ("targets.png", targets_figure(target_rows) if target_rows else None)):
+    for name, fig in (
+        ("tradeoff.png", tradeoff_figure(beta_rows)),
+        ("targets.png", targets_figure(target_rows) if target_rows else None),
+    ):
         if fig is not None:
             fig.savefig(out / name, dpi=120)
             plt.close(fig)

@@ -78,19 +78,28 @@ def _inputs(scores, mask, labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarr
     mask_f = _as_lists("mask", mask)
     if mask_f.shape != scores.shape:
         raise ValueError(f"mask: shape {mask_f.shape} does not match scores {scores.shape}")
-    _first_bad("mask", (mask_f != 0) & (mask_f != 1), "values must be 0 or 1, found another value",
-               "use 1 for real candidates and 0 for padding")
+    _first_bad(
+        "mask",
+        (mask_f != 0) & (mask_f != 1),
+        "values must be 0 or 1, found another value",
+        "use 1 for real candidates and 0 for padding",
+    )
     real = mask_f == 1
-    _first_bad("scores", np.isnan(scores) & real, "NaN score of a real candidate",
-               "give every candidate with mask 1 a score")
+    _first_bad(
+        "scores", np.isnan(scores) & real, "NaN score of a real candidate", "give every candidate with mask 1 a score"
+    )
     scores = np.where(real, scores, 0.0)
     if labels is None:
         return scores, real, None
     labels = _as_lists("labels", labels)
     if labels.shape != scores.shape:
         raise ValueError(f"labels: shape {labels.shape} does not match scores {scores.shape}")
-    _first_bad("labels", ~(np.isfinite(labels) & (labels >= 0)) & real,
-               "negative or non-finite label of a real candidate", "labels must be 0/1 (or graded >= 0)")
+    _first_bad(
+        "labels",
+        ~(np.isfinite(labels) & (labels >= 0)) & real,
+        "negative or non-finite label of a real candidate",
+        "labels must be 0/1 (or graded >= 0)",
+    )
     return scores, real, np.where(real, labels, 0.0)
 
 
@@ -103,9 +112,7 @@ def _rank(scores, mask, k, labels=None) -> _Ranked:
     # lexsort is stable; last key is primary: real before padded, then score descending, then slot order.
     order = np.lexsort((-flat_scores, ~flat_real), axis=-1)[:, : min(k, m * n)]
     valid = np.take_along_axis(flat_real, order, axis=1)
-    flat_labels = (
-        np.zeros_like(flat_scores) if labels is None else labels.reshape(num_lists, m * n)
-    )
+    flat_labels = np.zeros_like(flat_scores) if labels is None else labels.reshape(num_lists, m * n)
     top_labels = np.take_along_axis(flat_labels, order, axis=1) * valid
     return _Ranked(order, valid, top_labels, flat_labels, n, m)
 
@@ -123,9 +130,9 @@ def _has_positive(r: _Ranked) -> np.ndarray:
 def _ndcg(r: _Ranked, skip_no_positive: bool) -> float:
     kk = r.order.shape[1]
     discount = 1.0 / np.log2(np.arange(kk) + 2.0)
-    dcg = ((2.0 ** r.top_labels - 1.0) * discount).sum(axis=1)
+    dcg = ((2.0**r.top_labels - 1.0) * discount).sum(axis=1)
     ideal = -np.sort(-r.labels, axis=1)[:, :kk]  # padding holds label 0, so it never helps the ideal
-    idcg = ((2.0 ** ideal - 1.0) * discount).sum(axis=1)
+    idcg = ((2.0**ideal - 1.0) * discount).sum(axis=1)
     per_list = np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
     return _mean(per_list, _has_positive(r) if skip_no_positive else None)
 
@@ -140,8 +147,7 @@ def _map(r: _Ranked, normalize: str, skip_no_positive: bool) -> float:
         denominator = hits.sum(axis=1)
     else:  # min(#positives, K); #positives <= m*n, so K capped at m*n gives the same minimum
         denominator = np.minimum((r.labels > 0).sum(axis=1), hits.shape[1])
-    per_list = np.divide(precision_sum, denominator, out=np.zeros_like(precision_sum),
-                         where=denominator > 0)
+    per_list = np.divide(precision_sum, denominator, out=np.zeros_like(precision_sum), where=denominator > 0)
     return _mean(per_list, _has_positive(r) if skip_no_positive else None)
 
 

@@ -31,10 +31,10 @@ import numpy as np
 
 from cloud.data.synth import SOURCES
 from cloud.evaluation.metrics import js_divergence
-from cloud.training.runs import atomic_write_json
 from cloud.simulation.engine import PathResult, PathTiming, model_inputs, score_order, simulate_path, upstream_order
 from cloud.simulation.streams import Draws
 from cloud.simulation.world import World
+from cloud.training.runs import atomic_write_json
 
 RANDOM_STREAM = 104729  # seeds the random reference's own generator, apart from the Draws streams
 
@@ -58,8 +58,10 @@ class ModelPages:
     def orders(self, world: World, j: int, hist_items: np.ndarray, users: np.ndarray) -> np.ndarray:
         """Logged slots [len(users), M] of the pages shown to `users` at request j."""
         inputs = model_inputs(world, j, hist_items, users)
-        chunks = [self._run(self.network, {k: v[start:start + self.batch] for k, v in inputs.items()})
-                  for start in range(0, len(users), self.batch)]
+        chunks = [
+            self._run(self.network, {k: v[start : start + self.batch] for k, v in inputs.items()})
+            for start in range(0, len(users), self.batch)
+        ]
         outputs = [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
         cand_slot = world.cand_slot[users, j]
         if self.decoder == "merge":
@@ -68,10 +70,17 @@ class ModelPages:
 
         order = np.full((len(users), world.slot_item.shape[2]), -1, np.int64)
         for row in range(len(users)):
-            request = {k: v[row:row + 1] for k, v in inputs.items()}
-            picked = decode_request(self.decoder, self.options, [o[row:row + 1] for o in outputs], request, self.K,
-                                    self.shares, run=lambda x: self._run(self.device_model, x)[0])
-            order[row, :len(picked)] = [cand_slot[row, s, i] for s, i in picked]
+            request = {k: v[row : row + 1] for k, v in inputs.items()}
+            picked = decode_request(
+                self.decoder,
+                self.options,
+                [o[row : row + 1] for o in outputs],
+                request,
+                self.K,
+                self.shares,
+                run=lambda x: self._run(self.device_model, x)[0],
+            )
+            order[row, : len(picked)] = [cand_slot[row, s, i] for s, i in picked]
         return order
 
     def _run(self, module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -114,8 +123,11 @@ class OraclePages:
         latent = world.latent[items.clip(0)]
         source = world.item_source[items.clip(0)]
         bias = np.array([s.bias for s in SOURCES])[source]
-        relevance = (bias + cfg.affinity * np.einsum("qk,qik->qi", world.interest[users, j], latent)
-                     + np.log(len(SOURCES) * np.take_along_axis(world.pref[users], source, axis=1)))
+        relevance = (
+            bias
+            + cfg.affinity * np.einsum("qk,qik->qi", world.interest[users, j], latent)
+            + np.log(len(SOURCES) * np.take_along_axis(world.pref[users], source, axis=1))
+        )
         similarity = np.einsum("qik,qjk->qij", latent, latent)
         redundancy = np.zeros(items.shape)  # max(0, max similarity to a placed item)
         rows = np.arange(len(users))
@@ -136,8 +148,13 @@ class OraclePages:
 def device_path(world: World) -> PathTiming:
     """The device's timing: history read at the request, fresh (no upload delay), page shown at once."""
     shape = world.request_ts.shape
-    return PathTiming(name="device", read_at=world.request_ts, response_ms=np.zeros(shape), upload_delay_s=0.0,
-                      fallback=np.zeros(shape, bool))
+    return PathTiming(
+        name="device",
+        read_at=world.request_ts,
+        response_ms=np.zeros(shape),
+        upload_delay_s=0.0,
+        fallback=np.zeros(shape, bool),
+    )
 
 
 def run_pages(world: World, pages, K: int, seed: int) -> PathResult:
@@ -181,8 +198,8 @@ REFERENCES_FILE = "pages-references.json"
 def run_pages_of(run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0) -> dict:
     """page_clicks of a finished run, kept in RUN/pages.json (recomputed when users or seed differ)."""
     from cloud.data.prepared import PreparedData
-    from cloud.training.runs import load_run
     from cloud.simulation.world import build_world
+    from cloud.training.runs import load_run
 
     path = Path(run_dir) / PAGES_FILE
     setting = {"users": users, "world_seed": world_seed}

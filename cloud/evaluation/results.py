@@ -36,10 +36,17 @@ def grid_rows(grid: str | Path) -> list[dict]:
             continue
         metrics = json.loads(metrics_path.read_text())
         identity = saved_identity(run_dir)
-        row = {"run": run_dir.name, "model": identity["model"], "history": identity["history"],
-               "seed": identity["seed"], "config_hash": config_hash(identity),
-               "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics.get("stopped_epoch"),
-               "stop_reason": metrics.get("stop_reason"), **metrics["test"]}
+        row = {
+            "run": run_dir.name,
+            "model": identity["model"],
+            "history": identity["history"],
+            "seed": identity["seed"],
+            "config_hash": config_hash(identity),
+            "best_epoch": metrics["best_epoch"],
+            "stopped_epoch": metrics.get("stopped_epoch"),
+            "stop_reason": metrics.get("stop_reason"),
+            **metrics["test"],
+        }
         pages = run_dir / "pages.json"
         if pages.exists():
             row.update({f"page_{k}": v for k, v in json.loads(pages.read_text()).items()})
@@ -56,10 +63,14 @@ def summary(rows: list[dict], keys: list[str]) -> list[dict]:
     out = []
     for (model, history), by_seed in groups.items():
         runs = list(by_seed.values())
-        entry = {"model": model, "history": history, "seeds": len(runs),
-                 "best_epoch": sum(r["best_epoch"] for r in runs) / len(runs),
-                 "stopped_epoch": sum(r["stopped_epoch"] or 0 for r in runs) / len(runs),
-                 "capped": sum(r["stop_reason"] == "cap" for r in runs)}
+        entry = {
+            "model": model,
+            "history": history,
+            "seeds": len(runs),
+            "best_epoch": sum(r["best_epoch"] for r in runs) / len(runs),
+            "stopped_epoch": sum(r["stopped_epoch"] or 0 for r in runs) / len(runs),
+            "capped": sum(r["stop_reason"] == "cap" for r in runs),
+        }
         reference = groups.get((REFERENCE, history), {})
         shared = sorted(set(by_seed) & set(reference))
         for key in keys:
@@ -72,8 +83,9 @@ def summary(rows: list[dict], keys: list[str]) -> list[dict]:
     return out
 
 
-def markdown_table(entries: list[dict], keys: list[str], references: dict[str, dict] | None = None,
-                   stopping: bool = True) -> str:
+def markdown_table(
+    entries: list[dict], keys: list[str], references: dict[str, dict] | None = None, stopping: bool = True
+) -> str:
     head = ["model", "history", "seeds", *(["best / stopped epoch", "capped"] if stopping else []), *keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries:
@@ -102,9 +114,12 @@ def write_results(grid: str | Path, oracle: dict | None = None, out: str | Path 
     _write_csv(grid / "results.csv", rows)
     _write_csv(grid / "table.csv", label)
     seeds = sorted({r["seed"] for r in rows})
-    text = [f"Test split, {len(rows)} runs (seeds {seeds}); mean ± 95% CI half-width over seeds; ▲/▼: paired "
-            "by seed against dir on the same history, p < 0.05.", "",
-            markdown_table(label, label_keys, {"oracle (true click prob.)": oracle} if oracle else None)]
+    text = [
+        f"Test split, {len(rows)} runs (seeds {seeds}); mean ± 95% CI half-width over seeds; ▲/▼: paired "
+        "by seed against dir on the same history, p < 0.05.",
+        "",
+        markdown_table(label, label_keys, {"oracle (true click prob.)": oracle} if oracle else None),
+    ]
     paged = [r for r in rows if "page_clicks_per_page" in r]
     if paged:
         page_keys = [c.format(K=k) for c in PAGE_METRICS]
@@ -116,9 +131,13 @@ def write_results(grid: str | Path, oracle: dict | None = None, out: str | Path 
         refs_path = grid / "pages-references.json"
         refs = json.loads(refs_path.read_text()) if refs_path.exists() else None
         users = paged[0].get("page_users")
-        text += ["", f"The page's true clicks: {users} fresh simulated users per run, every arm on the same users, "
-                 "candidates and random numbers (cloud/evaluation/page_clicks.py).", "",
-                 markdown_table(pages, page_keys, refs["arms"] if refs else None, stopping=False)]
+        text += [
+            "",
+            f"The page's true clicks: {users} fresh simulated users per run, every arm on the same users, "
+            "candidates and random numbers (cloud/evaluation/page_clicks.py).",
+            "",
+            markdown_table(pages, page_keys, refs["arms"] if refs else None, stopping=False),
+        ]
     table = "\n".join(text)
     (Path(out) if out else grid / "table.md").write_text(table + "\n")
     return table

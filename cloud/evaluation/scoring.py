@@ -33,19 +33,22 @@ def predict(model: torch.nn.Module, batcher: ListBatcher, batch_size: int = 2048
     return np.concatenate(parts, axis=0)
 
 
-def evaluate_model(model: torch.nn.Module, batcher: ListBatcher, target_shares: Sequence[float],
-                   K: int = 5, batch_size: int = 2048) -> dict[str, float]:
+def evaluate_model(
+    model: torch.nn.Module, batcher: ListBatcher, target_shares: Sequence[float], K: int = 5, batch_size: int = 2048
+) -> dict[str, float]:
     return evaluate_scores(predict(model, batcher, batch_size), batcher, target_shares, K)
 
 
-def evaluate_scores(scores: np.ndarray, batcher: ListBatcher, target_shares: Sequence[float],
-                    K: int = 5) -> dict[str, float]:
+def evaluate_scores(
+    scores: np.ndarray, batcher: ListBatcher, target_shares: Sequence[float], K: int = 5
+) -> dict[str, float]:
     """Metrics of scores [L, m, n] given for every list of the batcher's split, in order."""
     return evaluate_lists(scores, np.asarray(batcher.label), _mask(batcher), np.asarray(target_shares), K)
 
 
-def evaluate_oracle(batcher: ListBatcher, click_prob: np.ndarray, target_shares: Sequence[float],
-                    K: int = 5) -> dict[str, float]:
+def evaluate_oracle(
+    batcher: ListBatcher, click_prob: np.ndarray, target_shares: Sequence[float], K: int = 5
+) -> dict[str, float]:
     """The ceiling: rank by the true click probabilities (synthetic data only)."""
     scores = np.nan_to_num(np.asarray(click_prob, dtype=np.float64), nan=0.0)
     return evaluate_scores(scores, batcher, target_shares, K)
@@ -69,8 +72,10 @@ def evaluate_references(data, split: str, target_shares: Sequence[float], K: int
     arrays = data.split(split)
     label = np.asarray(arrays["label"])
     mask = (np.asarray(arrays["cand_item"]) >= 0).astype(np.float32)
-    return {name: evaluate_lists(scores, label, mask, np.asarray(target_shares), K)
-            for name, scores in reference_scores(arrays, data.split("train")).items()}
+    return {
+        name: evaluate_lists(scores, label, mask, np.asarray(target_shares), K)
+        for name, scores in reference_scores(arrays, data.split("train")).items()
+    }
 
 
 def not_beaten(metrics: dict[str, float], references: dict[str, dict[str, float]], K: int) -> list[str]:

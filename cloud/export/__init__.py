@@ -19,6 +19,17 @@ from cloud.export.quantize import as_requests, encoder_calibration, quantize_tfl
 from cloud.export.tflite import convert_tflite
 
 __all__ = [
-    "ExportError", "as_requests", "capture", "convert_tflite", "eager_runner", "encoder_calibration",
-    "lower_executorch", "max_abs_diff", "open_runner", "parity_cases", "quantize_tflite", "summary", "write_bundle",
+    "ExportError",
+    "as_requests",
+    "capture",
+    "convert_tflite",
+    "eager_runner",
+    "encoder_calibration",
+    "lower_executorch",
+    "max_abs_diff",
+    "open_runner",
+    "parity_cases",
+    "quantize_tflite",
+    "summary",
+    "write_bundle",
 ]

@@ -31,30 +31,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloud.training import runs
 from cloud.export.capture import ExportError, capture, output_specs
 from cloud.export.executorch import lower_executorch
 from cloud.export.parity import eager_runner, max_abs_diff, open_runner, parity_cases
 from cloud.export.pt2e import quantize_program
 from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
 from cloud.export.tflite import convert_tflite
-from shared_schema.files import replace_dir
 from cloud.models.base import count_parameters
-from shared_schema.files import file_sha256
+from cloud.training import runs
+from shared_schema.files import file_sha256, replace_dir
 from shared_schema.manifest import DECODERS, MANIFEST_NAME, BundleFile, BundleManifest, decoder_settings
 from shared_schema.specs import DatasetSpec
 
 BACKENDS = ("executorch", "tflite")
 QUANTIZE = ("int8", "int8-dynamic")
 QUANTIZED_FILES = {  # (backend, mode): (file, note)
-    ("tflite", "int8"): ("model_int8.tflite", "full int8 (weights and activations; ai-edge-quantizer "
-                         "static_wi8_ai8) for NPUs; its inputs and output are int8: (de)quantize with each "
-                         "tensor's scale and zero point"),
-    ("tflite", "int8-dynamic"): ("model_int8_dynamic.tflite", "int8 weights, float32 activations and I/O "
-                                 "(ai-edge-quantizer dynamic_wi8_afp32) for CPUs"),
-    ("executorch", "int8-dynamic"): ("model_int8_dynamic.pte", "int8 weights per channel, activations "
-                                     "quantized per call, float32 I/O (PT2E XNNPACKQuantizer, dynamic), "
-                                     "XNNPACK-delegated"),
+    ("tflite", "int8"): (
+        "model_int8.tflite",
+        "full int8 (weights and activations; ai-edge-quantizer "
+        "static_wi8_ai8) for NPUs; its inputs and output are int8: (de)quantize with each "
+        "tensor's scale and zero point",
+    ),
+    ("tflite", "int8-dynamic"): (
+        "model_int8_dynamic.tflite",
+        "int8 weights, float32 activations and I/O (ai-edge-quantizer dynamic_wi8_afp32) for CPUs",
+    ),
+    ("executorch", "int8-dynamic"): (
+        "model_int8_dynamic.pte",
+        "int8 weights per channel, activations "
+        "quantized per call, float32 I/O (PT2E XNNPACKQuantizer, dynamic), "
+        "XNNPACK-delegated",
+    ),
 }
 """Static int8 has no .pte: XNNPACK's partitioner rejects the statically quantized DIR graph
 ("Invalid partition, found dependency cycles"; ExecuTorch 1.4.1)."""
@@ -108,8 +115,9 @@ def write_bundle(
     for mode in quantize:
         makers = [b for b in BACKENDS if (b, mode) in QUANTIZED_FILES]
         if not set(makers) & set(backends):
-            raise ValueError(f"quantize={mode!r} makes files for {makers} only: add {' or '.join(map(repr, makers))} "
-                             "to backends")
+            raise ValueError(
+                f"quantize={mode!r} makes files for {makers} only: add {' or '.join(map(repr, makers))} to backends"
+            )
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; choose another --out or pass overwrite=True (--force)")
@@ -121,8 +129,9 @@ def write_bundle(
     exported = model.export_module().eval()
     calibration = []
     if "int8" in quantize:
-        calibration = (as_requests(calibration_inputs, layout) if calibration_inputs is not None
-                       else encoder_calibration(model))
+        calibration = (
+            as_requests(calibration_inputs, layout) if calibration_inputs is not None else encoder_calibration(model)
+        )
     files = _plan(backends, quantize, exported, layout, calibration, names)
     cases = parity_cases(layout)
     reference = eager_runner(exported, layout)
@@ -142,20 +151,47 @@ def write_bundle(
             for f in files:
                 f.parity = _parity(tmp / f.path, f.runtime, reference, cases, layout, outputs)
                 if f.quantization == "fp32" and not f.parity <= parity_tolerance:
-                    raise ExportError(f"{f.path}: max abs diff {f.parity:.3g} vs eager PyTorch exceeds "
-                                      f"{parity_tolerance:g} on the parity cases; the export is not trusted")
+                    raise ExportError(
+                        f"{f.path}: max abs diff {f.parity:.3g} vs eager PyTorch exceeds "
+                        f"{parity_tolerance:g} on the parity cases; the export is not trusted"
+                    )
         with _stage(progress, total, total, f"writing {MANIFEST_NAME}"):
-            notes.update({f"quantization.{f.path}": QUANTIZED_FILES[f.runtime, f.quantization][1]
-                          for f in files if f.quantization != "fp32"})
+            notes.update(
+                {
+                    f"quantization.{f.path}": QUANTIZED_FILES[f.runtime, f.quantization][1]
+                    for f in files
+                    if f.quantization != "fp32"
+                }
+            )
             if calibration:
                 notes["int8_calibration"] = (
-                    f"{len(calibration)} requests from " + ("the given calibration inputs" if calibration_inputs
-                    is not None else "item-encoder vectors of random items") + ", padded slots as given")
-            manifest = _manifest(model, spec, layout, files, tmp, embedding_version, model_version, metrics,
-                                 model_name, notes, len(cases), outputs, settings)
+                    f"{len(calibration)} requests from "
+                    + (
+                        "the given calibration inputs"
+                        if calibration_inputs is not None
+                        else "item-encoder vectors of random items"
+                    )
+                    + ", padded slots as given"
+                )
+            manifest = _manifest(
+                model,
+                spec,
+                layout,
+                files,
+                tmp,
+                embedding_version,
+                model_version,
+                metrics,
+                model_name,
+                notes,
+                len(cases),
+                outputs,
+                settings,
+            )
             plain = manifest.decoder == "merge" and not manifest.decoder_options
-            (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(
-                indent=2, exclude={"decoder", "decoder_options"} if plain else None))
+            (tmp / MANIFEST_NAME).write_text(
+                manifest.model_dump_json(indent=2, exclude={"decoder", "decoder_options"} if plain else None)
+            )
     return manifest
 
 
@@ -163,21 +199,51 @@ def _plan(backends, quantize, module, layout, calibration, names) -> list[_File]
     files = []
     if "executorch" in backends:
         for xnnpack, path, what in ((True, "model.pte", "XNNPACK"), (False, "model_portable.pte", "portable kernels")):
-            files.append(_File(path, "executorch", "xnnpack" if xnnpack else "portable", "fp32",
-                               f"lowering to ExecuTorch ({what})", functools.partial(_lower, xnnpack=xnnpack)))
+            files.append(
+                _File(
+                    path,
+                    "executorch",
+                    "xnnpack" if xnnpack else "portable",
+                    "fp32",
+                    f"lowering to ExecuTorch ({what})",
+                    functools.partial(_lower, xnnpack=xnnpack),
+                )
+            )
     if "tflite" in backends:
-        files.append(_File("model.tflite", "tflite", "any", "fp32", "converting to TFLite (litert-torch)",
-                           lambda program, folder: (convert_tflite(module, layout, names), {})))
+        files.append(
+            _File(
+                "model.tflite",
+                "tflite",
+                "any",
+                "fp32",
+                "converting to TFLite (litert-torch)",
+                lambda program, folder: (convert_tflite(module, layout, names), {}),
+            )
+        )
     for mode in quantize:
         if ("tflite", mode) in QUANTIZED_FILES and "tflite" in backends:
             detail = f", {len(calibration)} calibration requests" if mode == "int8" else ""
-            files.append(_File(QUANTIZED_FILES["tflite", mode][0], "tflite", "any", mode,
-                               f"quantizing to {mode} (ai-edge-quantizer{detail})",
-                               functools.partial(_quantize, mode=mode, calibration=calibration)))
+            files.append(
+                _File(
+                    QUANTIZED_FILES["tflite", mode][0],
+                    "tflite",
+                    "any",
+                    mode,
+                    f"quantizing to {mode} (ai-edge-quantizer{detail})",
+                    functools.partial(_quantize, mode=mode, calibration=calibration),
+                )
+            )
         if ("executorch", mode) in QUANTIZED_FILES and "executorch" in backends:
-            files.append(_File(QUANTIZED_FILES["executorch", mode][0], "executorch", "xnnpack", mode,
-                               f"quantizing to {mode} and lowering to ExecuTorch (PT2E, XNNPACK)",
-                               functools.partial(_lower, xnnpack=True, mode=mode, layout=layout)))
+            files.append(
+                _File(
+                    QUANTIZED_FILES["executorch", mode][0],
+                    "executorch",
+                    "xnnpack",
+                    mode,
+                    f"quantizing to {mode} and lowering to ExecuTorch (PT2E, XNNPACK)",
+                    functools.partial(_lower, xnnpack=True, mode=mode, layout=layout),
+                )
+            )
     return files
 
 
@@ -195,19 +261,24 @@ def _quantize(program, folder: Path, mode: str, calibration: list) -> tuple[byte
 def summary(manifest: BundleManifest) -> str:
     """Human-readable table of a bundle: parameter split, files, sizes, parity, ops left outside XNNPACK."""
     mt = manifest.metrics
-    lines = [f"bundle {manifest.model_name} {manifest.model_version} (embedding {manifest.embedding_version}): "
-             f"m={len(manifest.sources)} n={manifest.n} t={manifest.t} vector_dims={manifest.vector_dims}"]
+    lines = [
+        f"bundle {manifest.model_name} {manifest.model_version} (embedding {manifest.embedding_version}): "
+        f"m={len(manifest.sources)} n={manifest.n} t={manifest.t} vector_dims={manifest.vector_dims}"
+    ]
     if "params_device" in mt:
-        lines.append(f"parameters: device {int(mt['params_device']):,} exported | cloud {int(mt['params_cloud']):,} "
-                     f"(embedding tables) -> {mt['cloud_param_share']:.1%} of parameters stay in the cloud")
+        lines.append(
+            f"parameters: device {int(mt['params_device']):,} exported | cloud {int(mt['params_cloud']):,} "
+            f"(embedding tables) -> {mt['cloud_param_share']:.1%} of parameters stay in the cloud"
+        )
     if manifest.decoder != "merge":
         extra = ", ".join(f"{o.name} {list(o.shape)}" for o in manifest.outputs[1:]) or "none"
         lines.append(f"device decoder: {manifest.decoder} {manifest.decoder_options}; outputs after scores: {extra}")
     lines.append(f"{'file':<27}{'runtime':<12}{'delegate':<10}{'quantization':<14}{'size':>11}  parity max|diff|")
     for f in manifest.files:
         parity = "-" if f.parity_max_abs_diff is None else f"{f.parity_max_abs_diff:.2e}"
-        lines.append(f"{f.path:<27}{f.runtime:<12}{f.delegate:<10}{f.quantization:<14}"
-                     f"{f.size / 1024:>8.1f} KB  {parity}")
+        lines.append(
+            f"{f.path:<27}{f.runtime:<12}{f.delegate:<10}{f.quantization:<14}{f.size / 1024:>8.1f} KB  {parity}"
+        )
     for key, ops in manifest.notes.items():
         if key.startswith("non_delegated_ops."):
             lines.append(f"not delegated in {key.split('.', 1)[1]}: {ops}")
@@ -227,9 +298,11 @@ def _check_layout(model, spec: DatasetSpec):
     layout = model.layout
     dims = tuple(model.item_encoder.vector_dims())
     if (layout.n, layout.t, layout.m) != (spec.n, spec.t, spec.m) or tuple(layout.vector_dims) != dims:
-        raise ValueError(f"model layout (m={layout.m}, n={layout.n}, t={layout.t}, dims={list(layout.vector_dims)}) "
-                         f"does not match spec (m={spec.m}, n={spec.n}, t={spec.t}) / item encoder dims {list(dims)}: "
-                         "build the model from the same DatasetSpec")
+        raise ValueError(
+            f"model layout (m={layout.m}, n={layout.n}, t={layout.t}, dims={list(layout.vector_dims)}) "
+            f"does not match spec (m={spec.m}, n={spec.n}, t={spec.t}) / item encoder dims {list(dims)}: "
+            "build the model from the same DatasetSpec"
+        )
     return layout
 
 
@@ -237,24 +310,42 @@ def _parity(path: Path, runtime: str, reference, cases, layout, outputs) -> floa
     """Max abs diff of every output vs eager, through the device's backend; a .tflite runs with or without
     XNNPACK on the device: both."""
     modes = (True, False) if runtime == "tflite" else (True,)
-    return max(max_abs_diff(reference, open_runner(path, layout, xnnpack=x, outputs=outputs), cases, layout)
-               for x in modes)
+    return max(
+        max_abs_diff(reference, open_runner(path, layout, xnnpack=x, outputs=outputs), cases, layout) for x in modes
+    )
 
 
-def _manifest(model, spec, layout, files, folder, embedding_version, model_version, metrics, model_name,
-              notes, n_cases, outputs, decoder_options) -> BundleManifest:
+def _manifest(
+    model,
+    spec,
+    layout,
+    files,
+    folder,
+    embedding_version,
+    model_version,
+    metrics,
+    model_name,
+    notes,
+    n_cases,
+    outputs,
+    decoder_options,
+) -> BundleManifest:
     counts = count_parameters(model)
     cloud, device = counts["cloud"], counts["device"]
-    numbers = {**_flatten(metrics or {}), "params_device": float(device), "params_cloud": float(cloud),
-               "cloud_param_share": cloud / max(cloud + device, 1)}
+    numbers = {
+        **_flatten(metrics or {}),
+        "params_device": float(device),
+        "params_cloud": float(cloud),
+        "cloud_param_share": cloud / max(cloud + device, 1),
+    }
     notes = {
         "embedding_split": f"only the device model is exported ({device} parameters); the item encoder's "
-                           f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the "
-                           "cloud",
+        f"embedding tables ({cloud} parameters, {numbers['cloud_param_share']:.1%}) stay in the "
+        "cloud",
         "parity": f"max abs diff (relative where |eager| > 1) vs eager PyTorch fp32 over real candidate slots of "
-                  f"{n_cases} batch-1 cases, "
-                  "every output (full, random, empty history per source, no candidates per source, all histories "
-                  "empty, one candidate per source); .tflite checked with and without XNNPACK",
+        f"{n_cases} batch-1 cases, "
+        "every output (full, random, empty history per source, no candidates per source, all histories "
+        "empty, one candidate per source); .tflite checked with and without XNNPACK",
         "exporters": ", ".join(f"{name} {_version(name)}" for name in EXPORTERS),
         **notes,
     }
@@ -263,16 +354,27 @@ def _manifest(model, spec, layout, files, folder, embedding_version, model_versi
         model_version=model_version or runs.weights_digest(model.device_model),
         sources=list(spec.sources),
         vector_dims=list(layout.vector_dims),
-        n=layout.n, t=layout.t, K=spec.K,
+        n=layout.n,
+        t=layout.t,
+        K=spec.K,
         target_shares=spec.target_shares,
         embedding_version=embedding_version or runs.embedding_version(model),
         inputs=layout.input_specs(1),
         outputs=outputs,
         decoder=model.device_decoder,
         decoder_options=decoder_options,
-        files=[BundleFile(path=f.path, sha256=file_sha256(folder / f.path),
-                          size=(folder / f.path).stat().st_size, runtime=f.runtime, delegate=f.delegate,
-                          quantization=f.quantization, parity_max_abs_diff=f.parity) for f in files],
+        files=[
+            BundleFile(
+                path=f.path,
+                sha256=file_sha256(folder / f.path),
+                size=(folder / f.path).stat().st_size,
+                runtime=f.runtime,
+                delegate=f.delegate,
+                quantization=f.quantization,
+                parity_max_abs_diff=f.parity,
+            )
+            for f in files
+        ],
         metrics=numbers,
         notes=notes,
     )

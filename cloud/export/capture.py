@@ -23,8 +23,10 @@ from torch import nn
 from cloud.export.parity import random_inputs
 from shared_schema.layout import TensorLayout, TensorSpec
 
-OUTSIDE = ("must run outside the exported graph: move it out of the device model "
-           "(numpy in the device runtime, or cloud-side), see docs/architecture.md")
+OUTSIDE = (
+    "must run outside the exported graph: move it out of the device model "
+    "(numpy in the device runtime, or cloud-side), see docs/architecture.md"
+)
 
 
 class ExportError(ValueError):
@@ -37,8 +39,9 @@ def sample_args(layout: TensorLayout, seed: int = 0) -> tuple[torch.Tensor, ...]
     return tuple(torch.from_numpy(inputs[name]) for name in layout.input_names())
 
 
-def capture(device_model: nn.Module, layout: TensorLayout,
-            outputs: Sequence[str] = ("scores",)) -> torch.export.ExportedProgram:
+def capture(
+    device_model: nn.Module, layout: TensorLayout, outputs: Sequence[str] = ("scores",)
+) -> torch.export.ExportedProgram:
     """torch.export the model at batch 1; every tensor in the graph must have a static shape, and the
     model returns the tensors named `outputs` (see `output_specs`)."""
     args = sample_args(layout)
@@ -46,8 +49,9 @@ def capture(device_model: nn.Module, layout: TensorLayout,
         program = torch.export.export(device_model, args, strict=False)
     except Exception as exc:
         part = _failing_part(device_model, exc)
-        raise ExportError(f"{part} cannot be exported as a fixed-shape graph "
-                          f"({type(exc).__name__}: {_first_line(exc)}); it {OUTSIDE}") from exc
+        raise ExportError(
+            f"{part} cannot be exported as a fixed-shape graph ({type(exc).__name__}: {_first_line(exc)}); it {OUTSIDE}"
+        ) from exc
     _check_static(program, device_model)
     output_specs(program, layout, outputs)
     return program
@@ -75,13 +79,17 @@ def _failing_part(root: nn.Module, exc: BaseException) -> str:
 def _check_static(program: torch.export.ExportedProgram, root: nn.Module) -> None:
     for node in program.graph.nodes:
         value = node.meta.get("val")
-        shapes = [v.shape for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, torch.Tensor)]
+        shapes = [
+            v.shape for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, torch.Tensor)
+        ]
         if any(not isinstance(dim, int) for shape in shapes for dim in shape):
             stack = node.meta.get("nn_module_stack") or {}
             path = list(stack.values())[-1][0] if stack else ""
             part = _describe(path, root.get_submodule(path)) if _has(root, path) else f"device model part {path!r}"
-            raise ExportError(f"{part} produces a tensor whose shape depends on the input values "
-                              f"({node.target}, shape {list(shapes[0])}); it {OUTSIDE}")
+            raise ExportError(
+                f"{part} produces a tensor whose shape depends on the input values "
+                f"({node.target}, shape {list(shapes[0])}); it {OUTSIDE}"
+            )
 
 
 def _has(root: nn.Module, path: str) -> bool:
@@ -92,18 +100,24 @@ def _has(root: nn.Module, path: str) -> bool:
         return False
 
 
-def output_specs(program: torch.export.ExportedProgram, layout: TensorLayout,
-                 names: Sequence[str] = ("scores",)) -> list[TensorSpec]:
+def output_specs(
+    program: torch.export.ExportedProgram, layout: TensorLayout, names: Sequence[str] = ("scores",)
+) -> list[TensorSpec]:
     """The program's outputs as manifest TensorSpecs named `names`: `scores` [1, m, n] first, then one
     [1, m*n, k] tensor per further name; ExportError when the program returns anything else."""
     outputs = [node for node in program.graph.nodes if node.op == "output"][0].args[0]
     shapes = [tuple(o.meta["val"].shape) if hasattr(o, "meta") and "val" in o.meta else None for o in outputs]
     m, n = layout.m, layout.n
-    if len(shapes) != len(names) or shapes[0] != (1, m, n) or any(
-            shape is None or len(shape) != 3 or shape[:2] != (1, m * n) for shape in shapes[1:]):
+    if (
+        len(shapes) != len(names)
+        or shapes[0] != (1, m, n)
+        or any(shape is None or len(shape) != 3 or shape[:2] != (1, m * n) for shape in shapes[1:])
+    ):
         extra = "".join(f", then `{name}` of shape [1, {m * n}, k]" for name in names[1:])
-        raise ExportError(f"the device model must return `scores` of shape {[1, m, n]} ([B, m, n]){extra}; "
-                          f"it returns shapes {[list(s) if s else s for s in shapes]}")
+        raise ExportError(
+            f"the device model must return `scores` of shape {[1, m, n]} ([B, m, n]){extra}; "
+            f"it returns shapes {[list(s) if s else s for s in shapes]}"
+        )
     return [TensorSpec(name=name, shape=shape) for name, shape in zip(names, shapes)]
 
 

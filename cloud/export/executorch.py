@@ -72,8 +72,12 @@ def program_operators(buffer: bytes) -> Counter[str]:
 
     program = deserialize_pte_binary(buffer)
     plan = getattr(program, "program", program).execution_plan[0]
-    return Counter(plan.operators[instruction.instr_args.op_index].name for chain in plan.chains
-                   for instruction in chain.instructions if hasattr(instruction.instr_args, "op_index"))
+    return Counter(
+        plan.operators[instruction.instr_args.op_index].name
+        for chain in plan.chains
+        for instruction in chain.instructions
+        if hasattr(instruction.instr_args, "op_index")
+    )
 
 
 def non_delegated_ops(graph_module: torch.fx.GraphModule) -> dict[str, int]:

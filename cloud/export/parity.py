@@ -78,8 +78,9 @@ def max_abs_diff(reference: Runner, candidate: Runner, cases: list[tuple[str, In
         keep = real_slots(inputs, layout)
         for i, (a, b) in enumerate(zip(ref, got, strict=True)):
             if b.shape != a.shape:
-                raise ValueError(f"parity case {name!r}: output {i} has shape {list(b.shape)}, "
-                                 f"expected {list(a.shape)}")
+                raise ValueError(
+                    f"parity case {name!r}: output {i} has shape {list(b.shape)}, expected {list(a.shape)}"
+                )
             rows = keep if i == 0 else keep.reshape(1, -1)  # extra outputs: one row per flat candidate
             ref_rows = a[rows].astype(np.float64)
             diff = np.abs(ref_rows - b[rows].astype(np.float64)) / np.maximum(1.0, np.abs(ref_rows))
@@ -100,8 +101,13 @@ def eager_runner(device_model, layout: TensorLayout) -> Runner:
     return run
 
 
-def open_runner(path: str | Path, layout: TensorLayout, xnnpack: bool = True, threads: int = 1,
-                outputs: Sequence[TensorSpec] | None = None) -> Runner:
+def open_runner(
+    path: str | Path,
+    layout: TensorLayout,
+    xnnpack: bool = True,
+    threads: int = 1,
+    outputs: Sequence[TensorSpec] | None = None,
+) -> Runner:
     """Run a .pte or .tflite file through the device backend for its runtime; `xnnpack` picks the .tflite
     delegate (XNNPACK, or the builtin CPU kernels; a .pte is lowered already). It returns `scores`, or with
     `outputs` (the file's output specs, `scores` first, as the manifest lists them) every output in that order.

@@ -44,8 +44,11 @@ def quantize_program(
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=mode == "int8-dynamic")
     prepared = prepare_pt2e(program.module(), XNNPACKQuantizer().set_global(config))
     names = layout.input_names()
-    samples = ([tuple(torch.from_numpy(np.asarray(r[name], np.float32)) for name in names) for r in calibration]
-               if mode == "int8" else [sample_args(layout)])  # dynamic: one pass sets the weight ranges
+    samples = (
+        [tuple(torch.from_numpy(np.asarray(r[name], np.float32)) for name in names) for r in calibration]
+        if mode == "int8"
+        else [sample_args(layout)]
+    )  # dynamic: one pass sets the weight ranges
     with torch.no_grad():
         for args in samples:
             prepared(*args)
@@ -53,5 +56,7 @@ def quantize_program(
         try:
             return torch.export.export(converted, sample_args(layout), strict=False)
         except Exception as exc:
-            raise ExportError(f"the {mode} quantized device model could not be re-captured "
-                              f"({type(exc).__name__}: {str(exc).strip()[:300]})") from exc
+            raise ExportError(
+                f"the {mode} quantized device model could not be re-captured "
+                f"({type(exc).__name__}: {str(exc).strip()[:300]})"
+            ) from exc

@@ -71,7 +71,7 @@ def as_requests(samples: Iterable, layout: TensorLayout) -> list[dict[str, np.nd
             raise ValueError(f"calibration sample {i}: missing inputs {missing} (expected {names})")
         arrays = {n: np.asarray(_numpy(arrays[n]), np.float32) for n in names}
         for b in range(arrays[names[0]].shape[0]):
-            requests.append({n: np.array(arrays[n][b: b + 1]) for n in names})
+            requests.append({n: np.array(arrays[n][b : b + 1]) for n in names})
     return requests
 
 

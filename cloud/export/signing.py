@@ -73,8 +73,9 @@ def load_signer(path: str | os.PathLike) -> CryptoSigner:
 
 
 def _expiry(role: str, days: dict[str, float] | None) -> datetime:
-    return (datetime.now(UTC) + timedelta(days=(days or EXPIRY_DAYS).get(role, EXPIRY_DAYS[role]))
-            ).replace(microsecond=0)
+    return (datetime.now(UTC) + timedelta(days=(days or EXPIRY_DAYS).get(role, EXPIRY_DAYS[role]))).replace(
+        microsecond=0
+    )
 
 
 class SignedRepository:
@@ -85,13 +86,20 @@ class SignedRepository:
         self.metadata = self.folder / "metadata"
         self.targets = self.folder / "targets"
         if not (self.metadata / "1.root.json").is_file():
-            raise FileNotFoundError(f"{self.folder}: not a signed repository (no metadata/1.root.json); "
-                                    "create it with `dir-cloud repo init`")
+            raise FileNotFoundError(
+                f"{self.folder}: not a signed repository (no metadata/1.root.json); "
+                "create it with `dir-cloud repo init`"
+            )
 
     # -- creation and keys ---------------------------------------------------------------------------
     @classmethod
-    def init(cls, folder: str | os.PathLike, root_key: str | os.PathLike, online_keys: str | os.PathLike,
-             expiry_days: dict[str, float] | None = None) -> SignedRepository:
+    def init(
+        cls,
+        folder: str | os.PathLike,
+        root_key: str | os.PathLike,
+        online_keys: str | os.PathLike,
+        expiry_days: dict[str, float] | None = None,
+    ) -> SignedRepository:
         """A new repository: root v1 signed by `root_key`, empty targets, snapshot and timestamp."""
         folder = Path(folder)
         if (folder / "metadata").exists():
@@ -108,13 +116,16 @@ class SignedRepository:
         repo = cls.__new__(cls)
         repo.folder, repo.metadata, repo.targets = folder, folder / "metadata", folder / "targets"
         repo._write(root_md, "1.root.json")
-        repo._publish(Metadata(Targets(expires=_expiry("targets", expiry_days))), signers, expiry_days,
-                      first=True)
+        repo._publish(Metadata(Targets(expires=_expiry("targets", expiry_days))), signers, expiry_days, first=True)
         return repo
 
-    def rotate(self, old_root_key: str | os.PathLike, new_root_key: str | os.PathLike | None = None,
-               new_online_keys: str | os.PathLike | None = None,
-               expiry_days: dict[str, float] | None = None) -> int:
+    def rotate(
+        self,
+        old_root_key: str | os.PathLike,
+        new_root_key: str | os.PathLike | None = None,
+        new_online_keys: str | os.PathLike | None = None,
+        expiry_days: dict[str, float] | None = None,
+    ) -> int:
         """Root version N+1 with the new root key and/or new online keys, signed by the old and the new root
         key (devices accept it by the old one they trust and learn the new one); returns N+1. New online
         keys re-sign targets, snapshot and timestamp."""
@@ -143,8 +154,13 @@ class SignedRepository:
         return root.version
 
     # -- publishing ----------------------------------------------------------------------------------
-    def add_bundle(self, bundle_dir: str | os.PathLike, online_keys: str | os.PathLike, version: str | None = None,
-                   expiry_days: dict[str, float] | None = None) -> str:
+    def add_bundle(
+        self,
+        bundle_dir: str | os.PathLike,
+        online_keys: str | os.PathLike,
+        version: str | None = None,
+        expiry_days: dict[str, float] | None = None,
+    ) -> str:
         """Sign bundle `bundle_dir` (verified first) as `version` (default: its folder name), make it the
         latest, and carry the new metadata into `bundle_dir/tuf/`; returns the version."""
         bundle_dir = Path(bundle_dir)
@@ -162,8 +178,11 @@ class SignedRepository:
             self._add_target(targets, f"{version}/{name}", (bundle_dir / name).read_bytes())
         index = self.index()
         index["latest"] = version
-        index["bundles"][version] = {"manifest_sha256": file_sha256(bundle_dir / MANIFEST_NAME),
-                                     "created_at": manifest.created_at, "model_version": manifest.model_version}
+        index["bundles"][version] = {
+            "manifest_sha256": file_sha256(bundle_dir / MANIFEST_NAME),
+            "created_at": manifest.created_at,
+            "model_version": manifest.model_version,
+        }
         self._add_target(targets, INDEX, json.dumps(index, indent=1, sort_keys=True).encode())
         self._publish(targets_md, signers, expiry_days)
         self.carry(bundle_dir)
@@ -224,19 +243,33 @@ class SignedRepository:
 
     def _publish(self, targets_md: Metadata, signers: dict[str, CryptoSigner], expiry_days, first=False) -> None:
         """Sign targets (version + 1), then a snapshot naming it, then a timestamp naming that."""
-        previous = {} if first else {"snapshot": self._latest("snapshot").signed.version,
-                                     "timestamp": self._latest("timestamp").signed.version}
+        previous = (
+            {}
+            if first
+            else {
+                "snapshot": self._latest("snapshot").signed.version,
+                "timestamp": self._latest("timestamp").signed.version,
+            }
+        )
         targets = targets_md.signed
         if not first:
             targets.version += 1
         targets.expires = _expiry("targets", expiry_days)
-        snapshot = Snapshot(version=previous.get("snapshot", 0) + 1, expires=_expiry("snapshot", expiry_days),
-                            meta={"targets.json": MetaFile(version=targets.version)})
-        timestamp = Timestamp(version=previous.get("timestamp", 0) + 1, expires=_expiry("timestamp", expiry_days),
-                              snapshot_meta=MetaFile(version=snapshot.version))
-        for role, signed, name in (("targets", targets, f"{targets.version}.targets.json"),
-                                   ("snapshot", snapshot, f"{snapshot.version}.snapshot.json"),
-                                   ("timestamp", timestamp, "timestamp.json")):
+        snapshot = Snapshot(
+            version=previous.get("snapshot", 0) + 1,
+            expires=_expiry("snapshot", expiry_days),
+            meta={"targets.json": MetaFile(version=targets.version)},
+        )
+        timestamp = Timestamp(
+            version=previous.get("timestamp", 0) + 1,
+            expires=_expiry("timestamp", expiry_days),
+            snapshot_meta=MetaFile(version=snapshot.version),
+        )
+        for role, signed, name in (
+            ("targets", targets, f"{targets.version}.targets.json"),
+            ("snapshot", snapshot, f"{snapshot.version}.snapshot.json"),
+            ("timestamp", timestamp, "timestamp.json"),
+        ):
             md = Metadata(signed)
             md.sign(signers[role])
             self._write(md, name)

@@ -129,7 +129,7 @@ class RerankModel(nn.Module):
     def auxiliary_loss(self, batch: dict[str, torch.Tensor], scores: torch.Tensor) -> torch.Tensor | None:
         """A model-specific training loss to add to the utility loss (scores = self(batch)), or None.
 
-            extra = model.auxiliary_loss(batch, scores)   # PEAR: alpha * list-level "any click" BCE
+        extra = model.auxiliary_loss(batch, scores)   # PEAR: alpha * list-level "any click" BCE
         """
         return None
 
@@ -147,5 +147,7 @@ def count_parameters(model: RerankModel) -> dict[str, int]:
 
 def _get(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in batch:
-        raise ValueError(f"feature batch has no {key!r}; batches come from cloud/data/batches.py (keys: {sorted(batch)})")
+        raise ValueError(
+            f"feature batch has no {key!r}; batches come from cloud/data/batches.py (keys: {sorted(batch)})"
+        )
     return batch[key]

@@ -53,19 +53,31 @@ class CRUM(RerankModel):
 
     uses_utility_loss = False
 
-    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,
-                 gat_layers: int = 2, mlp_dims: Sequence[int] = (64, 32), lstm_hidden: int = 16, pairs: int = 10,
-                 evaluator_epochs: int = 1, exposure_loss: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        width: int = 32,
+        heads: int = 2,
+        gat_layers: int = 2,
+        mlp_dims: Sequence[int] = (64, 32),
+        lstm_hidden: int = 16,
+        pairs: int = 10,
+        evaluator_epochs: int = 1,
+        exposure_loss: bool = False,
+    ):
         super().__init__(spec, embedding_dim)
         if pairs < 1 or evaluator_epochs < 1:
-            raise ValueError(f"pairs and evaluator_epochs must be >= 1, got pairs={pairs}, "
-                             f"evaluator_epochs={evaluator_epochs}")
+            raise ValueError(
+                f"pairs and evaluator_epochs must be >= 1, got pairs={pairs}, evaluator_epochs={evaluator_epochs}"
+            )
         self.uses_exposure_loss = exposure_loss
         self.pairs, self.evaluator_epochs = pairs, evaluator_epochs
         dims = self.layout.vector_dims
         self.device_model = CRUMDeviceModel(dims, spec.n, width, heads, gat_layers, mlp_dims)
-        self.evaluator = Evaluator(ListEncoder(dims, spec.n, width, heads, gat_layers), spec.m * spec.n,
-                                   lstm_hidden, mlp_dims)
+        self.evaluator = Evaluator(
+            ListEncoder(dims, spec.n, width, heads, gat_layers), spec.m * spec.n, lstm_hidden, mlp_dims
+        )
         self.stage = "evaluator"
         self._last: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
 
@@ -73,8 +85,10 @@ class CRUM(RerankModel):
         """Stage 1 (epochs < evaluator_epochs): the evaluator and the item embeddings learn the clicks; stage 2:
         both frozen, the reranker learns from the swap pairs."""
         if epochs <= self.evaluator_epochs:
-            raise ValueError(f"CRUM trains its evaluator for evaluator_epochs={self.evaluator_epochs} epochs before "
-                             f"the reranker: give more epochs than that (got {epochs}) or lower evaluator_epochs")
+            raise ValueError(
+                f"CRUM trains its evaluator for evaluator_epochs={self.evaluator_epochs} epochs before "
+                f"the reranker: give more epochs than that (got {epochs}) or lower evaluator_epochs"
+            )
         self.stage = "evaluator" if epoch < self.evaluator_epochs else "reranker"
         first = self.stage == "evaluator"
         self.evaluator.requires_grad_(first)
@@ -170,8 +184,15 @@ class CRUMDeviceModel(nn.Module):
     """`forward(cand_0, cand_mask_0, hist_0, hist_mask_0, cand_1, ...) -> scores [B, m, n]`: ListEncoder,
     then MLP([x, h]) -> one logit per candidate."""
 
-    def __init__(self, vector_dims, n: int, width: int = 32, heads: int = 2, gat_layers: int = 2,
-                 mlp_dims: Sequence[int] = (64, 32)):
+    def __init__(
+        self,
+        vector_dims,
+        n: int,
+        width: int = 32,
+        heads: int = 2,
+        gat_layers: int = 2,
+        mlp_dims: Sequence[int] = (64, 32),
+    ):
         super().__init__()
         self.encoder = ListEncoder(vector_dims, n, width, heads, gat_layers)
         self.scorer = mlp([2 * width, *mlp_dims])
@@ -186,7 +207,7 @@ class CRUMDeviceModel(nn.Module):
 class GraphAttention(nn.Module):
     """GAT layer over the fully connected graph of real nodes: heads of width w/heads, concatenated, ELU.
 
-        h = GraphAttention(w, heads)(x [B, N, w], mask [B, N])   # [B, N, w]
+    h = GraphAttention(w, heads)(x [B, N, w], mask [B, N])   # [B, N, w]
     """
 
     def __init__(self, width: int, heads: int):
@@ -252,12 +273,12 @@ class LSTM(nn.Module):
         from_state = self.gates.weight[:, d:].t()  # [h, 4h]
         state = cell = x.new_zeros(batch, h)
         out: list[torch.Tensor] = [state] * steps
-        for k in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        for k in range(steps - 1, -1, -1) if reverse else range(steps):
             gates = torch.addmm(from_input[k], state, from_state)
             gate = torch.sigmoid(gates)
-            new_cell = gate[:, h: 2 * h] * cell + gate[:, :h] * torch.tanh(gates[:, 2 * h: 3 * h])
-            new_state = gate[:, 3 * h:] * torch.tanh(new_cell)
-            keep = mask[:, k: k + 1]
+            new_cell = gate[:, h : 2 * h] * cell + gate[:, :h] * torch.tanh(gates[:, 2 * h : 3 * h])
+            new_state = gate[:, 3 * h :] * torch.tanh(new_cell)
+            keep = mask[:, k : k + 1]
             cell = cell + keep * (new_cell - cell)
             state = state + keep * (new_state - state)
             out[k] = state

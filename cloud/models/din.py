@@ -69,8 +69,14 @@ class DIN(RerankModel):
 class DINDeviceModel(nn.Module):
     """`forward(cand_0, cand_mask_0, hist_0, hist_mask_0, cand_1, ...) -> scores [B, m, n]`."""
 
-    def __init__(self, vector_dims: Sequence[int], width: int = 32, attention_hidden: int = 36,
-                 mlp_dims: Sequence[int] = (200, 80), activation: str = "prelu"):
+    def __init__(
+        self,
+        vector_dims: Sequence[int],
+        width: int = 32,
+        attention_hidden: int = 36,
+        mlp_dims: Sequence[int] = (200, 80),
+        activation: str = "prelu",
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -112,7 +118,7 @@ class ActivationUnit(nn.Module):
 
     def forward(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         w = self.width
-        w_h, w_x, w_d, w_p = (self.first.weight[:, i * w: (i + 1) * w] for i in range(4))  # each [hidden, w]
+        w_h, w_x, w_d, w_p = (self.first.weight[:, i * w : (i + 1) * w] for i in range(4))  # each [hidden, w]
         given_x = (torch.matmul(cand, (w_x - w_d).t()) + self.first.bias).unsqueeze(-1)  # R(x) [B, N, hidden, 1]
         left = torch.cat([cand.unsqueeze(2) * w_p + (w_h + w_d), given_x], dim=-1)  # [B, N, hidden, w + 1]
         batch, n, hidden, _ = left.shape

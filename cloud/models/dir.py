@@ -72,9 +72,15 @@ class DIR(RerankModel):
         super().__init__(spec, embedding_dim)
         self.uses_exposure_loss = exposure_loss
         self.device_model = DIRDeviceModel(
-            self.layout.vector_dims, hidden=hidden, heads=heads, mlp_dims=mlp_dims, gru=gru,
-            linear_sharing=linear_sharing, high_order_sharing=high_order_sharing,
-            listwise_context=listwise_context, preference_generator=preference_generator,
+            self.layout.vector_dims,
+            hidden=hidden,
+            heads=heads,
+            mlp_dims=mlp_dims,
+            gru=gru,
+            linear_sharing=linear_sharing,
+            high_order_sharing=high_order_sharing,
+            listwise_context=listwise_context,
+            preference_generator=preference_generator,
         )
 
 
@@ -113,18 +119,23 @@ class DIRDeviceModel(nn.Module):
         )
         self.candidate_attention = SelfAttention(hidden, hidden, heads) if listwise_context else None
         widths = [3 * hidden, *mlp_dims]
-        self.mlp = nn.Sequential(*(layer for a, b in zip(widths[:-2], widths[1:-1]) for layer in (nn.Linear(a, b), nn.ReLU())))
+        self.mlp = nn.Sequential(
+            *(layer for a, b in zip(widths[:-2], widths[1:-1]) for layer in (nn.Linear(a, b), nn.ReLU()))
+        )
         self.personal = nn.Linear(widths[-2], widths[-1])
         self.generator = (
             nn.Sequential(nn.Linear(m * hidden, hidden), nn.ReLU(), nn.Linear(hidden, widths[-1]), nn.Sigmoid())
-            if preference_generator else None
+            if preference_generator
+            else None
         )
         self.out = nn.Linear(widths[-1], 1)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         m = self.m
         if len(inputs) != 4 * m:
-            raise ValueError(f"expected {4 * m} inputs (cand, cand_mask, hist, hist_mask per source), got {len(inputs)}")
+            raise ValueError(
+                f"expected {4 * m} inputs (cand, cand_mask, hist, hist_mask per source), got {len(inputs)}"
+            )
         encoded = [self.encoders[s](torch.cat([inputs[4 * s], inputs[4 * s + 2]], dim=1)) for s in range(m)]
         n = inputs[0].shape[1]
         cand = torch.stack([e[:, :n] for e in encoded], dim=1)  # [B, m, n, h]
@@ -187,12 +198,12 @@ class GroupedGRU(nn.Module):
         state = None  # the zero initial state, peeled off the first step (no zeros tensor in the graph)
         for k in range(steps - 1, -1, -1):
             # projecting per step (not all steps at once) keeps each slice's backward small
-            x = torch.bmm(flat[..., k * h: (k + 1) * h], self.w_input) + self.b_input
+            x = torch.bmm(flat[..., k * h : (k + 1) * h], self.w_input) + self.b_input
             g = self.b_state if state is None else torch.bmm(state, self.w_state) + self.b_state
             rz = torch.sigmoid(x[..., : 2 * h] + g[..., : 2 * h])
-            candidate = torch.tanh(x[..., 2 * h:] + rz[..., :h] * g[..., 2 * h:])
+            candidate = torch.tanh(x[..., 2 * h :] + rz[..., :h] * g[..., 2 * h :])
             z = rz[..., h:]
-            keep = mask[:, :, k: k + 1]
+            keep = mask[:, :, k : k + 1]
             if state is None:  # (1 - z) * candidate + z * 0, kept where the step is real
                 state = keep * (candidate - z * candidate)
             else:  # (1 - z) * candidate + z * state where real, the old state where padded
@@ -203,7 +214,7 @@ class GroupedGRU(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention (Eq. 2, no output projection), optional key mask.
 
-        out = SelfAttention(d_in, d_out, heads)(x [B, L, d_in], key_mask [B, L] or None)   # [B, L, d_out]
+    out = SelfAttention(d_in, d_out, heads)(x [B, L, d_in], key_mask [B, L] or None)   # [B, L, d_out]
     """
 
     def __init__(self, d_in: int, d_out: int, heads: int):
@@ -217,8 +228,10 @@ class SelfAttention(nn.Module):
         dh = d // heads
         qkv = self.qkv(x)
         # 3-D bmm over [B * heads, L, dh]: a 4-D matmul lowers with non-delegated expand_copy ops
-        q, k, v = (qkv[..., i * d: (i + 1) * d].reshape(-1, length, heads, dh).transpose(1, 2).reshape(-1, length, dh)
-                   for i in range(3))
+        q, k, v = (
+            qkv[..., i * d : (i + 1) * d].reshape(-1, length, heads, dh).transpose(1, 2).reshape(-1, length, dh)
+            for i in range(3)
+        )
         logits = torch.bmm(q, k.transpose(1, 2)) * self.scale  # [B * heads, L, L]
         if key_mask is not None:  # the mask [B, 1, L] broadcasts over the rows of all heads
             keep = key_mask.reshape(-1, 1, length)

@@ -40,8 +40,15 @@ class EdgeRec(RerankModel):
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16)}
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
-    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,
-                 mlp_dims: Sequence[int] = (64, 32), exposure_loss: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        width: int = 32,
+        heads: int = 2,
+        mlp_dims: Sequence[int] = (64, 32),
+        exposure_loss: bool = False,
+    ):
         super().__init__(spec, embedding_dim)
         self.uses_exposure_loss = exposure_loss
         self.device_model = EdgeRecDeviceModel(self.layout.vector_dims, width, heads, mlp_dims)
@@ -66,7 +73,9 @@ class EdgeRecDeviceModel(nn.Module):
         context = cand + self.context(cand, cand_mask)
         m = self.m
         source_of_slot = torch.arange(hist.shape[1], device=hist.device) % m  # merged slot r*m + s
-        interests = [self.behaviour(cand, hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype)) for s in range(m)]
+        interests = [
+            self.behaviour(cand, hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype)) for s in range(m)
+        ]
         logits = self.out(self.mlp(torch.cat([context, *interests], dim=-1))).squeeze(-1)
         return source_scores(logits, cand_mask, m)
 
@@ -92,8 +101,10 @@ class BehaviourAttention(nn.Module):
         dh = w // heads
         kv = self.key_value(hist)
         q = self.query(cand).reshape(batch, n, heads, dh).transpose(1, 2).reshape(-1, n, dh)
-        k, v = (kv[..., i * w: (i + 1) * w].reshape(batch, length, heads, dh).transpose(1, 2).reshape(-1, length, dh)
-                for i in range(2))
+        k, v = (
+            kv[..., i * w : (i + 1) * w].reshape(batch, length, heads, dh).transpose(1, 2).reshape(-1, length, dh)
+            for i in range(2)
+        )
         logits = (torch.bmm(q, k.transpose(1, 2)) * self.scale).reshape(batch, heads * n, length)
         weights = masked_softmax(logits, keep.unsqueeze(1)) * keep.unsqueeze(1)  # all-masked rows read 0
         out = torch.bmm(weights.reshape(-1, n, length), v)

@@ -50,8 +50,16 @@ class HRL(RerankModel):
 
     device_decoder = "slot_policy"
 
-    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, hidden: int = 32,
-                 rl_weight: float = 1.0, utility_loss: bool = False, exposure_loss: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        width: int = 32,
+        hidden: int = 32,
+        rl_weight: float = 1.0,
+        utility_loss: bool = False,
+        exposure_loss: bool = False,
+    ):
         super().__init__(spec, embedding_dim)
         self.uses_utility_loss = utility_loss
         if rl_weight < 0:
@@ -103,8 +111,9 @@ class HRLDeviceModel(nn.Module):
     def user_state(self, hist: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
         """u_s per source [B, m, w]: the masked mean of its history (merged slot r*m + s)."""
         source_of_slot = torch.arange(hist.shape[1], device=hist.device) % self.m
-        return torch.cat([masked_mean(hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype))
-                          for s in range(self.m)], 1)
+        return torch.cat(
+            [masked_mean(hist, hist_mask * (source_of_slot == s).to(hist_mask.dtype)) for s in range(self.m)], 1
+        )
 
     def policy(self, cand: torch.Tensor, cand_mask: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """Scores [B, m, n] of the next slot given the remaining candidates (zeroed where placed)."""
@@ -117,7 +126,9 @@ class HRLDeviceModel(nn.Module):
         state = torch.cat([users, masked_mean(per_cand, per_mask).reshape(batch, m, width), left], dim=-1)
         has_left = (left.reshape(batch, m) > 0).to(cand.dtype)
         high = torch.log_softmax(_masked(self.high(state.reshape(batch, -1)), has_left), dim=-1)  # [B, m]
-        u = (per_cand.reshape(batch, m, n, width) * 0.0 + users.reshape(batch, m, 1, width)).reshape(batch, total, width)
+        u = (per_cand.reshape(batch, m, n, width) * 0.0 + users.reshape(batch, m, 1, width)).reshape(
+            batch, total, width
+        )
         low = self.low(torch.cat([cand, u, cand * u], dim=-1)).reshape(batch, m, n)
         low = torch.log_softmax(_masked(low, cand_mask.reshape(batch, m, n)), dim=-1)
         p = torch.exp(high.unsqueeze(-1) + low).clamp(EPS, 1.0 - EPS)

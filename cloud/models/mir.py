@@ -63,8 +63,9 @@ class MIR(RerankModel):
     ):
         super().__init__(spec, embedding_dim)
         self.uses_exposure_loss = exposure_loss
-        self.device_model = MIRDeviceModel(self.layout.vector_dims, spec.n, fields, field_dim, lstm_hidden,
-                                           mlp_dims, printed_form)
+        self.device_model = MIRDeviceModel(
+            self.layout.vector_dims, spec.n, fields, field_dim, lstm_hidden, mlp_dims, printed_form
+        )
 
 
 class MIRDeviceModel(nn.Module):
@@ -73,12 +74,21 @@ class MIRDeviceModel(nn.Module):
     The default (equivariant) form runs at any n and t; `printed_form` needs exactly the spec's n.
     """
 
-    def __init__(self, vector_dims: Sequence[int], n: int, fields: int = 4, field_dim: int = 16,
-                 lstm_hidden: int = 64, mlp_dims: Sequence[int] = (500, 200, 80), printed_form: bool = False):
+    def __init__(
+        self,
+        vector_dims: Sequence[int],
+        n: int,
+        fields: int = 4,
+        field_dim: int = 16,
+        lstm_hidden: int = 64,
+        mlp_dims: Sequence[int] = (500, 200, 80),
+        printed_form: bool = False,
+    ):
         super().__init__()
         if fields < 1 or field_dim < 1 or lstm_hidden < 1:
             raise ValueError(
-                f"fields, field_dim and lstm_hidden must be positive, got {fields}, {field_dim}, {lstm_hidden}")
+                f"fields, field_dim and lstm_hidden must be positive, got {fields}, {field_dim}, {lstm_hidden}"
+            )
         d = fields * field_dim
         d_set, d_list = 2 * d, d + 2 * lstm_hidden
         self.m, self.fields, self.field_dim, self.printed_form = len(vector_dims), fields, field_dim, printed_form
@@ -154,13 +164,13 @@ class BiLSTM(nn.Module):
         backward_out: list[torch.Tensor] = [x] * steps
         for k in range(steps):
             old, new = steps - 1 - k, k
-            step = torch.cat([flat[:, old * d_in: (old + 1) * d_in], flat[:, new * d_in: (new + 1) * d_in]])
-            keep = torch.cat([mask[:, old: old + 1], mask[:, new: new + 1]]).reshape(2, batch, 1)
+            step = torch.cat([flat[:, old * d_in : (old + 1) * d_in], flat[:, new * d_in : (new + 1) * d_in]])
+            keep = torch.cat([mask[:, old : old + 1], mask[:, new : new + 1]]).reshape(2, batch, 1)
             gates = torch.bmm(step.reshape(2, batch, d_in), self.w_input) + self.bias
             if state is not None:
                 gates = gates + torch.bmm(state, self.w_state)
-            i, f, o = (torch.sigmoid(gates[..., a * h: (a + 1) * h]) for a in (0, 1, 3))
-            written = i * torch.tanh(gates[..., 2 * h: 3 * h])
+            i, f, o = (torch.sigmoid(gates[..., a * h : (a + 1) * h]) for a in (0, 1, 3))
+            written = i * torch.tanh(gates[..., 2 * h : 3 * h])
             if cell is None:  # zero state and cell before the first step
                 cell = keep * written
                 state = keep * o * torch.tanh(written)

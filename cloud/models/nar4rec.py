@@ -60,9 +60,20 @@ class NAR4Rec(RerankModel):
 
     device_decoder = "contrastive"
 
-    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2, layers: int = 1,
-                 slots: int | None = None, tau: float = 1.0, omega: float = 0.01, rho: float = 0.5,
-                 utility_loss: bool = False, exposure_loss: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        width: int = 32,
+        heads: int = 2,
+        layers: int = 1,
+        slots: int | None = None,
+        tau: float = 1.0,
+        omega: float = 0.01,
+        rho: float = 0.5,
+        utility_loss: bool = False,
+        exposure_loss: bool = False,
+    ):
         super().__init__(spec, embedding_dim)
         self.uses_utility_loss = utility_loss
         slots = spec.K if slots is None else slots
@@ -105,8 +116,10 @@ class NAR4Rec(RerankModel):
         p = probs.clamp(EPS, 1.0 - EPS)
         per_list = -(target * (positive * torch.log(p) + (1.0 - positive) * torch.log(1.0 - p))).sum(dim=(1, 2))
         pairs_x = cand_mask.unsqueeze(1) * cand_mask.unsqueeze(2)
-        per_list = per_list + self.omega * (hinge_similarity(x, pairs_x, self.rho)
-                                            + hinge_similarity(t, torch.ones_like(t[..., 0]).unsqueeze(1), self.rho))
+        per_list = per_list + self.omega * (
+            hinge_similarity(x, pairs_x, self.rho)
+            + hinge_similarity(t, torch.ones_like(t[..., 0]).unsqueeze(1), self.rho)
+        )
         weight = batch.get("weight", torch.ones_like(per_list))
         slots = (batch["mask"] * weight.view(-1, 1, 1)).sum().clamp(min=1.0)
         return (per_list * weight).sum() / slots

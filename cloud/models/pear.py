@@ -41,8 +41,17 @@ class PEAR(RerankModel):
     search_space = {"embedding_dim": ("int", 8, 32, 8), "d": ("int", 32, 96, 32)}
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
-    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, d: int = 64, heads: int = 2, blocks: int = 1,
-                 positions: bool = False, aux_weight: float = 1.0, exposure_loss: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        d: int = 64,
+        heads: int = 2,
+        blocks: int = 1,
+        positions: bool = False,
+        aux_weight: float = 1.0,
+        exposure_loss: bool = False,
+    ):
         super().__init__(spec, embedding_dim)
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
@@ -80,8 +89,16 @@ class PEARDeviceModel(nn.Module):
     """`forward(cand_0, cand_mask_0, hist_0, hist_mask_0, cand_1, ...) -> scores [B, m, n]`;
     `encode(...)` also returns the CLS list logit [B]."""
 
-    def __init__(self, vector_dims: Sequence[int], n: int, t: int, d: int = 64, heads: int = 2, blocks: int = 1,
-                 positions: bool = False):
+    def __init__(
+        self,
+        vector_dims: Sequence[int],
+        n: int,
+        t: int,
+        d: int = 64,
+        heads: int = 2,
+        blocks: int = 1,
+        positions: bool = False,
+    ):
         super().__init__()
         if blocks < 1:
             raise ValueError(f"blocks must be >= 1, got {blocks}")
@@ -121,7 +138,7 @@ class PEARDeviceModel(nn.Module):
 class PEARBlock(nn.Module):
     """History self-attention (Eq. 2) then merged cross-attention of the list over [history; list] (Eq. 3).
 
-        z_hist, z_list = PEARBlock(d, heads)(z_hist [B, M, d], hist_mask, z_list [B, N+1, d], list_mask)
+    z_hist, z_list = PEARBlock(d, heads)(z_hist [B, M, d], hist_mask, z_list [B, N+1, d], list_mask)
     """
 
     def __init__(self, d: int, heads: int):
@@ -136,8 +153,9 @@ class PEARBlock(nn.Module):
         self.list_kv = nn.Linear(d, 2 * d)  # W_k2, W_v2
         self.list_norm = nn.LayerNorm(d)
 
-    def forward(self, z_hist: torch.Tensor, hist_mask: torch.Tensor, z_list: torch.Tensor,
-                list_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z_hist: torch.Tensor, hist_mask: torch.Tensor, z_list: torch.Tensor, list_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h_hist = self.history_norm(z_hist + self.history_attention(z_hist, hist_mask))
         kv = torch.cat([self.history_kv(h_hist), self.list_kv(z_list)], dim=1)  # [B, M+N+1, 2d]
         d = z_list.shape[-1]

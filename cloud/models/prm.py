@@ -32,8 +32,16 @@ class PRM(RerankModel):
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 32, 96, 16), "ffn": ("int", 64, 256, 64)}
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
-    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 64, heads: int = 2, blocks: int = 2,
-                 ffn: int = 128, exposure_loss: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        width: int = 64,
+        heads: int = 2,
+        blocks: int = 2,
+        ffn: int = 128,
+        exposure_loss: bool = False,
+    ):
         super().__init__(spec, embedding_dim)
         self.uses_exposure_loss = exposure_loss
         self.device_model = PRMDeviceModel(self.layout.vector_dims, spec.n, width, heads, blocks, ffn)

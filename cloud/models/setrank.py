@@ -30,8 +30,16 @@ class SetRank(RerankModel):
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 32, 96, 16), "ffn": ("int", 64, 256, 64)}
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
-    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 64, heads: int = 4, blocks: int = 2,
-                 ffn: int = 128, exposure_loss: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        width: int = 64,
+        heads: int = 4,
+        blocks: int = 2,
+        ffn: int = 128,
+        exposure_loss: bool = False,
+    ):
         super().__init__(spec, embedding_dim)
         self.uses_exposure_loss = exposure_loss
         self.device_model = SetRankDeviceModel(self.layout.vector_dims, width, heads, blocks, ffn)
@@ -59,7 +67,7 @@ class SetRankDeviceModel(nn.Module):
 class EncoderBlock(nn.Module):
     """Post-norm Transformer encoder block over a masked set (SetRank's MSAB, PRM's encoder block).
 
-        x = EncoderBlock(width, heads, ffn)(x [B, L, width], key_mask [B, L])   # [B, L, width]
+    x = EncoderBlock(width, heads, ffn)(x [B, L, width], key_mask [B, L])   # [B, L, width]
     """
 
     def __init__(self, width: int, heads: int, ffn: int):

@@ -39,7 +39,9 @@ class SingleSourceInput(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.m
         if len(inputs) != 4 * m:
-            raise ValueError(f"expected {4 * m} inputs (cand, cand_mask, hist, hist_mask per source), got {len(inputs)}")
+            raise ValueError(
+                f"expected {4 * m} inputs (cand, cand_mask, hist, hist_mask per source), got {len(inputs)}"
+            )
         (cand, cand_mask), (hist, hist_mask) = (self._project(inputs, offset) for offset in (0, 2))
         batch, _, n, width = cand.shape
         t = hist.shape[2]
@@ -52,9 +54,11 @@ class SingleSourceInput(nn.Module):
 
     def _project(self, inputs: tuple[torch.Tensor, ...], offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Candidates (offset 0) or histories (offset 2) of every source: vectors [B, m, L, w], masks [B, m, L]."""
-        masks = inputs[offset + 1::4]
-        vectors = [(self.project[s](inputs[4 * s + offset]) + self.source[s: s + 1]) * masks[s].unsqueeze(-1)
-                   for s in range(self.m)]  # a slice of the source table, not source[s] (select_copy)
+        masks = inputs[offset + 1 :: 4]
+        vectors = [
+            (self.project[s](inputs[4 * s + offset]) + self.source[s : s + 1]) * masks[s].unsqueeze(-1)
+            for s in range(self.m)
+        ]  # a slice of the source table, not source[s] (select_copy)
         return torch.stack(vectors, dim=1), torch.stack(masks, dim=1)
 
 

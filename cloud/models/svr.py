@@ -44,8 +44,16 @@ class SVR(RerankModel):
 
     device_decoder = "beam_search"
 
-    def __init__(self, spec: DatasetSpec, embedding_dim: int = 16, width: int = 32, heads: int = 2,
-                 mlp_dims: Sequence[int] = (64, 32), aux_weight: float = 0.5, exposure_loss: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        embedding_dim: int = 16,
+        width: int = 32,
+        heads: int = 2,
+        mlp_dims: Sequence[int] = (64, 32),
+        aux_weight: float = 0.5,
+        exposure_loss: bool = False,
+    ):
         super().__init__(spec, embedding_dim)
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")

@@ -10,12 +10,11 @@ unexpected; the OpenAPI spec declares them per route. Bundle files answer GET an
 work offline. No endpoint accepts user behaviour.
 """
 
-
 import logging
 import math
 import uuid
-from urllib.parse import quote
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -27,16 +26,16 @@ from cloud.service.docs import add_offline_docs, errors, only_declared_errors
 from cloud.service.middleware import BodyLimit, ServerTiming
 from cloud.service.state import MAX_BUCKETS, CloudService, UnknownUser
 from shared_schema import CandidateSlate
-from shared_schema.messages import COMPACT, COMPACT_MEDIA_TYPE
 from shared_schema.manifest import MANIFEST_NAME
+from shared_schema.messages import COMPACT, COMPACT_MEDIA_TYPE
 from shared_schema.service import (
+    BucketRequest,
     BundleEntry,
     BundleFileEntry,
     BundleList,
     ItemVectors,
     ListSlate,
     ServiceInfo,
-    BucketRequest,
     VectorRequest,
 )
 
@@ -54,14 +53,22 @@ class UserList(BaseModel):
     users: list[str] = Field(description="user ids in data order, at most `limit`", examples=[["u1", "u2"]])
 
 
-def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int = MAX_BODY_BYTES,
-               signed: SignedFiles | None = None) -> FastAPI:
+def create_app(
+    service: CloudService,
+    bundles: BundleFolder,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    signed: SignedFiles | None = None,
+) -> FastAPI:
     """The service's routes over `service` (slates, vectors), `bundles` (downloads) and `signed` (the TUF
     repository devices update from, when given)."""
-    app = FastAPI(title="dir-rerank cloud service", version=service.info().package_version,
-                  description="Candidate slates with item vectors, item vector refresh and model bundles for "
-                              "on-device reranking. Behaviour stays on the device: no endpoint accepts it.",
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="dir-rerank cloud service",
+        version=service.info().package_version,
+        description="Candidate slates with item vectors, item vector refresh and model bundles for "
+        "on-device reranking. Behaviour stays on the device: no endpoint accepts it.",
+        docs_url=None,
+        redoc_url=None,
+    )
     add_offline_docs(app)
     only_declared_errors(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -70,10 +77,12 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:12]
-        log.error("%s %s failed (error id %s): %s: %s", request.method, request.url.path, error_id,
-                  type(exc).__name__, exc)
-        return JSONResponse({"detail": f"internal server error (error id {error_id}); the service log has the cause"},
-                            status_code=500)
+        log.error(
+            "%s %s failed (error id %s): %s: %s", request.method, request.url.path, error_id, type(exc).__name__, exc
+        )
+        return JSONResponse(
+            {"detail": f"internal server error (error id {error_id}); the service log has the cause"}, status_code=500
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,15 +101,21 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
     @app.get("/v1/users", tags=["slates"], responses=errors(422))
     def users(offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> UserList:
         """User ids the service can build slates for, in data order."""
-        return UserList(total=len(service.users), offset=offset, users=service.users[offset:offset + limit])
+        return UserList(total=len(service.users), offset=offset, users=service.users[offset : offset + limit])
 
     # async: about a millisecond of CPU per slate; on the event loop it skips two thread hand-offs that
     # cost more than the work under load (benchmarks/service_load.py, docs/service.md)
-    @app.get("/v1/users/{user_id:path}/slate", tags=["slates"], response_model=CandidateSlate,
-             responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(404, 422)})
-    async def user_slate(user_id: str, request: Request,
-                   n: Annotated[int | None, Query(ge=1, le=service.spec.n, description="candidates per source")] = None
-                   ) -> Response:
+    @app.get(
+        "/v1/users/{user_id:path}/slate",
+        tags=["slates"],
+        response_model=CandidateSlate,
+        responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(404, 422)},
+    )
+    async def user_slate(
+        user_id: str,
+        request: Request,
+        n: Annotated[int | None, Query(ge=1, le=service.spec.n, description="candidates per source")] = None,
+    ) -> Response:
         """Upstream top-n candidates per source for the user, each with its vector (docs/service.md).
 
         Vectors are JSON numbers, or base64 little-endian float32 strings when the request accepts
@@ -111,8 +126,10 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         try:
             slate, timings = service.user_slate(user_id, n)
         except UnknownUser:
-            raise HTTPException(404, f"user {user_id!r} is not known to this service; list the users with "
-                                     "GET /v1/users?offset=0&limit=100") from None
+            raise HTTPException(
+                404,
+                f"user {user_id!r} is not known to this service; list the users with GET /v1/users?offset=0&limit=100",
+            ) from None
         return _negotiated(slate, request, {"Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())})
 
     @app.get("/v1/lists/{split}/{row}", tags=["slates"], responses=errors(404, 422))
@@ -123,8 +140,12 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         except ValueError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.post("/v1/vectors", tags=["vectors"], response_model=ItemVectors,
-              responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(413, 422)})
+    @app.post(
+        "/v1/vectors",
+        tags=["vectors"],
+        response_model=ItemVectors,
+        responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(413, 422)},
+    )
     def vectors(request: VectorRequest, http: Request) -> Response:
         """Current vectors of item ids per source (refreshes device history after an embedding change).
 
@@ -133,19 +154,28 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         """
         count = sum(len(ids) for ids in request.ids.values())
         if count > service.max_vector_ids:
-            raise HTTPException(413, f"{count} item ids in one request; send at most {service.max_vector_ids} "
-                                     "per request (split the list)")
+            raise HTTPException(
+                413,
+                f"{count} item ids in one request; send at most {service.max_vector_ids} per request (split the list)",
+            )
         if any(_text(name) != name or any(_text(i) != i for i in ids) for name, ids in request.ids.items()):
-            raise HTTPException(422, "ids: a source name or item id is not Unicode text (a lone surrogate escape such "
-                                     "as \\ud800); send ids as UTF-8 text")
+            raise HTTPException(
+                422,
+                "ids: a source name or item id is not Unicode text (a lone surrogate escape such "
+                "as \\ud800); send ids as UTF-8 text",
+            )
         try:
             answer = service.vectors(request.ids)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         return _negotiated(answer, http)
 
-    @app.post("/v1/vectors/buckets", tags=["vectors"], response_model=ItemVectors,
-              responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(413, 422)})
+    @app.post(
+        "/v1/vectors/buckets",
+        tags=["vectors"],
+        response_model=ItemVectors,
+        responses={200: {"content": {COMPACT_MEDIA_TYPE: {}}}, **errors(413, 422)},
+    )
     def bucket_vectors(request: BucketRequest, http: Request) -> Response:
         """Vectors of every item of whole anonymity buckets (GET /version: `vector_buckets`, `min_bucket_items`):
         how the device refreshes its cached vectors without naming the items it holds (docs/service.md).
@@ -172,11 +202,18 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         """One bundle's entry; `latest` names the newest."""
         return _entry(_bundle(bundles, version))
 
-    @app.api_route("/v1/bundles/{version}/files/{name:path}", methods=["GET", "HEAD"], tags=["bundles"],
-                   responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"},
-                              304: {"description": "not modified (If-None-Match)"},
-                              416: {"description": "Range outside the file; Content-Range gives its size",
-                                    "content": {"text/plain": {}}}, **errors(404)})
+    @app.api_route(
+        "/v1/bundles/{version}/files/{name:path}",
+        methods=["GET", "HEAD"],
+        tags=["bundles"],
+        responses={
+            200: {"content": {"application/octet-stream": {}}},
+            206: {"description": "a byte range"},
+            304: {"description": "not modified (If-None-Match)"},
+            416: {"description": "Range outside the file; Content-Range gives its size", "content": {"text/plain": {}}},
+            **errors(404),
+        },
+    )
     def bundle_file(version: str, name: str, request: Request) -> Response:
         """A bundle file (manifest.json or a model file). ETag and X-Content-SHA256 carry its sha256;
         If-None-Match gives 304 and Range (with If-Range) resumes a download. HEAD gives the headers only."""
@@ -191,21 +228,28 @@ def create_app(service: CloudService, bundles: BundleFolder, max_body_bytes: int
         media = "application/json" if name == MANIFEST_NAME else "application/octet-stream"
         return FileResponse(served.path, media_type=media, headers=headers)
 
-    @app.get("/tuf/{kind}/{name:path}", tags=["bundles"],
-             responses={200: {"content": {"application/octet-stream": {}}}, **errors(404)})
+    @app.get(
+        "/tuf/{kind}/{name:path}",
+        tags=["bundles"],
+        responses={200: {"content": {"application/octet-stream": {}}}, **errors(404)},
+    )
     def signed_file(kind: str, name: str) -> Response:
         """The signed repository (The Update Framework): `metadata/N.root.json`, `metadata/timestamp.json`,
         `metadata/N.snapshot.json`, `metadata/N.targets.json` and `targets/VERSION/SHA256.NAME`; what
         `tuf.ngclient.Updater` on the device fetches (`dir-device trust`, docs/device.md)."""
         if signed is None:
-            raise HTTPException(404, "this service publishes no signed repository; start it with "
-                                     "`dir-cloud serve ... --repo REPO`")
+            raise HTTPException(
+                404, "this service publishes no signed repository; start it with `dir-cloud serve ... --repo REPO`"
+            )
         try:
             path = signed.path(kind, name)
         except KeyError as exc:
             raise HTTPException(404, exc.args[0]) from None
-        return FileResponse(path, media_type="application/json" if kind == "metadata" else "application/octet-stream",
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            path,
+            media_type="application/json" if kind == "metadata" else "application/octet-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
 
     return app
 
@@ -218,20 +262,28 @@ def _problem(err: dict) -> dict:
         msg += "; NaN and Infinity are not JSON numbers: send valid JSON"
     elif err.get("type") == "json_invalid" and isinstance(err.get("ctx", {}).get("error"), str):
         msg += f" ({err['ctx']['error']}); send valid JSON"
-    return {"loc": [part if isinstance(part, int) else _text(str(part)) for part in err.get("loc", ())],
-            "msg": _text(msg), "type": _text(str(err.get("type", "")))}
+    return {
+        "loc": [part if isinstance(part, int) else _text(str(part)) for part in err.get("loc", ())],
+        "msg": _text(msg),
+        "type": _text(str(err.get("type", ""))),
+    }
 
 
 def _text(value: str) -> str:
     """`value` made encodable as UTF-8 (a lone surrogate from a JSON escape becomes a visible backslash escape)."""
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _negotiated(message: BaseModel, request: Request, headers: dict[str, str] | None = None) -> Response:
     """`message` as JSON: its vectors base64 float32 when the request's Accept names the compact type,
     JSON numbers otherwise (curl, older clients)."""
     compact = COMPACT_MEDIA_TYPE in request.headers.get("accept", "")
     body = message.model_dump_json(context=COMPACT) if compact else message.model_dump_json()
-    return Response(body, media_type=COMPACT_MEDIA_TYPE if compact else "application/json",
-                    headers={**(headers or {}), "Vary": "Accept"})
+    return Response(
+        body,
+        media_type=COMPACT_MEDIA_TYPE if compact else "application/json",
+        headers={**(headers or {}), "Vary": "Accept"},
+    )
 
 
 def _bundle(bundles: BundleFolder, version: str) -> Bundle:
@@ -244,11 +296,18 @@ def _bundle(bundles: BundleFolder, version: str) -> Bundle:
 def _entry(bundle: Bundle) -> BundleEntry:
     m = bundle.manifest
     return BundleEntry(
-        version=bundle.version, model_name=m.model_name, model_version=m.model_version, created_at=m.created_at,
-        embedding_version=m.embedding_version, manifest_sha256=bundle.files[MANIFEST_NAME].sha256,
-        files=[BundleFileEntry(path=name, sha256=f.sha256, size=f.size,
-                               url=f"/v1/bundles/{quote(bundle.version)}/files/{quote(name)}")
-               for name, f in bundle.files.items()],
+        version=bundle.version,
+        model_name=m.model_name,
+        model_version=m.model_version,
+        created_at=m.created_at,
+        embedding_version=m.embedding_version,
+        manifest_sha256=bundle.files[MANIFEST_NAME].sha256,
+        files=[
+            BundleFileEntry(
+                path=name, sha256=f.sha256, size=f.size, url=f"/v1/bundles/{quote(bundle.version)}/files/{quote(name)}"
+            )
+            for name, f in bundle.files.items()
+        ],
     )
 
 

@@ -60,8 +60,9 @@ class BundleFolder:
     def scan(self) -> list[Bundle]:
         """Intact bundles, newest first (ties: folder name)."""
         bundles = []
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                             and not p.is_symlink()):
+        for folder in sorted(
+            p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and not p.is_symlink()
+        ):
             try:
                 bundles.append(self._read(folder))
             except (OSError, ValueError) as exc:
@@ -78,8 +79,10 @@ class BundleFolder:
             if bundle.version == version:
                 return bundle
         names = [b.version for b in bundles]
-        raise KeyError(f"bundle version {version!r} not found; available versions: {names or 'none'} "
-                       f"(newest first, 'latest' = {names[0] if names else 'none'}); list them with GET /v1/bundles")
+        raise KeyError(
+            f"bundle version {version!r} not found; available versions: {names or 'none'} "
+            f"(newest first, 'latest' = {names[0] if names else 'none'}); list them with GET /v1/bundles"
+        )
 
     def _read(self, folder: Path) -> Bundle:
         manifest_path = folder / MANIFEST_NAME
@@ -106,8 +109,10 @@ class BundleFolder:
                 raise ValueError(f"file path {entry.path!r} leads out of the bundle through a symbolic link")
             found = self._file(folder / rel)
             if (found.size, found.sha256) != (entry.size, entry.sha256):
-                raise ValueError(f"{entry.path}: {found.size} bytes, sha256 {found.sha256[:12]}..., but the "
-                                 f"manifest says {entry.size} bytes, {entry.sha256[:12]}...; re-export the bundle")
+                raise ValueError(
+                    f"{entry.path}: {found.size} bytes, sha256 {found.sha256[:12]}..., but the "
+                    f"manifest says {entry.size} bytes, {entry.sha256[:12]}...; re-export the bundle"
+                )
             files[entry.path] = found
         self._refused.pop(folder.name, None)
         return Bundle(folder.name, manifest, created, files)
@@ -144,8 +149,10 @@ class SignedFiles:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         if not (self.root / "metadata" / "1.root.json").is_file():
-            raise FileNotFoundError(f"{self.root}: not a signed repository (no metadata/1.root.json); create it "
-                                    "with `dir-cloud repo init --repo DIR --keys KEYS`")
+            raise FileNotFoundError(
+                f"{self.root}: not a signed repository (no metadata/1.root.json); create it "
+                "with `dir-cloud repo init --repo DIR --keys KEYS`"
+            )
 
     def path(self, kind: str, name: str) -> Path:
         parts = name.split("/")

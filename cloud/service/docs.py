@@ -22,11 +22,20 @@ ASSETS = "/docs-assets"
 class ErrorBody(BaseModel):
     """Every error the service raises itself: one sentence naming what is wrong and how to fix it."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"detail": "user 'nobody' is not known to this service; list the users with GET /v1/users?offset=0&limit=100"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "user 'nobody' is not known to this service; list the users with GET /v1/users?offset=0&limit=100"
+                }
+            ]
+        }
+    )
 
-    detail: str = Field(description="what went wrong and what to do about it",
-                        examples=["user 'nobody' is not known to this service; list the users with GET /v1/users?offset=0&limit=100"])
+    detail: str = Field(
+        description="what went wrong and what to do about it",
+        examples=["user 'nobody' is not known to this service; list the users with GET /v1/users?offset=0&limit=100"],
+    )
 
 
 class FieldError(BaseModel):
@@ -41,10 +50,22 @@ class InvalidRequest(BaseModel):
     """422: the request's parameters or body fail validation (a list of field errors), or name something the
     service does not serve, such as an unknown source (a sentence)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"detail": [{"loc": ["query", "n"], "msg": "Input should be less than or equal to 3",
-                     "type": "less_than_equal"}]},
-        {"detail": "ids: unknown source(s) ['podcast']; this service's sources are ['video', 'article']"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {
+                            "loc": ["query", "n"],
+                            "msg": "Input should be less than or equal to 3",
+                            "type": "less_than_equal",
+                        }
+                    ]
+                },
+                {"detail": "ids: unknown source(s) ['podcast']; this service's sources are ['video', 'article']"},
+            ]
+        }
+    )
 
     detail: list[FieldError] | str = Field(description="the field errors, or one sentence")
 
@@ -71,15 +92,23 @@ def add_offline_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=title,
-                                   swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{ASSETS}/favicon.png")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=title,
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
+        )
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=app.openapi_url, title=title, redoc_js_url=f"{ASSETS}/redoc.standalone.js",
-                              redoc_favicon_url=f"{ASSETS}/favicon.png", with_google_fonts=False)
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title=title,
+            redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def only_declared_errors(app: FastAPI) -> None:
@@ -93,8 +122,13 @@ def only_declared_errors(app: FastAPI) -> None:
             for operations in schema["paths"].values():
                 for operation in operations.values():
                     answer = operation.get("responses", {}).get("422", {})
-                    if answer.get("content", {}).get("application/json", {}).get("schema", {}).get(
-                            "$ref", "").endswith("/HTTPValidationError"):
+                    if (
+                        answer.get("content", {})
+                        .get("application/json", {})
+                        .get("schema", {})
+                        .get("$ref", "")
+                        .endswith("/HTTPValidationError")
+                    ):
                         del operation["responses"]["422"]
             components = schema.get("components", {}).get("schemas", {})
             if "HTTPValidationError" in components and "/HTTPValidationError" not in str(schema["paths"]):

@@ -18,8 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 async def _send_json(send: Send, status: int, payload: dict) -> None:
     body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -30,8 +35,10 @@ class BodyLimit:
         self.app, self.max_bytes = app, max_bytes
 
     def _too_large(self, size: str) -> dict:
-        return {"detail": f"request body of {size} bytes is over this service's limit of {self.max_bytes} bytes; "
-                          "send fewer item ids per request"}
+        return {
+            "detail": f"request body of {size} bytes is over this service's limit of {self.max_bytes} bytes; "
+            "send fewer item ids per request"
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

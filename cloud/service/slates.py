@@ -27,8 +27,9 @@ def encode_items(model: torch.nn.Module, data: PreparedData, source: str, rows: 
     return model.item_encoder(s, cat, dense).numpy().astype(np.float32)
 
 
-def slate_for_list(model: torch.nn.Module, data: PreparedData, split: str, row: int,
-                   embedding_version: str) -> tuple[CandidateSlate, list[BehaviorEvent]]:
+def slate_for_list(
+    model: torch.nn.Module, data: PreparedData, split: str, row: int, embedding_version: str
+) -> tuple[CandidateSlate, list[BehaviorEvent]]:
     """The slate of one prepared list and its device-view history as events."""
     arrays = data.split(split)
     if not 0 <= row < len(arrays["user"]):
@@ -41,17 +42,25 @@ def slate_for_list(model: torch.nn.Module, data: PreparedData, split: str, row: 
         cand = np.asarray(arrays["cand_item"][row, s])
         cand = cand[cand >= 0]
         vectors = encode_items(model, data, name, cand) if len(cand) else np.zeros((0, 0), np.float32)
-        sources.append(SourceCandidates(source=name, items=[
-            CandidateItem(item_id=str(ids[i]), vector=v.tolist()) for i, v in zip(cand, vectors)]))
+        sources.append(
+            SourceCandidates(
+                source=name,
+                items=[CandidateItem(item_id=str(ids[i]), vector=v.tolist()) for i, v in zip(cand, vectors)],
+            )
+        )
         hist = np.asarray(arrays["hist_device"][row, s])
         ages = np.asarray(arrays["hist_device_age"][row, s])
         real = hist >= 0
         if real.any():
             vectors = encode_items(model, data, name, hist[real])
             for i, age, v in zip(hist[real], ages[real], vectors):
-                history.append(BehaviorEvent(item_id=str(ids[i]), source=name, action="click",
-                                             ts=list_ts - float(age), vector=v.tolist()))
+                history.append(
+                    BehaviorEvent(
+                        item_id=str(ids[i]), source=name, action="click", ts=list_ts - float(age), vector=v.tolist()
+                    )
+                )
     history.sort(key=lambda e: e.ts)
-    slate = CandidateSlate(user_id=user, request_id=f"{split}-{row}", embedding_version=embedding_version,
-                           sources=sources)
+    slate = CandidateSlate(
+        user_id=user, request_id=f"{split}-{row}", embedding_version=embedding_version, sources=sources
+    )
     return slate, history

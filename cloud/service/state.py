@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from cloud.data.prepared import SPLITS, PreparedData
-from cloud.training.runs import LoadedRun, load_run
-from cloud.service.upstream import UpstreamRanker
 from cloud.service.slates import encode_items, slate_for_list
+from cloud.service.upstream import UpstreamRanker
+from cloud.training.runs import LoadedRun, load_run
 from shared_schema import SCHEMA_VERSION, CandidateItem, CandidateSlate, SourceCandidates
 from shared_schema.service import MIN_BUCKET_ITEMS, ItemVectors, ListSlate, ServiceInfo, item_bucket
 
@@ -60,8 +60,14 @@ class ServedData(PreparedData):
 class CloudService:
     """A run's item encoder over its prepared data, with the demo upstream ranker."""
 
-    def __init__(self, run: LoadedRun, data: PreparedData, affinity_weight: float = 0.5,
-                 max_vector_ids: int = MAX_VECTOR_IDS, min_bucket_items: int = MIN_BUCKET_ITEMS):
+    def __init__(
+        self,
+        run: LoadedRun,
+        data: PreparedData,
+        affinity_weight: float = 0.5,
+        max_vector_ids: int = MAX_VECTOR_IDS,
+        min_bucket_items: int = MIN_BUCKET_ITEMS,
+    ):
         data = data if isinstance(data, ServedData) else ServedData(data.path)
         _check_same_spec(run, data)
         self.run, self.data, self.spec = run, data, data.spec
@@ -77,8 +83,9 @@ class CloudService:
             raise ValueError(f"min_bucket_items must be >= 1, got {min_bucket_items}")
         self.min_bucket_items = min_bucket_items
         self._buckets = [_anonymity_buckets([str(i) for i in ids], min_bucket_items) for ids in self._ids]
-        self._vectors = [_all_vectors(self.model, data, name, len(ids)) for name, ids in
-                         zip(self.spec.source_names, self._ids)]  # the ItemEncoder is fixed: encode once
+        self._vectors = [
+            _all_vectors(self.model, data, name, len(ids)) for name, ids in zip(self.spec.source_names, self._ids)
+        ]  # the ItemEncoder is fixed: encode once
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None, **options) -> CloudService:
@@ -88,12 +95,17 @@ class CloudService:
 
     def info(self) -> ServiceInfo:
         return ServiceInfo(
-            package_version=_package_version(), schema_version=SCHEMA_VERSION,
-            embedding_version=self.embedding_version, model_name=self.run.config.get("model", "unknown"),
-            sources=self.spec.source_names, vector_dims=list(self.model.item_encoder.vector_dims()),
-            n=self.spec.n, max_vector_ids=self.max_vector_ids,
+            package_version=_package_version(),
+            schema_version=SCHEMA_VERSION,
+            embedding_version=self.embedding_version,
+            model_name=self.run.config.get("model", "unknown"),
+            sources=self.spec.source_names,
+            vector_dims=list(self.model.item_encoder.vector_dims()),
+            n=self.spec.n,
+            max_vector_ids=self.max_vector_ids,
             vector_buckets={name: len(b) for name, b in zip(self.spec.source_names, self._buckets)},
-            min_bucket_items=self.min_bucket_items, max_buckets=MAX_BUCKETS,
+            min_bucket_items=self.min_bucket_items,
+            max_buckets=MAX_BUCKETS,
         )
 
     def user_slate(self, user_id: str, n: int | None = None) -> tuple[CandidateSlate, dict[str, float]]:
@@ -108,14 +120,24 @@ class CloudService:
         for s, (rows, scores) in enumerate(picked):
             name = self.spec.source_names[s]
             vectors = self._vectors[s][rows].tolist()
-            sources.append(SourceCandidates(source=name, items=[
-                CandidateItem(item_id=str(self._ids[s][row]), vector=vector, upstream_score=float(score))
-                for row, score, vector in zip(rows, scores, vectors)]))
+            sources.append(
+                SourceCandidates(
+                    source=name,
+                    items=[
+                        CandidateItem(item_id=str(self._ids[s][row]), vector=vector, upstream_score=float(score))
+                        for row, score, vector in zip(rows, scores, vectors)
+                    ],
+                )
+            )
         encoded = time.perf_counter()
-        slate = CandidateSlate(user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version,
-                               sources=sources)
-        return slate, {"upstream": (ranked - start) * 1e3, "encode": (encoded - ranked) * 1e3,
-                       "handler": (time.perf_counter() - start) * 1e3}
+        slate = CandidateSlate(
+            user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version, sources=sources
+        )
+        return slate, {
+            "upstream": (ranked - start) * 1e3,
+            "encode": (encoded - ranked) * 1e3,
+            "handler": (time.perf_counter() - start) * 1e3,
+        }
 
     def list_slate(self, split: str, row: int) -> ListSlate:
         """The slate of prepared list `row` of `split` and its device-view history (ValueError if out of range)."""
@@ -126,8 +148,9 @@ class CloudService:
         """Vectors of the known ids per source; unknown ids are listed, unknown sources raise ValueError."""
         unknown_sources = sorted(set(ids) - set(self.spec.source_names))
         if unknown_sources:
-            raise ValueError(f"ids: unknown source(s) {unknown_sources}; this service's sources are "
-                             f"{self.spec.source_names}")
+            raise ValueError(
+                f"ids: unknown source(s) {unknown_sources}; this service's sources are {self.spec.source_names}"
+            )
         sources, unknown = [], {}
         for name, wanted in ids.items():
             s = self.spec.source_names.index(name)
@@ -137,8 +160,11 @@ class CloudService:
                 unknown[name] = missing
             rows = np.array([self._rows[s][i] for i in known], dtype=np.int64)
             vectors = self._vectors[s][rows].tolist()
-            sources.append(SourceCandidates(source=name, items=[
-                CandidateItem(item_id=i, vector=v) for i, v in zip(known, vectors)]))
+            sources.append(
+                SourceCandidates(
+                    source=name, items=[CandidateItem(item_id=i, vector=v) for i, v in zip(known, vectors)]
+                )
+            )
         return ItemVectors(embedding_version=self.embedding_version, sources=sources, unknown=unknown)
 
     def items_slate(self, user_id: str, ids: dict[str, list[str]]) -> CandidateSlate:
@@ -146,8 +172,12 @@ class CloudService:
         answer = self.vectors(ids)
         if answer.unknown:
             raise ValueError(f"item ids unknown to the run's data, per source: {answer.unknown}")
-        return CandidateSlate(user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version,
-                              sources=answer.sources)
+        return CandidateSlate(
+            user_id=user_id,
+            request_id=uuid.uuid4().hex,
+            embedding_version=self.embedding_version,
+            sources=answer.sources,
+        )
 
     def bucket_items(self, source: str, bucket: int) -> list[str]:
         """Every item id of anonymity bucket `bucket` of `source` (ValueError naming what is wrong)."""
@@ -160,8 +190,10 @@ class CloudService:
 
     def bucket_vectors(self, buckets: dict[str, list[int]]) -> ItemVectors:
         """Vectors of every item of the requested anonymity buckets (see docs/service.md, private refresh)."""
-        ids = {source: [i for b in dict.fromkeys(numbers) for i in self.bucket_items(source, b)]
-               for source, numbers in buckets.items()}
+        ids = {
+            source: [i for b in dict.fromkeys(numbers) for i in self.bucket_items(source, b)]
+            for source, numbers in buckets.items()
+        }
         return self.vectors(ids)
 
 
@@ -182,8 +214,10 @@ def _anonymity_buckets(ids: list[str], least: int) -> list[list[str]]:
 
 def _all_vectors(model, data: PreparedData, source: str, count: int, chunk: int = 4096) -> np.ndarray:
     """float32 [count, d]: the ItemEncoder's vector of every item of `source`, in item-table order."""
-    parts = [encode_items(model, data, source, np.arange(start, min(start + chunk, count)))
-             for start in range(0, count, chunk)]
+    parts = [
+        encode_items(model, data, source, np.arange(start, min(start + chunk, count)))
+        for start in range(0, count, chunk)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
@@ -191,8 +225,10 @@ def _check_same_spec(run: LoadedRun, data: PreparedData) -> None:
     ours = [(s.name, s.categorical, s.dense) for s in data.spec.sources]
     theirs = [(s.name, s.categorical, s.dense) for s in run.spec.sources]
     if ours != theirs:
-        raise ValueError(f"{data.path}: its sources/features differ from those run {run.run_dir} was trained on; "
-                         "pass --data with the run's prepared data (or omit it)")
+        raise ValueError(
+            f"{data.path}: its sources/features differ from those run {run.run_dir} was trained on; "
+            "pass --data with the run's prepared data (or omit it)"
+        )
 
 
 def _package_version() -> str:

@@ -80,6 +80,6 @@ def _group_rows(user: np.ndarray, num_users: int):
     bounds = np.searchsorted(user[order], np.arange(num_users + 1))
 
     def rows(u: int) -> np.ndarray:
-        return order[bounds[u]:bounds[u + 1]]
+        return order[bounds[u] : bounds[u + 1]]
 
     return rows

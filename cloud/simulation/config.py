@@ -1,8 +1,8 @@
 """Parameters of a cloud-vs-device simulation study (docs/simulation.md explains each one).
 
-    config = SimConfig(users=500, upload_delay_s=120.0, rate=180.0)
-    config.capacity            # requests/s the cloud's c servers can serve (c / mean service time)
-    config.sweep_rates()       # the request rates of the utility-vs-rate sweep
+config = SimConfig(users=500, upload_delay_s=120.0, rate=180.0)
+config.capacity            # requests/s the cloud's c servers can serve (c / mean service time)
+config.sweep_rates()       # the request rates of the utility-vs-rate sweep
 """
 
 from __future__ import annotations

@@ -39,8 +39,15 @@ class DeviceMeasurement:
     max_score_diff: float  # max |runtime score - scorer score| over real candidates
 
 
-def measure_device(world: World, bundle: str | Path, scorer: Scorer, embedding_version: str, users: int = 16,
-                   backend: str = "auto", threads: int = 1) -> DeviceMeasurement:
+def measure_device(
+    world: World,
+    bundle: str | Path,
+    scorer: Scorer,
+    embedding_version: str,
+    users: int = 16,
+    backend: str = "auto",
+    threads: int = 1,
+) -> DeviceMeasurement:
     """Time `Reranker.rerank` on the first `users` users' requests and compare its scores with `scorer`."""
     from device_runtime.reranker import Reranker
 
@@ -73,15 +80,27 @@ def measure_device(world: World, bundle: str | Path, scorer: Scorer, embedding_v
                     _record(reranker, sub, sub.slot_item[u, j, clicked], np.full(len(clicked), sub.request_ts[u, j]))
                 info = reranker.info()
     count = len(samples)
-    return DeviceMeasurement(samples_ms=np.array(samples), stage_ms={k: v / count for k, v in stages.items()},
-                             backend=info["backend"], delegate=info["delegate"], attempts=info["attempts"],
-                             same_order=int(same), max_score_diff=diff)
+    return DeviceMeasurement(
+        samples_ms=np.array(samples),
+        stage_ms={k: v / count for k, v in stages.items()},
+        backend=info["backend"],
+        delegate=info["delegate"],
+        attempts=info["attempts"],
+        same_order=int(same),
+        max_score_diff=diff,
+    )
 
 
 def _reference_scores(world: World, scorer: Scorer) -> np.ndarray:
     """Scorer output [U, R, m, n] on the histories the replay builds (starting history + logged clicks)."""
-    log = ClickLog(world.users, len(world.source_names), world.warm_user, world.warm_ts, world.warm_item,
-                   world.item_source[world.warm_item])
+    log = ClickLog(
+        world.users,
+        len(world.source_names),
+        world.warm_user,
+        world.warm_ts,
+        world.warm_item,
+        world.item_source[world.warm_item],
+    )
     users = np.arange(world.users)
     out = []
     for j in range(world.requests):
@@ -96,9 +115,15 @@ def _reference_scores(world: World, scorer: Scorer) -> np.ndarray:
 def _record(reranker, world: World, items: np.ndarray, ts: np.ndarray) -> None:
     for item, when in zip(items, ts):
         s = int(world.item_source[item])
-        reranker.record(BehaviorEvent(item_id=str(world.item_ids[item]), source=world.source_names[s],
-                                      action="click", ts=BASE_TS + float(when),
-                                      vector=world.vectors(s, np.array([item]))[0].tolist()))
+        reranker.record(
+            BehaviorEvent(
+                item_id=str(world.item_ids[item]),
+                source=world.source_names[s],
+                action="click",
+                ts=BASE_TS + float(when),
+                vector=world.vectors(s, np.array([item]))[0].tolist(),
+            )
+        )
 
 
 def _slate(world: World, u: int, j: int, embedding_version: str) -> CandidateSlate:
@@ -107,10 +132,17 @@ def _slate(world: World, u: int, j: int, embedding_version: str) -> CandidateSla
         slots = world.cand_slot[u, j, s]
         items = world.slot_item[u, j, slots[slots >= 0]]
         vectors = world.vectors(s, items)
-        sources.append(SourceCandidates(source=name, items=[
-            CandidateItem(item_id=str(world.item_ids[i]), vector=v.tolist()) for i, v in zip(items, vectors)]))
-    return CandidateSlate(user_id=f"sim-user-{u}", request_id=f"sim-{u}-{j}", embedding_version=embedding_version,
-                          sources=sources)
+        sources.append(
+            SourceCandidates(
+                source=name,
+                items=[
+                    CandidateItem(item_id=str(world.item_ids[i]), vector=v.tolist()) for i, v in zip(items, vectors)
+                ],
+            )
+        )
+    return CandidateSlate(
+        user_id=f"sim-user-{u}", request_id=f"sim-{u}-{j}", embedding_version=embedding_version, sources=sources
+    )
 
 
 def _runtime_scores(world: World, u: int, j: int, result) -> tuple[np.ndarray, list[str]]:

@@ -81,8 +81,9 @@ def simulate_path(world: World, cache: ScoreCache, timing: PathTiming, click_u: 
     `cache` builds the pages: anything with ScoreCache's `orders(world, j, hist_items, users)` (e.g. a
     model with its own list decoder, cloud/evaluation/page_clicks.py)."""
     U, R, M = world.slot_item.shape
-    log = ClickLog(U, len(world.source_names), world.warm_user, world.warm_ts, world.warm_item,
-                   world.item_source[world.warm_item])
+    log = ClickLog(
+        U, len(world.source_names), world.warm_user, world.warm_ts, world.warm_item, world.item_source[world.warm_item]
+    )
     out = {key: np.zeros((U, R)) for key in ("staleness_s", "expected", "expected_top")}
     unseen, clicks, orders = np.zeros((U, R), np.int64), np.zeros((U, R), np.int64), np.full((U, R, M), -1, np.int64)
     users = np.arange(U)
@@ -94,8 +95,14 @@ def simulate_path(world: World, cache: ScoreCache, timing: PathTiming, click_u: 
             order[model] = cache.orders(world, j, view.items, model)
         item = np.where(order >= 0, np.take_along_axis(world.slot_item[:, j], order.clip(0), axis=1), -1)
         shown = item >= 0
-        prob = click_probability(world.synth, world.latent[item.clip(0)], world.item_source[item.clip(0)], shown,
-                                 world.interest[:, j], world.pref)
+        prob = click_probability(
+            world.synth,
+            world.latent[item.clip(0)],
+            world.item_source[item.clip(0)],
+            shown,
+            world.interest[:, j],
+            world.pref,
+        )
         click = shown & (np.take_along_axis(click_u[:, j], order.clip(0), axis=1) < prob)
         out["staleness_s"][:, j] = timing.read_at[:, j] - view.newest_ts
         out["expected"][:, j], out["expected_top"][:, j] = prob.sum(axis=1), prob[:, :K].sum(axis=1)

@@ -27,8 +27,9 @@ class HistoryView:
 class ClickLog:
     """Clicks per user in recording order (arrays grow as clicks are added)."""
 
-    def __init__(self, users: int, sources: int, user: np.ndarray, ts: np.ndarray, item: np.ndarray,
-                 source: np.ndarray):
+    def __init__(
+        self, users: int, sources: int, user: np.ndarray, ts: np.ndarray, item: np.ndarray, source: np.ndarray
+    ):
         self.m = sources
         self.count = np.zeros(users, np.int64)
         self.ts = np.zeros((users, 8))
@@ -66,8 +67,11 @@ class ClickLog:
             ok = np.take_along_axis(key, order, axis=1) > -np.inf
             items[:, s, : order.shape[1]] = np.where(ok, np.take_along_axis(item, order, axis=1), -1)
         newest = np.where(visible, ts, -np.inf).max(axis=1, initial=-np.inf)
-        return HistoryView(items=items, newest_ts=np.where(np.isfinite(newest), newest, np.nan),
-                           unseen=(made & (ts < read_at)).sum(axis=1) - visible.sum(axis=1))
+        return HistoryView(
+            items=items,
+            newest_ts=np.where(np.isfinite(newest), newest, np.nan),
+            unseen=(made & (ts < read_at)).sum(axis=1) - visible.sum(axis=1),
+        )
 
     def _grow(self, width: int) -> None:
         if width <= self.ts.shape[1]:

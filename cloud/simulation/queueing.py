@@ -42,8 +42,9 @@ def stationary_count(servers: int, rate: float, service_s: float, u: float) -> i
         return 0
     load, rho = rate * service_s, rate * service_s / servers
     waiting = erlang_c(servers, rate, service_s)
-    terms = np.array([math.exp(k * math.log(load) - math.lgamma(k + 1)) if load else float(k == 0)
-                      for k in range(servers)])
+    terms = np.array(
+        [math.exp(k * math.log(load) - math.lgamma(k + 1)) if load else float(k == 0) for k in range(servers)]
+    )
     below = np.cumsum(terms / terms.sum() * (1 - waiting))
     if u < below[-1]:
         return int(np.searchsorted(below, u, side="right"))
@@ -51,8 +52,9 @@ def stationary_count(servers: int, rate: float, service_s: float, u: float) -> i
     return servers + (int(math.log1p(-tail) / math.log(rho)) if rho > 0 and tail < 1 else 0)
 
 
-def simulate_mmc(unit_gaps: np.ndarray, unit_services: np.ndarray, start_u: float, servers: int,
-                 rate: float, service_s: float) -> tuple[np.ndarray, np.ndarray]:
+def simulate_mmc(
+    unit_gaps: np.ndarray, unit_services: np.ndarray, start_u: float, servers: int, rate: float, service_s: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Waiting and service times (seconds) of len(unit_gaps) successive arrivals, first come first served.
 
     The event list is a heap of the servers' next departure times; an arrival takes the earliest one.
@@ -66,7 +68,7 @@ def simulate_mmc(unit_gaps: np.ndarray, unit_services: np.ndarray, start_u: floa
     start = stationary_count(servers, rate, service_s, start_u)
     if count + start > len(services):
         raise ValueError(f"need {count + start} service draws for this start state, got {len(services)}")
-    for extra in services[count:count + start]:  # customers present at time 0, in queue order
+    for extra in services[count : count + start]:  # customers present at time 0, in queue order
         heapq.heappush(departures, heapq.heappop(departures) + extra)
     waits = np.empty(count)
     for i in range(count):

@@ -18,17 +18,33 @@ from pathlib import Path
 import numpy as np
 
 from cloud.data.logs_writer import check_out
-from shared_schema.files import replace_dir
 from cloud.simulation.device_latency import DeviceMeasurement
 from cloud.simulation.study import Study
 from cloud.simulation.summary import paired_gain, path_summary
+from shared_schema.files import replace_dir
 
-PATH_COLUMNS = ("response_p50_ms", "response_p95_ms", "response_p99_ms", "staleness_p50_s", "staleness_p95_s",
-                "unseen_clicks_mean", "fallback_share", "clicks_per_page", "drawn_clicks_per_page", "utility_at_k")
+PATH_COLUMNS = (
+    "response_p50_ms",
+    "response_p95_ms",
+    "response_p99_ms",
+    "staleness_p50_s",
+    "staleness_p95_s",
+    "unseen_clicks_mean",
+    "fallback_share",
+    "clicks_per_page",
+    "drawn_clicks_per_page",
+    "utility_at_k",
+)
 
 
-def write_report(study: Study, out: str | Path, context: dict, device: DeviceMeasurement | None = None,
-                 device_ms: Sequence[float] | None = None, force: bool = False) -> Path:
+def write_report(
+    study: Study,
+    out: str | Path,
+    context: dict,
+    device: DeviceMeasurement | None = None,
+    device_ms: Sequence[float] | None = None,
+    force: bool = False,
+) -> Path:
     """Write every file into a temporary sibling folder, then rename it to `out`."""
     out = check_out(out, force)
     with replace_dir(out, force) as tmp:
@@ -38,8 +54,9 @@ def write_report(study: Study, out: str | Path, context: dict, device: DeviceMea
         _csv(tmp / "rate_sweep.csv", study.rate_rows)
         if device_ms is not None:
             _csv(tmp / "device_latency.csv", [{"latency_ms": float(x)} for x in device_ms])
-        (tmp / "config.json").write_text(json.dumps({"config": asdict(study.config), "K": study.K, **context},
-                                                    indent=2, sort_keys=True) + "\n")
+        (tmp / "config.json").write_text(
+            json.dumps({"config": asdict(study.config), "K": study.K, **context}, indent=2, sort_keys=True) + "\n"
+        )
         _plots(study, tmp)
         (tmp / "summary.md").write_text(summary_markdown(study, rows, context, device))
     return out
@@ -98,16 +115,39 @@ def summary_markdown(study: Study, rows: list[dict], context: dict, device: Devi
         "",
         f"Cloud path at {c.rate:g} req/s; device_gain = device - cloud expected clicks per page (95% CI).",
         "",
-        _table(study.delay_rows, ("upload_delay_s", "staleness_p50_s", "unseen_clicks_mean", "clicks_per_page",
-                                  "utility_at_k", "device_gain", "device_gain_ci_low", "device_gain_ci_high")),
+        _table(
+            study.delay_rows,
+            (
+                "upload_delay_s",
+                "staleness_p50_s",
+                "unseen_clicks_mean",
+                "clicks_per_page",
+                "utility_at_k",
+                "device_gain",
+                "device_gain_ci_low",
+                "device_gain_ci_high",
+            ),
+        ),
         "",
         "## Utility vs request rate",
         "",
         f"Cloud path with {c.upload_delay_s:g} s upload delay; queue wait simulated vs the Erlang-C mean.",
         "",
-        _table(study.rate_rows, ("rate_per_s", "utilisation", "queue_wait_mean_ms", "erlang_c_wait_mean_ms",
-                                 "response_p50_ms", "response_p95_ms", "response_p99_ms", "fallback_share",
-                                 "clicks_per_page", "device_gain")),
+        _table(
+            study.rate_rows,
+            (
+                "rate_per_s",
+                "utilisation",
+                "queue_wait_mean_ms",
+                "erlang_c_wait_mean_ms",
+                "response_p50_ms",
+                "response_p95_ms",
+                "response_p99_ms",
+                "fallback_share",
+                "clicks_per_page",
+                "device_gain",
+            ),
+        ),
         "",
         f"Model evaluations: {study.scored_rows} (histories repeated across paths and sweep points are scored once).",
     ]
@@ -152,8 +192,12 @@ def _plots(study: Study, out: Path) -> None:
         stale = result.staleness_s[np.isfinite(result.staleness_s)]
         right.plot(*_cdf(np.maximum(stale, 1e-3)), label=name)
     left.set(xscale="log", xlabel="response time (ms)", ylabel="share of requests", title="Response time CDF")
-    right.set(xscale="log", xlabel="age of the newest behaviour seen (s)", ylabel="share of requests",
-              title="History staleness CDF")
+    right.set(
+        xscale="log",
+        xlabel="age of the newest behaviour seen (s)",
+        ylabel="share of requests",
+        title="History staleness CDF",
+    )
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -161,18 +205,30 @@ def _plots(study: Study, out: Path) -> None:
     fig.savefig(out / "latency_cdf.png", dpi=110)
     plt.close(fig)
 
-    plot_sweeps(study.delay_rows, study.rate_rows, float(study.paths["device"].expected.mean()),
-                float(study.paths["upstream"].expected.mean()), out)
+    plot_sweeps(
+        study.delay_rows,
+        study.rate_rows,
+        float(study.paths["device"].expected.mean()),
+        float(study.paths["upstream"].expected.mean()),
+        out,
+    )
 
 
 def replot_sweeps(folder: str | Path) -> None:
     """Redraw utility_vs_delay.png and utility_vs_rate.png from the CSVs a `simulate` run wrote in `folder`."""
     folder = Path(folder)
-    read = lambda name: [{k: float(v) if k != "path" else v for k, v in row.items()}  # noqa: E731
-                         for row in csv.DictReader(open(folder / name, newline=""))]
+    read = lambda name: [
+        {k: float(v) if k != "path" else v for k, v in row.items()}  # noqa: E731
+        for row in csv.DictReader(open(folder / name, newline=""))
+    ]
     paths = {row["path"]: row for row in read("paths.csv")}
-    plot_sweeps(read("delay_sweep.csv"), read("rate_sweep.csv"), paths["device"]["clicks_per_page"],
-                paths["upstream"]["clicks_per_page"], folder)
+    plot_sweeps(
+        read("delay_sweep.csv"),
+        read("rate_sweep.csv"),
+        paths["device"]["clicks_per_page"],
+        paths["upstream"]["clicks_per_page"],
+        folder,
+    )
 
 
 def plot_sweeps(delay_rows: list[dict], rate_rows: list[dict], device: float, upstream: float, out: Path) -> None:
@@ -187,8 +243,12 @@ def plot_sweeps(delay_rows: list[dict], rate_rows: list[dict], device: float, up
     fig, ax = plt.subplots(figsize=(6, 4))
     delays = [max(r["upload_delay_s"], 1.0) for r in delay_rows]
     _utility(ax, delays, delay_rows, device, upstream)
-    ax.set(xscale="log", xlabel="behaviour upload delay (s; 0 drawn at 1)", ylabel="true expected clicks per page",
-           title="Utility vs upload delay")
+    ax.set(
+        xscale="log",
+        xlabel="behaviour upload delay (s; 0 drawn at 1)",
+        ylabel="true expected clicks per page",
+        title="Utility vs upload delay",
+    )
     fig.tight_layout()
     fig.savefig(out / "utility_vs_delay.png", dpi=110)
     plt.close(fig)
@@ -198,13 +258,17 @@ def plot_sweeps(delay_rows: list[dict], rate_rows: list[dict], device: float, up
     left.plot(rates, [r["queue_wait_mean_ms"] for r in rate_rows], "o", label="simulated mean wait")
     left.plot(rates, [r["erlang_c_wait_mean_ms"] for r in rate_rows], "-", label="Erlang-C mean wait")
     left.plot(rates, [r["response_p95_ms"] for r in rate_rows], "s-", label="cloud response p95")
-    left.set(yscale="log", xlabel="requests/s at the cloud service", ylabel="time (ms, log scale)",
-             title="Cloud queueing")
+    left.set(
+        yscale="log", xlabel="requests/s at the cloud service", ylabel="time (ms, log scale)", title="Cloud queueing"
+    )
     left.grid(alpha=0.3)
     left.legend(fontsize=8)
     _utility(right, rates, rate_rows, device, upstream)
-    right.set(xlabel="requests/s at the cloud service", ylabel="true expected clicks per page",
-              title="Utility vs request rate")
+    right.set(
+        xlabel="requests/s at the cloud service",
+        ylabel="true expected clicks per page",
+        title="Utility vs request rate",
+    )
     fig.tight_layout()
     fig.savefig(out / "utility_vs_rate.png", dpi=110)
     plt.close(fig)
@@ -212,9 +276,13 @@ def plot_sweeps(delay_rows: list[dict], rate_rows: list[dict], device: float, up
 
 def _utility(ax, x: list[float], rows: list[dict], device: float, upstream: float) -> None:
     ax.plot(x, [r["clicks_per_page"] for r in rows], "o-", label="cloud")
-    ax.fill_between(x, [device - r["device_gain_ci_high"] for r in rows],
-                    [device - r["device_gain_ci_low"] for r in rows], alpha=0.2,
-                    label="95% CI of the paired difference")
+    ax.fill_between(
+        x,
+        [device - r["device_gain_ci_high"] for r in rows],
+        [device - r["device_gain_ci_low"] for r in rows],
+        alpha=0.2,
+        label="95% CI of the paired difference",
+    )
     ax.axhline(device, color="C1", label="device (real-time history)")
     ax.axhline(upstream, color="gray", ls="--", label="upstream order (no reranking)")
     low, high = upstream, device

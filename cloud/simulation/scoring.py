@@ -24,8 +24,10 @@ def torch_scorer(model, batch: int = 1024):
         rows = len(inputs[names[0]])
         parts = []
         for start in range(0, rows, batch):
-            tensors = [torch.from_numpy(np.ascontiguousarray(inputs[name][start:start + batch], np.float32))
-                       for name in names]
+            tensors = [
+                torch.from_numpy(np.ascontiguousarray(inputs[name][start : start + batch], np.float32))
+                for name in names
+            ]
             parts.append(device_model(*tensors).numpy())
         return np.concatenate(parts)
 

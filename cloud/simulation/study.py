@@ -44,25 +44,41 @@ def run_study(world: World, scorer: Scorer, device_ms: np.ndarray, config: SimCo
         if rate not in queues:
             queues[rate] = queue_delays(world, draws, config, rate)
         if (delay, rate) not in clouds:
-            clouds[delay, rate] = simulate_path(world, cache, cloud_timing(world, draws, config, queues[rate], delay),
-                                                draws.click_u, K)
+            clouds[delay, rate] = simulate_path(
+                world, cache, cloud_timing(world, draws, config, queues[rate], delay), draws.click_u, K
+            )
         return clouds[delay, rate]
 
     device = simulate_path(world, cache, device_timing(world, draws, device_ms, config), draws.click_u, K)
-    upstream = PathTiming(name="upstream", read_at=world.request_ts, response_ms=np.zeros(world.request_ts.shape),
-                          upload_delay_s=0.0, fallback=np.ones(world.request_ts.shape, bool))
-    study = Study(config, K, {"device": device, "cloud": cloud(config.upload_delay_s, config.rate),
-                              "upstream": simulate_path(world, cache, upstream, draws.click_u, K)})
+    upstream = PathTiming(
+        name="upstream",
+        read_at=world.request_ts,
+        response_ms=np.zeros(world.request_ts.shape),
+        upload_delay_s=0.0,
+        fallback=np.ones(world.request_ts.shape, bool),
+    )
+    study = Study(
+        config,
+        K,
+        {
+            "device": device,
+            "cloud": cloud(config.upload_delay_s, config.rate),
+            "upstream": simulate_path(world, cache, upstream, draws.click_u, K),
+        },
+    )
     for delay in config.delays_s:
         result = cloud(float(delay), config.rate)
         study.delay_rows.append({"upload_delay_s": float(delay), **_sweep_row(result, device)})
     for rate in config.sweep_rates():
         result = cloud(config.upload_delay_s, float(rate))
-        study.rate_rows.append({
-            "rate_per_s": float(rate), "utilisation": rate / config.capacity,
-            "erlang_c_wait_mean_ms": 1e3 * mean_wait(config.servers, rate, config.service_ms / 1e3),
-            **_sweep_row(result, device),
-        })
+        study.rate_rows.append(
+            {
+                "rate_per_s": float(rate),
+                "utilisation": rate / config.capacity,
+                "erlang_c_wait_mean_ms": 1e3 * mean_wait(config.servers, rate, config.service_ms / 1e3),
+                **_sweep_row(result, device),
+            }
+        )
     study.scored_rows = cache.calls
     return study
 
@@ -70,5 +86,9 @@ def run_study(world: World, scorer: Scorer, device_ms: np.ndarray, config: SimCo
 def _sweep_row(cloud: PathResult, device: PathResult) -> dict:
     row = path_summary(cloud)
     gain = paired_gain(device, cloud)
-    return {**row, "device_gain": gain["gain"], "device_gain_ci_low": gain["ci_low"],
-            "device_gain_ci_high": gain["ci_high"]}
+    return {
+        **row,
+        "device_gain": gain["gain"],
+        "device_gain_ci_low": gain["ci_low"],
+        "device_gain_ci_high": gain["ci_high"],
+    }

@@ -1,7 +1,7 @@
 """Statistics of simulated paths: response-time percentiles, history staleness, clicks per page.
 
-    row = path_summary(result)            # {"response_p50_ms": ..., "staleness_p50_s": ..., "clicks_per_page": ...}
-    gain = paired_gain(device, cloud)     # device - cloud expected clicks per page, 95% CI over users
+row = path_summary(result)            # {"response_p50_ms": ..., "staleness_p50_s": ..., "clicks_per_page": ...}
+gain = paired_gain(device, cloud)     # device - cloud expected clicks per page, 95% CI over users
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ def paired_gain(a: PathResult, b: PathResult) -> dict[str, float]:
     per_user = (a.expected - b.expected).mean(axis=1)
     mean = float(per_user.mean())
     half = 1.96 * float(per_user.std(ddof=1)) / np.sqrt(len(per_user)) if len(per_user) > 1 else float("nan")
-    return {"gain": mean, "ci_low": mean - half, "ci_high": mean + half,
-            "gain_pct": 100 * mean / float(b.expected.mean())}
+    return {
+        "gain": mean,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "gain_pct": 100 * mean / float(b.expected.mean()),
+    }
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

@@ -33,8 +33,13 @@ def device_timing(world: World, draws: Draws, measured_ms: np.ndarray, config: S
         raise ValueError("device latency samples must be a non-empty list of finite milliseconds >= 0")
     latency = measured[(draws.device_pick * len(measured)).astype(np.int64)]
     fetch = round_trip_ms(draws, config) if config.device_fetch else np.zeros_like(latency)
-    return PathTiming(name="device", read_at=world.request_ts + fetch / 1e3, response_ms=fetch + latency,
-                      upload_delay_s=0.0, fallback=np.zeros(latency.shape, bool))
+    return PathTiming(
+        name="device",
+        read_at=world.request_ts + fetch / 1e3,
+        response_ms=fetch + latency,
+        upload_delay_s=0.0,
+        fallback=np.zeros(latency.shape, bool),
+    )
 
 
 def queue_delays(world: World, draws: Draws, config: SimConfig, rate: float) -> tuple[np.ndarray, np.ndarray]:
@@ -44,8 +49,9 @@ def queue_delays(world: World, draws: Draws, config: SimConfig, rate: float) -> 
     other users' traffic), so their waits sample the whole simulated horizon.
     """
     config.check_rate(rate)
-    waits, services = simulate_mmc(draws.queue_gaps, draws.queue_services, draws.queue_start, config.servers,
-                                   rate, config.service_ms / 1e3)
+    waits, services = simulate_mmc(
+        draws.queue_gaps, draws.queue_services, draws.queue_start, config.servers, rate, config.service_ms / 1e3
+    )
     order = np.argsort(world.request_ts.ravel(), kind="stable")
     tagged = np.arange(order.size) * len(waits) // order.size
     wait, service = np.empty(order.size), np.empty(order.size)
@@ -53,13 +59,19 @@ def queue_delays(world: World, draws: Draws, config: SimConfig, rate: float) -> 
     return wait.reshape(world.request_ts.shape), service.reshape(world.request_ts.shape)
 
 
-def cloud_timing(world: World, draws: Draws, config: SimConfig, queue: tuple[np.ndarray, np.ndarray],
-                 upload_delay_s: float) -> PathTiming:
+def cloud_timing(
+    world: World, draws: Draws, config: SimConfig, queue: tuple[np.ndarray, np.ndarray], upload_delay_s: float
+) -> PathTiming:
     """The cloud path with `queue` = queue_delays(...) at the request rate and the given upload delay."""
     rtt = round_trip_ms(draws, config)
     wait, service = queue
     answer = rtt + wait + service
     late = answer > config.timeout_ms
-    return PathTiming(name="cloud", read_at=world.request_ts + (rtt / 2 + wait) / 1e3,
-                      response_ms=np.where(late, config.timeout_ms, answer), upload_delay_s=float(upload_delay_s),
-                      fallback=late, wait_ms=wait)
+    return PathTiming(
+        name="cloud",
+        read_at=world.request_ts + (rtt / 2 + wait) / 1e3,
+        response_ms=np.where(late, config.timeout_ms, answer),
+        upload_delay_s=float(upload_delay_s),
+        fallback=late,
+        wait_ms=wait,
+    )

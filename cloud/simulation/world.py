@@ -63,10 +63,18 @@ class World:
         keep = np.isin(self.warm_user, users)
         remap = np.full(self.users, -1)
         remap[users] = np.arange(len(users))
-        return replace(self, request_ts=self.request_ts[users], slot_item=self.slot_item[users],
-                       slot_logged_click=self.slot_logged_click[users], cand_slot=self.cand_slot[users],
-                       interest=self.interest[users], pref=self.pref[users], warm_user=remap[self.warm_user[keep]],
-                       warm_ts=self.warm_ts[keep], warm_item=self.warm_item[keep])
+        return replace(
+            self,
+            request_ts=self.request_ts[users],
+            slot_item=self.slot_item[users],
+            slot_logged_click=self.slot_logged_click[users],
+            cand_slot=self.cand_slot[users],
+            interest=self.interest[users],
+            pref=self.pref[users],
+            warm_user=remap[self.warm_user[keep]],
+            warm_ts=self.warm_ts[keep],
+            warm_item=self.warm_item[keep],
+        )
 
 
 def build_world(model, data: PreparedData, users: int, world_seed: int = 0) -> World:
@@ -78,8 +86,10 @@ def build_world(model, data: PreparedData, users: int, world_seed: int = 0) -> W
     catalog = tables.items
     names = list(spec.source_names)
     if sorted(names) != sorted(catalog["source"].unique()):
-        raise ValueError(f"the run's sources {names} are not the synthetic world's "
-                         f"{sorted(catalog['source'].unique())}: `simulate` needs a run trained on `dir-cloud synth` logs")
+        raise ValueError(
+            f"the run's sources {names} are not the synthetic world's "
+            f"{sorted(catalog['source'].unique())}: `simulate` needs a run trained on `dir-cloud synth` logs"
+        )
     item_source = catalog["source"].map({name: s for s, name in enumerate(names)}).to_numpy(np.int64)
     item_local, vectors = _encode_catalog(model, data, catalog, item_source, world_seed)
 
@@ -97,15 +107,24 @@ def build_world(model, data: PreparedData, users: int, world_seed: int = 0) -> W
     clicked[u, j, pos] = events["label"].to_numpy()[logged] == 1
     warm = mine & ~logged  # unlogged requests leave only clicks: the first `warmup` ones here
     return World(
-        synth=config, source_names=names, n=spec.n, t=spec.t,
+        synth=config,
+        source_names=names,
+        n=spec.n,
+        t=spec.t,
         request_ts=(truth.request_ts[first:, W:] - BASE_TS).astype(np.float64),
-        slot_item=slot_item, slot_logged_click=clicked,
+        slot_item=slot_item,
+        slot_logged_click=clicked,
         cand_slot=_candidate_slots(slot_item, item_source, spec.m, spec.n),
-        interest=truth.interest[first:, W:], pref=truth.source_pref[first:],
+        interest=truth.interest[first:, W:],
+        pref=truth.source_pref[first:],
         warm_user=truth.event_user[warm] - first,
         warm_ts=events["timestamp"].to_numpy()[warm].astype(np.float64) - BASE_TS,
-        warm_item=rows[warm], latent=truth.item_latent, item_source=item_source, item_local=item_local,
-        item_ids=catalog["item_id"].to_numpy(), source_vectors=vectors,
+        warm_item=rows[warm],
+        latent=truth.item_latent,
+        item_source=item_source,
+        item_local=item_local,
+        item_ids=catalog["item_id"].to_numpy(),
+        source_vectors=vectors,
     )
 
 
@@ -147,4 +166,3 @@ def _encode_catalog(model, data: PreparedData, catalog, item_source: np.ndarray,
         item_local[mine] = np.arange(len(mine))
         vectors.append(encode_items(model, data, name, data_rows))
     return item_local, vectors
-

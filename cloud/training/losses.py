@@ -143,7 +143,7 @@ def _sigmoid_threshold(scores, ranked, real, K, tau):
     if scores.shape[1] <= K:  # no list can have more than K real slots
         return torch.zeros_like(scores)
     top = ranked.topk(K + 1, dim=1).values
-    cut = 0.5 * (top[:, K - 1: K] + top[:, K: K + 1])
+    cut = 0.5 * (top[:, K - 1 : K] + top[:, K : K + 1])
     cut = torch.where(torch.isfinite(cut), cut, torch.zeros_like(cut))  # lists without a choice
     return torch.sigmoid((scores - cut) / tau)
 

@@ -1,12 +1,12 @@
 """A training run folder: its config, its best model, its metrics.
 
-    RUN/config.json      TrainConfig + data path + dataset spec (enough to rebuild the model)
-    RUN/model.pt         state_dict of the checkpoint selected on the validation split
-    RUN/checkpoint.pt    last epoch's model + optimizer state, for --resume
-    RUN/epochs.csv       per-epoch loss and validation metrics
-    RUN/metrics.json     validation and test metrics of model.pt
+RUN/config.json      TrainConfig + data path + dataset spec (enough to rebuild the model)
+RUN/model.pt         state_dict of the checkpoint selected on the validation split
+RUN/checkpoint.pt    last epoch's model + optimizer state, for --resume
+RUN/epochs.csv       per-epoch loss and validation metrics
+RUN/metrics.json     validation and test metrics of model.pt
 
-    run = load_run("out/run")      # -> LoadedRun(model in eval mode, spec, config, metrics, ...)
+run = load_run("out/run")      # -> LoadedRun(model in eval mode, spec, config, metrics, ...)
 """
 
 from __future__ import annotations

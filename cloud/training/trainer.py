@@ -33,14 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloud.training import runs
 from cloud.data.batches import HISTORY_VIEWS, ListBatcher
 from cloud.data.prepared import PreparedData
-from cloud.training.distributed import Context, is_peer_failure, session
 from cloud.evaluation.scoring import evaluate_references, evaluate_scores, not_beaten, predict
-from cloud.training.losses import exposure_counts, js_divergence, utility_sum
 from cloud.models import build_model
-
+from cloud.training import runs
+from cloud.training.distributed import Context, is_peer_failure, session
+from cloud.training.losses import exposure_counts, js_divergence, utility_sum
 
 LR_SCHEDULES = ("constant", "plateau")
 
@@ -97,8 +96,9 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0.0 < self.lr_factor < 1.0 or self.lr_patience < 0:
-            raise ValueError(f"lr_factor must lie in (0, 1) and lr_patience be >= 0, got {self.lr_factor}, "
-                             f"{self.lr_patience}")
+            raise ValueError(
+                f"lr_factor must lie in (0, 1) and lr_patience be >= 0, got {self.lr_factor}, {self.lr_patience}"
+            )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}")
 
@@ -111,9 +111,17 @@ class RankFailure(RuntimeError):
     """A distributed run lost a rank; RUN/checkpoint.pt (the last finished epoch) is intact."""
 
 
-def train(config: TrainConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
-          progress: bool | None = None, distributed: bool = False, label: str = "",
-          tensorboard: str | Path | None = None, on_epoch=None) -> dict:
+def train(
+    config: TrainConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool | None = None,
+    distributed: bool = False,
+    label: str = "",
+    tensorboard: str | Path | None = None,
+    on_epoch=None,
+) -> dict:
     """Train, select on validation, evaluate the selected model on test; returns RUN/metrics.json.
 
     Data-parallel when started by torchrun; `distributed=True` makes it an error not to be. `label`
@@ -145,8 +153,9 @@ class BatchSums:
     exposures: torch.Tensor
 
     @classmethod
-    def of(cls, model, batch: dict[str, torch.Tensor], scores: torch.Tensor, K: int, topk: str,
-           exposure: bool) -> BatchSums:
+    def of(
+        cls, model, batch: dict[str, torch.Tensor], scores: torch.Tensor, K: int, topk: str, exposure: bool
+    ) -> BatchSums:
         """Sums of one (share of a) batch; lists of weight 0 count for nothing.
 
         `model.auxiliary_loss` is taken to be normalised like utility_loss (per real slot of its
@@ -161,8 +170,14 @@ class BatchSums:
             exposures, exposed = exposure_counts(scores, mask, K, method=topk)
         else:
             exposures, exposed = scores.new_zeros(scores.shape[1]), zero
-        return cls(weight.sum(), utility_sum(scores, batch["label"], mask), slots,
-                   zero if aux is None else aux * slots, exposed, exposures)
+        return cls(
+            weight.sum(),
+            utility_sum(scores, batch["label"], mask),
+            slots,
+            zero if aux is None else aux * slots,
+            exposed,
+            exposures,
+        )
 
     def packed(self) -> torch.Tensor:
         scalars = torch.stack([self.lists, self.bce, self.slots, self.aux, self.exposed])
@@ -173,8 +188,15 @@ class BatchSums:
         return cls(*values[:5], values[5:])
 
 
-def step_objective(local: BatchSums, total: BatchSums, target: torch.Tensor, beta: float, exposure: bool,
-                   world: int, utility: bool = True) -> tuple[torch.Tensor, float]:
+def step_objective(
+    local: BatchSums,
+    total: BatchSums,
+    target: torch.Tensor,
+    beta: float,
+    exposure: bool,
+    world: int,
+    utility: bool = True,
+) -> tuple[torch.Tensor, float]:
     """(objective of this rank, loss of the global batch).
 
     The loss is util + aux, or beta * util + (1 - beta) * JS(target, exposure shares) + aux, over the
@@ -194,8 +216,16 @@ def step_objective(local: BatchSums, total: BatchSums, target: torch.Tensor, bet
     return objective, float(util_value + total.aux / slots)
 
 
-def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path, resume: bool,
-           progress: bool | None, log: _EpochLog, on_epoch=None) -> dict:
+def _train(
+    ctx: Context,
+    config: TrainConfig,
+    data: PreparedData,
+    run_dir: Path,
+    resume: bool,
+    progress: bool | None,
+    log: _EpochLog,
+    on_epoch=None,
+) -> dict:
     spec = data.spec
     shares = config.target_shares or spec.target_shares
     K = config.K or spec.K
@@ -207,9 +237,13 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
     np.random.seed(config.seed)
     model = build_model(config.model, spec, **config.model_options).to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
-    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_factor,
-                                                            patience=config.lr_patience)
-                 if config.lr_schedule == "plateau" else None)
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
+        )
+        if config.lr_schedule == "plateau"
+        else None
+    )
     start_epoch, best, history_rows = 0, {"epoch": -1, "auc": -math.inf}, []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -239,16 +273,18 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
         model.begin_epoch(epoch, config.epochs)
         net.train()
         started, total, seen = time.perf_counter(), 0.0, 0
-        batches = train_set.batches(config.batch_size, shuffle=True, generator=generator, rank=ctx.rank,
-                                    world=ctx.world)
+        batches = train_set.batches(
+            config.batch_size, shuffle=True, generator=generator, rank=ctx.rank, world=ctx.world
+        )
         steps = math.ceil(len(train_set) / config.batch_size)
         try:
             for step, batch in enumerate(_progress(batches, steps, f"epoch {epoch + 1}/{config.epochs}", show)):
                 scores = net(batch)
                 local = BatchSums.of(model, batch, scores, K, config.topk, use_exposure)
                 sums = BatchSums.unpacked(ctx.all_reduce_sum(local.packed()))
-                objective, loss = step_objective(local, sums, target, config.beta, use_exposure, ctx.world,
-                                                 model.uses_utility_loss)
+                objective, loss = step_objective(
+                    local, sums, target, config.beta, use_exposure, ctx.world, model.uses_utility_loss
+                )
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(
                         f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr "
@@ -266,12 +302,22 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
         except RuntimeError as exc:
             if not is_peer_failure(exc):
                 raise
-            saved = (f"{run_dir / runs.CHECKPOINT} holds epoch {epoch}: run the same command again with --resume"
-                     if epoch else "no epoch had finished: start the run again")
-            raise RankFailure(f"rank {ctx.rank}: lost contact with another rank in epoch {epoch + 1} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0]}); {saved}") from exc
-        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "lists_per_s": seen / train_seconds,
-               "lr": optimizer.param_groups[0]["lr"], **{f"valid_{k}": v for k, v in valid.items()}}
+            saved = (
+                f"{run_dir / runs.CHECKPOINT} holds epoch {epoch}: run the same command again with --resume"
+                if epoch
+                else "no epoch had finished: start the run again"
+            )
+            raise RankFailure(
+                f"rank {ctx.rank}: lost contact with another rank in epoch {epoch + 1} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0]}); {saved}"
+            ) from exc
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(seen, 1),
+            "lists_per_s": seen / train_seconds,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{f"valid_{k}": v for k, v in valid.items()},
+        }
         if scheduler is not None:
             scheduler.step(valid["auc"])
         history_rows.append(row)
@@ -282,11 +328,19 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
             log.epoch(row, K, optimizer.param_groups[0]["lr"])
             if improved:
                 runs.atomic_torch_save(_cpu_state(model), run_dir / runs.MODEL)
-            runs.atomic_torch_save({
-                "model": _cpu_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "best": best, "history_rows": history_rows, "config": dataclasses.asdict(config), "rng": rng,
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            }, run_dir / runs.CHECKPOINT)
+            runs.atomic_torch_save(
+                {
+                    "model": _cpu_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                    "history_rows": history_rows,
+                    "config": dataclasses.asdict(config),
+                    "rng": rng,
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                },
+                run_dir / runs.CHECKPOINT,
+            )
             _write_epochs(run_dir / runs.EPOCHS, history_rows)
         if on_epoch is not None:
             on_epoch(row)
@@ -310,8 +364,9 @@ def _train(ctx: Context, config: TrainConfig, data: PreparedData, run_dir: Path,
     return metrics
 
 
-def _open_run(config: TrainConfig, data: PreparedData, run_dir: Path, resume: bool, shares, K: int,
-              world: int) -> dict | None:
+def _open_run(
+    config: TrainConfig, data: PreparedData, run_dir: Path, resume: bool, shares, K: int, world: int
+) -> dict | None:
     """Create or reopen the run folder (rank 0); the checkpoint state to resume from, or None."""
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
@@ -320,10 +375,17 @@ def _open_run(config: TrainConfig, data: PreparedData, run_dir: Path, resume: bo
     if resume and (run_dir / runs.CHECKPOINT).exists():
         state = _load_checkpoint(run_dir / runs.CHECKPOINT)
         _check_resume_config(state["config"], config, run_dir)
-    runs.atomic_write_json(run_dir / runs.CONFIG, {
-        **dataclasses.asdict(config), "data": str(data.path.resolve()), "world_size": world,
-        "spec": data.spec.model_dump(mode="json"), "target_shares": shares, "K": K,
-    })
+    runs.atomic_write_json(
+        run_dir / runs.CONFIG,
+        {
+            **dataclasses.asdict(config),
+            "data": str(data.path.resolve()),
+            "world_size": world,
+            "spec": data.spec.model_dump(mode="json"),
+            "target_shares": shares,
+            "K": K,
+        },
+    )
     return state
 
 
@@ -332,12 +394,15 @@ def _load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: holds objects other than tensors and plain values, so it is not loaded "
-                         f"({str(exc).splitlines()[0]}); resume only checkpoints written by `dir-cloud train`, "
-                         "or start a new run with another --out") from None
+        raise ValueError(
+            f"{path}: holds objects other than tensors and plain values, so it is not loaded "
+            f"({str(exc).splitlines()[0]}); resume only checkpoints written by `dir-cloud train`, "
+            "or start a new run with another --out"
+        ) from None
     except (RuntimeError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]}); start a new run with "
-                         "another --out") from None
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]}); start a new run with another --out"
+        ) from None
 
 
 def _on_main(ctx: Context, fn, *args, **kwargs):
@@ -387,7 +452,9 @@ def _check_resume_config(saved: dict, config: TrainConfig, run_dir: Path) -> Non
     current = dataclasses.asdict(config)
     differ = sorted(k for k in ("model", "history", "seed", "model_options") if saved.get(k) != current.get(k))
     if differ:
-        raise ValueError(f"cannot resume {run_dir}: {differ} differ from the saved run; use the saved values or a new --out")
+        raise ValueError(
+            f"cannot resume {run_dir}: {differ} differ from the saved run; use the saved values or a new --out"
+        )
 
 
 def _progress(iterable, total: int, desc: str, show: bool):
@@ -411,8 +478,10 @@ class _EpochLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:  # a ModuleNotFoundError naming the module: the CLI names the extra
-                raise ModuleNotFoundError(f"--tensorboard needs the tensorboard package: pip install -e "
-                                          f"'.[tensorboard]' ({exc})", name="tensorboard") from None
+                raise ModuleNotFoundError(
+                    f"--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' ({exc})",
+                    name="tensorboard",
+                ) from None
             self.writer = SummaryWriter(str(tensorboard))
 
     def __enter__(self) -> _EpochLog:
@@ -432,8 +501,10 @@ class _EpochLog:
         keys = ("train_loss", "valid_auc", f"valid_ndcg@{K}", f"valid_js@{K}")
         text = "  ".join(f"{k}={row[k]:.4f}" for k in keys if k in row)
         below = row.get(f"valid_ndcg@{K}", math.inf) <= self.baseline
-        self._print(f"epoch {row['epoch']}: {text}  lists_per_s={row['lists_per_s']:.0f}"
-                    + ("  (not above the best reference order yet)" if below else ""))
+        self._print(
+            f"epoch {row['epoch']}: {text}  lists_per_s={row['lists_per_s']:.0f}"
+            + ("  (not above the best reference order yet)" if below else "")
+        )
         if self.writer is not None:
             step = row["epoch"]
             self.writer.add_scalar("train/loss", row["train_loss"], step)
@@ -441,14 +512,15 @@ class _EpochLog:
             self.writer.add_scalar("train/lists_per_s", row["lists_per_s"], step)
             for key, value in row.items():
                 if key.startswith("valid_") and key != "valid_lists":
-                    self.writer.add_scalar(f"valid/{key[len('valid_'):]}", value, step)
+                    self.writer.add_scalar(f"valid/{key[len('valid_') :]}", value, step)
             self.writer.flush()
 
     def verdict(self, valid: dict[str, float], K: int) -> None:
         """A warning when the selected model does not beat a reference order on validation."""
         for note in not_beaten(valid, self.reference, K) if self.reference else []:
-            self._print(f"warning: the selected model does not beat a reference order on valid: {note}; "
-                        "it may not have learned")
+            self._print(
+                f"warning: the selected model does not beat a reference order on valid: {note}; it may not have learned"
+            )
 
     def _print(self, text: str) -> None:
         print(self.prefix + text, file=sys.stderr, flush=True)

@@ -55,16 +55,30 @@ def open_storage(url: str):
         except IntegrityError:  # another worker created the tables of a new database at the same moment
             time.sleep(0.5 * (attempt + 1))
         except Exception as exc:  # SQLAlchemy raises many kinds (bad scheme, no driver, no server, no file)
-            raise ValueError(f"--storage {url!r} cannot be opened ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0]}); give a database URL Optuna can reach, e.g. "
-                             "sqlite:///tuned/study.db or postgresql://user:password@host/db") from exc
-    raise ValueError(f"--storage {url!r}: its tables could not be created (other workers kept creating them); "
-                     "start the command again")
+            raise ValueError(
+                f"--storage {url!r} cannot be opened ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}); give a database URL Optuna can reach, e.g. "
+                "sqlite:///tuned/study.db or postgresql://user:password@host/db"
+            ) from exc
+    raise ValueError(
+        f"--storage {url!r}: its tables could not be created (other workers kept creating them); "
+        "start the command again"
+    )
 
 
-def tune(data_dir: str | Path, model: str, history: str, trials: int, out: str | Path, storage: str | None = None,
-         study_name: str | None = None, params: list[str] | None = None, seed: int = 0, epochs: int | None = None,
-         patience: int | None = None) -> dict:
+def tune(
+    data_dir: str | Path,
+    model: str,
+    history: str,
+    trials: int,
+    out: str | Path,
+    storage: str | None = None,
+    study_name: str | None = None,
+    params: list[str] | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+    patience: int | None = None,
+) -> dict:
     """Run trials until the study holds `trials` finished or pruned ones; write OUT/MODEL.json; return it."""
     import optuna
 
@@ -84,16 +98,23 @@ def tune(data_dir: str | Path, model: str, history: str, trials: int, out: str |
             raise ValueError(f"--params: {unknown} are not in {model}'s search space {sorted(space)}")
         space = {name: space[name] for name in params}
     if not space:
-        raise ValueError(f"--params: the search space of {model} is empty; name one or more of "
-                         f"{sorted(search_space(model, data.spec))}, or leave --params out to tune them all")
+        raise ValueError(
+            f"--params: the search space of {model} is empty; name one or more of "
+            f"{sorted(search_space(model, data.spec))}, or leave --params out to tune them all"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = study_name or f"{model}-{history}"
     fingerprint = data_fingerprint(data)
-    study = optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize",
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    study = optuna.create_study(
+        study_name=name,
+        storage=open_storage(url),
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
     _check_study(study, {"data": fingerprint, "model": model, "history": history, "space": sorted(space)}, url)
 
     def objective(trial: optuna.Trial) -> float:
@@ -117,14 +138,23 @@ def tune(data_dir: str | Path, model: str, history: str, trials: int, out: str |
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)],
-                   n_trials=max(0, trials - len(study.get_trials(deepcopy=False, states=done))))
+    study.optimize(
+        objective,
+        callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)],
+        n_trials=max(0, trials - len(study.get_trials(deepcopy=False, states=done))),
+    )
     best = study.best_trial
     fields = {k: v for k, v in best.params.items() if k in TRAIN_FIELDS}
     result = {
-        "model": model, "history": history, "study": name, "storage": url, "data": fingerprint,
+        "model": model,
+        "history": history,
+        "study": name,
+        "storage": url,
+        "data": fingerprint,
         "trials": {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in done},
-        "best_trial": best.number, "best_valid_auc": best.value, "params": best.params,
+        "best_trial": best.number,
+        "best_valid_auc": best.value,
+        "params": best.params,
         "config": {**fields, "model_options": {k: v for k, v in best.params.items() if k not in TRAIN_FIELDS}},
     }
     (out / f"{model}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -149,6 +179,8 @@ def _check_study(study, expected: dict, url: str) -> None:
         return
     differ = sorted(k for k in expected if saved.get(k) != expected[k])
     if differ:
-        raise ValueError(f"study {study.study_name!r} in {url} was created for other {', '.join(differ)} "
-                         f"(saved {[saved.get(k) for k in differ]}, now {[expected[k] for k in differ]}); "
-                         "pass another --study-name or --storage, or the data and options the study was made for")
+        raise ValueError(
+            f"study {study.study_name!r} in {url} was created for other {', '.join(differ)} "
+            f"(saved {[saved.get(k) for k in differ]}, now {[expected[k] for k in differ]}); "
+            "pass another --study-name or --storage, or the data and options the study was made for"
+        )

@@ -1,7 +1,7 @@
 """What every backend shares: input checking against the manifest and the `run` entry points.
 
-    scores = backend.run({"cand_0": array, "cand_mask_0": array, ...})   # -> float32 [1, m, n]
-    scores, *extra = backend.run_all(inputs)     # every manifest output, in manifest order (scores first)
+scores = backend.run({"cand_0": array, "cand_mask_0": array, ...})   # -> float32 [1, m, n]
+scores, *extra = backend.run_all(inputs)     # every manifest output, in manifest order (scores first)
 """
 
 from __future__ import annotations

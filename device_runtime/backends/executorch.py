@@ -17,10 +17,9 @@ so the backend sets it again the first time each thread runs the program.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-
-import threading
 
 import numpy as np
 

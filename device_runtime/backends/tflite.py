@@ -114,8 +114,9 @@ def open_tflite(
     return backend
 
 
-def _bind(interpreter, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-          path: Path) -> tuple[list[dict], list[dict]]:
+def _bind(
+    interpreter, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], path: Path
+) -> tuple[list[dict], list[dict]]:
     """Tensor details for the manifest inputs (by name, or by position for `args_<i>` names) and outputs."""
     signatures = interpreter.get_signature_list()
     if signatures:
@@ -145,8 +146,10 @@ def match_outputs(details: Mapping[str, dict], outputs: Sequence[TensorSpec], pa
     are the manifest's, the only one when there is one, else each manifest output to the one of its shape."""
     names = [spec.name for spec in outputs]
     if len(details) != len(outputs):
-        raise ValueError(f"{path.name}: the model has {len(details)} outputs {sorted(details)}, "
-                         f"the manifest lists {len(outputs)} {names}")
+        raise ValueError(
+            f"{path.name}: the model has {len(details)} outputs {sorted(details)}, "
+            f"the manifest lists {len(outputs)} {names}"
+        )
     if set(details) == set(names):
         return [details[name] for name in names]
     if len(outputs) == 1:
@@ -156,9 +159,11 @@ def match_outputs(details: Mapping[str, dict], outputs: Sequence[TensorSpec], pa
         fits = [d for d in details.values() if tuple(int(x) for x in d["shape"]) == tuple(spec.shape)]
         twins = [o.name for o in outputs if tuple(o.shape) == tuple(spec.shape)]
         if len(fits) != 1 or len(twins) != 1:
-            raise ValueError(f"{path.name}: cannot tell which model output is {spec.name!r}: the outputs are named "
-                             f"{sorted(details)} (not {names}), {len(fits)} of them and the manifest outputs {twins} "
-                             f"have the shape {list(spec.shape)}")
+            raise ValueError(
+                f"{path.name}: cannot tell which model output is {spec.name!r}: the outputs are named "
+                f"{sorted(details)} (not {names}), {len(fits)} of them and the manifest outputs {twins} "
+                f"have the shape {list(spec.shape)}"
+            )
         bound.append(fits[0])
     return bound
 

@@ -24,18 +24,48 @@ from shared_schema.files import replace_dir
 
 SPLITS = ("train", "valid", "test")
 CATALOG = "catalog.csv"
-TOPICS = ("Travel", "Cooking", "Football", "Jazz", "Gardening", "Astronomy", "Chess", "Photography", "Cycling",
-          "Baking", "History", "Robotics", "Fashion", "Hiking", "Climate", "Cinema", "Poetry", "Startups",
-          "Tennis", "Architecture", "Wildlife", "Gaming", "Medicine", "Sailing")
+TOPICS = (
+    "Travel",
+    "Cooking",
+    "Football",
+    "Jazz",
+    "Gardening",
+    "Astronomy",
+    "Chess",
+    "Photography",
+    "Cycling",
+    "Baking",
+    "History",
+    "Robotics",
+    "Fashion",
+    "Hiking",
+    "Climate",
+    "Cinema",
+    "Poetry",
+    "Startups",
+    "Tennis",
+    "Architecture",
+    "Wildlife",
+    "Gaming",
+    "Medicine",
+    "Sailing",
+)
 """Readable names for categorical values: value v is TOPICS[(v - 1) % len(TOPICS)] (0 = unknown)."""
 
 
-def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None = None, user: str | None = None,
-               max_slates: int = 30, titles: str | Path | None = None, force: bool = False) -> dict:
+def build_pool(
+    run_dir: str | Path,
+    out: str | Path,
+    data_dir: str | Path | None = None,
+    user: str | None = None,
+    max_slates: int = 30,
+    titles: str | Path | None = None,
+    force: bool = False,
+) -> dict:
     """Write the pool folder atomically; returns {"user", "slates", "history"} counts."""
     from cloud.data.prepared import PreparedData
-    from cloud.training.runs import load_run
     from cloud.service.slates import slate_for_list
+    from cloud.training.runs import load_run
 
     out = Path(out)
     if out.exists() and not force:
@@ -46,7 +76,9 @@ def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None
     data = PreparedData(data_dir or run.config["data"])
     lists = _user_lists(data, user)[:max_slates]
     names = read_titles(Path(titles)) if titles else {}
-    rows = {source: {item_id: i for i, item_id in enumerate(data.items(source).ids)} for source in data.spec.source_names}
+    rows = {
+        source: {item_id: i for i, item_id in enumerate(data.items(source).ids)} for source in data.spec.source_names
+    }
     catalog: dict[tuple[str, str], tuple[str, str]] = {}
     with replace_dir(out, force) as tmp:
         for number, (_, split, row) in enumerate(lists):
@@ -55,16 +87,19 @@ def build_pool(run_dir: str | Path, out: str | Path, data_dir: str | Path | None
                 for item in entry.items:
                     key = (entry.source, item.item_id)
                     if key not in catalog:
-                        catalog[key] = names.get(item.item_id) or generated_title(data, entry.source,
-                                                                                  rows[entry.source][item.item_id])
-                entry.items = [item.model_copy(update={"title": catalog[entry.source, item.item_id][0]})
-                               for item in entry.items]
+                        catalog[key] = names.get(item.item_id) or generated_title(
+                            data, entry.source, rows[entry.source][item.item_id]
+                        )
+                entry.items = [
+                    item.model_copy(update={"title": catalog[entry.source, item.item_id][0]}) for item in entry.items
+                ]
             folder = tmp / f"{number:03d}"
             folder.mkdir()
             (folder / "slate.json").write_text(slate.model_dump_json(indent=1), encoding="utf-8")
             if number == 0:
-                (folder / "history.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in history),
-                                                      encoding="utf-8")
+                (folder / "history.jsonl").write_text(
+                    "".join(e.model_dump_json() + "\n" for e in history), encoding="utf-8"
+                )
                 seeded = len(history)
         with open(tmp / CATALOG, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
@@ -85,8 +120,11 @@ def _user_lists(data, user: str | None) -> list[tuple[float, str, int]]:
         if not len(found):
             raise ValueError(f"user {user!r} is not in the prepared data (e.g. {', '.join(map(str, users[:3]))})")
         index = int(found[0])
-    lists = [(float(data.split(split)["ts"][row]), split, int(row))
-             for split, column in per_split.items() for row in np.flatnonzero(column == index)]
+    lists = [
+        (float(data.split(split)["ts"][row]), split, int(row))
+        for split, column in per_split.items()
+        for row in np.flatnonzero(column == index)
+    ]
     if not lists:
         raise ValueError(f"user {users[index]!r} has no logged lists; pick another --user")
     return sorted(lists)
@@ -101,9 +139,10 @@ def generated_title(data, source: str, row: int) -> tuple[str, str]:
         return f"{source.capitalize()} #{number}", f"a {source} item ({item_id})"
     value = int(data.items(source).categorical[row, 0])
     topic = TOPICS[(value - 1) % len(TOPICS)] if value > 0 else "Something new"
-    return (f"{topic} {source} #{number}",
-            f"{'an' if source[0] in 'aeiou' else 'a'} {source} about {topic.lower()} ({spec.categorical[0].name} "
-            f"{value})")
+    return (
+        f"{topic} {source} #{number}",
+        f"{'an' if source[0] in 'aeiou' else 'a'} {source} about {topic.lower()} ({spec.categorical[0].name} {value})",
+    )
 
 
 def read_titles(path: Path) -> dict[str, tuple[str, str]]:
@@ -115,8 +154,7 @@ def read_titles(path: Path) -> dict[str, tuple[str, str]]:
         key = next((k for k in ("item_id", "movieId") if k in fields), None)
         if key is None or "title" not in fields:
             raise ValueError(f"{path}: needs a `title` column and an `item_id` or `movieId` column, has {fields}")
-        return {row[key]: (row["title"], " · ".join((row.get("genres") or "").split("|")))
-                for row in reader}
+        return {row[key]: (row["title"], " · ".join((row.get("genres") or "").split("|"))) for row in reader}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"build_pool: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {summary['slates']} slates of user {summary['user']} and {summary['history']} history "
-          f"behaviours to {args.out}")
+    print(
+        f"wrote {summary['slates']} slates of user {summary['user']} and {summary['history']} history "
+        f"behaviours to {args.out}"
+    )
     return 0
 
 

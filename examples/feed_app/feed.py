@@ -36,10 +36,20 @@ MAX_SKIPS = 20
 class FeedApp:
     """Serves feed pages from a slate source, reranked on the device with the bundle in `home/bundles`."""
 
-    def __init__(self, home: str | os.PathLike, source, bundle: str | os.PathLike | None = None,
-                 db: str | os.PathLike | None = None, backend: str = "tflite", delegate: str = "auto",
-                 merge: str = "controller", threads: int = 1, trust: str | os.PathLike | None = None,
-                 allow_unsigned: bool = False, catalog: dict[tuple[str, str], tuple[str, str]] | None = None):
+    def __init__(
+        self,
+        home: str | os.PathLike,
+        source,
+        bundle: str | os.PathLike | None = None,
+        db: str | os.PathLike | None = None,
+        backend: str = "tflite",
+        delegate: str = "auto",
+        merge: str = "controller",
+        threads: int = 1,
+        trust: str | os.PathLike | None = None,
+        allow_unsigned: bool = False,
+        catalog: dict[tuple[str, str], tuple[str, str]] | None = None,
+    ):
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
         self.registry = BundleRegistry(self.home / "bundles")
@@ -95,8 +105,10 @@ class FeedApp:
             report = self.source.sync(self.registry, store)
         except (OSError, ValueError) as exc:
             active = self._active_version()
-            self.notices["bundle"] = (f"The cloud's newest bundle was refused: {exc}. "
-                                      f"{f'Still serving bundle {active}' if active else 'No bundle is installed'}.")
+            self.notices["bundle"] = (
+                f"The cloud's newest bundle was refused: {exc}. "
+                f"{f'Still serving bundle {active}' if active else 'No bundle is installed'}."
+            )
             return
         except sqlite3.Error as exc:
             self._store_failed("Cached vectors were not refreshed", exc)
@@ -178,9 +190,12 @@ class FeedApp:
 
     def _unclicked(self, slate: CandidateSlate) -> CandidateSlate | None:
         """The slate without the items clicked already; None when nothing is left."""
-        sources = [entry.model_copy(update={"items": [i for i in entry.items
-                                                      if (entry.source, i.item_id) not in self.clicked]})
-                   for entry in slate.sources]
+        sources = [
+            entry.model_copy(
+                update={"items": [i for i in entry.items if (entry.source, i.item_id) not in self.clicked]}
+            )
+            for entry in slate.sources
+        ]
         if not any(entry.items for entry in sources):
             return None
         return slate.model_copy(update={"sources": sources})
@@ -209,8 +224,11 @@ class FeedApp:
         return None
 
     def _store_failed(self, what: str, exc: sqlite3.Error) -> str:
-        hint = ("free some space on the device; new clicks are not remembered until then"
-                if "full" in str(exc) else "check the file and its folder")
+        hint = (
+            "free some space on the device; new clicks are not remembered until then"
+            if "full" in str(exc)
+            else "check the file and its folder"
+        )
         self.notices["store"] = f"{what}: cannot write the history store {self.db_path} ({exc}); {hint}."
         return self.notices["store"]
 
@@ -220,26 +238,46 @@ class FeedApp:
         self.page_number += 1
         mode, detail = self.source.mode()
         view = {
-            "page": self.page_number, "mode": mode, "mode_detail": detail,
+            "page": self.page_number,
+            "mode": mode,
+            "mode_detail": detail,
             "notices": ([{"kind": "cloud", "text": detail}] if mode == "fallback" else [])
-                       + [{"kind": k, "text": v} for k, v in self.notices.items()],
-            "reranked": result is not None, "origin": self.origin,
+            + [{"kind": k, "text": v} for k, v in self.notices.items()],
+            "reranked": result is not None,
+            "origin": self.origin,
             "user_id": self.slate.user_id if self.slate else None,
             "request_id": self.slate.request_id if self.slate else None,
-            "cards": [], "exposure": [], "history": {}, "timings_ms": {},
-            "backend": None, "delegate": None, "merge": self.options["merge"], "bundle": None, "K": 0,
+            "cards": [],
+            "exposure": [],
+            "history": {},
+            "timings_ms": {},
+            "backend": None,
+            "delegate": None,
+            "merge": self.options["merge"],
+            "bundle": None,
+            "K": 0,
         }
         if self.reranker is None:
             return view
         m = self.reranker.manifest
-        view.update(bundle=self.reranker.bundle.version, backend=self.reranker.backend.name,
-                    delegate=self.reranker.backend.delegate, K=m.K,
-                    attempts=[f"{b}:{d} -> {r}" for b, d, r in self.reranker.backend.attempts])
+        view.update(
+            bundle=self.reranker.bundle.version,
+            backend=self.reranker.backend.name,
+            delegate=self.reranker.backend.delegate,
+            K=m.K,
+            attempts=[f"{b}:{d} -> {r}" for b, d, r in self.reranker.backend.attempts],
+        )
         view["cards"] = [
-            {"rank": rank, "item_id": item_id, "source": source,
-             "title": title or self.catalog.get((source, item_id), (item_id, ""))[0],
-             "description": self.catalog.get((source, item_id), ("", ""))[1], "score": score,
-             "probability": None if score is None else 1 / (1 + math.exp(-score)), "slot": rank <= m.K}
+            {
+                "rank": rank,
+                "item_id": item_id,
+                "source": source,
+                "title": title or self.catalog.get((source, item_id), (item_id, ""))[0],
+                "description": self.catalog.get((source, item_id), ("", ""))[1],
+                "score": score,
+                "probability": None if score is None else 1 / (1 + math.exp(-score)),
+                "slot": rank <= m.K,
+            }
             for rank, (item_id, source, title, score) in enumerate(cards, start=1)
         ]
         if result is not None:
@@ -251,8 +289,10 @@ class FeedApp:
             self._store_failed("The history store cannot be read", exc)
             return view
         total = int(shown.sum())
-        view["exposure"] = [{"source": s, "shown": int(n), "share": n / total if total else 0.0, "target": target}
-                            for s, n, target in zip(m.source_names, shown, m.target_shares)]
+        view["exposure"] = [
+            {"source": s, "shown": int(n), "share": n / total if total else 0.0, "target": target}
+            for s, n, target in zip(m.source_names, shown, m.target_shares)
+        ]
         view["history"] = {s: stats.get(s, {}).get("click", 0) for s in m.source_names}
         return view
 

@@ -24,8 +24,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 STATIC = Path(__file__).with_name("static")
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8"}
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 MAX_BODY = 64 * 1024
 
 
@@ -66,8 +69,10 @@ class FeedHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/api/page":
             if url.query:
-                self._json({"error": "GET /api/page changes nothing; to rerank or advance, POST /api/page "
-                                     '{"advance": true}'}, HTTPStatus.METHOD_NOT_ALLOWED)
+                self._json(
+                    {"error": 'GET /api/page changes nothing; to rerank or advance, POST /api/page {"advance": true}'},
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                )
                 return
             page = self.server.call(lambda: self.server.app.last)
             if page is None:
@@ -96,8 +101,10 @@ class FeedHandler(BaseHTTPRequestHandler):
             if not (isinstance(item_id, str) and isinstance(source, str)):
                 raise ValueError("item_id and source must be strings")
         except (ValueError, KeyError, TypeError) as exc:
-            self._json({"recorded": False, "error": f"bad click request: {exc!s}; send "
-                        '{"item_id": "...", "source": "..."}'}, HTTPStatus.BAD_REQUEST)
+            self._json(
+                {"recorded": False, "error": f'bad click request: {exc!s}; send {{"item_id": "...", "source": "..."}}'},
+                HTTPStatus.BAD_REQUEST,
+            )
             return
         try:
             result = self.server.call(self.server.app.click, item_id, source)
@@ -115,7 +122,7 @@ class FeedHandler(BaseHTTPRequestHandler):
             if not isinstance(advance, bool):
                 raise ValueError(f"advance must be true or false, got {advance!r}")
         except (ValueError, TypeError, AttributeError) as exc:
-            self._json({"error": f"bad page request: {exc!s}; send {{\"advance\": false}}"}, HTTPStatus.BAD_REQUEST)
+            self._json({"error": f'bad page request: {exc!s}; send {{"advance": false}}'}, HTTPStatus.BAD_REQUEST)
             return
         try:
             page = self.server.call(self.server.app.page, advance)

@@ -38,8 +38,10 @@ class PoolSlates:
             )
         self.files = sorted(self.folder.rglob("*.json"))
         if not self.files:
-            raise FileNotFoundError(f"{self.folder}: holds no *.json slate files; write some with "
-                                    f"`python -m examples.feed_app.build_pool --run RUN --out {self.folder}`")
+            raise FileNotFoundError(
+                f"{self.folder}: holds no *.json slate files; write some with "
+                f"`python -m examples.feed_app.build_pool --run RUN --out {self.folder}`"
+            )
         self._next = 0
 
     def __len__(self) -> int:
@@ -66,10 +68,11 @@ class PoolSlates:
                 try:
                     events.append(BehaviorEvent.model_validate_json(line))
                 except ValidationError as exc:
-                    raise ValueError(f"{path}, line {number}: not a behaviour event ({_first_error(exc)}); "
-                                     f"rewrite the pool with build_pool") from None
+                    raise ValueError(
+                        f"{path}, line {number}: not a behaviour event ({_first_error(exc)}); "
+                        f"rewrite the pool with build_pool"
+                    ) from None
         return events
-
 
     def sync(self, registry, store) -> SyncReport | None:
         """Nothing to sync offline."""
@@ -83,8 +86,9 @@ class CloudSlates:
     one timeout per `retry_s`, not one per page.
     """
 
-    def __init__(self, client: CloudClient, user: str, fallback: PoolSlates, retry_s: float = 30.0,
-                 sync_every_s: float = 300.0):
+    def __init__(
+        self, client: CloudClient, user: str, fallback: PoolSlates, retry_s: float = 30.0, sync_every_s: float = 300.0
+    ):
         self.client, self.user, self.fallback = client, user, fallback
         self.retry_s, self.sync_every_s = retry_s, sync_every_s
         self.unavailable: str | None = None
@@ -152,8 +156,9 @@ def read_slate(path: Path) -> CandidateSlate:
     try:
         return CandidateSlate.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        raise ValueError(f"{path}: not a candidate slate ({_first_error(exc)}); "
-                         f"replace it or remove it from the pool") from None
+        raise ValueError(
+            f"{path}: not a candidate slate ({_first_error(exc)}); replace it or remove it from the pool"
+        ) from None
 
 
 def _first_error(exc: ValidationError) -> str:
