@@ -44,7 +44,8 @@ def prepare_data(work: Path, seed: int) -> Path:
 
 
 def train_run(data: Path, work: Path, epochs: int) -> Path:
-    from cloud.training.trainer import TrainConfig, train
+    from cloud.training.config import TrainConfig
+    from cloud.training.trainer import train
 
     run = work / "run"
     if not (run / "metrics.json").exists():

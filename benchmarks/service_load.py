@@ -45,7 +45,8 @@ def build_run(folder: Path, users: int) -> tuple[Path, Path]:
     default-size DIR trained one epoch (the weights only matter for realism, not for timing)."""
     from cloud.data.prepare import prepare
     from cloud.data.synth import SynthConfig, generate, write_logs
-    from cloud.training.trainer import TrainConfig, train
+    from cloud.training.config import TrainConfig
+    from cloud.training.trainer import train
 
     write_logs(generate(SynthConfig(users=users)), folder / "logs")
     prepare(folder / "logs", folder / "data")

@@ -28,7 +28,9 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.models import MODELS, build_model
-from cloud.training.trainer import BatchSums, TrainConfig, step_objective, train
+from cloud.training.config import TrainConfig
+from cloud.training.objective import BatchSums, step_objective
+from cloud.training.trainer import train
 
 
 def step_flops(model_name: str, data: PreparedData, batch_size: int) -> float:

@@ -30,7 +30,8 @@ SMALL_DIR = {"embedding_dim": 4, "hidden": 8, "mlp_dims": [8, 8]}
 def tiny_run(folder: Path) -> tuple[Path, Path]:
     """conftest's tiny LOGS prepared into folder/data and a small DIR trained 1 epoch into folder/run."""
     from cloud.data.prepare import prepare
-    from cloud.training.trainer import TrainConfig, train
+    from cloud.training.config import TrainConfig
+    from cloud.training.trainer import train
 
     prepare(write_logs(folder / "logs"), folder / "data")
     train(TrainConfig(epochs=1, batch_size=4, model_options=SMALL_DIR), folder / "data", folder / "run", progress=False)

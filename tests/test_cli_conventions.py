@@ -106,7 +106,7 @@ def test_help_texts_match_the_synthetic_defaults():
 
 def test_train_help_shows_train_config_defaults():
     from cloud.commands.train import DEFAULTS
-    from cloud.training.trainer import TrainConfig
+    from cloud.training.config import TrainConfig
 
     defaults = TrainConfig()
     assert {k: getattr(defaults, k) for k in DEFAULTS} == DEFAULTS

@@ -23,7 +23,9 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.models import MODELS, build_model
-from cloud.training.trainer import BatchSums, TrainConfig, step_objective, train
+from cloud.training.config import TrainConfig
+from cloud.training.objective import BatchSums, step_objective
+from cloud.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 # 576 train lists: 6 global batches of 115 per epoch, the last holds 1 list (rank 1's share is empty).

@@ -48,7 +48,7 @@ def test_example_train_config_holds_the_defaults_and_dirs_options():
     import inspect
 
     from cloud.models.dir import DIR
-    from cloud.training.trainer import TrainConfig
+    from cloud.training.config import TrainConfig
 
     config = TrainConfig.from_file(REPO / "docs" / "train-config.toml")
     dir_defaults = {name: p.default for name, p in inspect.signature(DIR).parameters.items() if name != "spec"}

@@ -53,8 +53,9 @@ def feed_env(tmp_path_factory):
     from cloud.data.prepare import prepare
     from cloud.data.synth import SynthConfig, generate, write_logs
     from cloud.export import write_bundle
+    from cloud.training.config import TrainConfig
     from cloud.training.runs import load_run
-    from cloud.training.trainer import TrainConfig, train
+    from cloud.training.trainer import train
     from examples.feed_app.build_pool import build_pool
 
     root = tmp_path_factory.mktemp("feed")

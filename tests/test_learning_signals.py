@@ -12,7 +12,8 @@ from cloud.cli import main as cloud_main
 from cloud.data.prepared import PreparedData
 from cloud.evaluation.metrics import evaluate_lists
 from cloud.evaluation.scoring import evaluate_references, not_beaten, reference_scores
-from cloud.training.trainer import TrainConfig, train
+from cloud.training.config import TrainConfig
+from cloud.training.trainer import train
 
 SMALL = {"embedding_dim": 4, "hidden": 8, "mlp_dims": [8, 8]}
 

@@ -21,8 +21,9 @@ from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.export import write_bundle
 from cloud.service.slates import encode_items
+from cloud.training.config import TrainConfig
 from cloud.training.runs import load_run
-from cloud.training.trainer import TrainConfig, train
+from cloud.training.trainer import train
 from device_runtime import signed
 from device_runtime.bundle import BundleRegistry
 from device_runtime.client import CloudClient, CloudUnavailable

@@ -46,8 +46,9 @@ def tiny(tmp_path_factory) -> dict:
     from cloud.data.prepared import PreparedData
     from cloud.data.synth import SynthConfig, generate, write_logs
     from cloud.simulation.world import build_world
+    from cloud.training.config import TrainConfig
     from cloud.training.runs import load_run
-    from cloud.training.trainer import TrainConfig, train
+    from cloud.training.trainer import train
 
     root = tmp_path_factory.mktemp("simulation")
     write_logs(generate(SynthConfig(seed=0, users=40)), root / "logs")

@@ -15,8 +15,10 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.models import build_model
+from cloud.training.config import TrainConfig
+from cloud.training.objective import BatchSums, step_objective
 from cloud.training.runs import load_run
-from cloud.training.trainer import BatchSums, NonFiniteLoss, TrainConfig, step_objective, train
+from cloud.training.trainer import NonFiniteLoss, train
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from cloud.training.trainer import TrainConfig
+    from cloud.training.config import TrainConfig
 
     overrides = {
         "model": args.model,

@@ -90,7 +90,7 @@ def run_identity(config, data_dir: str | Path) -> dict:
 
 def saved_identity(run_dir: Path) -> dict | None:
     """run_identity of the run saved in run_dir (from its config.json), None when there is none."""
-    from cloud.training.trainer import TrainConfig
+    from cloud.training.config import TrainConfig
 
     path = run_dir / "config.json"
     if not path.exists():
@@ -168,7 +168,7 @@ def run_grid(
     and write OUT/results.csv and the tables (cloud.evaluation.results) over every finished run in OUT/runs.
     Interrupted, the same call continues where it stopped."""
     from cloud.models import MODELS
-    from cloud.training.trainer import TrainConfig
+    from cloud.training.config import TrainConfig
 
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -229,7 +229,7 @@ def run_tradeoff(
     epochs: int | None = None,
 ) -> str:
     """Train per beta (and per target distribution); write CSVs and PNG plots; return a summary."""
-    from cloud.training.trainer import TrainConfig
+    from cloud.training.config import TrainConfig
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,7 @@ def tune(
 
     from cloud.data.prepared import PreparedData
     from cloud.models import MODELS
-    from cloud.training.trainer import TrainConfig
+    from cloud.training.config import TrainConfig
 
     if model not in MODELS:
         raise ValueError(f"--model: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
