@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cloud.evaluation.grids import replot_tradeoff
+from cloud.evaluation.tradeoff import replot_tradeoff
 from cloud.simulation.report import replot_sweeps
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -27,7 +27,8 @@ def test_tradeoff_and_simulation_plots_redraw_from_their_csvs(tmp_path):
 
 
 def test_tradeoff_labels_stay_inside_the_figure_and_apart():
-    from cloud.evaluation.grids import read_csv_rows, targets_figure, tradeoff_figure
+    from cloud.evaluation.csv_rows import read_csv_rows
+    from cloud.evaluation.tradeoff import targets_figure, tradeoff_figure
 
     fig = tradeoff_figure(read_csv_rows(DOCS / "tradeoff" / "tradeoff.csv"))
     fig.canvas.draw()

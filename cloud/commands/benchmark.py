@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         world_seed=args.world_seed,
     )
     if args.json:
-        from cloud.evaluation.grids import read_csv_rows
+        from cloud.evaluation.csv_rows import read_csv_rows
 
         print(
             json.dumps(

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.evaluation.grids import evaluate_run, format_metrics
+    from cloud.evaluation.report import evaluate_run, format_metrics
 
     metrics = evaluate_run(args.run, args.split, data_dir=args.data, history=args.history, cross_view=args.cross_view)
     print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))

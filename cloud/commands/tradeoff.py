@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.evaluation.grids import run_tradeoff
+    from cloud.evaluation.tradeoff import run_tradeoff
 
     betas = [float(b) for b in args.betas.split(",") if b.strip()]
     targets = [[float(x) for x in t.split("/")] for t in args.targets.split(";") if t.strip()]
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from pathlib import Path
 
-        from cloud.evaluation.grids import read_csv_rows
+        from cloud.evaluation.csv_rows import read_csv_rows
 
         targets_csv = Path(args.out) / "targets.csv"
         print(

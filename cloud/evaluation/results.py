@@ -7,19 +7,19 @@ Reads every finished run under GRID/runs (config.json + metrics.json, and pages.
 scored pages) and GRID/pages-references.json. Writes GRID/results.csv (one row per run, with its config
 hash), GRID/table.csv (per model and history: mean and 95% CI over seeds) and GRID/table.md. Each cell
 is "mean ± half-width of the 95% Student-t interval over seeds". A mark after a cell compares the row
-with DIR trained on the same history, paired by seed (cloud.statistics.paired_test on the seeds both
+with DIR trained on the same history, paired by seed (cloud.evaluation.statistics.paired_test on the seeds both
 have): ▲ significantly above DIR, ▼ significantly below (p < 0.05); no mark, no claim.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
+from cloud.evaluation.csv_rows import write_csv_rows
+from cloud.evaluation.report import METRIC_COLUMNS, cutoff
 from cloud.evaluation.statistics import mean_ci, paired_test
 
-LABEL_METRICS = ("auc", "ndcg@{K}", "map@{K}", "utility@{K}", "js@{K}")
 PAGE_METRICS = ("clicks_per_page", "clicks_top{K}_per_page", "js@{K}")
 REFERENCE = "dir"
 MARKS = {"+": " ▲", "-": " ▼", "": ""}
@@ -36,6 +36,11 @@ def grid_rows(grid: str | Path) -> list[dict]:
             continue
         metrics = json.loads(metrics_path.read_text())
         identity = saved_identity(run_dir)
+        if identity is None:
+            raise ValueError(
+                f"{run_dir}: metrics.json without config.json, so the run's model and seed are unknown; "
+                f"move the folder out of {grid}/runs or train it again"
+            )
         row = {
             "run": run_dir.name,
             "model": identity["model"],
@@ -108,11 +113,11 @@ def write_results(grid: str | Path, oracle: dict | None = None, out: str | Path 
     rows = grid_rows(grid)
     if not rows:
         raise ValueError(f"{grid}/runs holds no finished run (metrics.json); run `dir-cloud benchmark --out {grid}`")
-    k = next(key for key in rows[0] if key.startswith("ndcg@")).split("@")[1]
-    label_keys = [c.format(K=k) for c in LABEL_METRICS]
+    k = cutoff(rows[0])
+    label_keys = [c.format(K=k) for c in METRIC_COLUMNS]
     label = summary(rows, label_keys)
-    _write_csv(grid / "results.csv", rows)
-    _write_csv(grid / "table.csv", label)
+    write_csv_rows(grid / "results.csv", rows)
+    write_csv_rows(grid / "table.csv", label)
     seeds = sorted({r["seed"] for r in rows})
     text = [
         f"Test split, {len(rows)} runs (seeds {seeds}); mean ± 95% CI half-width over seeds; ▲/▼: paired "
@@ -141,11 +146,3 @@ def write_results(grid: str | Path, oracle: dict | None = None, out: str | Path 
     table = "\n".join(text)
     (Path(out) if out else grid / "table.md").write_text(table + "\n")
     return table
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
