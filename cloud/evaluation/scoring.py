@@ -1,4 +1,4 @@
-"""Score every list of a split and compute the metrics of cloud.metrics.
+"""Score every list of a split and compute the metrics of cloud.evaluation.metrics.
 
     scores = predict(model, batcher)                     # [L, m, n] logits, every list
     evaluate_model(model, batcher, target_shares, K=5)   # {"auc": ..., "ndcg@5": ..., ...}

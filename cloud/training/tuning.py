@@ -121,8 +121,11 @@ def tune(
         values = {key: _suggest(trial, key, spec) for key, spec in space.items()}
         fields = {k: v for k, v in values.items() if k in TRAIN_FIELDS}
         options = {k: v for k, v in values.items() if k not in TRAIN_FIELDS}
-        extra = {k: v for k, v in (("epochs", epochs), ("patience", patience)) if v is not None}
-        config = TrainConfig(model=model, history=history, seed=seed, model_options=options, **fields, **extra)
+        config = TrainConfig(model=model, history=history, seed=seed, model_options=options, **fields)
+        if epochs is not None:
+            config.epochs = epochs
+        if patience is not None:
+            config.patience = patience
 
         def report(row: dict) -> None:
             trial.report(row["valid_auc"], row["epoch"])
