@@ -17,11 +17,11 @@ gradients, and each rank's loss is normalised by the global batch (BatchSums), s
 steps one process would take. Validation is sharded and gathered, so every rank selects the same
 epoch; only rank 0 writes the run folder.
 
-The loop, as _Trainer's steps: `_fit_epoch` (one epoch's optimiser steps), `_validate` (metrics of a
-split, sharded over ranks), `_save_checkpoint` (model.pt when validation improved, checkpoint.pt and
-epochs.csv every epoch) and `_test` (the selected weights on valid and test, RUN/metrics.json). Beside it:
-the config (config.py), the objective (objective.py), the run folder and checkpoint (checkpoint.py) and
-what is printed per epoch (epoch_log.py).
+The loop, as _Trainer's steps: per `_epoch`, `_fit_epoch` (the optimiser steps), `_validate` (metrics of a
+split, sharded over ranks), `_select` and `_save_checkpoint` (model.pt when validation improved,
+checkpoint.pt and epochs.csv every epoch); then `_test` (the selected weights on valid and test,
+RUN/metrics.json). Beside it: the config (config.py), the objective (objective.py), the run folder and
+checkpoint (checkpoint.py) and what is printed per epoch (epoch_log.py).
 """
 
 from __future__ import annotations
@@ -126,25 +126,32 @@ class _Trainer:
         # a run resumed after its patience ran out (crashed before metrics.json) trains no further epoch
         stop_reason = "patience" if self.start_epoch and self._patience_spent(self.start_epoch) else "cap"
         for epoch in range(self.start_epoch, self.config.epochs if stop_reason == "cap" else self.start_epoch):
-            try:
-                row = self._fit_epoch(epoch, net, train_set, generator)
-                valid = self._validate(valid_set)
-                rng = rng_states(self.ctx)
-            except RuntimeError as exc:
-                if not is_peer_failure(exc):
-                    raise
-                raise self._rank_failure(epoch, exc) from exc
-            row.update({f"valid_{k}": v for k, v in valid.items()})
-            improved = self._select(row, valid["auc"])
-            if self.ctx.is_main:
-                self.log.epoch(row, self.K, self.optimizer.param_groups[0]["lr"])
-                self._save_checkpoint(epoch, improved, rng)
+            row = self._epoch(epoch, net, train_set, valid_set, generator)
             if on_epoch is not None:
                 on_epoch(row)
             if self._patience_spent(epoch + 1):
                 stop_reason = "patience"
                 break
         return self._test(train_set.split(self.data.split("test")), valid_set, stop_reason)
+
+    def _epoch(
+        self, epoch: int, net: torch.nn.Module, train_set: ListBatcher, valid_set: ListBatcher, generator
+    ) -> dict:
+        """Fit, validate, select and save one epoch; its RUN/epochs.csv row. A lost rank raises RankFailure."""
+        try:
+            row = self._fit_epoch(epoch, net, train_set, generator)
+            valid = self._validate(valid_set)
+            rng = rng_states(self.ctx)
+        except RuntimeError as exc:
+            if not is_peer_failure(exc):
+                raise
+            raise self._rank_failure(epoch, exc) from exc
+        row.update({f"valid_{k}": v for k, v in valid.items()})
+        improved = self._select(row, valid["auc"])
+        if self.ctx.is_main:
+            self.log.epoch(row, self.K, self.optimizer.param_groups[0]["lr"])
+            self._save_checkpoint(epoch, improved, rng)
+        return row
 
     def _resume(self, state: dict | None) -> None:
         """Weights, optimiser, scheduler, selection and RNG from a checkpoint; without one, each rank's own noise."""
