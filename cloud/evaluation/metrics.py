@@ -124,7 +124,7 @@ def _mean(per_list: np.ndarray, keep: np.ndarray | None) -> float:
 
 
 def _has_positive(r: _Ranked) -> np.ndarray:
-    return (r.labels > 0).any(axis=1)
+    return np.asarray((r.labels > 0).any(axis=1))
 
 
 def _ndcg(r: _Ranked, skip_no_positive: bool) -> float:

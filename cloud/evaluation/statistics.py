@@ -23,7 +23,7 @@ from scipy import stats
 LEVEL = 0.95
 
 
-def mean_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+def mean_ci(values: Sequence[float] | np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
     """(mean, low, high): the Student-t interval of the mean; low = high = mean for a single value."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -52,15 +52,15 @@ class PairedTest:
 
 def paired_test(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> PairedTest:
     """a - b paired element by element (same seeds in the same order)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired_test: a and b must be paired 1-D sequences, got shapes {a.shape} and {b.shape}")
-    d = a - b
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired_test: a and b must be paired 1-D sequences, got shapes {x.shape} and {y.shape}")
+    d = x - y
     mean, low, high = mean_ci(d, level) if d.size else (math.nan, math.nan, math.nan)
     if d.size < 2:
         p = math.nan
     elif np.all(d == d[0]):
         p = 0.0 if d[0] != 0 else 1.0
     else:
-        p = float(stats.ttest_rel(a, b).pvalue)
+        p = float(stats.ttest_rel(x, y).pvalue)
     return PairedTest(int(d.size), mean, low, high, p)

@@ -50,7 +50,7 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 def embedding_version(model: torch.nn.Module) -> str:
     """The item encoder's weights digest: devices compare it with the version of their cached vectors."""
-    return weights_digest(model.item_encoder)
+    return weights_digest(model.get_submodule("item_encoder"))
 
 
 def atomic_write_json(path: Path, payload: dict) -> None:
