@@ -52,7 +52,7 @@ class InstalledBundle:
     manifest: BundleManifest
 
 
-def read_manifest(bundle_dir: str | os.PathLike) -> BundleManifest:
+def read_manifest(bundle_dir: str | os.PathLike[str]) -> BundleManifest:
     """Parse `bundle_dir/manifest.json`, checking the schema version before anything else."""
     path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
@@ -75,7 +75,7 @@ def read_manifest(bundle_dir: str | os.PathLike) -> BundleManifest:
     return manifest
 
 
-def verify(bundle_dir: str | os.PathLike) -> BundleManifest:
+def verify(bundle_dir: str | os.PathLike[str]) -> BundleManifest:
     """Check the manifest and every listed file's size and sha256; return the manifest."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -103,7 +103,7 @@ def verify(bundle_dir: str | os.PathLike) -> BundleManifest:
 class BundleRegistry:
     """Installed bundles under `root`; `keep` bounds how many versions stay on disk."""
 
-    def __init__(self, root: str | os.PathLike, keep: int = 3):
+    def __init__(self, root: str | os.PathLike[str], keep: int = 3):
         if keep < 2:
             raise ValueError(f"keep must be >= 2 (the active bundle and one to roll back to), got {keep}")
         self.root = Path(root).expanduser().absolute()
@@ -113,7 +113,7 @@ class BundleRegistry:
 
     verify = staticmethod(verify)
 
-    def install(self, path: str | os.PathLike, check: Callable[[Path], None] | None = None) -> InstalledBundle:
+    def install(self, path: str | os.PathLike[str], check: Callable[[Path], None] | None = None) -> InstalledBundle:
         """Verify the bundle at `path` (directory or .zip), copy it in, and make it the active one.
 
         `check(folder)` runs on the bundle folder (a zip extracted) before anything is copied: the

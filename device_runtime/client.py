@@ -194,7 +194,7 @@ class CloudClient:
     def list_bundles(self) -> BundleList:
         return self._get("/v1/bundles", BundleList)
 
-    def download_bundle(self, version: str, dest: str | os.PathLike) -> Path:
+    def download_bundle(self, version: str, dest: str | os.PathLike[str]) -> Path:
         """Download bundle `version` into the new folder `dest`, checking every file's size and sha256.
 
         Files go to `.DEST.partial` next to `dest` first; an interrupted download resumes there with

@@ -182,7 +182,8 @@ def _shares(value: Sequence[float], m: int) -> np.ndarray:
         raise ValueError(f"target_shares: expected {m} shares (one per source), got shape {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"target_shares: expected finite shares >= 0 with a positive sum, got {w.tolist()}")
-    return w / w.sum()
+    normalised: np.ndarray = w / w.sum()
+    return normalised
 
 
 def _counts(value: Sequence[float], m: int) -> np.ndarray:

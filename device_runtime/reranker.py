@@ -32,7 +32,7 @@ from shared_schema.manifest import MANIFEST_NAME, decoder_settings
 from shared_schema.messages import RankedItem
 
 
-def open_bundle(bundle_or_root: str | os.PathLike) -> InstalledBundle:
+def open_bundle(bundle_or_root: str | os.PathLike[str]) -> InstalledBundle:
     """A verified bundle from a bundle directory or from a registry root's active bundle."""
     path = Path(bundle_or_root).expanduser()
     if (path / MANIFEST_NAME).is_file():
@@ -104,8 +104,8 @@ class Reranker:
     @classmethod
     def open(
         cls,
-        bundle_or_root: str | os.PathLike,
-        db_path: str | os.PathLike,
+        bundle_or_root: str | os.PathLike[str],
+        db_path: str | os.PathLike[str],
         backend: str = "auto",
         delegate: str = "auto",
         merge: str = "score",

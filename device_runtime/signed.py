@@ -42,20 +42,20 @@ class UntrustedBundle(ValueError):
     """A bundle or metadata that fails the signature policy (unsigned, tampered, expired, replayed...)."""
 
 
-def metadata_dir(root: str | os.PathLike) -> Path:
+def metadata_dir(root: str | os.PathLike[str]) -> Path:
     return Path(root).expanduser().absolute() / TRUST / "metadata"
 
 
-def trusted(root: str | os.PathLike) -> bool:
+def trusted(root: str | os.PathLike[str]) -> bool:
     """True when the device was provisioned with a root (`trust_root`)."""
     return (metadata_dir(root) / "root.json").exists()
 
 
-def unsigned_allowed(root: str | os.PathLike) -> bool:
+def unsigned_allowed(root: str | os.PathLike[str]) -> bool:
     return (Path(root).expanduser() / TRUST / UNSIGNED_FLAG).is_file()
 
 
-def trust_root(root: str | os.PathLike, root_json: str | os.PathLike) -> dict:
+def trust_root(root: str | os.PathLike[str], root_json: str | os.PathLike[str]) -> dict:
     """Provision the device with `root_json` (a TUF root, checked to be signed by its own root keys).
 
     Replaces any earlier trust (and the development flag): the metadata seen so far is forgotten.
@@ -86,7 +86,7 @@ def trust_root(root: str | os.PathLike, root_json: str | os.PathLike) -> dict:
     return {"trusted_root_version": md.signed.version, "root_keyids": keyids, "expires": md.signed.expires.isoformat()}
 
 
-def allow_unsigned(root: str | os.PathLike) -> dict:
+def allow_unsigned(root: str | os.PathLike[str]) -> dict:
     """Development only: accept unsigned bundles on this device (removes any trusted root)."""
     folder = Path(root).expanduser() / TRUST
     shutil.rmtree(folder, ignore_errors=True)
@@ -100,12 +100,12 @@ def allow_unsigned(root: str | os.PathLike) -> dict:
     return {"allow_unsigned": True}
 
 
-def install(registry: BundleRegistry, path: str | os.PathLike) -> InstalledBundle:
+def install(registry: BundleRegistry, path: str | os.PathLike[str]) -> InstalledBundle:
     """Install a bundle folder or zip under the device's signature policy (see the module docstring)."""
     return registry.install(path, check=lambda folder: check_bundle(registry.root, folder))
 
 
-def require_policy(root: str | os.PathLike) -> bool:
+def require_policy(root: str | os.PathLike[str]) -> bool:
     """True when signatures are checked, False on a development device; UntrustedBundle when neither is set up."""
     if trusted(root):
         return True
@@ -118,7 +118,7 @@ def require_policy(root: str | os.PathLike) -> bool:
     )
 
 
-def check_bundle(root: str | os.PathLike, folder: Path) -> None:
+def check_bundle(root: str | os.PathLike[str], folder: Path) -> None:
     """Refuse `folder` unless its carried metadata (`tuf/`) proves it under the trusted root.
 
     Raises UntrustedBundle naming what failed; on a development device an unsigned bundle passes with a

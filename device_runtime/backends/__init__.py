@@ -74,7 +74,7 @@ def pick_file(manifest: BundleManifest, backend: str, delegate: str, quantizatio
 
 
 def load_backend(
-    bundle_dir: str | os.PathLike,
+    bundle_dir: str | os.PathLike[str],
     manifest: BundleManifest,
     backend: str = "auto",
     delegate: str = "auto",
