@@ -111,9 +111,7 @@ def contrastive_decode(probs: np.ndarray, similarity: np.ndarray, valid: np.ndar
     return picked + [int(i) for i in rest]
 
 
-def slot_decode(
-    run: Network, request: dict[str, np.ndarray], K: int
-) -> list[tuple[int, int]]:
+def slot_decode(run: Network, request: dict[str, np.ndarray], K: int) -> list[tuple[int, int]]:
     """HRL's decoding: per slot, call the policy network on the request with the placed candidates'
     `cand_mask_{s}` entries zeroed, place the best real unplaced (source, item) (ties: lower source, then
     lower item); after min(K, #real) slots the rest follow by the last call's scores."""

@@ -209,7 +209,7 @@ class Reranker:
         """Store a behaviour (its vector too, when the event carries one); returns its row id."""
         return self.store._record([check_event(self.manifest, event)])[0]
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, object]:
         """Active bundle, its list decoder, backend, delegate, every backend attempt and the store's statistics."""
         m = self.manifest
         return {
@@ -241,5 +241,5 @@ class Reranker:
     def __enter__(self) -> Reranker:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

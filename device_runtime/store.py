@@ -44,6 +44,7 @@ exposures of a page whose rerank had not returned. Values reach the store checke
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -115,7 +116,7 @@ class HistoryStore:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | os.PathLike[str],
         retention_per_source: int = 1000,
         *,
         sources: Sequence[str] | None = None,

@@ -37,8 +37,9 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from device_runtime.bundle import file_sha256, verify
+from device_runtime.bundle import verify
 from device_runtime.signed import CARRIED, INDEX
+from shared_schema.files import file_sha256
 from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
