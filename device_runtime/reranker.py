@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from device_runtime import validation
 from device_runtime.backends import DEFAULT_ORDER, Backend, load_backend
@@ -209,7 +210,7 @@ class Reranker:
         """Store a behaviour (its vector too, when the event carries one); returns its row id."""
         return self.store._record([check_event(self.manifest, event)])[0]
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> dict[str, Any]:
         """Active bundle, its list decoder, backend, delegate, every backend attempt and the store's statistics."""
         m = self.manifest
         return {
