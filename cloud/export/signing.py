@@ -23,6 +23,7 @@ import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
@@ -266,12 +267,12 @@ class SignedRepository:
             expires=_expiry("timestamp", expiry_days),
             snapshot_meta=MetaFile(version=snapshot.version),
         )
-        for role, signed, name in (
-            ("targets", targets, f"{targets.version}.targets.json"),
-            ("snapshot", snapshot, f"{snapshot.version}.snapshot.json"),
-            ("timestamp", timestamp, "timestamp.json"),
-        ):
-            md = Metadata(signed)
+        signed: list[tuple[str, Metadata[Any], str]] = [
+            ("targets", Metadata(targets), f"{targets.version}.targets.json"),
+            ("snapshot", Metadata(snapshot), f"{snapshot.version}.snapshot.json"),
+            ("timestamp", Metadata(timestamp), "timestamp.json"),
+        ]
+        for role, md, name in signed:
             md.sign(signers[role])
             self._write(md, name)
 
