@@ -267,12 +267,12 @@ class SignedRepository:
             expires=_expiry("timestamp", expiry_days),
             snapshot_meta=MetaFile(version=snapshot.version),
         )
-        signed: list[tuple[str, Metadata[Any], str]] = [
+        to_sign: list[tuple[str, Metadata[Any], str]] = [
             ("targets", Metadata(targets), f"{targets.version}.targets.json"),
             ("snapshot", Metadata(snapshot), f"{snapshot.version}.snapshot.json"),
             ("timestamp", Metadata(timestamp), "timestamp.json"),
         ]
-        for role, md, name in signed:
+        for role, md, name in to_sign:
             md.sign(signers[role])
             self._write(md, name)
 
