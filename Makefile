@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 OUT ?= out
 EPOCHS ?= 10
 
-.PHONY: venv demo demo-app test clean
+.PHONY: venv demo demo-app lint test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ demo-app: venv
 	test -d $(FEED)/pool || $(PY) -m examples.feed_app.build_pool --run $(OUT)/run --out $(FEED)/pool
 	$(PY) -m examples.feed_app --slates $(FEED)/pool --bundle $(OUT)/bundle --home $(FEED)/home \
 		--trust $(OUT)/repo/metadata/1.root.json
+
+# Lint, formatting and types (ruff and mypy, configured in pyproject.toml); CI runs them before the tests.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: venv
 	$(PY) -m pytest -q

@@ -33,8 +33,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cloud.data.prepare import prepare
-from cloud.data.prepare_scale import MEMORY_PER_FILE_BYTE, parse_size
+from cloud.data.prepare import prepare  # noqa: E402  (after the sys.path line: runs from a source tree)
+from cloud.data.prepare_scale import MEMORY_PER_FILE_BYTE, parse_size  # noqa: E402
 
 SOURCES = ("video", "article", "ad")
 ITEMS, USERS, LIST_SIZE, DENSE = 5_000, 10_000, 24, 8

@@ -23,12 +23,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypedDict
 
 from pydantic import ValidationError
 
 from shared_schema import SCHEMA_VERSION, BundleManifest
 from shared_schema.files import atomic_write_bytes, file_sha256
-from shared_schema.manifest import DECODERS, MANIFEST_NAME, SAFE_NAME, decoder_settings
+from shared_schema.manifest import DECODERS, MANIFEST_NAME, SAFE_NAME, BundleFile, decoder_settings
 
 log = logging.getLogger(__name__)
 LOAD_CHECK_ORDER = ("tflite:cpu", "tflite:xnnpack", "executorch:portable", "executorch:xnnpack")
@@ -52,7 +53,14 @@ class InstalledBundle:
     manifest: BundleManifest
 
 
-def read_manifest(bundle_dir: str | os.PathLike) -> BundleManifest:
+class _Pointer(TypedDict):
+    """The registry's pointer file: the active version and the ones kept for rollback, newest first."""
+
+    active: str | None
+    previous: list[str]
+
+
+def read_manifest(bundle_dir: str | os.PathLike[str]) -> BundleManifest:
     """Parse `bundle_dir/manifest.json`, checking the schema version before anything else."""
     path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
@@ -75,7 +83,7 @@ def read_manifest(bundle_dir: str | os.PathLike) -> BundleManifest:
     return manifest
 
 
-def verify(bundle_dir: str | os.PathLike) -> BundleManifest:
+def verify(bundle_dir: str | os.PathLike[str]) -> BundleManifest:
     """Check the manifest and every listed file's size and sha256; return the manifest."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -103,7 +111,7 @@ def verify(bundle_dir: str | os.PathLike) -> BundleManifest:
 class BundleRegistry:
     """Installed bundles under `root`; `keep` bounds how many versions stay on disk."""
 
-    def __init__(self, root: str | os.PathLike, keep: int = 3):
+    def __init__(self, root: str | os.PathLike[str], keep: int = 3):
         if keep < 2:
             raise ValueError(f"keep must be >= 2 (the active bundle and one to roll back to), got {keep}")
         self.root = Path(root).expanduser().absolute()
@@ -113,7 +121,7 @@ class BundleRegistry:
 
     verify = staticmethod(verify)
 
-    def install(self, path: str | os.PathLike, check: Callable[[Path], None] | None = None) -> InstalledBundle:
+    def install(self, path: str | os.PathLike[str], check: Callable[[Path], None] | None = None) -> InstalledBundle:
         """Verify the bundle at `path` (directory or .zip), copy it in, and make it the active one.
 
         `check(folder)` runs on the bundle folder (a zip extracted) before anything is copied: the
@@ -158,13 +166,14 @@ class BundleRegistry:
         if state["active"] != version:
             previous = [v for v in [state["active"], *state["previous"]] if v and v != version]
             self._write_state(version, previous)
-        return self.active()
+        return self._installed(version)
 
     def active(self) -> InstalledBundle | None:
         """The active bundle, or None when nothing is installed."""
         version = self._state()["active"]
-        if version is None:
-            return None
+        return None if version is None else self._installed(version)
+
+    def _installed(self, version: str) -> InstalledBundle:
         path = self.versions_dir / version
         return InstalledBundle(version, path, read_manifest(path))
 
@@ -202,9 +211,9 @@ class BundleRegistry:
         if not state["previous"]:
             raise ValueError(f"{self.root}: no previous bundle to roll back to")
         self._write_state(state["previous"][0], state["previous"][1:])
-        return self.active()
+        return self._installed(state["previous"][0])
 
-    def _state(self) -> dict:
+    def _state(self) -> _Pointer:
         if not self.pointer.exists():
             return {"active": None, "previous": []}
         try:
@@ -304,7 +313,7 @@ def _check_loadable(bundle_dir: Path, manifest: BundleManifest) -> None:
         raise ValueError(f"this runtime cannot load any file of the bundle: {exc}") from exc
 
 
-def _only(manifest: BundleManifest, entry) -> BundleManifest:
+def _only(manifest: BundleManifest, entry: BundleFile) -> BundleManifest:
     return manifest.model_copy(update={"files": [entry]})
 
 

@@ -21,16 +21,21 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device_runtime import signed
 from device_runtime.backends import DEFAULT_ORDER, BackendError
 from device_runtime.bundle import BundleRegistry, InstalledBundle
-from device_runtime.reranker import MERGE_MODES, Reranker, check_event
+from device_runtime.merge import MODES as MERGE_MODES
+from device_runtime.reranker import Reranker, check_event
 from shared_schema import BehaviorEvent, CandidateSlate
 from shared_schema.cli import HelpFormatter, add_completion, add_version
 
+if TYPE_CHECKING:
+    from device_runtime.store import HistoryStore
 
-def install(args: argparse.Namespace) -> dict:
+
+def install(args: argparse.Namespace) -> dict[str, object]:
     """Verify a bundle (directory or .zip) and make it the active one.
 
     Checks the signatures it carries (BUNDLE/tuf/) under the trusted root (`dir-device trust`), the
@@ -41,7 +46,7 @@ def install(args: argparse.Namespace) -> dict:
     return _bundle_json(signed.install(registry, args.bundle), registry)
 
 
-def trust(args: argparse.Namespace) -> dict:
+def trust(args: argparse.Namespace) -> dict[str, object]:
     """Provision the device with the signing root it trusts (ROOT.json: the repository's metadata/1.root.json).
 
     From then on `install` and sync accept only bundles signed under that root (The Update Framework:
@@ -59,13 +64,13 @@ def trust(args: argparse.Namespace) -> dict:
     return signed.trust_root(args.root, args.root_json)
 
 
-def rollback(args: argparse.Namespace) -> dict:
+def rollback(args: argparse.Namespace) -> dict[str, object]:
     """Make the previously active bundle active again."""
     registry = BundleRegistry(args.root)
     return _bundle_json(registry.rollback(), registry)
 
 
-def rerank(args: argparse.Namespace) -> dict:
+def rerank(args: argparse.Namespace) -> dict[str, object]:
     """Rerank a candidate slate (JSON file, or - for stdin) and print the merged list.
 
     Reads the newest clicks per source from the history store, runs the active bundle, merges the
@@ -81,7 +86,7 @@ def rerank(args: argparse.Namespace) -> dict:
         return reranker.rerank(slate).model_dump()
 
 
-def record(args: argparse.Namespace) -> dict:
+def record(args: argparse.Namespace) -> dict[str, object]:
     """Record a behaviour (click or impression) of an item in the history store.
 
     One behaviour from --item/--source/--action, or many from --events FILE (JSON lines of
@@ -109,7 +114,7 @@ def record(args: argparse.Namespace) -> dict:
     with _store(args, bundle) as store:
         ids = store.record_many(events)
         unused = store.without_vector([(e.source, e.item_id) for e in events if e.action == "click"])
-    out: dict = (
+    out: dict[str, object] = (
         {"recorded": 1, "id": ids[0], **events[0].model_dump(exclude={"vector"})}
         if len(events) == 1
         else {"recorded": len(ids), "sources": sorted({e.source for e in events})}
@@ -136,7 +141,7 @@ def _read_events(path: str) -> list[BehaviorEvent]:
     return events
 
 
-def history(args: argparse.Namespace) -> dict:
+def history(args: argparse.Namespace) -> dict[str, object]:
     """List the newest behaviours in the history store, newest first."""
     bundle = _active(args.root)
     if args.source is not None and args.source not in bundle.manifest.source_names:
@@ -150,7 +155,7 @@ def history(args: argparse.Namespace) -> dict:
         return {"behaviors": [dict(zip(("ts", "item_id", "source", "action"), row)) for row in rows]}
 
 
-def info(args: argparse.Namespace) -> dict:
+def info(args: argparse.Namespace) -> dict[str, object]:
     """Show the active bundle, its list decoder, the backend and delegate that run it (and why others did not),
     store stats."""
     with _open(args) as reranker:
@@ -220,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parsers = {}
     for name, fn in COMMANDS.items():
         parents = [common, runtime] if name in ("rerank", "info") else [common]
-        doc = inspect.cleandoc(fn.__doc__)
+        doc = inspect.cleandoc(fn.__doc__ or "")
         parsers[name] = sub.add_parser(
             name, parents=parents, help=doc.splitlines()[0], description=doc, formatter_class=HelpFormatter
         )
@@ -264,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(reply: dict, indent: str = "") -> str:
+def render(reply: dict[str, object], indent: str = "") -> str:
     """A command's reply for people: `key: value` lines, nested sections indented, lists of records as tables."""
     lines = []
     for key, value in reply.items():
@@ -281,7 +286,7 @@ def render(reply: dict, indent: str = "") -> str:
     return "\n".join(lines)
 
 
-def _table(rows: list[dict], indent: str) -> str:
+def _table(rows: list[dict[str, object]], indent: str) -> str:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
@@ -290,7 +295,7 @@ def _table(rows: list[dict], indent: str) -> str:
     )
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (dict, list)):
@@ -312,7 +317,7 @@ def _active(root: str) -> InstalledBundle:
     return bundle
 
 
-def _store(args: argparse.Namespace, bundle: InstalledBundle):
+def _store(args: argparse.Namespace, bundle: InstalledBundle) -> HistoryStore:
     from device_runtime.store import HistoryStore
 
     Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +330,7 @@ def _store(args: argparse.Namespace, bundle: InstalledBundle):
     return store
 
 
-def _bundle_json(bundle: InstalledBundle, registry: BundleRegistry) -> dict:
+def _bundle_json(bundle: InstalledBundle, registry: BundleRegistry) -> dict[str, object]:
     m = bundle.manifest
     return {
         "active": bundle.version,

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import TypeVar, overload
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ValidationError
@@ -62,6 +62,7 @@ services that do not offer them."""
 
 log = logging.getLogger(__name__)
 Message = TypeVar("Message", bound=BaseModel)
+Headers = dict[str, str]
 CHUNK = 1 << 16
 MAX_NAME_PARTS = 4
 DOWNLOADS = "downloads"
@@ -101,7 +102,8 @@ class CloudClient:
         self.base_url, self.timeout, self.vector_batch = base_url.rstrip("/"), timeout, vector_batch
 
     # -- endpoints ---------------------------------------------------------------------------------
-    def health(self) -> dict:
+    def health(self) -> object:
+        """The service's /health answer, parsed JSON as it came."""
         return self._get("/health", None)
 
     def version(self) -> ServiceInfo:
@@ -194,7 +196,7 @@ class CloudClient:
     def list_bundles(self) -> BundleList:
         return self._get("/v1/bundles", BundleList)
 
-    def download_bundle(self, version: str, dest: str | os.PathLike) -> Path:
+    def download_bundle(self, version: str, dest: str | os.PathLike[str]) -> Path:
         """Download bundle `version` into the new folder `dest`, checking every file's size and sha256.
 
         Files go to `.DEST.partial` next to `dest` first; an interrupted download resumes there with
@@ -331,17 +333,29 @@ class CloudClient:
         report.unknown = [(s, i) for s, ids in answer.unknown.items() for i in ids]
 
     # -- HTTP --------------------------------------------------------------------------------------
-    def _get(self, path: str, model: type[Message] | None):
+    @overload
+    def _get(self, path: str, model: type[Message]) -> Message: ...
+    @overload
+    def _get(self, path: str, model: None) -> object: ...
+    def _get(self, path: str, model: type[Message] | None) -> Message | object:
         return self._call("GET", path, model)
 
+    @overload
+    def _call(
+        self, method: str, path: str, model: type[Message], body: bytes | None = None, headers: Headers | None = None
+    ) -> Message: ...
+    @overload
+    def _call(
+        self, method: str, path: str, model: None, body: bytes | None = None, headers: Headers | None = None
+    ) -> object: ...
     def _call(
         self,
         method: str,
         path: str,
         model: type[Message] | None,
         body: bytes | None = None,
-        headers: dict | None = None,
-    ):
+        headers: Headers | None = None,
+    ) -> Message | object:
         url = self.base_url + path
         with self._open(method, url, body, headers) as response:
             raw = response.read()
@@ -354,7 +368,7 @@ class CloudClient:
 
     @contextmanager
     def _open(
-        self, method: str, url: str, body: bytes | None = None, headers: dict | None = None
+        self, method: str, url: str, body: bytes | None = None, headers: Headers | None = None
     ) -> Iterator[http.client.HTTPResponse]:
         request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
         try:

@@ -25,8 +25,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from shared_schema.manifest import DECODERS
+
+Network = Callable[[dict[str, np.ndarray]], np.ndarray]
+"""One call of the network: named input arrays -> its first output (scores [1, m, n])."""
 
 
 def beam_search(
@@ -107,9 +111,7 @@ def contrastive_decode(probs: np.ndarray, similarity: np.ndarray, valid: np.ndar
     return picked + [int(i) for i in rest]
 
 
-def slot_decode(
-    run: Callable[[dict[str, np.ndarray]], np.ndarray], request: dict[str, np.ndarray], K: int
-) -> list[tuple[int, int]]:
+def slot_decode(run: Network, request: dict[str, np.ndarray], K: int) -> list[tuple[int, int]]:
     """HRL's decoding: per slot, call the policy network on the request with the placed candidates'
     `cand_mask_{s}` entries zeroed, place the best real unplaced (source, item) (ties: lower source, then
     lower item); after min(K, #real) slots the rest follow by the last call's scores."""
@@ -118,7 +120,7 @@ def slot_decode(
     m = sum(1 for name in request if name.startswith("cand_mask_"))
     masks = [np.asarray(request[f"cand_mask_{s}"], dtype=np.float32).copy() for s in range(m)]
     order: list[tuple[int, int]] = []
-    scores = None
+    scores: np.ndarray | None = None
     for _ in range(min(int(K), int(sum(mask.sum() for mask in masks)))):
         scores = np.asarray(run({**request, **{f"cand_mask_{s}": masks[s] for s in range(m)}}))[0]
         value = np.where(np.stack([mask[0] for mask in masks]) > 0, scores, -np.inf)
@@ -127,6 +129,8 @@ def slot_decode(
         masks[s][0, i] = 0.0
     if scores is None and any(mask.sum() for mask in masks):
         scores = np.asarray(run(request))[0]
+    if scores is None:  # no real candidate at all
+        return order
     rest = [(s, i) for s in range(m) for i in np.flatnonzero(masks[s][0] > 0)]
     rest.sort(key=lambda si: (-scores[si], si))
     return order + [(int(s), int(i)) for s, i in rest]
@@ -139,7 +143,7 @@ def decode_request(
     request: Mapping[str, np.ndarray],
     K: int,
     target_shares: Sequence[float],
-    run: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+    run: Network | None = None,
 ) -> list[tuple[int, int]]:
     """The list a bundle decoder (shared_schema.manifest.DECODERS, all options given) builds for one assembled
     request from the network's `outputs` on it (the manifest's outputs, `scores` first): every real candidate
@@ -160,13 +164,31 @@ def decode_request(
     return REQUEST_DECODERS[decoder](options, outputs, request, K, target_shares, run, scores, real)
 
 
-def _beam_search_request(options, outputs, request, K, target_shares, run, scores, real) -> list[tuple[int, int]]:
+def _beam_search_request(
+    options: Mapping[str, float | int],
+    outputs: Sequence[np.ndarray],
+    request: Mapping[str, np.ndarray],
+    K: int,
+    target_shares: Sequence[float],
+    run: Network | None,
+    scores: np.ndarray,
+    real: list[np.ndarray],
+) -> list[tuple[int, int]]:
     probs = [1.0 / (1.0 + np.exp(-scores[s, items].astype(np.float64))) for s, items in enumerate(real)]
     order = beam_search(probs, K, int(options["beam_width"]), target_shares, float(options["diversity"]))
     return [(s, int(real[s][i])) for s, i in order]
 
 
-def _slot_policy_request(options, outputs, request, K, target_shares, run, scores, real) -> list[tuple[int, int]]:
+def _slot_policy_request(
+    options: Mapping[str, float | int],
+    outputs: Sequence[np.ndarray],
+    request: Mapping[str, np.ndarray],
+    K: int,
+    target_shares: Sequence[float],
+    run: Network | None,
+    scores: np.ndarray,
+    real: list[np.ndarray],
+) -> list[tuple[int, int]]:
     if run is None:
         raise ValueError("slot_policy: give `run`, the network call for the request with placed candidates masked")
     masks = [name for name in request if name.startswith("cand_mask_")]
@@ -178,7 +200,16 @@ def _slot_policy_request(options, outputs, request, K, target_shares, run, score
     return slot_decode(policy, dict(request), K)
 
 
-def _contrastive_request(options, outputs, request, K, target_shares, run, scores, real) -> list[tuple[int, int]]:
+def _contrastive_request(
+    options: Mapping[str, float | int],
+    outputs: Sequence[np.ndarray],
+    request: Mapping[str, np.ndarray],
+    K: int,
+    target_shares: Sequence[float],
+    run: Network | None,
+    scores: np.ndarray,
+    real: list[np.ndarray],
+) -> list[tuple[int, int]]:
     matching, unit = np.asarray(outputs[1])[0], np.asarray(outputs[2])[0]
     valid = np.zeros(scores.shape, dtype=bool)
     for s, items in enumerate(real):
@@ -229,15 +260,17 @@ def list_reward(
 def _js_rows(p: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Jensen-Shannon divergence (natural log) of distribution p [m] and each row of rows [r, m]."""
     mid = (p + rows) / 2.0
-    return 0.5 * (_kl_rows(np.broadcast_to(p, rows.shape), mid) + _kl_rows(rows, mid))
+    js: np.ndarray = 0.5 * (_kl_rows(np.broadcast_to(p, rows.shape), mid) + _kl_rows(rows, mid))
+    return js
 
 
 def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     safe = np.where(p > 0, p, 1.0)
-    return np.sum(np.where(p > 0, p * np.log(safe / np.where(p > 0, q, 1.0)), 0.0), axis=-1)
+    kl: np.ndarray = np.sum(np.where(p > 0, p * np.log(safe / np.where(p > 0, q, 1.0)), 0.0), axis=-1)
+    return kl
 
 
-def _probs(p, s: int) -> np.ndarray:
+def _probs(p: npt.ArrayLike, s: int) -> np.ndarray:
     a = np.asarray(p, dtype=np.float64)
     if a.ndim != 1 or not np.isfinite(a).all():
         raise ValueError(
@@ -246,10 +279,11 @@ def _probs(p, s: int) -> np.ndarray:
     return a
 
 
-def _shares(shares, m: int) -> np.ndarray:
+def _shares(shares: Sequence[float] | None, m: int) -> np.ndarray:
     if shares is None:
         return np.full(m, 1.0 / max(m, 1))
     w = np.asarray(shares, dtype=np.float64)
     if w.shape != (m,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"target_shares: expected {m} finite non-negative numbers with a positive sum, got {shares!r}")
-    return w / w.sum()
+    normalised: np.ndarray = w / w.sum()
+    return normalised

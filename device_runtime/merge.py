@@ -100,7 +100,7 @@ def merge_lists(
     shares: list[float],
     K: int,
     mode: str,
-    shown: list[float] | None = None,
+    shown: Sequence[float] | None = None,
     gain: float = 0.5,
 ) -> list[tuple[int, int]]:
     """`merge` on checked plain lists (finite scores, normalised shares, K >= 0, a known mode, shown
@@ -158,7 +158,7 @@ def _allocate(slots: int, w: list[float], available: list[int]) -> list[int]:
     return counts
 
 
-def _deficits(slots: int, w: list[float], shown: list[float], gain: float) -> list[float]:
+def _deficits(slots: int, w: list[float], shown: Sequence[float], gain: float) -> list[float]:
     """Each source's owed slots, 0 where not positive beyond rounding (a debt of exactly 0 in exact
     arithmetic can come out as 1e-15)."""
     seen = sum(shown)
@@ -182,7 +182,8 @@ def _shares(value: Sequence[float], m: int) -> np.ndarray:
         raise ValueError(f"target_shares: expected {m} shares (one per source), got shape {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"target_shares: expected finite shares >= 0 with a positive sum, got {w.tolist()}")
-    return w / w.sum()
+    normalised: np.ndarray = w / w.sum()
+    return normalised
 
 
 def _counts(value: Sequence[float], m: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from device_runtime import validation
 from device_runtime.backends import DEFAULT_ORDER, Backend, load_backend
@@ -32,7 +33,7 @@ from shared_schema.manifest import MANIFEST_NAME, decoder_settings
 from shared_schema.messages import RankedItem
 
 
-def open_bundle(bundle_or_root: str | os.PathLike) -> InstalledBundle:
+def open_bundle(bundle_or_root: str | os.PathLike[str]) -> InstalledBundle:
     """A verified bundle from a bundle directory or from a registry root's active bundle."""
     path = Path(bundle_or_root).expanduser()
     if (path / MANIFEST_NAME).is_file():
@@ -104,8 +105,8 @@ class Reranker:
     @classmethod
     def open(
         cls,
-        bundle_or_root: str | os.PathLike,
-        db_path: str | os.PathLike,
+        bundle_or_root: str | os.PathLike[str],
+        db_path: str | os.PathLike[str],
         backend: str = "auto",
         delegate: str = "auto",
         merge: str = "score",
@@ -209,7 +210,7 @@ class Reranker:
         """Store a behaviour (its vector too, when the event carries one); returns its row id."""
         return self.store._record([check_event(self.manifest, event)])[0]
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """Active bundle, its list decoder, backend, delegate, every backend attempt and the store's statistics."""
         m = self.manifest
         return {
@@ -241,5 +242,5 @@ class Reranker:
     def __enter__(self) -> Reranker:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

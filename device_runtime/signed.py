@@ -18,14 +18,16 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import FetcherInterface, Updater
 
-from device_runtime.bundle import BundleRegistry, InstalledBundle, file_sha256
+from device_runtime.bundle import BundleRegistry, InstalledBundle
+from shared_schema.files import file_sha256
 from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
 
 log = logging.getLogger(__name__)
@@ -42,20 +44,20 @@ class UntrustedBundle(ValueError):
     """A bundle or metadata that fails the signature policy (unsigned, tampered, expired, replayed...)."""
 
 
-def metadata_dir(root: str | os.PathLike) -> Path:
+def metadata_dir(root: str | os.PathLike[str]) -> Path:
     return Path(root).expanduser().absolute() / TRUST / "metadata"
 
 
-def trusted(root: str | os.PathLike) -> bool:
+def trusted(root: str | os.PathLike[str]) -> bool:
     """True when the device was provisioned with a root (`trust_root`)."""
     return (metadata_dir(root) / "root.json").exists()
 
 
-def unsigned_allowed(root: str | os.PathLike) -> bool:
+def unsigned_allowed(root: str | os.PathLike[str]) -> bool:
     return (Path(root).expanduser() / TRUST / UNSIGNED_FLAG).is_file()
 
 
-def trust_root(root: str | os.PathLike, root_json: str | os.PathLike) -> dict:
+def trust_root(root: str | os.PathLike[str], root_json: str | os.PathLike[str]) -> dict[str, object]:
     """Provision the device with `root_json` (a TUF root, checked to be signed by its own root keys).
 
     Replaces any earlier trust (and the development flag): the metadata seen so far is forgotten.
@@ -86,7 +88,7 @@ def trust_root(root: str | os.PathLike, root_json: str | os.PathLike) -> dict:
     return {"trusted_root_version": md.signed.version, "root_keyids": keyids, "expires": md.signed.expires.isoformat()}
 
 
-def allow_unsigned(root: str | os.PathLike) -> dict:
+def allow_unsigned(root: str | os.PathLike[str]) -> dict[str, object]:
     """Development only: accept unsigned bundles on this device (removes any trusted root)."""
     folder = Path(root).expanduser() / TRUST
     shutil.rmtree(folder, ignore_errors=True)
@@ -100,12 +102,12 @@ def allow_unsigned(root: str | os.PathLike) -> dict:
     return {"allow_unsigned": True}
 
 
-def install(registry: BundleRegistry, path: str | os.PathLike) -> InstalledBundle:
+def install(registry: BundleRegistry, path: str | os.PathLike[str]) -> InstalledBundle:
     """Install a bundle folder or zip under the device's signature policy (see the module docstring)."""
     return registry.install(path, check=lambda folder: check_bundle(registry.root, folder))
 
 
-def require_policy(root: str | os.PathLike) -> bool:
+def require_policy(root: str | os.PathLike[str]) -> bool:
     """True when signatures are checked, False on a development device; UntrustedBundle when neither is set up."""
     if trusted(root):
         return True
@@ -118,7 +120,7 @@ def require_policy(root: str | os.PathLike) -> bool:
     )
 
 
-def check_bundle(root: str | os.PathLike, folder: Path) -> None:
+def check_bundle(root: str | os.PathLike[str], folder: Path) -> None:
     """Refuse `folder` unless its carried metadata (`tuf/`) proves it under the trusted root.
 
     Raises UntrustedBundle naming what failed; on a development device an unsigned bundle passes with a
@@ -154,7 +156,7 @@ def check_bundle(root: str | os.PathLike, folder: Path) -> None:
         _verified_bytes(_targetinfo(updater, f"{version}/{name}"), folder / name)
 
 
-def signed_index(updater: Updater, fetch) -> dict:
+def signed_index(updater: Updater, fetch: Callable[[TargetFile], bytes]) -> dict[str, Any]:
     """Refresh `updater` and return the signed bundle index, with TUF failures as UntrustedBundle."""
     return _refresh_and_index(updater, fetch, "the service")
 
@@ -163,7 +165,7 @@ def target(updater: Updater, name: str) -> TargetFile:
     return _targetinfo(updater, name)
 
 
-def _refresh_and_index(updater: Updater, fetch, where) -> dict:
+def _refresh_and_index(updater: Updater, fetch: Callable[[TargetFile], bytes], where: str | Path) -> dict[str, Any]:
     try:
         updater.refresh()
         info = updater.get_targetinfo(INDEX)

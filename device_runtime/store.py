@@ -44,6 +44,7 @@ exposures of a page whose rerank had not returned. Values reach the store checke
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -115,7 +116,7 @@ class HistoryStore:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | os.PathLike[str],
         retention_per_source: int = 1000,
         *,
         sources: Sequence[str] | None = None,
@@ -220,7 +221,7 @@ class HistoryStore:
         key = f"dim:{version}:{source}"
         stored = self._widths.get(key)
         if stored is None:
-            stored = _meta(conn, key)
+            stored = _meta_int(conn, key)
             if stored is not None:
                 self._widths[key] = stored
         width = rows[0][1].size if stored is None else stored
@@ -249,20 +250,22 @@ class HistoryStore:
             if event.vector is not None:
                 vectors.setdefault(event.source, []).append((event.item_id, event.vector, f"{event.field}.vector"))
         with self._write() as conn:
-            version = _meta(conn, "embedding_version")
-            if vectors and version is None:
-                field = next(f"{e.field}.vector" for e in checked if e.vector is not None)
-                raise ValueError(
-                    f"{field}: the store has no embedding version yet; call "
-                    "cache_items(...) or set_embedding_version(...) first"
-                )
+            version = _meta_text(conn, "embedding_version")
             if vectors:
+                if version is None:
+                    field = next(f"{e.field}.vector" for e in checked if e.vector is not None)
+                    raise ValueError(
+                        f"{field}: the store has no embedding version yet; call "
+                        "cache_items(...) or set_embedding_version(...) first"
+                    )
                 self._put_items(conn, list(vectors.items()), version)
             ids = [
-                conn.execute(
-                    "INSERT INTO behaviors (ts, item_id, source, action) VALUES (?, ?, ?, ?)",
-                    (event.ts, event.item_id, event.source, event.action),
-                ).lastrowid
+                _row_id(
+                    conn.execute(
+                        "INSERT INTO behaviors (ts, item_id, source, action) VALUES (?, ?, ?, ?)",
+                        (event.ts, event.item_id, event.source, event.action),
+                    )
+                )
                 for event in checked
             ]
             pruned = self._prune(conn)
@@ -413,7 +416,7 @@ class HistoryStore:
     # -- reads -----------------------------------------------------------------------------------
     @property
     def embedding_version(self) -> str | None:
-        return _meta(self.db.conn, "embedding_version")
+        return _meta_text(self.db.conn, "embedding_version")
 
     def last_clicks(self, sources: Sequence[str], t: int) -> list[list[tuple[str, np.ndarray]]]:
         """Per source, the newest-first (item_id, float32 vector) of at most `t` clicked items whose
@@ -476,7 +479,7 @@ class HistoryStore:
         )
         return [tuple(r) for r in rows]
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, object]:
         """Row counts per table and source, file size in bytes (db + WAL), schema and embedding versions."""
         conn = self.db.conn
         behaviors: dict[str, dict[str, int]] = {}
@@ -519,7 +522,7 @@ class PageWrite:
         store = self.store
         todo = store._not_cached(batches, version)
         if store.memos.version is UNREAD:
-            store.memos.version = _meta(store.db.conn, "embedding_version")
+            store.memos.version = _meta_text(store.db.conn, "embedding_version")
         if not todo and store.memos.version == version:
             return
         conn = self._begin()
@@ -609,9 +612,30 @@ def _split(rows: list[tuple[str, bytes]]) -> list[tuple[str, np.ndarray]]:
     return [(item_id, v) for (item_id, _), v in zip(rows, vectors)]
 
 
-def _meta(conn: sqlite3.Connection, key: str) -> object:
+def _meta(conn: sqlite3.Connection, key: str) -> str | int | float | bytes | None:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else row[0]
+
+
+def _meta_text(conn: sqlite3.Connection, key: str) -> str | None:
+    value = _meta(conn, key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"store meta {key!r} is {value!r}, not text: the store file is damaged")
+    return value
+
+
+def _meta_int(conn: sqlite3.Connection, key: str) -> int | None:
+    value = _meta(conn, key)
+    if value is not None and not isinstance(value, int):
+        raise ValueError(f"store meta {key!r} is {value!r}, not an integer: the store file is damaged")
+    return value
+
+
+def _row_id(cursor: sqlite3.Cursor) -> int:
+    """The rowid of the row an INSERT just wrote."""
+    if cursor.lastrowid is None:
+        raise RuntimeError("sqlite3 gave no rowid for an INSERT")
+    return cursor.lastrowid
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -35,11 +35,11 @@ def _v1_initial_schema(db: sqlite_utils.Database) -> None:
         " source TEXT NOT NULL, request_id TEXT NOT NULL DEFAULT '')",
     ):
         db.execute(sql)
-    db["behaviors"].create_index(  # covers the last-clicks read: no table lookups
+    db.table("behaviors").create_index(  # covers the last-clicks read: no table lookups
         ["source", "action", sqlite_utils.db.DescIndex("ts"), sqlite_utils.db.DescIndex("id"), "item_id"],
         index_name="behaviors_last",
     )
-    db["exposures"].create_index(["source"], index_name="exposures_source")
+    db.table("exposures").create_index(["source"], index_name="exposures_source")
 
 
 _COUNT = """INSERT INTO tallies (source, kind, rows, total) VALUES ({}, {}, {}, {})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate
-from shared_schema.messages import MAX_ID_CHARS, MAX_TITLE_CHARS
+from shared_schema.messages import MAX_ID_CHARS, MAX_TITLE_CHARS, CandidateItem
 
 __all__ = [
     "ACTIONS",
@@ -124,7 +124,7 @@ class SlateRules:
         return cls(tuple(manifest.source_names), tuple(manifest.vector_dims), manifest.n, manifest.embedding_version)
 
 
-def check_slate(slate: object, rules: SlateRules) -> list[tuple[list, np.ndarray]]:
+def check_slate(slate: object, rules: SlateRules) -> list[tuple[list[CandidateItem], np.ndarray]]:
     """Per bundle source (in bundle order): (items, float32 [k, d] vectors); ValueError naming the field.
 
     The items' own fields (finite floats, no strings or booleans, capped text) were checked when the
@@ -141,7 +141,7 @@ def check_slate(slate: object, rules: SlateRules) -> list[tuple[list, np.ndarray
             f"{rules.embedding_version!r}; fetch slates for the installed bundle or install the "
             "matching bundle"
         )
-    out: list[tuple[list, np.ndarray]] = [([], np.zeros((0, d), VECTOR_DTYPE)) for d in rules.dims]
+    out: list[tuple[list[CandidateItem], np.ndarray]] = [([], np.zeros((0, d), VECTOR_DTYPE)) for d in rules.dims]
     seen: set[str] = set()
     owner: dict[str, str] = {}  # item id -> the source that sent it first
     for j, entry in enumerate(slate.sources):

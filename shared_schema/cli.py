@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 SHELLS = ("bash", "zsh", "tcsh")
 
@@ -47,11 +49,17 @@ def add_version(parser: argparse.ArgumentParser) -> None:
 
 
 class _DeprecatedAlias(argparse.Action):
-    def __init__(self, option_strings, dest, new: str, **kwargs):
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str, **kwargs: Any) -> None:
         self.new = new
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         print(f"{parser.prog}: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
@@ -62,7 +70,7 @@ def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) ->
     parser.add_argument(
         old,
         dest=target.dest,
-        type=target.type,
+        type=target.type,  # type: ignore[arg-type]  # argparse takes None (no conversion); typeshed does not say so
         choices=target.choices,
         new=new,
         action=_DeprecatedAlias,
@@ -71,7 +79,9 @@ def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) ->
     )
 
 
-def add_completion(subparsers, root: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_completion(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], root: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
     """A `completion SHELL` subcommand printing the shell completion script of `root` (shtab)."""
     prog = root.prog
     cmd = subparsers.add_parser(

@@ -53,7 +53,8 @@ def decode_vector(text: str) -> list[float]:
         raise ValueError("vector: a string vector must be base64 of little-endian float32 values") from None
     if len(raw) % 4:
         raise ValueError(f"vector: {len(raw)} bytes of base64 data, not whole float32 values (4 bytes each)")
-    return np.frombuffer(raw, dtype="<f4").tolist()
+    floats: list[float] = np.frombuffer(raw, dtype="<f4").tolist()
+    return floats
 
 
 class _Message(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from shared_schema.messages import BehaviorEvent, CandidateSlate, SourceCandidates
 
@@ -20,9 +21,13 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _example(model: type[BaseModel]) -> dict:
+def _example(model: type[BaseModel]) -> JsonDict:
     """The first example in a message's JSON schema, to build the examples of messages that contain it."""
-    return model.model_config["json_schema_extra"]["examples"][0]
+    extra = model.model_config.get("json_schema_extra")
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    if not isinstance(examples, list) or not examples or not isinstance(examples[0], dict):
+        raise TypeError(f"{model.__name__}: its JSON schema has no example object")
+    return examples[0]
 
 
 class VectorRequest(_Message):

@@ -6,7 +6,15 @@ import math
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 """Version of the data contract: prepared data, tensor layout, wire messages, bundle manifest."""
@@ -73,9 +81,9 @@ class DenseField(_Strict):
         return self
 
     @model_serializer(mode="wrap")
-    def _without_unset_scaling(self, handler):
+    def _without_unset_scaling(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         """A field not standardised serialises as before the scaling existed (older readers accept it)."""
-        data = handler(self)
+        data: dict[str, object] = handler(self)
         for key in ("mean", "std"):
             if data.get(key) is None:
                 data.pop(key, None)

@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
         version = SignedRepository(args.repo).add_bundle(args.bundle, args.keys, args.version, days)
         print(json.dumps({"signed": version, "carried": f"{args.bundle}/tuf"}, indent=2))
     elif args.action == "rotate":
-        version = SignedRepository(args.repo).rotate(args.root_key, args.new_root_key, args.new_keys, days)
-        print(json.dumps({"root_version": version}, indent=2))
+        root_version = SignedRepository(args.repo).rotate(args.root_key, args.new_root_key, args.new_keys, days)
+        print(json.dumps({"root_version": root_version}, indent=2))
     else:
         SignedRepository(args.repo).refresh(args.keys, days)
         print(json.dumps({"refreshed": args.repo}, indent=2))

@@ -34,7 +34,7 @@ def dataset_stats(data) -> dict:
     for name in ("train", "valid", "test"):
         arrays = data.split(name)
         real = np.asarray(arrays["cand_item"]) >= 0  # [L, m, n]
-        has_cand = real.any(axis=2)  # [L, m]
+        has_cand = np.asarray(real.any(axis=2))  # [L, m]
         device = (np.asarray(arrays["hist_device"]) >= 0).sum(axis=2)  # [L, m]
         cloud = (np.asarray(arrays["hist_cloud"]) >= 0).sum(axis=2)
         lists = len(arrays["ts"])

@@ -119,8 +119,7 @@ class ListBatcher:
         Each batch carries `weight` [B] (1.0); a rank whose share of the last batch is empty gets that
         batch's first list with weight 0.0 (it takes part in the step but counts for nothing).
         """
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        order = order.numpy()
+        order = (torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))).numpy()
         for start in range(0, len(self), batch_size):
             rows = order[start : start + batch_size]
             share = np.sort(rows[rank::world])

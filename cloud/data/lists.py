@@ -132,10 +132,10 @@ def sampled_lists(
     keep = keep[np.lexsort((noise[keep], src[keep], list_of[keep]))]  # shuffle slots within a source
     slot = rank_in_groups(list_of[keep] * m + src[keep])
     out = _empty(len(clicks), m, n)
-    at = (list_of[keep], src[keep], slot)
-    out["cand_item"][at] = g[keep] - offsets[src[keep]]
-    out["label"][at] = ~is_neg[keep]
-    out["click_prob"][at] = np.where(is_neg[keep], np.nan, events.click_prob[clicks][list_of[keep]])
+    cells = (list_of[keep], src[keep], slot)
+    out["cand_item"][cells] = g[keep] - offsets[src[keep]]
+    out["label"][cells] = ~is_neg[keep]
+    out["click_prob"][cells] = np.where(is_neg[keep], np.nan, events.click_prob[clicks][list_of[keep]])
     return Lists(
         user=user,
         ts=ts,
@@ -155,7 +155,7 @@ def no_clicks_message(events_path: Path | str) -> str:
 
 def keyed_random(seed: int, line: np.ndarray, slot: np.ndarray, round_: int) -> np.ndarray:
     """uint64 random numbers, a hash (splitmix64 steps) of seed, events line, slot and round."""
-    state = _splitmix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0x5851F42D4C957F2D))
+    state = _splitmix(np.asarray(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0x5851F42D4C957F2D)))
     for key in (np.asarray(line), np.asarray(slot), round_):
         state = _splitmix(state ^ np.asarray(key).astype(np.uint64))
     return state

@@ -19,10 +19,12 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from shared_schema.specs import DatasetSpec
 
@@ -136,7 +138,7 @@ def _arrays_as_tuples(value):
     return value
 
 
-def _spec_problem(text: str, err: dict) -> str:
+def _spec_problem(text: str, err: ErrorDetails) -> str:
     """One validation error as 'line N: key.path: message, got VALUE'."""
     loc, msg = err["loc"], err["msg"].removeprefix("Value error, ")
     named = re.match(r"(\w+): ", msg)
@@ -299,9 +301,9 @@ def events_from_frame(
     else:
         user = pd.Index(users).get_indexer(user_id)
         if (user < 0).any():
-            bad = int(np.flatnonzero(user < 0)[0])
+            first = int(np.flatnonzero(user < 0)[0])
             raise ValueError(
-                f"{path}: line {rows[bad] + 2}: user_id {user_id[bad]!r} is not in users.csv; "
+                f"{path}: line {rows[first] + 2}: user_id {user_id[first]!r} is not in users.csv; "
                 "add the user to users.csv or drop the row"
             )
 
@@ -390,6 +392,10 @@ def read_csv(path: Path, required: list[str], optional: tuple[str, ...] = ()) ->
     return df[[c for c in header if c in required or c in optional]]
 
 
+@overload
+def table_path(root: Path, stem: str, required: Literal[True] = True) -> Path: ...
+@overload
+def table_path(root: Path, stem: str, required: bool) -> Path | None: ...
 def table_path(root: Path, stem: str, required: bool = True) -> Path | None:
     """LOGS/<stem>.csv or LOGS/<stem>.parquet (not both); None for a missing optional table."""
     found = [root / f"{stem}{suffix}" for suffix in (".csv", ".parquet") if (root / f"{stem}{suffix}").is_file()]

@@ -156,7 +156,7 @@ def _read(path: Path, fmt: str, expect: list[str] | int) -> pd.DataFrame:
         raise ValueError(f"{path}: empty file; give the original MovieLens file") from exc
     except pd.errors.ParserError as exc:
         raise ValueError(f"{path}: malformed ({exc}); give the original MovieLens file") from exc
-    if fmt == "latest":
+    if isinstance(expect, list):  # ml-latest: a header row
         missing = [c for c in expect if c not in frame.columns]
         if missing:
             raise ValueError(

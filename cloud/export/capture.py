@@ -67,12 +67,13 @@ def _failing_part(root: nn.Module, exc: BaseException) -> str:
     names = {id(module): name for name, module in root.named_modules()}
     found = ""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:  # from the raised error back to its original cause
-        seen.add(id(exc))
-        owners = [frame.f_locals.get("self") for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # from the raised error back to its original cause
+        seen.add(id(current))
+        owners = [frame.f_locals.get("self") for frame, _ in traceback.walk_tb(current.__traceback__)]
         inner = [names[id(owner)] for owner in owners if id(owner) in names]
         found = inner[-1] if inner else found
-        exc = exc.__cause__ or exc.__context__
+        current = current.__cause__ or current.__context__
     return _describe(found, root.get_submodule(found))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device_runtime.backends.base import Backend
 from shared_schema.layout import TensorLayout, TensorSpec
 
 Inputs = dict[str, np.ndarray]
@@ -119,6 +120,7 @@ def open_runner(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     specs = list(outputs) if outputs is not None else layout.output_specs(1)
+    backend: Backend
     if path.suffix == ".pte":
         backend = open_executorch(path, layout.input_specs(1), specs, "as-lowered", threads)
     elif path.suffix == ".tflite":

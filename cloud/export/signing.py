@@ -23,6 +23,7 @@ import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
@@ -37,8 +38,9 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from device_runtime.bundle import file_sha256, verify
+from device_runtime.bundle import verify
 from device_runtime.signed import CARRIED, INDEX
+from shared_schema.files import file_sha256
 from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
@@ -265,12 +267,12 @@ class SignedRepository:
             expires=_expiry("timestamp", expiry_days),
             snapshot_meta=MetaFile(version=snapshot.version),
         )
-        for role, signed, name in (
-            ("targets", targets, f"{targets.version}.targets.json"),
-            ("snapshot", snapshot, f"{snapshot.version}.snapshot.json"),
-            ("timestamp", timestamp, "timestamp.json"),
-        ):
-            md = Metadata(signed)
+        to_sign: list[tuple[str, Metadata[Any], str]] = [
+            ("targets", Metadata(targets), f"{targets.version}.targets.json"),
+            ("snapshot", Metadata(snapshot), f"{snapshot.version}.snapshot.json"),
+            ("timestamp", Metadata(timestamp), "timestamp.json"),
+        ]
+        for role, md, name in to_sign:
             md.sign(signers[role])
             self._write(md, name)
 

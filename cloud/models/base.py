@@ -12,6 +12,8 @@ dense layout tensors (shared_schema/layout.py) and is what gets exported to Exec
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -53,7 +55,7 @@ class ItemEncoder(nn.Module):
         return list(self._dims)
 
     def forward(self, s: int, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        tables = self.tables[s]
+        tables = cast(nn.ModuleList, self.tables[s])  # one ModuleList of embeddings per source
         if cat.shape[-1] != len(tables) or dense.shape[-1] != self.dense_dims[s]:
             raise ValueError(
                 f"source {s}: expected {len(tables)} categorical columns and {self.dense_dims[s]} dense floats, "
@@ -83,6 +85,9 @@ class RerankModel(nn.Module):
     decoder that reads outputs after `scores` needs `export_module()` to return them."""
     device_decoder_options: dict[str, float | int] = {}
     device_model: nn.Module
+    name: str
+    """The registered name and constructor options (`build_model` sets them)."""
+    options: dict[str, Any]
     search_space: dict[str, tuple] = {}
     """Constructor options `dir-cloud tune` searches, next to each model's code: name -> ("int", low, high,
     step); cloud/training/tuning.py adds the learning rate, L2 and (with the exposure loss) beta."""

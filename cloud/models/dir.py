@@ -208,6 +208,8 @@ class GroupedGRU(nn.Module):
                 state = keep * (candidate - z * candidate)
             else:  # (1 - z) * candidate + z * state where real, the old state where padded
                 state = state + keep * (candidate + z * (state - candidate) - state)
+        if state is None:
+            raise ValueError("hist: no history steps (t = 0); the history needs t >= 1")
         return state
 
 

@@ -46,6 +46,7 @@ class HRL(RerankModel):
     trainer's BCE on the first slot's p(s, i), `exposure_loss=True` the exposure loss."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16), "hidden": ("int", 16, 64, 16)}
+    device_model: HRLDeviceModel
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     device_decoder = "slot_policy"
@@ -75,7 +76,8 @@ class HRL(RerankModel):
         cand, mask, hist, hist_mask = net.inputs(*self.device_inputs(batch))  # once: placing only zeroes mask
         users = net.user_state(hist, hist_mask)
         label = batch["label"] * batch["mask"]
-        rewards, log_probs = [], []
+        rewards: list[torch.Tensor] = []
+        log_probs: list[torch.Tensor] = []
         for _ in range(min(self.spec.K, self.layout.n * self.layout.m)):
             logits = net.policy(cand * mask.unsqueeze(-1), mask, users) if len(rewards) else scores
             p = torch.sigmoid(logits).reshape(len(label), -1) * mask

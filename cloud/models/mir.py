@@ -171,7 +171,7 @@ class BiLSTM(nn.Module):
                 gates = gates + torch.bmm(state, self.w_state)
             i, f, o = (torch.sigmoid(gates[..., a * h : (a + 1) * h]) for a in (0, 1, 3))
             written = i * torch.tanh(gates[..., 2 * h : 3 * h])
-            if cell is None:  # zero state and cell before the first step
+            if cell is None or state is None:  # zero state and cell before the first step
                 cell = keep * written
                 state = keep * o * torch.tanh(written)
             else:

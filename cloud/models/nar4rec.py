@@ -56,6 +56,7 @@ class NAR4Rec(RerankModel):
     the trainer's BCE on the marginals, `exposure_loss=True` the exposure loss."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16)}
+    device_model: NAR4RecDeviceModel
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     device_decoder = "contrastive"

@@ -39,6 +39,7 @@ class PEAR(RerankModel):
     """PEAR with its list-level auxiliary loss; utility (+ auxiliary) loss only unless `exposure_loss`."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "d": ("int", 32, 96, 32)}
+    device_model: PEARDeviceModel
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     def __init__(

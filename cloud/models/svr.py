@@ -40,6 +40,7 @@ class SVR(RerankModel):
     """SVR's network with its two heads; utility (+ list-head) loss only unless `exposure_loss`."""
 
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 16, 64, 16)}
+    device_model: SVRDeviceModel
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     device_decoder = "beam_search"

@@ -9,6 +9,7 @@ no web fonts, so the pages work on a machine without internet. `errors(404, 422)
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -26,7 +27,8 @@ class ErrorBody(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "detail": "user 'nobody' is not known to this service; list the users with GET /v1/users?offset=0&limit=100"
+                    "detail": "user 'nobody' is not known to this service; "
+                    "list the users with GET /v1/users?offset=0&limit=100"
                 }
             ]
         }
@@ -89,11 +91,14 @@ def add_offline_docs(app: FastAPI) -> None:
     static = resources.files("fastapi_offline") / "static"
     app.mount(ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
     title = f"{app.title} - API docs"
+    openapi_url = app.openapi_url
+    if openapi_url is None:
+        raise ValueError("the app serves no OpenAPI schema (openapi_url=None): the docs pages need one")
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=openapi_url,
             title=title,
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
@@ -103,7 +108,7 @@ def add_offline_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=app.openapi_url,
+            openapi_url=openapi_url,
             title=title,
             redoc_js_url=f"{ASSETS}/redoc.standalone.js",
             redoc_favicon_url=f"{ASSETS}/favicon.png",
@@ -116,24 +121,25 @@ def only_declared_errors(app: FastAPI) -> None:
     `errors(...)` declares: a route whose parameters cannot fail validation (any string) never answers 422."""
     build = app.openapi
 
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = build()
-            for operations in schema["paths"].values():
-                for operation in operations.values():
-                    answer = operation.get("responses", {}).get("422", {})
-                    if (
-                        answer.get("content", {})
-                        .get("application/json", {})
-                        .get("schema", {})
-                        .get("$ref", "")
-                        .endswith("/HTTPValidationError")
-                    ):
-                        del operation["responses"]["422"]
-            components = schema.get("components", {}).get("schemas", {})
-            if "HTTPValidationError" in components and "/HTTPValidationError" not in str(schema["paths"]):
-                components.pop("HTTPValidationError")
-                components.pop("ValidationError", None)
-        return app.openapi_schema
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # FastAPI's own: builds the schema and keeps it as app.openapi_schema
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                answer = operation.get("responses", {}).get("422", {})
+                if (
+                    answer.get("content", {})
+                    .get("application/json", {})
+                    .get("schema", {})
+                    .get("$ref", "")
+                    .endswith("/HTTPValidationError")
+                ):
+                    del operation["responses"]["422"]
+        components = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in components and "/HTTPValidationError" not in str(schema["paths"]):
+            components.pop("HTTPValidationError")
+            components.pop("ValidationError", None)
+        return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema

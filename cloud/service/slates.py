@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from cloud.data.prepared import PreparedData
+from cloud.models.base import RerankModel
 from shared_schema import BehaviorEvent, CandidateItem, CandidateSlate, SourceCandidates
 
 
 @torch.no_grad()
-def encode_items(model: torch.nn.Module, data: PreparedData, source: str, rows: np.ndarray) -> np.ndarray:
+def encode_items(model: RerankModel, data: PreparedData, source: str, rows: np.ndarray) -> np.ndarray:
     """Dense vectors of items (row indices of that source's item table) from the model's ItemEncoder."""
     s = data.spec.source_names.index(source)
     table = data.items(source)
@@ -28,7 +29,7 @@ def encode_items(model: torch.nn.Module, data: PreparedData, source: str, rows: 
 
 
 def slate_for_list(
-    model: torch.nn.Module, data: PreparedData, split: str, row: int, embedding_version: str
+    model: RerankModel, data: PreparedData, split: str, row: int, embedding_version: str
 ) -> tuple[CandidateSlate, list[BehaviorEvent]]:
     """The slate of one prepared list and its device-view history as events."""
     arrays = data.split(split)

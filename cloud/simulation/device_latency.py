@@ -53,7 +53,9 @@ def measure_device(
 
     sub = world.subset(np.arange(min(users, world.users)))
     reference = _reference_scores(sub, scorer)
-    samples, stages, same, diff = [], {}, 0, 0.0
+    samples: list[float] = []
+    stages: dict[str, float] = {}
+    same, diff = 0, 0.0
     with tempfile.TemporaryDirectory(prefix="dir-sim-device-") as tmp:
         for u in range(sub.users):
             with Reranker.open(bundle, Path(tmp) / f"user{u}.db", backend=backend, threads=threads) as reranker:

@@ -107,7 +107,8 @@ def summary_markdown(study: Study, rows: list[dict], context: dict, device: Devi
             f"{np.percentile(device.samples_ms, 50):.2f} ms, p95 {np.percentile(device.samples_ms, 95):.2f} ms, "
             f"p99 {np.percentile(device.samples_ms, 99):.2f} ms. Mean per stage (ms): {stages}.",
             f"Runtime vs the simulation's eager scorer on the same inputs: max |score diff| "
-            f"{device.max_score_diff:.2e}, same full order on {device.same_order} of {len(device.samples_ms)} requests.",
+            f"{device.max_score_diff:.2e}, same full order on {device.same_order} of {len(device.samples_ms)} "
+            "requests.",
         ]
     lines += [
         "",
@@ -217,16 +218,18 @@ def _plots(study: Study, out: Path) -> None:
 def replot_sweeps(folder: str | Path) -> None:
     """Redraw utility_vs_delay.png and utility_vs_rate.png from the CSVs a `simulate` run wrote in `folder`."""
     folder = Path(folder)
-    read = lambda name: [
-        {k: float(v) if k != "path" else v for k, v in row.items()}  # noqa: E731
-        for row in csv.DictReader(open(folder / name, newline=""))
-    ]
+
+    def read(name: str) -> list[dict[str, float | str]]:
+        """The rows of one CSV, every column but `path` as a float."""
+        with open(folder / name, newline="") as fh:
+            return [{k: float(v) if k != "path" else v for k, v in row.items()} for row in csv.DictReader(fh)]
+
     paths = {row["path"]: row for row in read("paths.csv")}
     plot_sweeps(
         read("delay_sweep.csv"),
         read("rate_sweep.csv"),
-        paths["device"]["clicks_per_page"],
-        paths["upstream"]["clicks_per_page"],
+        float(paths["device"]["clicks_per_page"]),
+        float(paths["upstream"]["clicks_per_page"]),
         folder,
     )
 

@@ -11,6 +11,7 @@ the reference without reranking (the generator's order, no model).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,9 @@ class Study:
     scored_rows: int = 0  # model evaluations (the score cache skips repeated histories)
 
 
-def run_study(world: World, scorer: Scorer, device_ms: np.ndarray, config: SimConfig, K: int) -> Study:
+def run_study(
+    world: World, scorer: Scorer, device_ms: Sequence[float] | np.ndarray, config: SimConfig, K: int
+) -> Study:
     draws = Draws.make(config.seed, world.users, world.requests, world.slot_item.shape[2], config.queue_arrivals)
     cache = ScoreCache(scorer)
     queues: dict[float, tuple[np.ndarray, np.ndarray]] = {}

@@ -13,6 +13,8 @@ fetches its slate per request (`device_fetch`); it reads its own store at once (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from cloud.simulation.config import SimConfig
@@ -27,7 +29,9 @@ def round_trip_ms(draws: Draws, config: SimConfig) -> np.ndarray:
     return config.rtt_median_ms * np.exp(config.rtt_sigma * draws.rtt_z)
 
 
-def device_timing(world: World, draws: Draws, measured_ms: np.ndarray, config: SimConfig) -> PathTiming:
+def device_timing(
+    world: World, draws: Draws, measured_ms: Sequence[float] | np.ndarray, config: SimConfig
+) -> PathTiming:
     measured = np.asarray(measured_ms, np.float64)
     if measured.ndim != 1 or not len(measured) or not np.isfinite(measured).all() or (measured < 0).any():
         raise ValueError("device latency samples must be a non-empty list of finite milliseconds >= 0")

@@ -74,7 +74,7 @@ def pick_file(manifest: BundleManifest, backend: str, delegate: str, quantizatio
 
 
 def load_backend(
-    bundle_dir: str | os.PathLike,
+    bundle_dir: str | os.PathLike[str],
     manifest: BundleManifest,
     backend: str = "auto",
     delegate: str = "auto",
@@ -102,7 +102,14 @@ def load_backend(
     raise BackendError(f"no backend could run the bundle in {bundle_dir}: {tried}")
 
 
-def _open(path, manifest, backend, delegate, threads, delegate_options) -> Backend:
+def _open(
+    path: Path,
+    manifest: BundleManifest,
+    backend: str,
+    delegate: str,
+    threads: int,
+    delegate_options: Mapping[str, str] | None,
+) -> Backend:
     inputs, outputs = manifest.inputs, manifest.outputs
     if backend == "tflite":
         from device_runtime.backends.tflite import open_tflite

@@ -20,6 +20,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,12 +31,29 @@ from shared_schema import TensorSpec
 _DTYPES = {6: "float32", 3: "int32", 4: "int64", 11: "bool"}  # ExecuTorch ScalarType codes
 
 
+class _TensorInfo(Protocol):
+    """What `_check` reads of ExecuTorch's tensor metadata."""
+
+    def sizes(self) -> Sequence[int]: ...
+
+    def dtype(self) -> int: ...
+
+
 class ExecuTorchBackend(Backend):
     """One loaded `forward` method; numpy in, numpy out (zero-copy through torch.from_numpy)."""
 
     name = "executorch"
 
-    def __init__(self, path, delegate, inputs, outputs, method, torch, threads: int):
+    def __init__(
+        self,
+        path: Path,
+        delegate: str,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[TensorSpec],
+        method: Any,  # executorch.runtime.Method (the package ships no type information)
+        torch: ModuleType,
+        threads: int,
+    ) -> None:
         super().__init__(path, delegate, inputs, outputs)
         self._method = method
         self._torch = torch
@@ -78,7 +97,7 @@ def open_executorch(
     return ExecuTorchBackend(path, delegate, inputs, outputs, method, torch, threads)
 
 
-def _check(path: Path, spec: TensorSpec, info) -> None:
+def _check(path: Path, spec: TensorSpec, info: _TensorInfo) -> None:
     shape = tuple(info.sizes())
     dtype = _DTYPES.get(int(info.dtype()), f"scalar type {int(info.dtype())}")
     if shape != tuple(spec.shape) or dtype != spec.dtype:

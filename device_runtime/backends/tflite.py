@@ -17,6 +17,8 @@ import ctypes
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +35,11 @@ EXTERNAL_DELEGATES = {
 
 _POSITIONAL = re.compile(r"^args_(\d+)$")
 
+Detail = dict[str, Any]
+"""One tensor's details as the interpreter reports them (name, index, shape, dtype, quantization...)."""
 
-def interpreter_module():
+
+def interpreter_module() -> ModuleType:
     """The installed interpreter module: ai_edge_litert first, then tflite_runtime."""
     try:
         from ai_edge_litert import interpreter
@@ -45,7 +50,8 @@ def interpreter_module():
             raise ImportError(
                 "no TFLite interpreter installed; `pip install dir-rerank[device-tflite]` (ai-edge-litert)"
             ) from exc
-    return interpreter
+    module: ModuleType = interpreter
+    return module
 
 
 def delegate_library(delegate: str) -> str | None:
@@ -69,12 +75,21 @@ class TFLiteBackend(Backend):
 
     name = "tflite"
 
-    def __init__(self, path, delegate, inputs, outputs, interpreter, input_details, output_details):
+    def __init__(
+        self,
+        path: Path,
+        delegate: str,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[TensorSpec],
+        interpreter: Any,  # the LiteRT Interpreter (the package ships no type information)
+        input_details: list[Detail],
+        output_details: list[Detail],
+    ) -> None:
         super().__init__(path, delegate, inputs, outputs)
         self._interpreter = interpreter
         self._inputs = [(d["index"], _quantizer(d)) for d in input_details]
         self._outputs = [(d["index"], _quantizer(d)) for d in output_details]
-        self._keep_alive = None
+        self._keep_alive: object = None
 
     def op_names(self) -> list[str]:
         """Ops of the interpreter's execution plan; a `DELEGATE` op is a subgraph a delegate runs."""
@@ -98,7 +113,7 @@ def open_tflite(
     """Load `path` with `delegate`; raises the loader's own error when the delegate is not available."""
     module = interpreter_module()
     library = delegate_library(delegate)
-    kwargs: dict = {"model_path": str(path), "num_threads": threads}
+    kwargs: dict[str, object] = {"model_path": str(path), "num_threads": threads}
     loaded = None
     if library is not None:
         ctypes.CDLL(library)  # the same dlopen as load_delegate; fails cleanly with the loader's OSError
@@ -115,8 +130,8 @@ def open_tflite(
 
 
 def _bind(
-    interpreter, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], path: Path
-) -> tuple[list[dict], list[dict]]:
+    interpreter: Any, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], path: Path
+) -> tuple[list[Detail], list[Detail]]:
     """Tensor details for the manifest inputs (by name, or by position for `args_<i>` names) and outputs."""
     signatures = interpreter.get_signature_list()
     if signatures:
@@ -130,7 +145,7 @@ def _bind(
     if set(details) == set(names):
         ordered = [details[name] for name in names]
     elif len(details) == len(names) and all(_POSITIONAL.match(k) for k in details):
-        ordered = [details[k] for k in sorted(details, key=lambda k: int(_POSITIONAL.match(k).group(1)))]
+        ordered = [details[k] for k in sorted(details, key=_position)]
     else:
         raise ValueError(f"{path.name}: model inputs {sorted(details)} do not match the manifest's {names}")
     for spec, detail in zip(inputs, ordered):
@@ -141,7 +156,15 @@ def _bind(
     return ordered, bound
 
 
-def match_outputs(details: Mapping[str, dict], outputs: Sequence[TensorSpec], path: Path) -> list[dict]:
+def _position(name: str) -> int:
+    """i of an `args_<i>` input name."""
+    match = _POSITIONAL.match(name)
+    if match is None:
+        raise ValueError(f"input {name!r} is not named args_<i>")
+    return int(match.group(1))
+
+
+def match_outputs(details: Mapping[str, Detail], outputs: Sequence[TensorSpec], path: Path) -> list[Detail]:
     """The model's output details (by tensor or signature name) in manifest order: by name when the names
     are the manifest's, the only one when there is one, else each manifest output to the one of its shape."""
     names = [spec.name for spec in outputs]
@@ -168,7 +191,7 @@ def match_outputs(details: Mapping[str, dict], outputs: Sequence[TensorSpec], pa
     return bound
 
 
-def _quantizer(detail: dict) -> tuple[float, int, np.dtype] | None:
+def _quantizer(detail: Detail) -> tuple[float, int, np.dtype] | None:
     """(scale, zero point, integer dtype) of a quantized float tensor; None for a float tensor."""
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f":
@@ -188,7 +211,7 @@ def _dequantize(values: np.ndarray, quant: tuple[float, int, np.dtype] | None) -
     return ((values.astype(np.float32) - quant[1]) * quant[0]).astype(np.float32)
 
 
-def _check(path: Path, spec: TensorSpec, detail: dict) -> None:
+def _check(path: Path, spec: TensorSpec, detail: Detail) -> None:
     shape = tuple(int(x) for x in detail["shape"])
     dtype = np.dtype(detail["dtype"])
     quantized_float = dtype.kind in "iu" and detail["quantization"][0] != 0 and spec.dtype == "float32"
