@@ -2,18 +2,20 @@
 # Run the torch-free device runtime on aarch64 (Debian bookworm, the base of Raspberry Pi OS 64-bit,
 # Python 3.11) under qemu-user, and check it reranks a slate exactly as the x86_64 runtime does.
 #
-#   sudo scripts/check-arm64.sh [BUNDLE SLATE_DIR]
+#   sudo scripts/check-arm64.sh [BUNDLE SLATE_DIR ROOT_JSON]
 #
-# BUNDLE is an exported bundle folder with a .tflite model, SLATE_DIR a `dir-cloud slate` folder
-# (slate.json, history.jsonl). Without them it uses `make demo`'s out/bundle and out/slate, or makes a
-# small run of its own under the work folder. Steps:
+# BUNDLE is a signed bundle folder with a .tflite model, SLATE_DIR a `dir-cloud slate` folder
+# (slate.json, history.jsonl), ROOT_JSON the signing repository's root metadata that the device trusts.
+# Without them it uses `make demo`'s out/bundle, out/slate and out/repo, or makes a small signed run of
+# its own under the work folder. Steps:
 #   1. apt-get installs debootstrap and qemu-user-static if missing; registers qemu's aarch64 interpreter
 #      with binfmt_misc (mounting /proc/sys/fs/binfmt_misc if needed);
 #   2. debootstraps a bookworm arm64 root with python3-venv (cached in $ARM64_CACHE, reused while the
 #      package list is unchanged; so is the venv of step 4 while the dependency wheels are the same);
 #   3. on the host, `pip download`s the aarch64 cp311 wheels (manylinux up to glibc 2.36) of the base and
 #      device-tflite dependencies, read from pyproject.toml, and builds this project's wheel;
-#   4. in the root: a venv, `pip install --no-index` of those wheels, then `dir-device install`,
+#   4. in the root: a venv, `pip install --no-index` of those wheels, then `dir-device trust` of the root,
+#      `dir-device install` (the TUF signature checked on aarch64),
 #      `record --events`, `rerank`, and a check that torch is not installed;
 #   5. the same three commands with the host's x86_64 runtime; the two rankings must list the same items
 #      in the same order with scores within 1e-5.
@@ -29,9 +31,6 @@ CACHE=${ARM64_CACHE:-/var/cache/dir-rerank/arm64}
 MIRROR=${ARM64_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 ROOT_PACKAGES=python3,python3-venv
-# Flags of every `dir-device install` here, on both architectures: where installs check bundle
-# signatures, (--allow-unsigned) for the script's own unsigned bundle, or the trusted root's flag.
-INSTALL_FLAGS=()
 MERGE=quota
 TOLERANCE=1e-5
 
@@ -91,10 +90,10 @@ mount --bind /dev "$ROOT/dev"
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 "$@"; }
 
 # The bundle and slate.
-if [ $# -ge 2 ]; then
-    BUNDLE=$1 SLATE=$2
-elif [ -f out/bundle/manifest.json ] && [ -f out/slate/slate.json ]; then
-    BUNDLE=out/bundle SLATE=out/slate
+if [ $# -ge 3 ]; then
+    BUNDLE=$1 SLATE=$2 ROOT_JSON=$3
+elif [ -f out/bundle/manifest.json ] && [ -f out/slate/slate.json ] && [ -f out/repo/metadata/1.root.json ]; then
+    BUNDLE=out/bundle SLATE=out/slate ROOT_JSON=out/repo/metadata/1.root.json
 else
     step "no bundle given and no make demo output: training a small run"
     SMALL=$WORK/run
@@ -103,13 +102,17 @@ else
         "$VENV/bin/dir-cloud" synth --out "$SMALL/logs" --seed 0 --users 200 --force
         "$VENV/bin/dir-cloud" prepare --logs "$SMALL/logs" --out "$SMALL/data" --force
         "$VENV/bin/dir-cloud" train --data "$SMALL/data" --model dir --history device --epochs 1 --out "$SMALL/run"
-        "$VENV/bin/dir-cloud" export --run "$SMALL/run" --out "$SMALL/bundle" --backends tflite --force
+        "$VENV/bin/dir-cloud" repo keys --out "$SMALL/keys"
+        "$VENV/bin/dir-cloud" repo init --repo "$SMALL/repo" --root-key "$SMALL/keys/root.pem" --keys "$SMALL/keys"
+        "$VENV/bin/dir-cloud" export --run "$SMALL/run" --out "$SMALL/bundle" --backends tflite --force \
+            --repo "$SMALL/repo" --keys "$SMALL/keys"
         "$VENV/bin/dir-cloud" slate --run "$SMALL/run" --split test --row 0 --out "$SMALL/slate"
     ) >"$WORK/small-run.log" 2>&1 || { tail -30 "$WORK/small-run.log"; die "the small run failed"; }
-    BUNDLE=$SMALL/bundle SLATE=$SMALL/slate
+    BUNDLE=$SMALL/bundle SLATE=$SMALL/slate ROOT_JSON=$SMALL/repo/metadata/1.root.json
 fi
 cp -r "$BUNDLE" "$WORK/bundle"
 cp "$SLATE/slate.json" "$SLATE/history.jsonl" "$WORK/"
+cp "$ROOT_JSON" "$WORK/root.json"
 
 # 3. aarch64 wheels, downloaded on the host, and this project's wheel.
 step "downloading the aarch64 cp311 wheels of the device-tflite extra"
@@ -159,7 +162,8 @@ run_device() {  # run_device DEVICE_BIN REGISTRY BUNDLE SLATE_DIR PREFIX...  (PR
     local before=() after=()
     if [[ $("$@" "$bin" rerank --help) == *--json* ]]; then after=(--json)
     elif [[ $("$@" "$bin" --help) == *--json* ]]; then before=(--json); fi
-    "$@" "$bin" install "$bundle" --root "$root" "${INSTALL_FLAGS[@]}" >/dev/null
+    "$@" "$bin" trust "$slate/root.json" --root "$root" >/dev/null
+    "$@" "$bin" install "$bundle" --root "$root" >/dev/null
     "$@" "$bin" record --events "$slate/history.jsonl" --root "$root" >/dev/null
     "$@" "$bin" "${before[@]}" rerank --slate "$slate/slate.json" --root "$root" --backend tflite --merge "$MERGE" \
         "${after[@]}"

@@ -260,6 +260,7 @@ def test_a_merge_mode_other_than_score_is_refused_for_a_decoder_bundle(bundles, 
 def test_cli_reranks_with_the_decoder_and_info_shows_it(bundles, tmp_path, capsys):
     root, slate = tmp_path / "root", tmp_path / "slate.json"
     common = ["--root", str(root), "--db", str(tmp_path / "h.db")]
+    assert cli.main(["trust", "--allow-unsigned", *common]) == 0  # an unsigned test bundle
     assert cli.main(["install", str(bundles("nar4rec")[0]), *common]) == 0
     slate.write_text(make_slate(read_manifest(bundles("nar4rec")[0]), counts=[3, 4, 2]).model_dump_json())
     capsys.readouterr()

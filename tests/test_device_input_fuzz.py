@@ -214,6 +214,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_cli_folders_limits_and_clicks_without_a_vector(device_bundle, tmp_path, capsys):  # noqa: F811
     root = str(tmp_path / "home")
+    assert run_cli(capsys, "trust", "--allow-unsigned", "--root", root)[0] == 0  # an unsigned test bundle
     assert run_cli(capsys, "install", str(device_bundle), "--root", root)[0] == 0
     folder = tmp_path / "a-folder"
     folder.mkdir()
@@ -226,7 +227,7 @@ def test_cli_folders_limits_and_clicks_without_a_vector(device_bundle, tmp_path,
     assert "expected an integer >= 1" in capsys.readouterr().err
 
     source = read_manifest(device_bundle).source_names[0]
-    code, out, _ = run_cli(capsys, "record", "--root", root, "--item", "never-shown", "--source", source)
+    code, out, _ = run_cli(capsys, "record", "--root", root, "--item", "never-shown", "--source", source, "--json")
     reply = json.loads(out)
     assert code == 0 and reply["not_in_history"]["items"] == [{"source": source, "item_id": "never-shown"}]
     assert "count as history only once" in reply["not_in_history"]["why"]

@@ -22,9 +22,11 @@ from cloud.data.batches import ListBatcher
 from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
+from cloud.evaluation.scoring import predict
 from cloud.models import MODELS, build_model
 from cloud.training.config import TrainConfig
 from cloud.training.objective import BatchSums, step_objective
+from cloud.training.runs import load_run
 from cloud.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,12 +76,22 @@ def torchrun(data: Path, run: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def assert_same_model(a: Path, b: Path) -> None:
+def assert_same_model(a: Path, b: Path, data: Path) -> None:
+    """Same weights (model.pt and the last epoch's checkpoint) and the same test scores.
+
+    The weights are compared at 1e-4: the attention's key bias has a gradient of exactly zero in exact
+    arithmetic (softmax ignores a constant added to all of a query's logits), so its gradient is float noise
+    that differs with the summation order of two ranks, and Adam turns that noise into lr-sized steps. What
+    the models compute is then compared at 1e-5: their scores on every test list."""
     for name, pick in (("model.pt", lambda state: state), ("checkpoint.pt", lambda state: state["model"])):
         left, right = (pick(torch.load(run / name, weights_only=False)) for run in (a, b))
         assert left.keys() == right.keys()
         for key in left:
-            torch.testing.assert_close(left[key], right[key], atol=1e-5, rtol=0, msg=f"{name}: {key}")
+            torch.testing.assert_close(left[key], right[key], atol=1e-4, rtol=0, msg=f"{name}: {key}")
+    prepared = PreparedData(data)
+    batcher = ListBatcher(prepared.item_tables(), prepared.split("test"), "device", "cpu")
+    scores = [torch.as_tensor(predict(load_run(run).model, batcher)) for run in (a, b)]
+    torch.testing.assert_close(scores[0], scores[1], atol=1e-5, rtol=0, msg="test scores")
 
 
 def test_two_processes_train_the_one_process_model(data, single_run, tmp_path):
@@ -87,7 +99,7 @@ def test_two_processes_train_the_one_process_model(data, single_run, tmp_path):
     job = torchrun(data, run)
     out, err = job.communicate(timeout=300)
     assert job.returncode == 0, err[-3000:]
-    assert_same_model(single_run, run)
+    assert_same_model(single_run, run, data)
     assert err.count("epoch 4:") == 1  # only rank 0 logs
     metrics = [torch.load(r / "checkpoint.pt", weights_only=False)["history_rows"] for r in (single_run, run)]
     assert [row["valid_auc"] for row in metrics[0]] == pytest.approx([row["valid_auc"] for row in metrics[1]], abs=1e-6)
@@ -119,7 +131,7 @@ def test_killed_rank_fails_cleanly_and_resume_continues(data, single_run, tmp_pa
     _, err = job.communicate(timeout=300)
     assert job.returncode == 0, err[-3000:]
     assert len((run / "epochs.csv").read_text().strip().splitlines()) == 1 + RUN["epochs"]
-    assert_same_model(single_run, run)
+    assert_same_model(single_run, run, data)
 
 
 def test_sharded_objective_has_the_single_batch_gradient(data):

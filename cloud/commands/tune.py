@@ -18,7 +18,12 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared data folder")
     parser.add_argument("--model", required=True, help="registry name, e.g. dir, din")
-    parser.add_argument("--history", choices=["device", "cloud"], default="device")
+    parser.add_argument(
+        "--history",
+        choices=["device", "cloud"],
+        default="device",
+        help="history view the trials train on (default: %(default)s)",
+    )
     parser.add_argument("--trials", type=int, required=True, help="finished + pruned trials of the study, all workers")
     parser.add_argument("--out", required=True, help="folder for MODEL.json, the trial runs and the default study.db")
     parser.add_argument("--storage", help="database URL of the study (default sqlite:///OUT/study.db)")
@@ -26,7 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", help="comma-separated subset of the search space to tune (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every trial and the sampler's seed")
     parser.add_argument("--epochs", type=int, default=None, help="epoch cap per trial (default the trainer's)")
-    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="epochs without a better validation AUC before a trial stops (default the trainer's)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the best trial as JSON instead of a summary")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,5 +57,11 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         patience=args.patience,
     )
-    print(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"best trial {result['best_trial']}: valid AUC {result['best_valid_auc']:.4f} with {result['params']}; "
+            f"written to {args.out}/{args.model}.json (`dir-cloud benchmark --tuned {args.out}`)"
+        )
     return 0
