@@ -74,7 +74,7 @@ class PreparedData:
         )
 
     def item_tables(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(categorical, dense) of every source in dataset order, as cloud.batches.ListBatcher takes them."""
+        """(categorical, dense) of every source in dataset order, as cloud.data.batches.ListBatcher takes them."""
         return [(table.categorical, table.dense) for table in map(self.items, self.spec.source_names)]
 
     def users(self) -> np.ndarray:
