@@ -48,7 +48,7 @@ HOSTILE = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def fuzz_reranker(device_bundle, tmp_path_factory):  # noqa: F811
+def fuzz_reranker(device_bundle, tmp_path_factory):
     path = tmp_path_factory.mktemp("fuzz") / "history.db"
     with Reranker.open(device_bundle, path, "tflite", "cpu", "controller") as reranker:
         reranker.rerank(make_slate(reranker.manifest, seed=1))  # earlier rows the cases must not lose
@@ -212,7 +212,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def test_cli_folders_limits_and_clicks_without_a_vector(device_bundle, tmp_path, capsys):  # noqa: F811
+def test_cli_folders_limits_and_clicks_without_a_vector(device_bundle, tmp_path, capsys):
     root = str(tmp_path / "home")
     assert run_cli(capsys, "install", str(device_bundle), "--root", root)[0] == 0
     folder = tmp_path / "a-folder"

@@ -37,7 +37,7 @@ def service(tmp_path_factory):
 
 
 @pytest.fixture
-def world(tmp_path, device_bundle):  # noqa: F811
+def world(tmp_path, device_bundle):
     """Keys, a repository with bundle v1 signed, and a device that trusts its root."""
     keys = tmp_path / "keys"
     create_keys(keys)
@@ -60,7 +60,7 @@ def sync(url, registry):
         return CloudClient(url, timeout=10).sync(registry, store)
 
 
-def add_v2(world, device_bundle, **changes):  # noqa: F811
+def add_v2(world, device_bundle, **changes):
     tmp, keys, repo, _ = world
     v2 = copy_bundle(device_bundle, tmp / "bundles" / "v2", model_version="v2", created_at=LATER, **changes)
     repo.add_bundle(v2, keys)
@@ -85,7 +85,7 @@ def test_sync_installs_the_signed_bundle_and_offline_installs_verify_the_carried
     assert signed.install(zipped, archive).manifest.model_version == "v1"
 
 
-def test_unsigned_bundles_are_refused_unless_allowed_loudly(world, device_bundle, tmp_path, caplog):  # noqa: F811
+def test_unsigned_bundles_are_refused_unless_allowed_loudly(world, device_bundle, tmp_path, caplog):
     _, _, _, registry = world
     plain = copy_bundle(device_bundle, tmp_path / "plain")
     with pytest.raises(UntrustedBundle, match="unsigned bundle .*dir-cloud repo add"):
@@ -110,7 +110,7 @@ def test_a_root_that_is_not_self_signed_is_not_trusted(world, tmp_path):
         signed.trust_root(tmp_path / "other", tmp_path / "bad-root.json")
 
 
-def _serving_v1_then(world, service, device_bundle, damage):  # noqa: F811
+def _serving_v1_then(world, service, device_bundle, damage):
     """Install v1 by sync, sign v2, apply `damage(repo)`, then sync: refused, v1 stays."""
     _, _, repo, registry = world
     with serve(service, repo) as url:
@@ -129,7 +129,7 @@ def _signed_file(repo: SignedRepository, name: str) -> Path:
     return repo._target_path(name, info)
 
 
-def test_tampered_manifest_is_refused_online_and_offline(world, service, device_bundle):  # noqa: F811
+def test_tampered_manifest_is_refused_online_and_offline(world, service, device_bundle):
     def edit_k(repo):
         path = _signed_file(repo, "v2/manifest.json")
         manifest = json.loads(path.read_text())
@@ -152,7 +152,7 @@ def _flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_tampered_model_file_is_refused_online_and_offline(world, service, device_bundle):  # noqa: F811
+def test_tampered_model_file_is_refused_online_and_offline(world, service, device_bundle):
     def flip(repo):
         _flip(_signed_file(repo, "v2/model.tflite"))
 
@@ -163,7 +163,7 @@ def test_tampered_model_file_is_refused_online_and_offline(world, service, devic
         signed.install(world[3], v2)
 
 
-def test_metadata_signed_with_a_wrong_key_or_stripped_is_refused(world, service, device_bundle, tmp_path):  # noqa: F811
+def test_metadata_signed_with_a_wrong_key_or_stripped_is_refused(world, service, device_bundle, tmp_path):
     create_keys(tmp_path / "wrong")
 
     def resign(repo):
@@ -177,7 +177,7 @@ def test_metadata_signed_with_a_wrong_key_or_stripped_is_refused(world, service,
     assert "UnsignedMetadataError" in _serving_v1_then(world, service, device_bundle, resign)
 
 
-def test_stripped_signature_is_refused(world, service, device_bundle):  # noqa: F811
+def test_stripped_signature_is_refused(world, service, device_bundle):
     def strip(repo):
         snapshot = repo._latest("timestamp").signed.snapshot_meta.version
         path = repo.metadata / f"{snapshot}.snapshot.json"
@@ -188,7 +188,7 @@ def test_stripped_signature_is_refused(world, service, device_bundle):  # noqa: 
     assert "UnsignedMetadataError" in _serving_v1_then(world, service, device_bundle, strip)
 
 
-def test_expired_metadata_is_refused(world, service, device_bundle):  # noqa: F811
+def test_expired_metadata_is_refused(world, service, device_bundle):
     tmp, keys, repo, registry = world
     with serve(service, repo) as url:
         assert sync(url, registry).installed
@@ -201,7 +201,7 @@ def test_expired_metadata_is_refused(world, service, device_bundle):  # noqa: F8
         signed.install(registry, v2)
 
 
-def test_replayed_older_metadata_is_refused(world, service, device_bundle, tmp_path):  # noqa: F811
+def test_replayed_older_metadata_is_refused(world, service, device_bundle, tmp_path):
     _, _, repo, registry = world
     old = tmp_path / "old-metadata"
     shutil.copytree(repo.metadata, old)
@@ -215,7 +215,7 @@ def test_replayed_older_metadata_is_refused(world, service, device_bundle, tmp_p
     assert registry.active().manifest.model_version == "v2"
 
 
-def test_rotated_root_is_followed_and_an_unchained_root_refused(world, service, device_bundle, tmp_path):  # noqa: F811
+def test_rotated_root_is_followed_and_an_unchained_root_refused(world, service, device_bundle, tmp_path):
     tmp, keys, repo, registry = world
     with serve(service, repo) as url:
         assert sync(url, registry).installed
@@ -265,7 +265,7 @@ def test_the_service_never_serves_links_or_names_outside_the_repository(world, s
             assert answer.value.code == 404, path
 
 
-def test_a_bundle_signed_by_another_repository_is_refused_offline(world, device_bundle, tmp_path):  # noqa: F811
+def test_a_bundle_signed_by_another_repository_is_refused_offline(world, device_bundle, tmp_path):
     _, _, _, registry = world
     create_keys(tmp_path / "other-keys")
     other = SignedRepository.init(tmp_path / "other", tmp_path / "other-keys" / "root.pem", tmp_path / "other-keys")
