@@ -5,7 +5,7 @@
 A layout PxT runs P processes of T torch threads each: 1x2 is one process using two cores through
 intra-op threads, 2x1 two data-parallel processes (gloo, loopback) of one thread each, the same cores.
 Every layout trains the same model on the same synthetic data with the same global batch, so the
-runs take identical steps (tests/test_distributed.py); lists/s is RUN/epochs.csv's training throughput
+runs take identical steps (tests/cloud/training/test_distributed.py); lists/s is RUN/epochs.csv's training throughput
 (global lists over training time, validation excluded), averaged over the epochs after the first.
 Prints a markdown table.
 """
