@@ -21,20 +21,9 @@ from cloud.data.lists import Lists, logged_lists, no_clicks_message, sampled_lis
 from cloud.data.logs import ItemTable, events_from_frame
 from cloud.data.partition import Partition, shard_events, shard_users
 from cloud.data.prepare import time_split
+from cloud.data.prepared import ARRAYS
 from shared_schema.specs import DatasetSpec
 
-ARRAYS = (
-    "user",
-    "ts",
-    "cand_item",
-    "label",
-    "click_prob",
-    "position",
-    "hist_device",
-    "hist_cloud",
-    "hist_device_age",
-    "hist_cloud_age",
-)
 MERGE_CHUNK = 1 << 16  # lists per output write
 
 
