@@ -138,14 +138,7 @@ class CloudClient:
             for s, i in pairs[start : start + self.vector_batch]:
                 chunk.setdefault(s, []).append(i)
             body = VectorRequest(ids=chunk).model_dump_json().encode()
-            answer = self._call(
-                "POST", "/v1/vectors", ItemVectors, body, {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS}
-            )
-            if version not in (None, answer.embedding_version):
-                raise CloudUnavailable(
-                    f"the service changed embedding version ({version} -> "
-                    f"{answer.embedding_version}) during one refresh; sync again"
-                )
+            answer = self._post_vectors("/v1/vectors", body, version)
             version = answer.embedding_version
             for entry in answer.sources:
                 merged.setdefault(entry.source, []).extend(entry.items)
@@ -171,18 +164,7 @@ class CloudClient:
             for s, b in wanted[start : start + info.max_buckets]:
                 chunk.setdefault(s, []).append(b)
             body = BucketRequest(buckets=chunk).model_dump_json().encode()
-            answer = self._call(
-                "POST",
-                "/v1/vectors/buckets",
-                ItemVectors,
-                body,
-                {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS},
-            )
-            if version not in (None, answer.embedding_version):
-                raise CloudUnavailable(
-                    f"the service changed embedding version ({version} -> "
-                    f"{answer.embedding_version}) during one refresh; sync again"
-                )
+            answer = self._post_vectors("/v1/vectors/buckets", body, version)
             version = answer.embedding_version
             for entry in answer.sources:
                 merged.setdefault(entry.source, {}).update({item.item_id: item for item in entry.items})
@@ -192,6 +174,18 @@ class CloudClient:
             unknown={s: missing for s, missing in unknown.items() if missing},
             sources=[SourceCandidates(source=s, items=list(items.values())) for s, items in merged.items()],
         )
+
+    def _post_vectors(self, path: str, body: bytes, version: str | None) -> ItemVectors:
+        """POST a vector request (compact vectors accepted); CloudUnavailable when the embedding version differs
+        from `version`, the one earlier answers of the same refresh carried."""
+        headers = {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS}
+        answer = self._call("POST", path, ItemVectors, body, headers)
+        if version not in (None, answer.embedding_version):
+            raise CloudUnavailable(
+                f"the service changed embedding version ({version} -> {answer.embedding_version}) during one "
+                "refresh; sync again"
+            )
+        return answer
 
     def list_bundles(self) -> BundleList:
         return self._get("/v1/bundles", BundleList)

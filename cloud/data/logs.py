@@ -81,16 +81,21 @@ class Logs:
 
 def read_logs(logs_dir: str | Path) -> Logs:
     """Read and validate every file of a LOGS folder."""
+    spec, items, users, events_path = read_catalogue(logs_dir)
+    events, users = read_events(events_path, items, users)
+    if spec.list_mode == "logged" and not (events.list_id >= 0).any():
+        raise ValueError(no_lists_message(events_path))
+    return Logs(spec=spec, items=items, users=users, events=events, events_path=events_path)
+
+
+def read_catalogue(logs_dir: str | Path) -> tuple[DatasetSpec, dict[str, ItemTable], np.ndarray | None, Path]:
+    """(spec, items, users or None, events file) of a LOGS folder: everything but the events, validated."""
     root = logs_folder(logs_dir)
     spec = read_spec(root / "dataset.toml")
     spec, items = read_items(table_path(root, "items"), spec)
     users_path = table_path(root, "users", required=False)
     users = read_users(users_path) if users_path else None
-    events_path = table_path(root, "events")
-    events, users = read_events(events_path, items, users)
-    if spec.list_mode == "logged" and not (events.list_id >= 0).any():
-        raise ValueError(no_lists_message(events_path))
-    return Logs(spec=spec, items=items, users=users, events=events, events_path=events_path)
+    return spec, items, users, table_path(root, "events")
 
 
 def logs_folder(logs_dir: str | Path) -> Path:

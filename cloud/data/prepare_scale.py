@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud.data.dense_scaling import standardised
-from cloud.data.logs import logs_folder, read_items, read_spec, read_users, table_path
+from cloud.data.logs import logs_folder, read_catalogue, table_path
 from cloud.data.partition import (
     MEMORY_PER_FILE_BYTE,
     check_across_shards,
@@ -104,12 +104,7 @@ def prepare_out_of_core(
 ) -> dict:
     """DuckDB shards the events by user, each shard builds its lists (locally or on Ray), merge to DATA."""
     out = refuse_existing(out_dir, force)
-    root = logs_folder(logs_dir)
-    spec = read_spec(root / "dataset.toml")
-    spec, items = read_items(table_path(root, "items"), spec)
-    users_path = table_path(root, "users", required=False)
-    users = read_users(users_path) if users_path else None
-    events_path = table_path(root, "events")
+    spec, items, users, events_path = read_catalogue(logs_dir)
     with replace_dir(out, force) as tmp:
         work = tmp / "_shards"
         plan = partition_events(events_path, users, work, memory_limit, shards)
