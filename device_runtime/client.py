@@ -42,7 +42,7 @@ from device_runtime.bundle import BundleRegistry, InstalledBundle
 from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
 from shared_schema.files import file_sha256
-from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
+from shared_schema.manifest import MANIFEST_NAME, MAX_FILE_PARTS, SAFE_NAME, plain_path
 from shared_schema.messages import COMPACT_MEDIA_TYPE
 from shared_schema.service import (
     BucketRequest,
@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 Message = TypeVar("Message", bound=BaseModel)
 Headers = dict[str, str]
 CHUNK = 1 << 16
-MAX_NAME_PARTS = 4
 DOWNLOADS = "downloads"
 STALE_SECONDS = 3600
 
@@ -437,15 +436,14 @@ def safe_version(version: str) -> str:
 
 
 def safe_file_name(name: str) -> PurePosixPath:
-    """`name` as a relative path of 1..MAX_NAME_PARTS plain components (SAFE_NAME), else CloudUnavailable."""
-    parts = name.split("/") if isinstance(name, str) else []
-    if not 0 < len(parts) <= MAX_NAME_PARTS or not all(SAFE_NAME.fullmatch(p) for p in parts):
+    """`name` as a relative path of 1..MAX_FILE_PARTS plain components (SAFE_NAME), else CloudUnavailable."""
+    if not plain_path(name):
         raise CloudUnavailable(
             f"the bundle listing names the unsafe file path {name!r}; a file path is at most "
-            f"{MAX_NAME_PARTS} '/'-separated plain names (letters, digits, '.', '_', '-'); "
+            f"{MAX_FILE_PARTS} '/'-separated plain names (letters, digits, '.', '_', '-'); "
             "refusing it"
         )
-    return PurePosixPath(*parts)
+    return PurePosixPath(name)
 
 
 def inside(folder: Path, relative: PurePosixPath) -> Path:

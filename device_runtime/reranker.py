@@ -50,9 +50,6 @@ def open_bundle(bundle_or_root: str | os.PathLike[str]) -> InstalledBundle:
 
 def check_event(manifest: BundleManifest, event: BehaviorEvent) -> CheckedEvent:
     """Reject an event the bundle cannot use (unknown source, wrong vector width, other schema)."""
-    names = manifest.source_names
-    if isinstance(event, BehaviorEvent) and event.source not in names:
-        raise ValueError(f"event.source {event.source!r} is not a source of the bundle; known sources: {names}")
     return validation.check_event(
         event, "event", manifest.source_names, dict(zip(manifest.source_names, manifest.vector_dims))
     )
@@ -122,8 +119,6 @@ class Reranker:
         (e.g. "int8"); `retention_per_source`: behaviours the store keeps per source and action;
         `prune_every`: the store deletes past the retention in batches of this many rows (fewer than
         R + prune_every are kept), so most writes, such as a page's exposures, delete nothing."""
-        if merge not in MERGE_MODES:
-            raise ValueError(f"merge {merge!r}: use one of {list(MERGE_MODES)}")
         bundle = open_bundle(bundle_or_root)
         decoder = list_decoder(bundle.manifest, merge)
         loaded = load_backend(

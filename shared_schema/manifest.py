@@ -30,6 +30,17 @@ SHARE_TOLERANCE = 1e-4
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """What a bundle version, or one '/'-separated part of a bundle file name, may look like wherever it comes
 from the network or a bundle: no separators, no `..`, no percent escapes, no leading dot."""
+MAX_FILE_PARTS = 4
+"""Most '/'-separated parts in a bundle file path."""
+
+
+def plain_path(name: object, max_parts: int = MAX_FILE_PARTS) -> bool:
+    """True for a relative path of 1..`max_parts` plain names (SAFE_NAME) joined by '/': no '..', no
+    absolute path, no backslash, nothing hidden."""
+    if not isinstance(name, str):
+        return False
+    parts = name.split("/")
+    return 0 < len(parts) <= max_parts and all(SAFE_NAME.fullmatch(part) for part in parts)
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,9 @@ class BundleFile(BaseModel):
     @field_validator("path")
     @classmethod
     def _plain_path(cls, path: str) -> str:
-        parts = path.split("/")
-        if len(parts) > 4 or not all(SAFE_NAME.fullmatch(p) for p in parts) or path == MANIFEST_NAME:
+        if not plain_path(path) or path == MANIFEST_NAME:
             raise ValueError(
-                f"{path!r} is not a plain relative file name (at most 4 '/'-separated parts of "
+                f"{path!r} is not a plain relative file name (at most {MAX_FILE_PARTS} '/'-separated parts of "
                 "letters, digits, '.', '_', '-', none starting with '.' and not manifest.json)"
             )
         return path

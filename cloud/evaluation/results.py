@@ -7,7 +7,7 @@ Reads every finished run under GRID/runs (config.json + metrics.json, and pages.
 scored pages) and GRID/pages-references.json. Writes GRID/results.csv (one row per run, with its config
 hash), GRID/table.csv (per model and history: mean and 95% CI over seeds) and GRID/table.md. Each cell
 is "mean ± half-width of the 95% Student-t interval over seeds". A mark after a cell compares the row
-with DIR trained on the same history, paired by seed (cloud.evaluation.statistics.paired_test on the seeds both
+with DIR trained on the same history, paired by seed (cloud.evaluation.statistics.paired_test on the seed numbers both
 have): ▲ significantly above DIR, ▼ significantly below (p < 0.05); no mark, no claim.
 """
 

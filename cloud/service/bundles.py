@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from shared_schema import SCHEMA_VERSION, BundleManifest
 from shared_schema.files import file_sha256
-from shared_schema.manifest import MANIFEST_NAME, SAFE_NAME
+from shared_schema.manifest import MANIFEST_NAME, plain_path
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +155,10 @@ class SignedFiles:
             )
 
     def path(self, kind: str, name: str) -> Path:
-        parts = name.split("/")
-        if kind not in self.KINDS or len(parts) > 5 or not all(SAFE_NAME.fullmatch(p) for p in parts):
+        if kind not in self.KINDS or not plain_path(name, max_parts=5):
             raise KeyError(f"{kind}/{name}: no such file in the signed repository")
         path = self.root / kind
-        for part in parts:
+        for part in name.split("/"):
             path = path / part
             if path.is_symlink():
                 raise KeyError(f"{kind}/{name}: no such file in the signed repository")

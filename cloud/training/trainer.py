@@ -177,7 +177,7 @@ class _Trainer:
         )
         steps = math.ceil(len(train_set) / config.batch_size)
         for step, batch in enumerate(progress_bar(batches, steps, f"epoch {epoch + 1}/{config.epochs}", self.show)):
-            loss, lists = self._step(net, batch, f"epoch {epoch + 1}, step {step + 1}")
+            loss, lists = self._step(net, batch, epoch, step)
             total += loss * lists
             seen += lists
         train_seconds = time.perf_counter() - started
@@ -188,7 +188,7 @@ class _Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
         }
 
-    def _step(self, net: torch.nn.Module, batch: dict[str, torch.Tensor], where: str) -> tuple[float, int]:
+    def _step(self, net: torch.nn.Module, batch: dict[str, torch.Tensor], epoch: int, step: int) -> tuple[float, int]:
         """One optimiser step on the global batch; (its loss, its lists)."""
         scores = net(batch)
         local = BatchSums.of(self.model, batch, scores, self.K, self.config.topk, self.use_exposure)
@@ -198,8 +198,8 @@ class _Trainer:
         )
         if not math.isfinite(loss):
             raise NonFiniteLoss(
-                f"loss became {loss} at {where}; lower --lr (now {self.config.lr}) or check the data; "
-                f"the last good checkpoint in {self.run_dir} is intact"
+                f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr (now {self.config.lr}) "
+                f"or check the data; the last good checkpoint in {self.run_dir} is intact"
             )
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()

@@ -121,7 +121,7 @@ def test_bad_input_with_a_bundle_installed(device_bundle, tmp_path):
     proc = dir_device("rerank", "--slate", str(slate), home=home)
     assert proc.returncode == 2 and "not a valid candidate slate" in proc.stderr
     proc = dir_device("record", "--item", "x", "--source", "ads", home=home)
-    assert proc.returncode == 2 and "event.source 'ads' is not a source of the bundle" in proc.stderr
+    assert proc.returncode == 2 and "event.source: unknown source 'ads'; the sources are" in proc.stderr
     proc = dir_device("info", "--backend", "tflite", "--delegate", "edgetpu", home=home)
     assert proc.returncode == 2 and "tflite:edgetpu ->" in proc.stderr
 

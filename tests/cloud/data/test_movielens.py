@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,8 +17,9 @@ from cloud.data.movielens import (
     read_ratings,
     write_logs,
 )
+from tests.helpers.movielens import MOVIELENS
 
-REAL = Path("/work/shared/data/movielens-latest-small")
+REAL = MOVIELENS
 
 
 def _run_cli(*argv: str) -> int:

@@ -30,9 +30,9 @@ from cloud.data.prepared import ARRAYS, SPLITS, PreparedData
 from cloud.data.synth import SynthConfig, generate
 from cloud.data.synth import write_logs as write_synth
 from tests.helpers.logs import TINY_ITEMS, TINY_TOML, random_logs, write_logs
+from tests.helpers.movielens import MOVIELENS
 
-ray = pytest.importorskip("ray")
-MOVIELENS = Path("/work/shared/data/movielens-latest-small")  # read in place, as test_movielens.py does
+ray = pytest.importorskip("ray", reason="the scale extra is not installed: pip install -e '.[scale]'")
 PATHS = ("memory", "duckdb", "ray")
 
 
