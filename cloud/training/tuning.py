@@ -47,14 +47,17 @@ def open_storage(url: str):
     import time
 
     import optuna
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-        except IntegrityError:  # another worker created the tables of a new database at the same moment
-            time.sleep(0.5 * (attempt + 1))
         except Exception as exc:  # SQLAlchemy raises many kinds (bad scheme, no driver, no server, no file)
+            # another worker created the tables of a new database at the same moment: a duplicate row
+            # (IntegrityError) or "table ... already exists" (OperationalError); open it again
+            if isinstance(exc, IntegrityError) or (isinstance(exc, OperationalError) and "already exists" in str(exc)):
+                time.sleep(0.5 * (attempt + 1))
+                continue
             raise ValueError(
                 f"--storage {url!r} cannot be opened ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0]}); give a database URL Optuna can reach, e.g. "
