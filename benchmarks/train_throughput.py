@@ -7,7 +7,11 @@ Each model trains through the real trainer (cloud.training.trainer.train: batchi
 losses, Adam, validation) on the same synthetic data (m=3, n=10, t=20), batch 256, one torch thread;
 lists/s is the trainer's own per-epoch figure (training steps only) over `--epochs` epochs.
 FLOPs per list are counted with torch.utils.flop_counter.FlopCounterMode over one training step
-(forward, loss, backward) divided by the batch; achieved FLOP/s = FLOPs per list x lists/s. DIR is
+(forward, loss, backward) divided by the batch, on each model's plain formulation: DIN trains its activation
+unit through a chunked function that recomputes the pair-sized pre-activations in backward
+(cloud.models.din.RectifiedPairs), and that recompute is not the model's work, so its FLOPs are counted
+with `chunked = False`, the formulation inference and export use. Achieved FLOP/s = FLOPs per list x
+lists/s. DIR is
 measured first and again last in the same run, and every figure is also given as a ratio to the mean of
 DIR's two measurements, so a load shared with other processes largely cancels out of the comparison.
 """
@@ -28,15 +32,20 @@ from cloud.data.prepare import prepare
 from cloud.data.prepared import PreparedData
 from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.models import MODELS, build_model
+from cloud.models.din import ActivationUnit
 from cloud.training.config import TrainConfig
 from cloud.training.objective import BatchSums, step_objective
 from cloud.training.trainer import train
 
 
 def step_flops(model_name: str, data: PreparedData, batch_size: int) -> float:
-    """FLOPs of one training step (forward, the trainer's objective, backward) per list."""
+    """FLOPs of one training step (forward, the trainer's objective, backward) per list, on the model's plain
+    formulation (without DIN's recompute in backward)."""
     torch.manual_seed(0)
     model = build_model(model_name, data.spec)
+    for module in model.modules():
+        if isinstance(module, ActivationUnit):
+            module.chunked = False
     batcher = ListBatcher(data.item_tables(), data.split("train"), "device")
     batch = next(batcher.batches(batch_size))
     target = torch.tensor(data.spec.target_shares)
@@ -101,8 +110,8 @@ def main() -> None:
     if "dir" not in names:
         names.insert(0, "dir")
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         write_logs(generate(SynthConfig(users=args.users)), tmp / "logs")
         prepare(tmp / "logs", tmp / "data")
         data = PreparedData(tmp / "data")
@@ -112,20 +121,20 @@ def main() -> None:
             f"{len(data.split('train')['cand_item'])} training lists, torch {torch.__version__}, "
             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
-        rows = []
+        rows: list[tuple[str, float, float, float]] = []
         for label, name in [(n, n) for n in names] + [("dir (again)", "dir")]:
             flops = step_flops(name, data, args.batch_size)
             rate = trainer_rate(name, tmp / "data", tmp / "runs" / label, args.epochs, args.batch_size, args.threads)
             rows.append((label, rate, flops, rate * flops))
         # DIR is measured first and last; the ratios are to the mean of both, which a drifting load
         # from other processes shifts least
-        dirs = [r for r in rows if r[0] in ("dir", "dir (again)")]
-        base = ("dir", *(sum(r[k] for r in dirs) / 2 for k in (1, 2, 3)))
+        dirs = [(rate, flops, achieved) for label, rate, flops, achieved in rows if label in ("dir", "dir (again)")]
+        base_rate, base_flops, base_achieved = (sum(column) / 2 for column in zip(*dirs, strict=True))
         print(f"{'model':<11} {'lists/s':>8} {'x DIR':>6} {'kFLOP/list':>11} {'x DIR':>6} {'GFLOP/s':>8} {'x DIR':>6}")
         for name, rate, flops, achieved in rows:
             print(
-                f"{name:<11} {rate:>8.0f} {rate / base[1]:>6.2f} {flops / 1e3:>11.0f} {flops / base[2]:>6.2f} "
-                f"{achieved / 1e9:>8.2f} {achieved / base[3]:>6.2f}"
+                f"{name:<11} {rate:>8.0f} {rate / base_rate:>6.2f} {flops / 1e3:>11.0f} {flops / base_flops:>6.2f} "
+                f"{achieved / 1e9:>8.2f} {achieved / base_achieved:>6.2f}"
             )
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for name in [n.strip() for n in args.profile.split(",") if n.strip()]:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from cloud.models.base import RerankModel
 from cloud.models.single_source import SingleSourceInput, mlp, source_scores
@@ -104,7 +105,10 @@ class ActivationUnit(nn.Module):
     Computed without the [B, N, L, 4w] pair tensor: unit j's pre-activation is linear in h given x,
     sum_k (x_k P_jk + Q_jk) h_k + R_j(x) with W = [W_h, W_x, W_d, W_p], P = W_p, Q = W_h + W_d,
     R(x) = (W_x - W_d) x + b, so one batched matmul gives all pairs; PReLU followed by the output layer
-    is v . prelu(z) = (1 - s) v . relu(z) + s v . z, so relu(z) is the only other pair-sized tensor.
+    is v . prelu(z) = (1 - s) v . relu(z) + s v . z, and v . z is linear in the pair, so v . relu(z) is
+    the only pair-sized part. When autograd records (training), that part runs as `RectifiedPairs`, a few
+    lists at a time and recomputed in backward, so no pair-sized tensor is stored; inference and
+    torch.export keep the plain formulation (`chunked = False` forces it, e.g. to count its FLOPs).
     """
 
     def __init__(self, width: int, hidden: int = 36, prelu: bool = True):
@@ -115,11 +119,15 @@ class ActivationUnit(nn.Module):
         self.first = nn.Linear(4 * width, hidden)
         self.slope = nn.Parameter(torch.tensor(0.25)) if prelu else None
         self.last = nn.Linear(hidden, 1)
+        self.chunked = True
 
     def forward(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         w = self.width
         w_h, w_x, w_d, w_p = (self.first.weight[:, i * w : (i + 1) * w] for i in range(4))  # each [hidden, w]
-        given_x = (torch.matmul(cand, (w_x - w_d).t()) + self.first.bias).unsqueeze(-1)  # R(x) [B, N, hidden, 1]
+        given_x = torch.matmul(cand, (w_x - w_d).t()) + self.first.bias  # R(x) [B, N, hidden]
+        if self.chunked and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return self._recomputed(hist, cand, w_p, w_h + w_d, given_x)
+        given_x = given_x.unsqueeze(-1)  # [B, N, hidden, 1]
         left = torch.cat([cand.unsqueeze(2) * w_p + (w_h + w_d), given_x], dim=-1)  # [B, N, hidden, w + 1]
         batch, n, hidden, _ = left.shape
         right = torch.cat([hist, torch.ones_like(hist[..., :1])], dim=-1)  # [B, L, w + 1]
@@ -132,3 +140,83 @@ class ActivationUnit(nn.Module):
             linear = torch.matmul(right, per_candidate.transpose(1, 2))  # [B, L, N]
             out = (1.0 - self.slope) * out + self.slope * linear.unsqueeze(-1)
         return (out + self.last.bias).squeeze(-1).transpose(1, 2)  # [B, N, L]
+
+    def _recomputed(
+        self, hist: torch.Tensor, cand: torch.Tensor, w_p: torch.Tensor, q: torch.Tensor, given_x: torch.Tensor
+    ) -> torch.Tensor:
+        """The same weights [B, N, L] through `RectifiedPairs`; v . z from the [B, N, w] factors."""
+        v = self.last.weight  # [1, hidden]
+        out = RectifiedPairs.apply(hist, cand, w_p, q, given_x, v.reshape(-1))  # [B, L, N]
+        if self.slope is not None:  # z . v = h . (x * (v^T P) + v^T Q) + R(x) . v
+            per_candidate = cand * torch.matmul(v, w_p) + torch.matmul(v, q)  # [B, N, w]
+            linear = torch.matmul(hist, per_candidate.transpose(1, 2)) + torch.matmul(given_x, v.t()).transpose(1, 2)
+            out = (1.0 - self.slope) * out + self.slope * linear
+        return (out + self.last.bias).transpose(1, 2)
+
+
+class RectifiedPairs(torch.autograd.Function):
+    """v . relu(z) for every (history item l, candidate n) pair, [B, L, N], with
+    z[b, l, n] = a[b, n] hist[b, l] + R[b, n] and a[b, n] = cand[b, n] * P + Q ([hidden, w] each).
+
+        out = RectifiedPairs.apply(hist [B, L, w], cand [B, N, w], P, Q, R [B, N, hidden], v [hidden])
+
+    Runs over the batch a few lists at a time, so that a chunk's z [b, L, N, hidden] stays in cache, and
+    saves only its inputs: backward recomputes each chunk's z instead of reading a stored pair-sized tensor
+    (autograd over the plain formulation writes and rereads several of them, each 66 MB at DIN's default
+    sizes, and is memory-bound). Costs one more batched matmul than the plain formulation's training step.
+    """
+
+    CHUNK_FLOATS = 1 << 18
+    """Floats of z per chunk (1 MiB, within a core's L2 cache)."""
+
+    @staticmethod
+    def _chunks(hist: torch.Tensor, given_x: torch.Tensor) -> list[slice]:
+        """Slices of the batch, each holding about CHUNK_FLOATS of z."""
+        size = max(1, RectifiedPairs.CHUNK_FLOATS // max(1, hist.shape[1] * given_x.shape[1] * given_x.shape[2]))
+        return [slice(s, s + size) for s in range(0, hist.shape[0], size)]
+
+    @staticmethod
+    def _pre_activations(
+        hist: torch.Tensor, cand: torch.Tensor, p: torch.Tensor, q: torch.Tensor, given_x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk's a [b, N * hidden, w] and z [b, L, N * hidden]."""
+        b, n, hidden = given_x.shape
+        a = torch.addcmul(q, cand.unsqueeze(2), p).reshape(b, n * hidden, -1)
+        return a, torch.baddbmm(given_x.reshape(b, 1, n * hidden), hist, a.transpose(1, 2))
+
+    @staticmethod
+    def forward(ctx, hist, cand, p, q, given_x, v):  # type: ignore[override]
+        ctx.save_for_backward(hist, cand, p, q, given_x, v)
+        batch, length, _ = hist.shape
+        n, hidden = given_x.shape[1:]
+        out = hist.new_empty(batch, length, n)
+        for c in RectifiedPairs._chunks(hist, given_x):
+            _, z = RectifiedPairs._pre_activations(hist[c], cand[c], p, q, given_x[c])
+            out[c] = torch.matmul(z.relu_().reshape(-1, length, n, hidden), v)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        hist, cand, p, q, given_x, v = ctx.saved_tensors
+        _, length, _ = hist.shape
+        n, hidden = given_x.shape[1:]
+        g_hist, g_cand, g_given = (
+            hist.new_empty(hist.shape),
+            cand.new_empty(cand.shape),
+            given_x.new_empty(given_x.shape),
+        )
+        g_p, g_q, g_v = p.new_zeros(p.shape), q.new_zeros(q.shape), v.new_zeros(v.shape)
+        for c in RectifiedPairs._chunks(hist, given_x):
+            a, z = RectifiedPairs._pre_activations(hist[c], cand[c], p, q, given_x[c])
+            b = z.shape[0]
+            g_z = torch.ops.aten.threshold_backward(grad[c].unsqueeze(-1) * v, z.reshape(b, length, n, hidden), 0)
+            g_z = g_z.reshape(b, length, n * hidden)  # d out / d z: v where z > 0
+            g_v.addmv_(z.relu_().reshape(-1, hidden).t(), grad[c].reshape(-1))
+            g_hist[c] = torch.bmm(g_z, a)
+            g_given[c] = g_z.sum(1).reshape(b, n, hidden)
+            g_a = torch.bmm(g_z.transpose(1, 2), hist[c]).reshape(b, n, hidden, -1)
+            g_cand[c] = (g_a * p).sum(2)
+            g_p += (g_a * cand[c].unsqueeze(2)).sum((0, 1))
+            g_q += g_a.sum((0, 1))
+        return g_hist, g_cand, g_p, g_q, g_given, g_v
