@@ -107,8 +107,7 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="comma-separated models to profile with torch.profiler")
     args = parser.parse_args()
     names = list(MODELS) if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
-    if "dir" not in names:
-        names.insert(0, "dir")
+    names = ["dir", *(n for n in dict.fromkeys(names) if n != "dir")]  # DIR first (and again last), once each
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
