@@ -8,7 +8,7 @@
 
 Tables (see `device_runtime.store_schema`): `items` (source, item_id) -> float32 vector blob and its
 embedding version; `behaviors` (autoincrement id, ts, item_id, source, action); `exposures` (ts,
-item_id, source, request_id); `tallies` (per source: rows stored and ever written, kept by triggers);
+item_id, source, request_id); `tallies` (per source: rows stored and ever written, kept in each writing transaction);
 `meta` (key, value): schema version, current embedding version, known vector dims.
 
 Durability: WAL with `synchronous=NORMAL`. A transaction is in the WAL file once `COMMIT` returns, so a
@@ -34,7 +34,8 @@ R/2 items have been cached after it, so an item still being shown is not pruned.
 
 Read memos (`device_runtime.store_memos`): what this store last read of the item cache, the last clicks
 and the tallies is kept in memory and reused until the file changes. A page whose items were all seen
-before then costs no read of the items, and `last_clicks` without a new click costs no join.
+before then costs no read of the items, and `last_clicks` without a new click (or after new vectors
+of items without behaviours) costs no join.
 
 A reranked page writes once: `page()` opens one write transaction, lazily, for the page's new item
 vectors and its exposures, and commits it before the rerank returns, so a crash loses at most the
@@ -56,7 +57,7 @@ import sqlite_utils
 
 from device_runtime.checkpointer import BACKSTOP_PAGES, Checkpointer
 from device_runtime.store_memos import UNREAD, ReadMemos
-from device_runtime.store_schema import MIGRATIONS
+from device_runtime.store_schema import EXPOSURES_ADDED_SQL, MIGRATIONS
 from device_runtime.validation import (
     ACTIONS,
     VECTOR_DTYPE,
@@ -103,8 +104,12 @@ _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_ver
 _CACHED_SQL = "SELECT item_id, vector, embedding_version, seq FROM items WHERE source = ? AND item_id IN ({})"
 _CHECK_AT_MOST = 500
 """`cache_items` batches up to this long are first checked against the cache with one query."""
-_ADVANCE_SEQ = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', 0, ?)
-  ON CONFLICT (source, kind) DO UPDATE SET total = total + excluded.total"""
+_EXISTING_SQL = "SELECT item_id FROM items WHERE source = ? AND item_id IN ({})"
+_UNREFERENCED_SQL = "SELECT count(*) FROM items WHERE source = ? AND refs = 0 AND item_id IN ({})"
+_ITEMS_ADDED = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', ?, ?)
+  ON CONFLICT (source, kind) DO UPDATE SET rows = rows + excluded.rows, total = total + excluded.total"""
+"""Count a source's newly cached unreferenced items and advance its cache sequence number (source,
+items, numbers handed out); one statement per source and write instead of a trigger per row."""
 
 
 class HistoryStore:
@@ -359,19 +364,24 @@ class HistoryStore:
 
     def _put_items(
         self, conn: sqlite3.Connection, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str
-    ) -> int:
-        """Upsert, per source, (item_id, vector, field) rows; returns how many rows were written.
+    ) -> dict[str, int]:
+        """Upsert, per source, (item_id, vector, field) rows; returns, per source written, the cache
+        sequence number before its rows (row i of the batch, from 1, is numbered that + i if written).
 
         An item already cached with the same vector and version is left alone unless half the
         retention has been cached since its last write: then it is re-stamped as newly cached, so an
         item the user still sees is never the oldest (first pruned) one."""
         last_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
-        now, written = time.time(), 0
+        now, firsts = time.time(), {}
         for source, rows in batches:
             if not rows:
                 continue
             self._check_widths(conn, source, version, rows)
-            last = last_seq.get(source, 0)
+            firsts[source] = last = last_seq.get(source, 0)
+            ids = list(dict.fromkeys(item_id for item_id, _, _ in rows))
+            existing = {
+                item_id for chunk in _chunks(ids) for (item_id,) in _select_in(conn, _EXISTING_SQL, source, chunk)
+            }
             changed = conn.executemany(
                 _UPSERT_ITEM,
                 [
@@ -379,10 +389,13 @@ class HistoryStore:
                     for i, (item_id, vec, _) in enumerate(rows, start=1)
                 ],
             ).rowcount
-            if changed:
-                conn.execute(_ADVANCE_SEQ, (source, len(rows)))
-            written += changed
-        return written
+            new = [item_id for item_id in ids if item_id not in existing]
+            unreferenced = sum(
+                _select_in(conn, _UNREFERENCED_SQL, source, chunk).fetchone()[0] for chunk in _chunks(new)
+            )
+            if changed or unreferenced:
+                conn.execute(_ITEMS_ADDED, (source, unreferenced, len(rows) if changed else 0))
+        return firsts
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
         """Log the items shown to the user, as (item_id, source) pairs; returns how many."""
@@ -526,10 +539,14 @@ class PageWrite:
         if not todo and store.memos.version == version:
             return
         conn = self._begin()
-        if _meta(conn, "embedding_version") != version:
+        new_version = _meta(conn, "embedding_version") != version
+        if new_version:
             conn.execute(_SET_META, ("embedding_version", version))
-        store._put_items(conn, todo, version)
-        store._forget()  # the page's history read (same connection) sees the new vectors
+        firsts = store._put_items(conn, todo, version)
+        if new_version:
+            store._forget()
+        else:  # the page's history read (same connection) sees the new vectors
+            store.memos.items_cached(conn, todo, firsts, version, exact=_CHECK_AT_MOST)
         self._items_written = True
 
     def last_clicks(self, sources: tuple[str, ...], t: int) -> list[list[tuple[str, np.ndarray]]]:
@@ -559,8 +576,12 @@ class PageWrite:
             "INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)",
             [(ts, item_id, source, request_id) for item_id, source in items],
         )
+        added: dict[str, int] = {}
         for _, source in items:
-            self._exposed[source] = self._exposed.get(source, 0) + 1
+            added[source] = added.get(source, 0) + 1
+        conn.executemany(EXPOSURES_ADDED_SQL, [(count, source) for source, count in added.items()])
+        for source, count in added.items():
+            self._exposed[source] = self._exposed.get(source, 0) + count
 
     def commit(self) -> None:
         """Prune what the page's writes took past the retention bound and commit (nothing when the page
@@ -570,7 +591,7 @@ class PageWrite:
             return
         try:
             pruned: set[str] = set()
-            if self._items_written or self._over_bound(conn):
+            if self._over_bound(conn):
                 pruned = store._prune(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -579,8 +600,8 @@ class PageWrite:
         self._conn = None
         if store.checkpointer is not None:
             store.checkpointer.committed()
-        if pruned or self._items_written:
-            store._forget_after(pruned | {"exposure"}, vectors_written=self._items_written)
+        if pruned:
+            store._forget_after(pruned | {"exposure"})
         elif store.memos.tallies is not None:
             for source, count in self._exposed.items():
                 counts = store.memos.tallies.setdefault((source, "exposure"), [0, 0])
@@ -602,6 +623,17 @@ class PageWrite:
             rows + (self._exposed.get(source, 0) if kind == "exposure" else 0) >= bound
             for (source, kind), (rows, _) in tallies.items()
         ) or any((source, "exposure") not in tallies and count >= bound for source, count in self._exposed.items())
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    """`values` in pieces short enough for one `IN (...)` list."""
+    for start in range(0, len(values), _CHECK_AT_MOST):
+        yield values[start : start + _CHECK_AT_MOST]
+
+
+def _select_in(conn: sqlite3.Connection, sql: str, source: str, ids: list[str]) -> sqlite3.Cursor:
+    """Run `sql` (parameters: source, then the ids of its `IN ({})`) for these ids."""
+    return conn.execute(sql.format(", ".join("?" * len(ids))), (source, *ids))
 
 
 def _split(rows: list[tuple[str, bytes]]) -> list[tuple[str, np.ndarray]]:

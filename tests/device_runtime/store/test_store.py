@@ -374,3 +374,25 @@ def test_read_memos_follow_this_stores_own_writes(store):
     returned = store.last_clicks(["video"], 5)
     returned[0].clear()  # a caller changing the returned lists does not change the memo
     assert len(store.last_clicks(["video"], 5)[0]) == 1
+
+
+def test_caching_items_keeps_the_memos_it_leaves_true(store):
+    """A page's new item vectors update the item memo; the last clicks stay memoised unless a cached
+    item has behaviours (its vector may change a click's, or bring a click into the history)."""
+    store.cache_items("video", [("v1", vec(1))], "e1")
+    store.record(click("v1", ts=1.0))
+    store.record(click("v9", ts=2.0))  # clicked before its vector arrives: not history yet
+    assert [i for i, _ in store.last_clicks(["video"], 5)[0]] == ["v1"]
+    store.cache_items("video", [("n1", vec(2)), ("n2", vec(3))], "e1")  # items nobody clicked
+    assert store.memos.clicks and store.memos.known[("video", "n2")][0] == vec(3).tobytes()
+    assert store.cache_items("video", [("n2", vec(3))], "e1") == 1
+    assert store.db.execute("SELECT count(*) FROM items").fetchone() == (3,)
+    store.cache_items("video", [("n3", vec(4)), ("v9", vec(5))], "e1")  # v9's vector arrives
+    clicks = store.last_clicks(["video"], 5)[0]
+    assert [i for i, _ in clicks] == ["v9", "v1"] and np.array_equal(clicks[0][1], vec(5))
+    store.cache_items("video", [("v1", vec(6))], "e1")  # a clicked item's vector changes
+    assert np.array_equal(store.last_clicks(["video"], 5)[0][1][1], vec(6))
+    with HistoryStore(store.path, sources=SOURCES) as fresh:  # what the file says
+        assert [(i, v.tobytes()) for i, v in fresh.last_clicks(["video"], 5)[0]] == [
+            (i, v.tobytes()) for i, v in store.last_clicks(["video"], 5)[0]
+        ]

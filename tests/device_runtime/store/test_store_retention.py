@@ -186,16 +186,21 @@ def test_tallies_match_full_counts_after_random_writes(tmp_path):
         for step in range(150):
             source, item = str(rng.choice(["video", "article"])), f"i{rng.integers(12)}"
             dim = 4 if source == "video" else 3
-            op = rng.integers(4)
-            if op == 0:
+            op = rng.integers(6)
+            if op == 0:  # ids may repeat within the batch
                 s.cache_items(source, [(f"i{j}", vec(j + step % 2, dim)) for j in rng.integers(12, size=3)], "e1")
             elif op == 1:
                 s.record(click(item, source, ts=float(rng.integers(50)), vector=vec(step, dim) if step % 3 else None))
             elif op == 2:
                 s.record(click(item, source, ts=float(step), action="impression"))
-            else:
+            elif op == 3:
                 s.record_exposures([(item, source)], ts=step)
-        check_tallies(s)
+            elif op == 4:  # two events of one item with vectors in one write
+                s.record_many([click(item, source, ts=float(step), vector=vec(step + k, dim)) for k in range(2)])
+            else:  # a batch longer than one IN (...) list: 600 items, some cached, some clicked
+                ids = [f"i{j}" for j in range(12)] + [f"b{step}_{j}" for j in range(588)]
+                s.cache_sources({source: (ids, np.stack([vec(step + j % 5, dim) for j in range(600)]))}, "e1")
+            check_tallies(s)
 
 
 def test_prune_statements_walk_indexes(tmp_path):
@@ -282,7 +287,7 @@ def test_a_v1_file_migrates_keeping_history_and_exposure_counts(tmp_path):
     db.close()
 
     with HistoryStore(path, retention_per_source=3, prune_every=1) as s:
-        assert s.schema_version == len(MIGRATIONS) == 2
+        assert s.schema_version == len(MIGRATIONS) == 3
         assert s.exposure_counts(["video", "article", "ad"]).tolist() == [42, 1, 7]
         assert s.db.execute("SELECT count(*) FROM meta WHERE key LIKE 'exposures%'").fetchone() == (0,)
         assert [i for i, _ in s.last_clicks(["video"], 5)[0]] == ["i0", "i0"]
