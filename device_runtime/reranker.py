@@ -29,6 +29,7 @@ from device_runtime.merge import merge_lists
 from device_runtime.store import HistoryStore
 from device_runtime.validation import CheckedEvent
 from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate, RerankResult
+from shared_schema.layout import InputBuffers
 from shared_schema.manifest import MANIFEST_NAME, decoder_settings
 from shared_schema.messages import RankedItem
 
@@ -98,6 +99,8 @@ class Reranker:
         self._layout_inputs = specs == [
             (spec.name, spec.dtype, tuple(spec.shape)) for spec in self._layout.input_specs()
         ]
+        self._buffers = InputBuffers(self._layout)
+        self._buffer_list = list(self._buffers.arrays.values())
 
     @classmethod
     def open(
@@ -160,12 +163,10 @@ class Reranker:
             histories = page.click_vectors(self._sources, m.t, m.vector_dims)
             shown = page.exposure_counts(self._sources) if self.merge == "controller" else None
             clock.append(time.perf_counter())
-            inputs = self._layout.assemble([v for _, v in candidates], histories)
+            inputs = self._buffers.fill([v for _, v in candidates], histories)
             clock.append(time.perf_counter())
             outputs = (
-                self.backend.invoke_in_order(list(inputs.values()))
-                if self._layout_inputs
-                else self.backend.run_all(inputs)
+                self.backend.invoke_in_order(self._buffer_list) if self._layout_inputs else self.backend.run_all(inputs)
             )
             clock.append(time.perf_counter())
             values = outputs[0][0].tolist()
@@ -186,10 +187,8 @@ class Reranker:
         timings = {name: (b - a) * 1e3 for name, a, b in zip(stages, clock, clock[1:])}
         timings["total"] = (clock[-1] - clock[0]) * 1e3
         built_by = self.merge if self._decoder == "merge" else self._decoder
-        items = [
-            RankedItem.model_construct(item_id=item.item_id, source=self._sources[s], score=score, title=item.title)
-            for item, s, score in picked
-        ]  # checked in the slate
+        checked, sources = RankedItem.checked, self._sources
+        items = [checked(item.item_id, sources[s], score, item.title) for item, s, score in picked]
         return RerankResult.model_construct(
             schema_version=SCHEMA_VERSION,
             request_id=slate.request_id,

@@ -167,11 +167,16 @@ def check_slate(slate: object, rules: SlateRules) -> list[tuple[list[CandidateIt
         if not items:
             continue
         dim = rules.dims[s]
-        for i, item in enumerate(items):
-            if len(item.vector) != dim:
-                raise ValueError(
-                    f"{where}.items[{i}].vector: {len(item.vector)} values, source {entry.source!r} takes {dim}"
-                )
+        try:
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+                vectors = np.array([item.vector for item in items], dtype=VECTOR_DTYPE)
+        except ValueError:  # vectors of different lengths
+            vectors = np.zeros((0, 0), VECTOR_DTYPE)
+        if vectors.shape[1] != dim:
+            i, item = next((i, item) for i, item in enumerate(items) if len(item.vector) != dim)
+            raise ValueError(
+                f"{where}.items[{i}].vector: {len(item.vector)} values, source {entry.source!r} takes {dim}"
+            )
         twice = ids & owner.keys()
         if twice:
             first = min(twice)
@@ -180,8 +185,6 @@ def check_slate(slate: object, rules: SlateRules) -> list[tuple[list[CandidateIt
                 "an item belongs to one source"
             )
         owner.update(dict.fromkeys(ids, entry.source))
-        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
-            vectors = np.array([item.vector for item in items], dtype=VECTOR_DTYPE)
         if not np.isfinite(vectors).all():  # finite as float64 but beyond float32
             bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
             raise ValueError(

@@ -100,3 +100,57 @@ def _pad(rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     values[0, : rows.shape[0]] = rows
     mask[0, : rows.shape[0]] = 1.0
     return values, mask
+
+
+class InputBuffers:
+    """One request's input arrays, allocated once and refilled in place for every request.
+
+        buffers = InputBuffers(layout)
+        inputs = buffers.fill(candidates, histories)   # the same dict and arrays every call
+
+    `fill` takes what `TensorLayout.assemble` takes, as float32 [k, d] arrays with k <= n, and gives
+    what it returns; only rows whose content or padding changed are written. The arrays are valid
+    until the next `fill`.
+    """
+
+    def __init__(self, layout: TensorLayout):
+        m = layout.m
+        self.layout = layout
+        self.arrays = layout.assemble(
+            [np.zeros((0, d), np.float32) for d in layout.vector_dims],
+            [np.zeros((0, d), np.float32) for d in layout.vector_dims],
+        )
+        names = layout.input_names()
+        # per source: (cand values, cand mask, n), (hist values, hist mask, t)
+        self._slots = [
+            (self.arrays[names[4 * s + 2 * j]], self.arrays[names[4 * s + 2 * j + 1]], (layout.n, layout.t)[j])
+            for s in range(m)
+            for j in range(2)
+        ]
+        self._filled = [0] * (2 * m)  # real rows in each slot now
+
+    def fill(self, candidates: Sequence[np.ndarray], histories: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """The input arrays holding this request (see `TensorLayout.assemble`); histories past t are cut."""
+        if len(candidates) != self.layout.m or len(histories) != self.layout.m:
+            raise ValueError(
+                f"expected {self.layout.m} candidate and history arrays (one per source), "
+                f"got {len(candidates)} and {len(histories)}"
+            )
+        filled, slots = self._filled, self._slots
+        for j, rows in enumerate(x for pair in zip(candidates, histories) for x in pair):
+            values, mask, length = slots[j]
+            rows = rows[:length] if j % 2 else rows
+            k, before = rows.shape[0], filled[j]
+            if k > length or rows.shape[1:] != values.shape[2:]:
+                raise ValueError(
+                    f"{('candidates', 'history')[j % 2]} of source {j // 2}: expected shape [k <= {length}, "
+                    f"{values.shape[2]}], got {list(rows.shape)}"
+                )
+            values[0, :k] = rows
+            if k != before:
+                if k < before:
+                    values[0, k:before] = 0.0
+                mask[0, :k] = 1.0
+                mask[0, k:] = 0.0
+                filled[j] = k
+        return self.arrays

@@ -254,6 +254,20 @@ class RankedItem(_Message):
     )
     title: str | None = Field(None, description="the candidate's title from the slate", examples=["Cats at sea"])
 
+    @classmethod
+    def checked(cls, item_id: str, source: str, score: float, title: str | None) -> RankedItem:
+        """An item of values already checked (the rerank builds one per candidate), not validated again:
+        what `model_construct` builds, at a fraction of its cost (it sets the same instance slots)."""
+        item = _new(cls)
+        _set(item, "__dict__", {"item_id": item_id, "source": source, "score": score, "title": title})
+        _set(item, "__pydantic_fields_set__", {"item_id", "source", "score", "title"})
+        _set(item, "__pydantic_extra__", None)
+        _set(item, "__pydantic_private__", None)
+        return item
+
+
+_new, _set = object.__new__, object.__setattr__
+
 
 class RerankResult(_Message):
     """The merged list with provenance and per-stage timings in milliseconds."""
