@@ -7,7 +7,8 @@ Each run lives in DIR/runs/MODEL-HISTORY-sSEED and ends by the patience rule on 
 run is reused only when its saved config equals the requested one (config hash); a run of another
 config is retrained (the old one moved to DIR/replaced/), or with --reuse-only the command refuses and
 names the run and the fields that differ. Interrupted, the same command continues where it stopped.
---tuned TUNED trains each model with the parameters `dir-cloud tune --out TUNED` found; --pages USERS
+--tuned TUNED trains each model with the parameters `dir-cloud tune --out TUNED` found (a DIR ablation
+with DIR's, so that only the removed component differs); --pages USERS
 also scores every run by the true clicks of its device pages on USERS fresh users of the synthetic
 world (cloud/evaluation/page_clicks.py; synthetic data only). Writes DIR/results.csv (one row per run),
 DIR/table.csv and DIR/table.md (cloud/evaluation/results.py: 95% CIs over seeds, paired marks against dir).

@@ -89,13 +89,27 @@ def train_or_reuse(
     return train(config, data_dir, run_dir, resume=run_dir.exists(), progress=False, label=label)
 
 
+def tuned_study(model: str) -> str:
+    """The model whose tuned parameters `model` trains with: its own, except that a DIR ablation (DIR with
+    one component removed, cloud/models/__init__.py) keeps DIR's, so that only the component differs."""
+    import functools
+
+    from cloud.models import MODELS
+    from cloud.models.dir import DIR
+
+    entry = MODELS[model]
+    return "dir" if isinstance(entry, functools.partial) and entry.func is DIR else model
+
+
 def load_tuned(tuned_dir: str | Path, model: str) -> dict:
-    """TrainConfig overrides `dir-cloud tune --out TUNED_DIR --model MODEL` found best (TUNED_DIR/MODEL.json)."""
-    path = Path(tuned_dir) / f"{model}.json"
+    """TrainConfig overrides `dir-cloud tune --out TUNED_DIR --model M` found best (TUNED_DIR/M.json, M =
+    `tuned_study(model)`)."""
+    study = tuned_study(model)
+    path = Path(tuned_dir) / f"{study}.json"
     if not path.exists():
         raise FileNotFoundError(
             f"--tuned {tuned_dir}: no {path.name} for model {model!r}; run `dir-cloud tune --data "
-            f"DATA --model {model} --out {tuned_dir}` first, or leave the model out of --models"
+            f"DATA --model {study} --out {tuned_dir}` first, or leave the model out of --models"
         )
     return json.loads(path.read_text())["config"]
 

@@ -73,6 +73,9 @@ def test_tuned_parameters_reach_the_runs_and_missing_ones_are_named(synth_data, 
     assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "1", "--tuned", str(tuned)) == 0
     config = json.loads((out / "runs" / "dir-device-s0" / "config.json").read_text())
     assert (config["lr"], config["beta"], config["model_options"]) == (0.004, 0.7, {"hidden": 16})
+    assert bench(synth_data, out, "--models", "dir-isi", "--seeds", "1", "--epochs", "1", "--tuned", str(tuned)) == 0
+    config = json.loads((out / "runs" / "dir-isi-device-s0" / "config.json").read_text())
+    assert (config["lr"], config["model_options"]) == (0.004, {"hidden": 16})  # an ablation keeps DIR's
     capsys.readouterr()
     assert bench(synth_data, out, "--models", "din", "--seeds", "1", "--tuned", str(tuned)) == 2
     assert "no din.json" in capsys.readouterr().err
