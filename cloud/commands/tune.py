@@ -3,8 +3,8 @@
     dir-cloud tune --data DATA --model din --history device --trials 16 --out TUNED
     dir-cloud tune ... --storage postgresql://user@host/db      # start the same command on several machines
 
-TPE sampler, median pruner on the per-epoch validation AUC, every trial a real training run ending by
-patience (cloud/training/tuning.py). The study is kept in --storage (default TUNED/study.db, SQLite); workers
+TPE sampler, median pruner on the per-epoch validation AUC (from epoch 4), every trial a real training run
+ending by patience (cloud/training/tuning.py). The study is kept in --storage (default TUNED/study.db, SQLite); workers
 with the same --storage and --study-name share it, and an interrupted study keeps every finished
 trial. Writes TUNED/MODEL.json (the best trial), which `dir-cloud benchmark --tuned TUNED` uses.
 """

@@ -81,7 +81,11 @@ def test_study_keeps_finished_trials_and_refuses_other_data(datasets, tmp_path, 
     assert cloud_main(tune_args(data, tmp_path, "--trials", "3")) == 0  # continues: one more trial
     again = optuna.load_study(study_name="dir-device", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.params for t in again.trials[:2]] == [t.params for t in first] and len(again.trials) == 3
+    assert again.user_attrs["pruner"] == {"startup_trials": 3, "from_epoch": 4}
+    again.set_user_attr("pruner", {"startup_trials": 3, "from_epoch": 1})  # as an older study recorded it
     capsys.readouterr()
+    assert cloud_main(tune_args(data, tmp_path, "--trials", "4")) == 2
+    assert "created for other pruner" in capsys.readouterr().err
     assert cloud_main(tune_args(other, tmp_path, "--trials", "4")) == 2
     err = capsys.readouterr().err
     assert "created for other data" in err and "--study-name" in err
