@@ -5,8 +5,9 @@
 
 The objective is the best validation AUC of a real training run (cloud.training.trainer.train, patience rule),
 reported after every epoch so the pruner stops trials that trail the others' median at the same epoch
-(from epoch 4, `PRUNER`); the test split is never read. The search space is the learning rate and L2 of every model, beta for
-a model trained with the exposure loss, and the widths each model declares next to its code
+(from epoch 4, `PRUNER`; TPE models the trials after 4 random ones, `SAMPLER`); the test split is never
+read. The search space is the learning rate and L2 of every model, beta for a model trained with the
+exposure loss, and the widths each model declares next to its code
 (`search_space` of its class in cloud/models/; no model has dropout). Studies live in Optuna's RDB
 storage, a SQLite file OUT/study.db by default: every finished trial is committed, so an interrupted
 study loses none, and several `tune` processes given the same --storage and study name share the
@@ -21,6 +22,9 @@ import hashlib
 import json
 from pathlib import Path
 
+SAMPLER = {"startup_trials": 4}
+"""TPE draws the first 4 trials at random, then models the finished ones (Optuna's default of 10 random
+trials would leave a 12-trial study 2 modelled ones). Recorded in the study like `PRUNER`."""
 PRUNER = {"startup_trials": 3, "from_epoch": 4}
 """Median pruning: once 3 trials have finished, a trial whose validation AUC at epoch e >= 4 is below the
 median of the earlier trials' at epoch e stops. Not before epoch 4: the first epochs' AUC mostly tells
@@ -120,12 +124,13 @@ def tune(
         storage=open_storage(url),
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=SAMPLER["startup_trials"]),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=PRUNER["startup_trials"], n_warmup_steps=PRUNER["from_epoch"]
         ),  # steps are epochs, from 1; Optuna prunes from step n_warmup_steps on
     )
-    expected = {"data": fingerprint, "model": model, "history": history, "space": sorted(space), "pruner": PRUNER}
+    expected = {"data": fingerprint, "model": model, "history": history, "space": sorted(space)}
+    expected |= {"sampler": SAMPLER, "pruner": PRUNER}
     _check_study(study, expected, url)
 
     def objective(trial: optuna.Trial) -> float:
