@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The converged, tuned benchmark behind docs/results.md, one step after another; every step is resumable,
+# so after an interruption the same command continues where it stopped (finished trials and runs are kept).
+#
+#   scripts/results-grid.sh WORK [MOVIELENS_DIR]     # WORK: a folder outside the repository, e.g. ~/grid
+#
+# Runs two processes at a time (one per core of a 2-core machine), each single-threaded; logs in WORK/*.log.
+# MOVIELENS_DIR holds ml-latest-small's ratings.csv and movies.csv (its label metrics are skipped without it).
+# Then `dir-cloud results` writes the tables (last step). See docs/results.md for what each step measures.
+set -euo pipefail
+command -v dir-cloud > /dev/null || { echo "dir-cloud not found: run 'make venv' and '. .venv/bin/activate' first" >&2; exit 2; }
+work=${1:?usage: scripts/results-grid.sh WORK [MOVIELENS_DIR]}
+movielens=${2:-}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+synth=$work/synth tuned=$work/tuned grid=$work/grid
+log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$work/steps.log"; }
+
+# 0. data: the default synthetic world (seed 0) and, if given, MovieLens ml-latest-small
+if [ ! -f "$synth/dataset.json" ]; then
+  dir-cloud synth --out "$work/logs" --seed 0 --force
+  dir-cloud prepare --logs "$work/logs" --out "$synth" --force
+fi
+if [ -n "$movielens" ] && [ ! -f "$work/ml/dataset.json" ]; then
+  dir-cloud movielens --ratings "$movielens/ratings.csv" --movies "$movielens/movies.csv" --out "$work/ml-logs"
+  dir-cloud prepare --logs "$work/ml-logs" --out "$work/ml" --force
+fi
+
+# 1. equal-budget tuning on the synthetic validation split: 12 trials per model, one study per model;
+#    the DIR ablations keep DIR's parameters (cloud.evaluation.grids.tuned_study)
+tune_queue() {
+  for m in "$@"; do dir-cloud tune --data "$synth" --model "$m" --history device --trials 12 --out "$tuned"; done
+}
+log "tuning"
+tune_queue dir pear prm din setrank svr nar4rec > "$work/tune-1.log" 2>&1 &
+tune_queue edgerec hrl crum mir > "$work/tune-2.log" 2>&1 &
+wait
+log "tuning done"
+
+# 2. the synthetic grid, label metrics and the page's true clicks: 5 seeds for DIR and the three
+#    baselines of highest tuned validation AUC, 3 seeds for every other model and ablation
+baselines="din setrank prm mir pear edgerec svr nar4rec crum hrl"
+strongest=$(python - "$tuned" $baselines <<'EOF'
+import json, sys
+from pathlib import Path
+tuned, names = Path(sys.argv[1]), sys.argv[2:]
+auc = {m: json.loads((tuned / f"{m}.json").read_text())["best_valid_auc"] for m in names}
+print(",".join(sorted(names, key=auc.get, reverse=True)[:3]))
+EOF
+)
+others=$(for m in $baselines; do case ",$strongest," in *",$m,"*) ;; *) printf '%s,' "$m";; esac; done)
+ablations=dir-isi,dir-lrs,dir-hrs,dir-lcm,dir-pg,dir-js
+log "grid: 5 seeds for dir,$strongest; 3 for ${others}$ablations"
+bench() { dir-cloud benchmark --data "$synth" --histories device,cloud --tuned "$tuned" --pages 1000 --out "$grid" "$@"; }
+{ bench --models "dir,$strongest" --seeds 5 && bench --models "$ablations" --seeds 3; } > "$work/grid-1.log" 2>&1 &
+bench --models "${others%,}" --seeds 3 > "$work/grid-2.log" 2>&1 &
+wait
+log "grid done"
+
+# 3. MovieLens: label metrics only, with the synthetic studies' parameters
+if [ -n "$movielens" ]; then
+  mlbench() { dir-cloud benchmark --data "$work/ml" --histories device,cloud --seeds 3 --tuned "$tuned" --out "$work/mlgrid" "$@"; }
+  mlbench --models "dir,$strongest,$ablations" > "$work/mlgrid-1.log" 2>&1 &
+  mlbench --models "${others%,}" > "$work/mlgrid-2.log" 2>&1 &
+  wait
+  log "movielens grid done"
+fi
+
+# 4. the utility-fairness trade-off, 3 seeds per point, DIR's tuned parameters except the swept beta
+dir-cloud tradeoff --data "$synth" --betas 0.1,0.3,0.5,0.7,0.9,1.0 --targets "0.33/0.33/0.34;0.7/0.2/0.1" \
+  --seeds 3 --tuned "$tuned" --out "$work/tradeoff" > "$work/tradeoff.log" 2>&1
+log "trade-off done"
+
+# 5. the tables, from the finished runs (nothing is trained)
+dir-cloud results --grid "$grid" --out "$work/synthetic.md"
+if [ -n "$movielens" ]; then dir-cloud results --grid "$work/mlgrid" --out "$work/movielens.md"; fi
+log "tables written: $work/synthetic.md ${movielens:+$work/movielens.md}"
