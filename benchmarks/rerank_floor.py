@@ -1,0 +1,106 @@
+"""What a device rerank cannot go below: the steps every rerank must take, each timed alone, beside the
+whole rerank, in one run.
+
+    python benchmarks/rerank_floor.py --bundle out/bundle [--pair tflite:xnnpack] [--requests 3000]
+
+The same store and slates as `rerank_latency.py` (10,000 stored clicks, merge=controller, fixed item
+vectors). Each step runs `--requests` times on its own and its p50 is printed as a multiple of the
+model call's: the model call on the page's inputs; the page's exposure write as one SQLite transaction
+(BEGIN IMMEDIATE, K exposure rows, their tally, COMMIT) with nothing else; the slate's item vectors, JSON
+numbers parsed into Python floats, converted to float32 arrays; the `PRAGMA data_version` read that
+tells whether another connection wrote; and one result item per candidate. Their sum, against the
+whole rerank's p50, shows how much of the rest is the runtime's own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rerank_latency import seed_history, slates
+
+from device_runtime.bundle import read_manifest
+from device_runtime.reranker import Reranker
+from device_runtime.store_schema import EXPOSURES_ADDED_SQL
+from device_runtime.validation import VECTOR_DTYPE
+from shared_schema import RankedItem
+
+
+def p50_ms(step, count: int) -> float:
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    parser.add_argument("--pair", default="tflite:xnnpack", help="BACKEND:DELEGATE (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=3000, help="timed calls per step (default: 3000)")
+    args = parser.parse_args()
+    manifest = read_manifest(args.bundle)
+    rng = np.random.default_rng(0)
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        per_source = -(-10_000 // len(manifest.sources))
+        backend, delegate = args.pair.split(":")
+        with Reranker.open(
+            args.bundle, Path(tmp) / "h.db", backend, delegate, "controller", retention_per_source=per_source
+        ) as reranker:
+            seed_history(reranker, 10_000, rng)
+            pages = slates(manifest, 64, rng, new_vectors=False)
+            for i in range(200):
+                reranker.rerank(pages[i % len(pages)])
+            inputs = list(reranker._buffers.arrays.values())  # the last page's inputs
+            conn, sources, K = reranker.store.db.conn, manifest.source_names, manifest.K
+
+            def exposure_write(i: int) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)",
+                    [(1.0, f"f{i}-{k}", sources[k % len(sources)], "floor") for k in range(K)],
+                )
+                shown = [sources[k % len(sources)] for k in range(K)]
+                conn.executemany(EXPOSURES_ADDED_SQL, [(shown.count(s), s) for s in dict.fromkeys(shown)])
+                conn.execute("COMMIT")
+
+            def vectors(i: int) -> None:
+                for entry in pages[i % len(pages)].sources:
+                    np.array([item.vector for item in entry.items], dtype=VECTOR_DTYPE)
+
+            def result_items(i: int) -> None:
+                for entry in pages[i % len(pages)].sources:
+                    for item in entry.items:
+                        RankedItem.checked(item.item_id, entry.source, 0.5, item.title)
+
+            steps = {
+                "model call (inference)": lambda i: reranker.backend.invoke_in_order(inputs),
+                f"exposure write ({K} rows, one transaction)": exposure_write,
+                "slate vectors to float32": vectors,
+                "PRAGMA data_version": lambda i: conn.execute("PRAGMA data_version").fetchone(),
+                "result items": result_items,
+            }
+            measured = {name: p50_ms(step, args.requests) for name, step in steps.items()}
+            whole = p50_ms(lambda i: reranker.rerank(pages[i % len(pages)]), args.requests)
+    inference = measured["model call (inference)"]
+    print(
+        f"# rerank floor: {manifest.model_name}, {args.pair}, {args.requests} calls per step, "
+        f"1-min load average {load:.2f} before, {os.getloadavg()[0]:.2f} after\n"
+    )
+    print("| step | p50 ms | x inference |\n|---|---:|---:|")
+    for name, value in measured.items():
+        print(f"| {name} | {value:.4f} | {value / inference:.2f} |")
+    floor = sum(measured.values())
+    print(f"| **sum of the steps** | {floor:.4f} | {floor / inference:.2f} |")
+    print(f"| whole rerank | {whole:.4f} | {whole / inference:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
