@@ -92,6 +92,7 @@ PRUNE_SQL = {
 }
 """Per tally kind, delete a source's `excess` oldest rows (items: unreferenced ones) by an index walk."""
 
+_PRUNED = "UPDATE tallies SET rows = rows - ? WHERE source = ? AND kind = ?"
 _OVER_BOUND = "SELECT source, kind, rows - :keep FROM tallies WHERE rows >= :keep + :every"
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_version, updated_at, seq, refs)
@@ -420,7 +421,9 @@ class HistoryStore:
         for _ in range(2):  # a second look for items that pruned behaviours left unreferenced
             over = conn.execute(_OVER_BOUND, {"keep": self.retention, "every": self.prune_every}).fetchall()
             for source, kind, excess in over:
-                conn.execute(PRUNE_SQL[kind], {"source": source, "excess": excess})
+                deleted = conn.execute(PRUNE_SQL[kind], {"source": source, "excess": excess}).rowcount
+                if kind in ("exposure", "item"):  # counted here; behaviours by their trigger
+                    conn.execute(_PRUNED, (deleted, source, kind))
                 pruned.add(kind)
             if not over:
                 break

@@ -9,9 +9,9 @@ Tables (version 3):
   to the item (kept by triggers; `items_free` indexes the unreferenced ones by age);
 - `behaviors` (autoincrement id, ts, item_id, source, action);
 - `exposures` (id, ts, item_id, source, request_id);
-- `tallies` (source, kind) -> rows, total, kept in the writing transaction: by triggers, except for
-  exposures and items added, which the store's writes count with one statement per source and write
-  (`EXPOSURES_ADDED_SQL`; items: `HistoryStore._put_items`). kind `click`,
+- `tallies` (source, kind) -> rows, total, kept in the writing transaction: behaviours by triggers,
+  exposures and unreferenced items by the store's writes and prunes, one statement per source and
+  write (`EXPOSURES_ADDED_SQL`, `HistoryStore._put_items`, `HistoryStore._prune`). kind `click`,
   `impression`, `exposure`: rows stored now, total ever written; kind `item`: rows = unreferenced
   cached items, total = the last cache sequence number handed out;
 - `meta` (key, value): schema version, current embedding version, vector width per source and version.
@@ -125,17 +125,17 @@ EXPOSURES_ADDED_SQL = _COUNT.format("?2", "'exposure'", "?1", "?1")
 transaction of its exposure rows: one statement per source instead of a trigger per row."""
 
 
-def _v3_additions_counted_per_write(db: sqlite_utils.Database) -> None:
-    """The per-row insert triggers of exposures and items give way to one tally write per source and
-    write, done by the store: they were about a third of the cost of writing a page's exposures and
-    almost half of caching its new item vectors."""
-    db.conn.execute("DROP TRIGGER exposures_added")
-    db.conn.execute("DROP TRIGGER items_added")
+def _v3_counted_per_write(db: sqlite_utils.Database) -> None:
+    """The per-row insert and delete triggers of exposures and items give way to one tally write per
+    source and write, done by the store: they were about a third of the cost of writing a page's
+    exposures and a large part of caching (and pruning) its new item vectors."""
+    for trigger in ("exposures_added", "exposures_removed", "items_added", "items_removed"):
+        db.conn.execute(f"DROP TRIGGER {trigger}")
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_initial_schema,
     _v2_tallies,
-    _v3_additions_counted_per_write,
+    _v3_counted_per_write,
 ]
 """Schema migrations in order; a file at schema version v gets MIGRATIONS[v:] applied on open."""
