@@ -1,20 +1,33 @@
-"""The utility-fairness trade-off: one DIR run per beta and per target distribution, as CSVs and plots.
+"""The utility-fairness trade-off: runs per (beta, seed) and per (target distribution, seed), summarised over
+seeds as CSVs, plots and a table.
 
-    run_tradeoff("out/data", [0.0, 0.5, 1.0], [[0.5, 0.3, 0.2]], "out/tradeoff")   # tradeoff.csv, tradeoff.png
+    result = run_tradeoff("out/data", [0.0, 0.5, 1.0], [[0.5, 0.3, 0.2]], "out/tradeoff", seeds=3)
+    print(format_summary(result))                   # mean ± 95% CI half-width per beta and per target
     replot_tradeoff("out/tradeoff")                 # redraw the PNGs from the CSVs
 
-Runs go to OUT/runs/beta-B and OUT/runs/target-SHARES through cloud.evaluation.grids.train_or_reuse, so
-an interrupted study continues and a finished run with the same config is reused.
+Runs go to OUT/runs/beta-B-sS and OUT/runs/target-SHARES-sS through cloud.evaluation.grids.train_or_reuse,
+so an interrupted study continues and a finished run is reused only with the same config hash. A run of
+the single-seed layout (OUT/runs/beta-B, OUT/runs/target-SHARES) moves to the name of its saved seed.
+tradeoff.csv and targets.csv hold one row per run; tradeoff-summary.csv and targets-summary.csv hold, per
+beta (per target), the seeds, the runs the epoch cap ended, and per test metric the mean (METRIC_mean) and
+the half-width of its 95% Student-t interval over seeds (METRIC_ci95; empty with one seed).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from cloud.evaluation.csv_rows import read_csv_rows, write_csv_rows
-from cloud.evaluation.grids import train_or_reuse
-from cloud.evaluation.report import cutoff
+from cloud.evaluation.grids import load_tuned, train_or_reuse
+from cloud.evaluation.report import METRIC_COLUMNS, cutoff
+from cloud.evaluation.statistics import mean_ci
+
+RUN_FIELDS = ("beta", "target", "seed", "best_epoch", "stopped_epoch", "stop_reason", "lists")
+"""Columns of a per-run row that are not test metrics."""
+
+NO_INTERVAL = "1 seed, no interval"
 
 
 def run_tradeoff(
@@ -23,41 +36,136 @@ def run_tradeoff(
     targets: list[list[float]],
     out: str | Path,
     model: str = "dir",
-    seed: int = 0,
+    seeds: int | list[int] = 3,
     epochs: int | None = None,
-) -> str:
-    """Train per beta (and per target distribution); write CSVs and PNG plots; return a summary."""
+    tuned: str | Path | None = None,
+) -> dict:
+    """Train (or reuse) a run per (beta, seed) and per (target, seed), `seeds` a count or the seed numbers;
+    write the CSVs and PNG plots; return the per-run rows and summaries (keys betas, targets, beta_summary,
+    target_summary) and how many runs the epoch cap ended (epoch_cap, capped_runs). `tuned`: a
+    `dir-cloud tune --out` folder whose parameters every run trains with, the swept beta replacing a tuned
+    beta (target runs keep the tuned beta). `epochs`: a cap (default: the trainer's); runs end by patience
+    on validation."""
+    from cloud.models import MODELS
     from cloud.training.config import TrainConfig
 
+    if model not in MODELS:
+        raise ValueError(f"--model: unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    base = TrainConfig(model=model, seed=seed)
-    if epochs:
-        base.epochs = epochs
-    beta_rows = []
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    overrides = {**(load_tuned(tuned, model) if tuned else {}), "model": model}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    base = TrainConfig(**overrides)
+    plan: list[
+        tuple[dict, str, TrainConfig]
+    ] = []  # (row fields, run label, config): every config is built and checked before the first run starts
     for beta in betas:
-        metrics = train_or_reuse(
-            dataclasses.replace(base, beta=beta),
-            data_dir,
-            out / "runs" / f"beta-{beta:g}",
-            label=f"{model} beta {beta:g}",
-        )
-        beta_rows.append({"beta": beta, **metrics["test"]})
-    write_csv_rows(out / "tradeoff.csv", beta_rows)
-    target_rows = []
+        plan += [({"beta": beta}, f"beta {beta:g}", dataclasses.replace(base, beta=beta, seed=s)) for s in seed_list]
     for shares in targets:
-        name = "-".join(f"{x:g}" for x in shares)
+        target = "/".join(f"{x:g}" for x in shares)
+        plan += [
+            (
+                {"target": target, "beta": base.beta},
+                f"target {target}",
+                dataclasses.replace(base, target_shares=shares, seed=s),
+            )
+            for s in seed_list
+        ]
+    for _, _, config in plan:
+        config.check()
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    beta_rows: list[dict] = []
+    target_rows: list[dict] = []
+    for fields, label, config in plan:
+        name = label.replace(" ", "-").replace("/", "-")
         metrics = train_or_reuse(
-            dataclasses.replace(base, target_shares=shares),
-            data_dir,
-            out / "runs" / f"target-{name}",
-            label=f"{model} target {name.replace('-', '/')}",
+            config, data_dir, _run_dir(out / "runs", name, config.seed), label=f"{model} {label} seed {config.seed}"
         )
-        target_rows.append({"target": "/".join(f"{x:g}" for x in shares), **metrics["test"]})
+        stopping = {k: metrics.get(k) for k in ("best_epoch", "stopped_epoch", "stop_reason")}
+        row = {**fields, "seed": config.seed, **stopping}
+        (target_rows if "target" in fields else beta_rows).append({**row, **metrics["test"]})
+    beta_summary, target_summary = summarize(beta_rows, ("beta",)), summarize(target_rows, ("target", "beta"))
+    write_csv_rows(out / "tradeoff.csv", beta_rows)
+    write_csv_rows(out / "tradeoff-summary.csv", beta_summary)
     if target_rows:
         write_csv_rows(out / "targets.csv", target_rows)
+        write_csv_rows(out / "targets-summary.csv", target_summary)
     _plot_tradeoff(beta_rows, target_rows, out)
-    return (out / "tradeoff.csv").read_text()
+    return {
+        "betas": beta_rows,
+        "targets": target_rows,
+        "beta_summary": beta_summary,
+        "target_summary": target_summary,
+        "epoch_cap": base.epochs,
+        "capped_runs": sum(r["stop_reason"] == "cap" for r in beta_rows + target_rows),
+    }
+
+
+def _run_dir(runs: Path, name: str, seed: int) -> Path:
+    """RUNS/NAME-sSEED; a run of the single-seed layout (RUNS/NAME) saved with this seed is moved there."""
+    run_dir, single = runs / f"{name}-s{seed}", runs / name
+    config = single / "config.json"
+    if not run_dir.exists() and config.exists() and json.loads(config.read_text()).get("seed") == seed:
+        single.rename(run_dir)
+    return run_dir
+
+
+def summarize(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """Per value of `keys` (in first-seen order): seeds, runs the epoch cap ended, mean stopping epoch, and
+    per test metric the mean and the 95% Student-t half-width over seeds (None with one seed). Rows without
+    a seed column (the single-seed CSVs) count as one seed each."""
+    keys = tuple(k for k in keys if rows and k in rows[0])
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    entries = []
+    for value, runs in groups.items():
+        entry: dict = {**dict(zip(keys, value)), "seeds": len(runs)}
+        if "stop_reason" in runs[0]:
+            entry["capped"] = sum(r["stop_reason"] == "cap" for r in runs)
+            entry["stopped_epoch_mean"] = sum(r["stopped_epoch"] for r in runs) / len(runs)
+        for metric in (k for k in runs[0] if k not in RUN_FIELDS):
+            mean, low, high = mean_ci([r[metric] for r in runs])
+            entry[f"{metric}_mean"] = mean
+            entry[f"{metric}_ci95"] = (high - low) / 2 if len(runs) > 1 else None
+        entries.append(entry)
+    return entries
+
+
+def format_summary(result: dict) -> str:
+    """The summaries as markdown tables: mean ± 95% CI half-width per beta and per target, and how the
+    runs ended (patience or the epoch cap)."""
+    runs, capped = result["betas"] + result["targets"], result["capped_runs"]
+    k = cutoff(runs[0])
+    single = any(e["seeds"] == 1 for e in result["beta_summary"] + result["target_summary"])
+    lines = [
+        f"{len(runs)} runs, seeds {sorted({r['seed'] for r in runs})}; mean ± half-width of the 95% Student-t "
+        "interval over seeds" + (f' ("{NO_INTERVAL}" where a row has one run)' if single else "") + ".",
+        f"{capped} of {len(runs)} runs ended by the epoch cap ({result['epoch_cap']}), {len(runs) - capped} by "
+        "patience on validation" + ("; a capped run may not have converged: raise --epochs." if capped else "."),
+        "",
+        _markdown(result["beta_summary"], ("beta",), k),
+    ]
+    if result["target_summary"]:
+        lines += ["", _markdown(result["target_summary"], ("target", "beta"), k)]
+    return "\n".join(lines)
+
+
+def _markdown(entries: list[dict], keys: tuple[str, ...], k: str) -> str:
+    metrics = [c.format(K=k) for c in METRIC_COLUMNS]
+    head = [*keys, "seeds", "capped", "stopped epoch", *metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        cells = [f"{e[key]:g}" if key == "beta" else str(e[key]) for key in keys]
+        cells += [str(e["seeds"]), str(e["capped"]), f"{e['stopped_epoch_mean']:.1f}"]
+        cells += [_cell(e[f"{m}_mean"], e[f"{m}_ci95"]) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(mean: float, half: float | None) -> str:
+    return f"{mean:.4f}" + (f" ± {half:.4f}" if half is not None else f" ({NO_INTERVAL})")
 
 
 def replot_tradeoff(folder: str | Path) -> None:
@@ -80,35 +188,59 @@ def _plot_tradeoff(beta_rows: list[dict], target_rows: list[dict], out: Path) ->
 
 
 def tradeoff_figure(beta_rows: list[dict]):
-    """Utility@K against JS@K, one labelled point per beta (labels offset below-right, inside padded axes)."""
+    """Mean utility@K against mean JS@K over seeds, one labelled point per beta with 95% CI error bars in
+    both axes (labels offset below-right, inside padded axes); `beta_rows`: one row per run."""
     plt = _pyplot()
+    entries = summarize(beta_rows, ("beta",))
     k = cutoff(beta_rows[0])
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    x, y = [r[f"js@{k}"] for r in beta_rows], [r[f"utility@{k}"] for r in beta_rows]
-    ax.plot(x, y, "o-")
-    for r, xi, yi in zip(beta_rows, x, y):
-        ax.annotate(f"β={r['beta']:g}", (xi, yi), xytext=(6, -12), textcoords="offset points", fontsize=9)
+    x, y = [e[f"js@{k}_mean"] for e in entries], [e[f"utility@{k}_mean"] for e in entries]
+    ax.errorbar(
+        x, y, xerr=_half_widths(entries, f"js@{k}"), yerr=_half_widths(entries, f"utility@{k}"), fmt="o-", capsize=3
+    )
+    for e, xi, yi in zip(entries, x, y):
+        ax.annotate(f"β={e['beta']:g}", (xi, yi), xytext=(6, -12), textcoords="offset points", fontsize=9)
     ax.margins(x=0.12, y=0.12)
     ax.set_xlabel(f"JS@{k} divergence from the target exposure (lower is fairer)")
     ax.set_ylabel(f"utility@{k} (test)")
-    ax.set_title("DIR utility-fairness trade-off (one run per β)")
+    ax.set_title(f"Utility-fairness trade-off per β: {_seeds_note(entries)}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
 def targets_figure(target_rows: list[dict]):
-    """JS@K per alternative target distribution, as bars."""
+    """Mean JS@K per alternative target distribution, as bars with 95% CI error bars; one row per run."""
     plt = _pyplot()
+    entries = summarize(target_rows, ("target",))
     k = cutoff(target_rows[0])
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.bar([r["target"] for r in target_rows], [r[f"js@{k}"] for r in target_rows])
-    ax.set_xlabel("target exposure shares per source (one run each)")
+    ax.bar(
+        [e["target"] for e in entries],
+        [e[f"js@{k}_mean"] for e in entries],
+        yerr=_half_widths(entries, f"js@{k}"),
+        capsize=4,
+    )
+    ax.set_xlabel("target exposure shares per source")
     ax.set_ylabel(f"JS@{k} divergence from the target (test)")
-    ax.set_title("Effect of the target exposure distribution")
+    ax.set_title(f"Target exposure distribution: {_seeds_note(entries)}", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
+
+
+def _half_widths(entries: list[dict], metric: str) -> list[float] | None:
+    """Error bar lengths (0 for a one-seed point); None when no point has an interval."""
+    halves = [e[f"{metric}_ci95"] for e in entries]
+    return None if all(h is None for h in halves) else [h or 0.0 for h in halves]
+
+
+def _seeds_note(entries: list[dict]) -> str:
+    counts = sorted({e["seeds"] for e in entries})
+    if counts == [1]:
+        return NO_INTERVAL
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"mean ± 95% CI over {seeds} seeds"
 
 
 def _pyplot():

@@ -187,39 +187,6 @@ def test_benchmark_grid_writes_the_table(synth_data, tmp_path, capsys):
     assert len((tmp_path / "bench" / "results.csv").read_text().strip().splitlines()) == 5
 
 
-def test_tradeoff_writes_curves_and_plots(synth_data, tmp_path, capsys):
-    out = tmp_path / "tradeoff"
-    assert (
-        cloud_main(
-            [
-                "tradeoff",
-                "--data",
-                str(synth_data),
-                "--betas",
-                "0.5,1.0",
-                "--targets",
-                "0.2/0.4/0.4",
-                "--epochs",
-                "1",
-                "--out",
-                str(out),
-                "--json",
-            ]
-        )
-        == 0
-    )
-    captured = capsys.readouterr()
-    assert "[dir beta 0.5] epoch 1:" in captured.err and "[dir target 0.2/0.4/0.4] epoch 1:" in captured.err
-    assert [row["beta"] for row in json.loads(captured.out)["betas"]] == [0.5, 1.0]
-    betas = (out / "tradeoff.csv").read_text().strip().splitlines()
-    assert betas[0].startswith("beta,") and [row.split(",")[0] for row in betas[1:]] == ["0.5", "1.0"]
-    assert (out / "targets.csv").read_text().strip().splitlines()[1].startswith("0.2/0.4/0.4,")
-    for plot in ("tradeoff.png", "targets.png"):
-        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    config = json.loads((out / "runs" / "target-0.2-0.4-0.4" / "config.json").read_text())
-    assert config["target_shares"] == [0.2, 0.4, 0.4]  # the alternative target reached training
-
-
 def test_runs_end_by_patience_and_say_why(synth_data, tmp_path):
     """A run stops `patience` epochs after its best one and says so; a run cut by the cap says "cap"."""
     config = dict(batch_size=128, lr=0.05, model_options={"hidden": 8, "mlp_dims": [8]})
