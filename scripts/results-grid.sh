@@ -67,7 +67,7 @@ if [ -n "$movielens" ]; then
 fi
 
 # 4. the utility-fairness trade-off, 3 seeds per point, DIR's tuned parameters except the swept beta
-dir-cloud tradeoff --data "$synth" --betas 0.1,0.3,0.5,0.7,0.9,1.0 --targets "0.33/0.33/0.34;0.7/0.2/0.1" \
+dir-cloud tradeoff --data "$synth" --betas 0.1,0.5,0.9,1.0 --targets "0.33/0.33/0.34;0.7/0.2/0.1" \
   --seeds 3 --tuned "$tuned" --out "$work/tradeoff" > "$work/tradeoff.log" 2>&1
 log "trade-off done"
 

@@ -129,7 +129,7 @@ def tune(
             n_startup_trials=PRUNER["startup_trials"], n_warmup_steps=PRUNER["from_epoch"]
         ),  # steps are epochs, from 1; Optuna prunes from step n_warmup_steps on
     )
-    expected = {"data": fingerprint, "model": model, "history": history, "space": sorted(space)}
+    expected: dict[str, object] = {"data": fingerprint, "model": model, "history": history, "space": sorted(space)}
     expected |= {"sampler": SAMPLER, "pruner": PRUNER}
     _check_study(study, expected, url)
 
