@@ -22,13 +22,15 @@ with `{"schema_version":`, ends with `}` and holds vectors in the encoding asked
 CandidateSlate of the requested user after the timed window. Anything else (a transport error, another
 status, a closed connection, no answer by the deadline) counts as an error. The CPU seconds of the client
 (this process) and of the server (its process and its workers, from /proc) over the timed window are
-printed beside requests/s: on 2 cores at concurrency 32 the client took about a fifth of the server's CPU
-(BENCHMARKS.md, "Round 3").
+printed per request beside requests/s: on 2 shared cores at concurrency 32 the client took 0.06-0.17 ms
+of CPU per request, about a fifth of what this server took (0.3-0.4 ms) and a tenth of the server of
+commit 8f5b0d9 (1.3-1.8 ms; BENCHMARKS.md, "Round 3").
 
-Prints a summary (bytes per slate, requests/s and its ratio to the round's baseline, latency, errors,
-client and server CPU, 1-min load average per row), then per run the client latency p50/p99/mean and the
-server's own split from the Server-Timing header: `upstream` (candidate ranking), `encode` (the slate's
-vectors), `handler` (both + building the slate), `app` (all of the app: routing, validation, handler,
+Prints a summary (bytes per slate, requests/s and its ratio to the round's first baseline run, latency,
+errors, client and server CPU per request, 1-min load average per row), the medians over the rounds per
+code, workers and encoding, then per run the client latency p50/p99/mean and the server's own split from
+the Server-Timing header: `upstream` (candidate ranking), `encode` (the slate's JSON with its vectors; in
+older code, the ItemEncoder), `handler` (both), `app` (all of the app: routing, validation, handler,
 serialization); client minus app is the wait in uvicorn's queue and HTTP.
 """
 
@@ -364,6 +366,33 @@ def summary(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def medians(rows: list[Row]) -> str:
+    """Per code, workers and encoding over all rounds: the median requests/s and server CPU per request, and
+    the medians as multiples of the first baseline's (requests/s up, CPU per request down)."""
+    groups: dict[tuple[str, int, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.server.label, row.server.workers, row.encoding), []).append(row)
+    rate = {key: float(np.median([len(r.run.results) / r.run.wall for r in group])) for key, group in groups.items()}
+    cpu = {
+        key: float(np.median([r.run.server_total / len(r.run.results) for r in group])) for key, group in groups.items()
+    }
+    base = next(iter(groups)) if rows[0].server.label != "this" else None
+    lines = [
+        "| code | workers | vectors | rounds | median requests/s | x baseline | median server CPU ms per request "
+        "| baseline's / this |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, group in groups.items():
+        up = f"{rate[key] / rate[base]:.2f}" if base else "-"
+        down = f"{cpu[base] / cpu[key]:.2f}" if base else "-"
+        label, workers, encoding = key
+        lines.append(
+            f"| {label} | {workers} | {encoding} | {len(group)} | {rate[key]:,.0f} | {up} | {cpu[key] * 1e3:.2f} "
+            f"| {down} |"
+        )
+    return "\n".join(lines)
+
+
 def report(run: Load, concurrency: int) -> str:
     ok = [r for r in run.results if r.ok]
     errors = len(run.results) - len(ok)
@@ -466,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{loads[0]:.2f} before, {loads[1]:.2f} after\n"
     )
     print(summary(rows))
+    print()
+    print(medians(rows))
     for row in rows:
         print(f"\n## round {row.round}, {row.server.label}, {row.server.workers} worker(s), {row.encoding} vectors")
         print(report(row.run, args.concurrency))

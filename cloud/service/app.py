@@ -103,7 +103,7 @@ def create_app(
         """User ids the service can build slates for, in data order."""
         return UserList(total=len(service.users), offset=offset, users=service.users[offset : offset + limit])
 
-    # async: about a millisecond of CPU per slate; on the event loop it skips two thread hand-offs that
+    # async: about 0.2 ms of CPU per slate; on the event loop it skips two thread hand-offs that
     # cost more than the work under load (benchmarks/service_load.py, docs/service.md)
     @app.get(
         "/v1/users/{user_id:path}/slate",
@@ -120,8 +120,7 @@ def create_app(
 
         Vectors are JSON numbers, or base64 little-endian float32 strings when the request accepts
         `application/vnd.dir-rerank.compact+json`. Server-Timing: `upstream` (candidate ranking), `encode`
-        (item vectors), `handler` (both + building the slate), `app` (everything in the app, serialization
-        included).
+        (the slate's JSON, item vectors included), `handler` (both), `app` (everything in the app).
         """
         compact = _wants_compact(request)
         try:

@@ -43,7 +43,9 @@ def test_every_request_answered_checked_and_timed(bench, served, encoding):
     assert len(run.results) == 60 and len(run.kept) == 4 * bench.WARMUP_PER_CONNECTION + 9
     assert all(b"app;dur=" in r.timing for r in run.results)
     assert run.client_cpu > 0 and run.server_total > 0  # the server runs in this process here
-    assert "| 0 |" in bench.summary([bench.Row(1, bench.Server("this", bench.REPO), encoding, run, 0.0)])
+    rows = [bench.Row(1, bench.Server("this", bench.REPO), encoding, run, 0.0)]
+    assert "| 0 |" in bench.summary(rows)
+    assert f"| this | 1 | {encoding} | 1 | {60 / run.wall:,.0f} | - |" in bench.medians(rows)
 
 
 def test_wrong_answers_are_errors(bench, served):
