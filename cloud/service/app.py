@@ -103,7 +103,7 @@ def create_app(
         """User ids the service can build slates for, in data order."""
         return UserList(total=len(service.users), offset=offset, users=service.users[offset : offset + limit])
 
-    # async: about a millisecond of CPU per slate; on the event loop it skips two thread hand-offs that
+    # async: about 0.2 ms of CPU per slate; on the event loop it skips two thread hand-offs that
     # cost more than the work under load (benchmarks/service_load.py, docs/service.md)
     @app.get(
         "/v1/users/{user_id:path}/slate",
@@ -120,17 +120,18 @@ def create_app(
 
         Vectors are JSON numbers, or base64 little-endian float32 strings when the request accepts
         `application/vnd.dir-rerank.compact+json`. Server-Timing: `upstream` (candidate ranking), `encode`
-        (item vectors), `handler` (both + building the slate), `app` (everything in the app, serialization
-        included).
+        (the slate's JSON, item vectors included), `handler` (both), `app` (everything in the app).
         """
+        compact = _wants_compact(request)
         try:
-            slate, timings = service.user_slate(user_id, n)
+            body, timings = service.user_slate_json(user_id, n, compact)
         except UnknownUser:
             raise HTTPException(
                 404,
                 f"user {user_id!r} is not known to this service; list the users with GET /v1/users?offset=0&limit=100",
             ) from None
-        return _negotiated(slate, request, {"Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())})
+        timing = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
+        return _json_response(body, compact, {"Server-Timing": timing})
 
     @app.get("/v1/lists/{split}/{row}", tags=["slates"], responses=errors(404, 422))
     def list_slate(split: Literal["train", "valid", "test"], row: Annotated[int, Path(ge=0)]) -> ListSlate:
@@ -274,11 +275,19 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _negotiated(message: BaseModel, request: Request, headers: dict[str, str] | None = None) -> Response:
-    """`message` as JSON: its vectors base64 float32 when the request's Accept names the compact type,
-    JSON numbers otherwise (curl, older clients)."""
-    compact = COMPACT_MEDIA_TYPE in request.headers.get("accept", "")
-    body = message.model_dump_json(context=COMPACT) if compact else message.model_dump_json()
+def _wants_compact(request: Request) -> bool:
+    """Whether the request's Accept names the compact type (base64 float32 vectors); JSON numbers otherwise
+    (curl, older clients)."""
+    return COMPACT_MEDIA_TYPE in request.headers.get("accept", "")
+
+
+def _negotiated(message: BaseModel, request: Request) -> Response:
+    """`message` as JSON, its vectors in the form the request accepts."""
+    compact = _wants_compact(request)
+    return _json_response(message.model_dump_json(context=COMPACT) if compact else message.model_dump_json(), compact)
+
+
+def _json_response(body: str | bytes, compact: bool, headers: dict[str, str] | None = None) -> Response:
     return Response(
         body,
         media_type=COMPACT_MEDIA_TYPE if compact else "application/json",

@@ -2,19 +2,29 @@
 
     vectors = encode_items(model, data, "video", np.array([3, 7]))      # float32 [2, d_video]
     slate, history = slate_for_list(model, data, "test", row=0, embedding_version="ab12...")
+    bodies = SlateBodies(["video"], [["v1", "v2"]], [vectors], embedding_version="ab12...")
+    body = bodies.slate("u1", "req-1", [(np.array([1, 0]), np.array([0.9, 0.4]))], compact=False)
 
 `history` holds the list's device-view behaviours as BehaviorEvents with vectors, so a device store
-can be seeded with exactly the history the model saw offline.
+can be seeded with exactly the history the model saw offline. `SlateBodies` writes a CandidateSlate's
+JSON (the bytes `model_dump_json` gives, in either vector form) from per-item pieces made once.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import ValidationError
+from pydantic_core import to_json
 
 from cloud.data.prepared import PreparedData
 from cloud.models.base import RerankModel
 from shared_schema import BehaviorEvent, CandidateItem, CandidateSlate, SourceCandidates
+from shared_schema.messages import COMPACT, MAX_ID_CHARS
+from shared_schema.specs import SCHEMA_VERSION
+
+_ITEM_TAIL = ("upstream_score", "title")
+"""CandidateItem fields written per request (after the item's id and vector)."""
 
 
 @torch.no_grad()
@@ -65,3 +75,70 @@ def slate_for_list(
         user_id=user, request_id=f"{split}-{row}", embedding_version=embedding_version, sources=sources
     )
     return slate, history
+
+
+class SlateBodies:
+    """CandidateSlate JSON bodies joined from pieces serialised once: what a slate request costs is the
+    upstream ranking and a join of bytes, not building and validating 30 models and their 1,000 floats.
+
+    Each item is validated once, at start-up, as a CandidateItem (id length, finite non-empty vector) and
+    kept as the bytes `{"item_id":...,"vector":...` in both wire forms, JSON numbers and base64 float32
+    (per worker: 0.9 KB an item for vectors of 20-40 floats, 6.4 MB and 0.2 s for 7,300 items). A request
+    adds each item's upstream score and the slate's envelope; the result equals
+    `CandidateSlate.model_dump_json()` (with `context=COMPACT` for the compact form) byte for byte
+    (tests/cloud/service/test_slate_bodies.py)."""
+
+    def __init__(
+        self, sources: list[str], ids: list[list[str]], vectors: list[np.ndarray], embedding_version: str
+    ) -> None:
+        self._plain: list[list[bytes]] = []
+        self._compact: list[list[bytes]] = []
+        for name, source_ids, source_vectors in zip(sources, ids, vectors):
+            items = [_checked_item(name, i, v) for i, v in zip(source_ids, source_vectors.tolist())]
+            self._plain.append([_item_head(item.model_dump_json(exclude=set(_ITEM_TAIL))) for item in items])
+            self._compact.append(
+                [_item_head(item.model_dump_json(exclude=set(_ITEM_TAIL), context=COMPACT)) for item in items]
+            )
+        self._source_heads = [b'{"source":' + to_json(name) + b',"items":[' for name in sources]
+        self._envelope_tail = b',"embedding_version":' + to_json(embedding_version) + b',"sources":['
+
+    def slate(self, user_id: str, request_id: str, picked: list[tuple[np.ndarray, np.ndarray]], compact: bool) -> bytes:
+        """The slate of `picked` (per source: item rows and upstream scores, best first) as JSON bytes."""
+        if not 0 < len(user_id) <= MAX_ID_CHARS:
+            raise ValueError(f"user id of {len(user_id)} characters: a slate's user_id holds 1..{MAX_ID_CHARS}")
+        pieces = self._compact if compact else self._plain
+        sources = []
+        for s, (rows, scores) in enumerate(picked):
+            texts = to_json(scores.tolist())[1:-1].split(b",") if len(rows) else []  # floats hold no comma
+            items = [
+                pieces[s][row] + b',"upstream_score":' + text + b',"title":null}'
+                for row, text in zip(rows.tolist(), texts)
+            ]
+            sources.append(self._source_heads[s] + b",".join(items) + b"]}")
+        return b"".join(
+            [
+                b'{"schema_version":%d,"user_id":' % SCHEMA_VERSION,
+                to_json(user_id),
+                b',"request_id":',
+                to_json(request_id),
+                self._envelope_tail,
+                b",".join(sources),
+                b"]}",
+            ]
+        )
+
+
+def _checked_item(source: str, item_id: str, vector: list[float]) -> CandidateItem:
+    try:
+        return CandidateItem(item_id=item_id, vector=vector)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(
+            f"item {item_id[:80]!r} of source {source!r} cannot go in a slate ({problems}); check the run's "
+            "item table and ItemEncoder"
+        ) from None
+
+
+def _item_head(item_json: str) -> bytes:
+    """`{"item_id":...,"vector":...}` less its closing brace, so that per-request fields can follow."""
+    return item_json.encode()[:-1]

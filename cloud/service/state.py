@@ -2,6 +2,7 @@
 
     service = CloudService.load("out/run", data_dir="out/data")
     slate, timings = service.user_slate("u00042", n=10)     # CandidateSlate, {"upstream": ms, "encode": ms, ...}
+    body, timings = service.user_slate_json("u00042", compact=True)   # its JSON bytes, vectors base64
     answer = service.vectors({"video": ["v1", "nope"]})     # ItemVectors, "nope" listed as unknown
     chosen = service.items_slate("u00042", {"video": ["v1", "v2"]})   # CandidateSlate of those items
     replay = service.list_slate("test", 0)                  # ListSlate: a prepared list and its history
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud.data.prepared import SPLITS, PreparedData
-from cloud.service.slates import encode_items, slate_for_list
+from cloud.service.slates import SlateBodies, encode_items, slate_for_list
 from cloud.service.upstream import UpstreamRanker
 from cloud.training.runs import LoadedRun, load_run
 from shared_schema import SCHEMA_VERSION, CandidateItem, CandidateSlate, SourceCandidates
@@ -86,6 +87,9 @@ class CloudService:
         self._vectors = [
             _all_vectors(self.model, data, name, len(ids)) for name, ids in zip(self.spec.source_names, self._ids)
         ]  # the ItemEncoder is fixed: encode once
+        self._bodies = SlateBodies(
+            self.spec.source_names, [[str(i) for i in ids] for ids in self._ids], self._vectors, self.embedding_version
+        )
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None, **options) -> CloudService:
@@ -110,33 +114,27 @@ class CloudService:
 
     def user_slate(self, user_id: str, n: int | None = None) -> tuple[CandidateSlate, dict[str, float]]:
         """Top `n` (default the dataset's n) upstream candidates per source with vectors, and the timings (ms)
-        of the upstream ranking, the ItemEncoder and the whole call (`handler`: both + building the slate)."""
+        of `user_slate_json`."""
+        body, timings = self.user_slate_json(user_id, n)
+        return CandidateSlate.model_validate_json(body), timings
+
+    def user_slate_json(
+        self, user_id: str, n: int | None = None, compact: bool = False
+    ) -> tuple[bytes, dict[str, float]]:
+        """The CandidateSlate of `user_slate` as JSON bytes (vectors base64 float32 when `compact`) and the
+        timings (ms) of the upstream ranking (`upstream`), of writing the slate's JSON (`encode`) and of
+        the whole call (`handler`)."""
         if user_id not in self._user_index:
             raise UnknownUser(user_id)
         start = time.perf_counter()
         picked = self.ranker.candidates(self._user_index[user_id], n or self.spec.n)
         ranked = time.perf_counter()
-        sources = []
-        for s, (rows, scores) in enumerate(picked):
-            name = self.spec.source_names[s]
-            vectors = self._vectors[s][rows].tolist()
-            sources.append(
-                SourceCandidates(
-                    source=name,
-                    items=[
-                        CandidateItem(item_id=str(self._ids[s][row]), vector=vector, upstream_score=float(score))
-                        for row, score, vector in zip(rows, scores, vectors)
-                    ],
-                )
-            )
-        encoded = time.perf_counter()
-        slate = CandidateSlate(
-            user_id=user_id, request_id=uuid.uuid4().hex, embedding_version=self.embedding_version, sources=sources
-        )
-        return slate, {
+        body = self._bodies.slate(user_id, uuid.uuid4().hex, picked, compact)
+        done = time.perf_counter()
+        return body, {
             "upstream": (ranked - start) * 1e3,
-            "encode": (encoded - ranked) * 1e3,
-            "handler": (time.perf_counter() - start) * 1e3,
+            "encode": (done - ranked) * 1e3,
+            "handler": (done - start) * 1e3,
         }
 
     def list_slate(self, split: str, row: int) -> ListSlate:

@@ -10,6 +10,10 @@ Score of item i of source s for user u, both parts in [0, 1]:
                                                               (0 for a source without one), train split
 Items the user is known to have clicked (history or clicked candidate of any of their lists, any split)
 are left out. Ties go to the lower item row, so the order is deterministic.
+
+Each user's clicked items are gathered once, at start-up, so a request reads a slice of them and makes
+n passes over each source's scores, one per candidate taken (argmax), cheaper than sorting them for
+the few candidates of a slate.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ class UpstreamRanker:
             raise ValueError(f"affinity_weight must lie in [0, 1], got {affinity_weight}")
         self.weight = affinity_weight
         self.sources = data.spec.source_names
-        self._splits = {name: data.split(name) for name in SPLITS}
-        self._by_user = {name: _group_rows(arrays["user"], data.num_users) for name, arrays in self._splits.items()}
+        splits = {name: data.split(name) for name in SPLITS}
+        items = [len(data.items(name).ids) for name in self.sources]
+        self._clicked = [_PerUser(splits.values(), s, data.num_users, items[s]) for s in range(len(items))]
+        self._liked = [_PerUser([splits["train"]], s, data.num_users, items[s]) for s in range(len(items))]
         self._popularity, self._category, self._vocab = [], [], []
-        train = self._splits["train"]
-        for s, spec in enumerate(data.spec.sources):
-            count = len(data.items(spec.name).ids)
+        train = splits["train"]
+        for s, (spec, count) in enumerate(zip(data.spec.sources, items)):
             cand, label = np.asarray(train["cand_item"][:, s]), np.asarray(train["label"][:, s])
             clicks = np.bincount(cand[(label > 0) & (cand >= 0)], minlength=count).astype(np.float64)
             top = np.log1p(clicks.max()) if count and clicks.max() > 0 else 1.0
@@ -42,44 +47,56 @@ class UpstreamRanker:
             self._category.append(category)
             self._vocab.append(int(category.max(initial=0)) + 1 if category is not None else 0)
 
-    def clicked(self, user: int, splits: tuple[str, ...] = SPLITS) -> list[np.ndarray]:
-        """Per source, the sorted distinct item rows `user` clicked in the lists of `splits`."""
-        out = []
-        for s in range(len(self.sources)):
-            parts = []
-            for name in splits:
-                arrays, rows = self._splits[name], self._by_user[name](user)
-                if len(rows):
-                    cand, label = np.asarray(arrays["cand_item"][rows, s]), np.asarray(arrays["label"][rows, s])
-                    parts += [cand[label > 0], np.asarray(arrays["hist_device"][rows, s]).ravel()]
-            items = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-            out.append(np.unique(items[items >= 0]))
-        return out
+    def clicked(self, user: int, train_only: bool = False) -> list[np.ndarray]:
+        """Per source, the sorted distinct item rows `user` clicked or has in device history, in the lists of
+        every split (or of the train split only)."""
+        return [found(user) for found in (self._liked if train_only else self._clicked)]
 
     def candidates(self, user: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per source, the top `n` item rows for `user` (clicked items excluded) and their scores."""
         out = []
-        for s, (seen, liked) in enumerate(zip(self.clicked(user), self.clicked(user, ("train",)))):
+        for s, (seen, liked) in enumerate(zip(self.clicked(user), self.clicked(user, train_only=True))):
             score = (1.0 - self.weight) * self._popularity[s]
             category = self._category[s]
             if category is not None and len(liked) and self.weight > 0:
                 share = np.bincount(category[liked], minlength=self._vocab[s]) / len(liked)
-                score = score + self.weight * share[category]
-            score = score.copy()
+                score += self.weight * share[category]
             score[seen] = -np.inf
-            order = np.lexsort((np.arange(len(score)), -score))[:n]
-            order = order[np.isfinite(score[order])]
-            out.append((order, score[order]))
+            out.append(_top(score, n))
         return out
 
 
-def _group_rows(user: np.ndarray, num_users: int):
-    """`rows(u)`: the row indices of user u in a split, in time order."""
-    user = np.asarray(user)
-    order = np.argsort(user, kind="stable")
-    bounds = np.searchsorted(user[order], np.arange(num_users + 1))
+class _PerUser:
+    """Per user, the sorted distinct item rows of one source that the user clicked (a candidate with a
+    positive label) or has in device history, over the given splits; a user's rows are one slice."""
 
-    def rows(u: int) -> np.ndarray:
-        return order[bounds[u] : bounds[u + 1]]
+    def __init__(self, splits, source: int, num_users: int, num_items: int):
+        users, items = [], []
+        for arrays in splits:
+            user = np.asarray(arrays["user"], dtype=np.int64)
+            cand, label = np.asarray(arrays["cand_item"][:, source]), np.asarray(arrays["label"][:, source])
+            history = np.asarray(arrays["hist_device"][:, source])
+            clicked = label > 0
+            users += [np.broadcast_to(user[:, None], cand.shape)[clicked], np.repeat(user, history.shape[1])]
+            items += [cand[clicked], history.ravel()]
+        user, item = np.concatenate(users), np.concatenate(items).astype(np.int64)
+        keys = np.unique(user[item >= 0] * max(num_items, 1) + item[item >= 0])  # -1 pads lists and histories
+        self._items = keys % max(num_items, 1)
+        self._starts = np.searchsorted(keys // max(num_items, 1), np.arange(num_users + 1))
 
-    return rows
+    def __call__(self, user: int) -> np.ndarray:
+        return self._items[self._starts[user] : self._starts[user + 1]]
+
+
+def _top(score: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and scores of the `n` highest finite scores, best first, ties to the lower row (argmax gives the
+    first maximum). Overwrites the rows it takes in `score`."""
+    rows, values = [], []
+    for _ in range(min(n, len(score))):
+        row = int(score.argmax())
+        if score[row] == -np.inf:
+            break
+        rows.append(row)
+        values.append(score[row])
+        score[row] = -np.inf
+    return np.array(rows, dtype=np.int64), np.array(values, dtype=np.float64)

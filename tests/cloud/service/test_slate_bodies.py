@@ -1,0 +1,91 @@
+"""Slate bodies joined from per-item pieces (`SlateBodies`) are the bytes pydantic writes for the same slate.
+
+A real service on loopback answers GET /v1/users/{user}/slate in both vector forms; each body must equal
+`CandidateSlate.model_dump_json()` of the slate built the plain way (the ranker's picks, the vectors the
+service returns for those ids), byte for byte. Items are checked once, at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from cloud.service import BundleFolder, CloudService, create_app
+from cloud.service.slates import SlateBodies
+from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
+from shared_schema.messages import COMPACT, COMPACT_MEDIA_TYPE
+from tests.helpers.service import serve_in_thread, tiny_run
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    run_dir, data_dir = tiny_run(tmp_path_factory.mktemp("bodies"))
+    service = CloudService.load(run_dir, data_dir)
+    with serve_in_thread(create_app(service, BundleFolder(tmp_path_factory.mktemp("bundles")))) as url:
+        yield service, url
+
+
+def plain_slate(service: CloudService, user: str, n: int, request_id: str) -> CandidateSlate:
+    """The slate as models: the ranker's picks per source with the vectors POST /v1/vectors serves."""
+    sources = []
+    for name, (rows, scores) in zip(service.spec.source_names, service.ranker.candidates(service.users.index(user), n)):
+        ids = [str(service.data.items(name).ids[row]) for row in rows]
+        vectors = {i.item_id: i.vector for i in service.vectors({name: ids}).sources[0].items}
+        items = [CandidateItem(item_id=i, vector=vectors[i], upstream_score=float(s)) for i, s in zip(ids, scores)]
+        sources.append(SourceCandidates(source=name, items=items))
+    return CandidateSlate(
+        user_id=user, request_id=request_id, embedding_version=service.embedding_version, sources=sources
+    )
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["json", "compact"])
+def test_served_slates_are_what_pydantic_writes(served, compact):
+    service, url = served
+    for user in service.users:
+        for n in (1, service.spec.n):
+            accept = COMPACT_MEDIA_TYPE if compact else "application/json"
+            request = urllib.request.Request(f"{url}/v1/users/{user}/slate?n={n}", headers={"Accept": accept})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = response.read()
+            slate = plain_slate(service, user, n, json.loads(body)["request_id"])
+            assert sum(len(s.items) for s in slate.sources) > 0
+            assert body == slate.model_dump_json(context=COMPACT if compact else None).encode()
+
+
+def test_bodies_with_odd_ids_scores_and_an_empty_source():
+    ids = [['v"1', "vidéo/2", "v\\3"], ["a1"]]
+    vectors = [np.array([[1e-7, -2.5], [0.1, 3.0], [1 / 3, 1e20]], np.float32), np.array([[7.0]], np.float32)]
+    bodies = SlateBodies(["video", "article"], ids, vectors, embedding_version="e\u00e9")
+    picked = [(np.array([2, 0]), np.array([0.1 + 0.2, 1e-9])), (np.array([], np.int64), np.array([]))]
+    expected = CandidateSlate(
+        user_id='ü"ser',
+        request_id="r1",
+        embedding_version="e\u00e9",
+        sources=[
+            SourceCandidates(
+                source="video",
+                items=[
+                    CandidateItem(item_id="v\\3", vector=vectors[0][2].tolist(), upstream_score=0.1 + 0.2),
+                    CandidateItem(item_id='v"1', vector=vectors[0][0].tolist(), upstream_score=1e-9),
+                ],
+            ),
+            SourceCandidates(source="article", items=[]),
+        ],
+    )
+    for compact in (False, True):
+        body = bodies.slate('ü"ser', "r1", picked, compact)
+        assert body == expected.model_dump_json(context=COMPACT if compact else None).encode()
+        assert CandidateSlate.model_validate_json(body) == expected
+
+
+def test_items_are_checked_once_at_start_up():
+    with pytest.raises(ValueError, match=r"item 'v2' of source 'video' cannot go in a slate \(vector: .*NaN"):
+        SlateBodies(["video"], [["v1", "v2"]], [np.array([[1.0], [np.nan]], np.float32)], embedding_version="e")
+    with pytest.raises(ValueError, match="item_id: String should have at most 256 characters"):
+        SlateBodies(["video"], [["v" * 300]], [np.array([[1.0]], np.float32)], embedding_version="e")
+    bodies = SlateBodies(["video"], [["v1"]], [np.array([[1.0]], np.float32)], embedding_version="e")
+    with pytest.raises(ValueError, match="user_id holds 1..256"):
+        bodies.slate("u" * 257, "r", [(np.array([0]), np.array([0.5]))], compact=False)
