@@ -26,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="dir", help="registry name of the model to train")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", default="3", help="number of seeds (0..N-1), or comma-separated seeds (e.g. 3,4)")
-    seeds.add_argument("--seed", type=int, default=None, help="a single seed number (the same as --seeds SEED,)")
+    seeds.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="a single seed number, the same as --seeds SEED, (default: none, --seeds decides)",
+    )
     parser.add_argument(
         "--epochs", type=int, default=None, help="epoch cap (default: the trainer's, 100; runs end by patience)"
     )
