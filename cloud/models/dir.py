@@ -29,9 +29,11 @@ candidate slot (s, j), an attention over source s's own encoded history (step 1)
 from the candidate's encoding, keys and values the history encodings, scaled dot product, padded steps
 masked and their weights zeroed, so an empty history gives a_(s,j) = 0. The alignment input becomes
 o = [x̂, r_s, x̂ * r_s, a_(s,j)]. Attending over the history per candidate is the idea of DIN ("Deep
-Interest Network for Click-Through Rate Prediction", Zhou et al., KDD'18). Export rules kept: no nn.GRU / chunk /
-split / one_hot / boolean indexing / -inf, masks are float multiplications, no data-dependent control
-flow, and the lowering rules of docs/export.md (every op of every variant is delegated to XNNPACK).
+Interest Network for Click-Through Rate Prediction", Zhou et al., KDD'18).
+
+Export rules kept: no nn.GRU / chunk / split / one_hot / boolean indexing / -inf, masks are float
+multiplications, no data-dependent control flow, and the lowering rules of docs/export.md (every op of
+every variant is delegated to XNNPACK).
 """
 
 from __future__ import annotations
