@@ -91,14 +91,11 @@ def train_or_reuse(
 
 def tuned_study(model: str) -> str:
     """The model whose tuned parameters `model` trains with: its own, except that a DIR ablation (DIR with
-    one component removed, cloud/models/__init__.py) keeps DIR's, so that only the component differs."""
-    import functools
+    one component removed, cloud/models/__init__.py) keeps DIR's, so that only the component differs. An
+    extension of DIR (dir-ca) adds parameters and is tuned as a model of its own."""
+    from cloud.models import DIR_ABLATIONS
 
-    from cloud.models import MODELS
-    from cloud.models.dir import DIR
-
-    entry = MODELS[model]
-    return "dir" if isinstance(entry, functools.partial) and entry.func is DIR else model
+    return "dir" if model in DIR_ABLATIONS else model
 
 
 def load_tuned(tuned_dir: str | Path, model: str) -> dict:

@@ -3,6 +3,7 @@
     from cloud.models import MODELS, build_model, count_parameters
     model = build_model("dir", spec, hidden=32)    # -> RerankModel
     model = build_model("dir-pg", spec)            # an ablation (DIR paper, section 5.3)
+    model = build_model("dir-ca", spec)            # an extension: candidate-aware history attention
 
 To add a model: one file per model with a RerankModel subclass, and one line in MODELS.
 `build_model` records `model.name` and `model.options` so a run can rebuild the same model.
@@ -36,6 +37,7 @@ MODELS: dict[str, Callable[..., RerankModel]] = {
     "dir-lcm": functools.partial(DIR, listwise_context=False),
     "dir-pg": functools.partial(DIR, preference_generator=False),
     "dir-js": functools.partial(DIR, exposure_loss=False),
+    "dir-ca": functools.partial(DIR, history_attention=True),
     "din": DIN,
     "setrank": SetRank,
     "prm": PRM,
@@ -47,6 +49,9 @@ MODELS: dict[str, Callable[..., RerankModel]] = {
     "crum": CRUM,
     "hrl": HRL,
 }
+
+DIR_ABLATIONS = ("dir-isi", "dir-lrs", "dir-hrs", "dir-lcm", "dir-pg", "dir-js")
+"""DIR with one component removed (DIR paper, section 5.3). dir-ca adds one instead: it is an extension."""
 
 
 def build_model(name: str, spec: DatasetSpec, **options) -> RerankModel:
@@ -63,4 +68,4 @@ def build_model(name: str, spec: DatasetSpec, **options) -> RerankModel:
     return model
 
 
-__all__ = ["MODELS", "ItemEncoder", "RerankModel", "build_model", "count_parameters"]
+__all__ = ["DIR_ABLATIONS", "MODELS", "ItemEncoder", "RerankModel", "build_model", "count_parameters"]

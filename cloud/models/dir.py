@@ -21,9 +21,19 @@ Device model (dense layout tensors in, logits out), defaults in brackets:
    personalized by the preference-adaptive generator ẑ = g(R) ⊙ relu(W z + b), g(R) = sigmoid(MLP([r_1..r_m]))
    (`preference_generator`, dir-pg), then a linear layer to one logit per slot.
 Padded candidate slots get the constant logit PAD_LOGIT (0: every consumer skips them by mask).
-`exposure_loss=False` (dir-js) only sets `uses_exposure_loss`. Export rules kept: no nn.GRU / chunk /
-split / one_hot / boolean indexing / -inf, masks are float multiplications, no data-dependent control
-flow, and the lowering rules of docs/export.md (every op of every variant is delegated to XNNPACK).
+`exposure_loss=False` (dir-js) only sets `uses_exposure_loss`.
+
+Extension, not in the paper: `history_attention=True` (dir-ca, "DIR with candidate-aware history
+attention"). Step 2 gives one p_s per source, the same for every candidate of source s; dir-ca adds, per
+candidate slot (s, j), an attention over source s's own encoded history (step 1): query W x_(s,j) + b
+from the candidate's encoding, keys and values the history encodings, scaled dot product, padded steps
+masked and their weights zeroed, so an empty history gives a_(s,j) = 0. The alignment input becomes
+o = [x̂, r_s, x̂ * r_s, a_(s,j)]. Attending over the history per candidate is the idea of DIN ("Deep
+Interest Network for Click-Through Rate Prediction", Zhou et al., KDD'18).
+
+Export rules kept: no nn.GRU / chunk / split / one_hot / boolean indexing / -inf, masks are float
+multiplications, no data-dependent control flow, and the lowering rules of docs/export.md (every op of
+every variant is delegated to XNNPACK).
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ class DIR(RerankModel):
         listwise_context: bool = True,
         preference_generator: bool = True,
         exposure_loss: bool = True,
+        history_attention: bool = False,
     ):
         super().__init__(spec, embedding_dim)
         self.uses_exposure_loss = exposure_loss
@@ -81,6 +92,7 @@ class DIR(RerankModel):
             high_order_sharing=high_order_sharing,
             listwise_context=listwise_context,
             preference_generator=preference_generator,
+            history_attention=history_attention,
         )
 
 
@@ -101,6 +113,7 @@ class DIRDeviceModel(nn.Module):
         high_order_sharing: bool = True,
         listwise_context: bool = True,
         preference_generator: bool = True,
+        history_attention: bool = False,
     ):
         super().__init__()
         if hidden < 1 or heads < 1 or hidden % heads:
@@ -118,7 +131,7 @@ class DIRDeviceModel(nn.Module):
             SelfAttention(2 * hidden if linear_sharing else hidden, hidden, heads) if high_order_sharing else None
         )
         self.candidate_attention = SelfAttention(hidden, hidden, heads) if listwise_context else None
-        widths = [3 * hidden, *mlp_dims]
+        widths = [(4 if history_attention else 3) * hidden, *mlp_dims]
         self.mlp = nn.Sequential(
             *(layer for a, b in zip(widths[:-2], widths[1:-1]) for layer in (nn.Linear(a, b), nn.ReLU()))
         )
@@ -129,6 +142,8 @@ class DIRDeviceModel(nn.Module):
             else None
         )
         self.out = nn.Linear(widths[-1], 1)
+        # built last, so that the parts shared with plain DIR draw the same initial weights
+        self.history_attention = HistoryAttention(hidden) if history_attention else None
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         m = self.m
@@ -140,17 +155,21 @@ class DIRDeviceModel(nn.Module):
         n = inputs[0].shape[1]
         cand = torch.stack([e[:, :n] for e in encoded], dim=1)  # [B, m, n, h]
         cand_mask = torch.stack(inputs[1::4], dim=1)  # [B, m, n]
-        prefs = self._preferences(
-            torch.stack([e[:, n:] for e in encoded], dim=0),  # [m, B, t, h]
-            torch.stack(inputs[3::4], dim=0),  # [m, B, t]
-        )  # [B, m, h]
+        hist = torch.stack([e[:, n:] for e in encoded], dim=0)  # [m, B, t, h]
+        hist_mask = torch.stack(inputs[3::4], dim=0)  # [m, B, t]
+        prefs = self._preferences(hist, hist_mask)  # [B, m, h]
         batch, _, _, hidden = cand.shape
         x = cand.reshape(batch, m * n, hidden)
         if self.candidate_attention is not None:
             x = x + self.candidate_attention(x, cand_mask.reshape(batch, m * n))
         x = x.reshape(batch, m, n, hidden)
         r = x * 0.0 + prefs.reshape(batch, m, 1, hidden)  # broadcast by arithmetic: no expand_copy
-        z = self.mlp(torch.cat([x, r, x * r], dim=-1))
+        aligned = [x, r, x * r]
+        if self.history_attention is not None:
+            by_source = torch.stack([e[:, :n] for e in encoded], dim=0)  # [m, B, n, h]
+            attended = self.history_attention(by_source, hist, hist_mask)  # [m, B, n, h]
+            aligned.append(attended.transpose(0, 1))
+        z = self.mlp(torch.cat(aligned, dim=-1))
         z = torch.relu(self.personal(z))
         if self.generator is not None:
             z = z * self.generator(prefs.reshape(batch, m * hidden)).reshape(batch, 1, 1, -1)
@@ -241,3 +260,29 @@ class SelfAttention(nn.Module):
             logits = (logits * keep + (keep - 1.0) * MASKED).reshape(-1, length, length)
         out = torch.bmm(torch.softmax(logits, dim=-1), v)
         return out.reshape(-1, heads, length, dh).transpose(1, 2).reshape(-1, length, d)
+
+
+class HistoryAttention(nn.Module):
+    """Candidate-aware attention of each source's candidates over that source's own history (dir-ca).
+
+        a = HistoryAttention(h)(cand [m, B, n, h], hist [m, B, t, h], hist_mask [m, B, t])   # [m, B, n, h]
+
+    a_(s,j) = sum_k w_k hist_(s,k), w = softmax_k((W cand_(s,j) + b) . hist_(s,k) / sqrt(h)) over the real
+    steps; a padded step's weight is zeroed, so an empty history gives a = 0 and padding never leaks.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.query = nn.Linear(hidden, hidden)
+        self.scale = 1.0 / math.sqrt(hidden)
+
+    def forward(self, cand: torch.Tensor, hist: torch.Tensor, hist_mask: torch.Tensor) -> torch.Tensor:
+        m, batch, n, h = cand.shape
+        steps = hist.shape[2]
+        # 3-D bmm over [m * B, ...]: each (source, list) attends only over its own history
+        q = self.query(cand).reshape(m * batch, n, h)
+        keys = hist.reshape(m * batch, steps, h)
+        keep = hist_mask.reshape(m * batch, 1, steps)  # broadcasts over the n candidate rows
+        logits = torch.bmm(q, keys.transpose(1, 2)) * self.scale  # [m * B, n, t]
+        weights = torch.softmax(logits * keep + (keep - 1.0) * MASKED, dim=-1) * keep
+        return torch.bmm(weights, keys).reshape(m, batch, n, h)

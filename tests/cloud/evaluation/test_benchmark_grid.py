@@ -79,6 +79,8 @@ def test_tuned_parameters_reach_the_runs_and_missing_ones_are_named(synth_data, 
     capsys.readouterr()
     assert bench(synth_data, out, "--models", "din", "--seeds", "1", "--tuned", str(tuned)) == 2
     assert "no din.json" in capsys.readouterr().err
+    assert bench(synth_data, out, "--models", "dir-ca", "--seeds", "1", "--tuned", str(tuned)) == 2
+    assert "no dir-ca.json" in capsys.readouterr().err  # an extension of DIR is tuned on its own
     assert bench(synth_data, out, "--models", "nope", "--seeds", "1") == 2
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
 
