@@ -33,12 +33,13 @@ tune_queue() {
 }
 log "tuning"
 tune_queue dir pear prm din setrank svr nar4rec > "$work/tune-1.log" 2>&1 &
-tune_queue edgerec hrl crum mir > "$work/tune-2.log" 2>&1 &
+tune_queue edgerec hrl crum dir-ca mir > "$work/tune-2.log" 2>&1 &
 wait
 log "tuning done"
 
 # 2. the synthetic grid, label metrics and the page's true clicks: 5 seeds for DIR and the three
-#    baselines of highest tuned validation AUC, 3 seeds for every other model and ablation
+#    baselines of highest tuned validation AUC, 3 seeds for every other model, the DIR ablations and
+#    dir-ca (DIR with candidate-aware history attention, an extension with its own study)
 baselines="din setrank prm mir pear edgerec svr nar4rec crum hrl"
 strongest=$(python - "$tuned" $baselines <<'EOF'
 import json, sys
@@ -52,7 +53,7 @@ others=$(for m in $baselines; do case ",$strongest," in *",$m,"*) ;; *) printf '
 ablations=dir-isi,dir-lrs,dir-hrs,dir-lcm,dir-pg,dir-js
 log "grid: 5 seeds for dir,$strongest; 3 for ${others}$ablations"
 bench() { dir-cloud benchmark --data "$synth" --histories device,cloud --tuned "$tuned" --pages 1000 --out "$grid" "$@"; }
-{ bench --models "dir,$strongest" --seeds 5 && bench --models "$ablations" --seeds 3; } > "$work/grid-1.log" 2>&1 &
+{ bench --models "dir,$strongest" --seeds 5 && bench --models "$ablations,dir-ca" --seeds 3; } > "$work/grid-1.log" 2>&1 &
 bench --models "${others%,}" --seeds 3 > "$work/grid-2.log" 2>&1 &
 wait
 log "grid done"
@@ -60,7 +61,7 @@ log "grid done"
 # 3. MovieLens: label metrics only, with the synthetic studies' parameters
 if [ -n "$movielens" ]; then
   mlbench() { dir-cloud benchmark --data "$work/ml" --histories device,cloud --seeds 3 --tuned "$tuned" --out "$work/mlgrid" "$@"; }
-  mlbench --models "dir,$strongest,$ablations" > "$work/mlgrid-1.log" 2>&1 &
+  mlbench --models "dir,$strongest,$ablations,dir-ca" > "$work/mlgrid-1.log" 2>&1 &
   mlbench --models "${others%,}" > "$work/mlgrid-2.log" 2>&1 &
   wait
   log "movielens grid done"
