@@ -96,17 +96,18 @@ _PRUNED = "UPDATE tallies SET rows = rows - ? WHERE source = ? AND kind = ?"
 _OVER_BOUND = "SELECT source, kind, rows - :keep FROM tallies WHERE rows >= :keep + :every"
 _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_version, updated_at, seq, refs)
-  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT count(*) FROM behaviors WHERE source = ?1 AND item_id = ?2))
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)
   ON CONFLICT (source, item_id) DO UPDATE SET vector = excluded.vector, dim = excluded.dim,
     embedding_version = excluded.embedding_version, updated_at = excluded.updated_at, seq = excluded.seq
   WHERE items.vector IS NOT excluded.vector OR items.embedding_version IS NOT excluded.embedding_version
     OR items.seq <= ?8"""
-"""Insert an item, or rewrite it when its vector or version changed or its sequence number is <= ?8."""
+"""Insert an item (?9: how many stored behaviours refer to it), or rewrite it when its vector or version
+changed or its sequence number is <= ?8."""
 _CACHED_SQL = "SELECT item_id, vector, embedding_version, seq FROM items WHERE source = ? AND item_id IN ({})"
 _CHECK_AT_MOST = 500
 """`cache_items` batches up to this long are first checked against the cache with one query."""
-_EXISTING_SQL = "SELECT item_id FROM items WHERE source = ? AND item_id IN ({})"
-_UNREFERENCED_SQL = "SELECT count(*) FROM items WHERE source = ? AND refs = 0 AND item_id IN ({})"
+_EXISTING_SQL = "SELECT item_id, refs FROM items WHERE source = ? AND item_id IN ({})"
+_BEHAVIOURS_SQL = "SELECT item_id, count(*) FROM behaviors WHERE source = ? AND item_id IN ({}) GROUP BY item_id"
 _ITEMS_ADDED = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', ?, ?)
   ON CONFLICT (source, kind) DO UPDATE SET rows = rows + excluded.rows, total = total + excluded.total"""
 """Count a source's newly cached unreferenced items and advance its cache sequence number (source,
@@ -195,16 +196,19 @@ class HistoryStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock first (no deadlock between two writers). The
-        caller drops the read memos its write made stale (`_forget`, `_forget_after`)."""
+        """A write transaction that takes the write lock first (no deadlock between two writers), with
+        the read memos checked under the lock. The caller drops the memos its write made stale
+        (`_forget`, `_forget_after`); a rolled-back write drops them all."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self.memos.check(conn)
             yield conn
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # some errors (disk full...) have already rolled back
                 conn.execute("ROLLBACK")
+            self._forget()
             raise
         if self.checkpointer is not None:
             self.checkpointer.committed()
@@ -335,9 +339,7 @@ class HistoryStore:
         from the item memo plus one read per source for the items not in it; batches too long for one
         query are kept whole. The caller has checked the memos."""
         conn, memos = self.db.conn, self.memos
-        if memos.item_seq is None:
-            memos.item_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
-        last_seq, known, todo = memos.item_seq, memos.known, []
+        last_seq, known, todo = memos.read_item_seq(conn), memos.known, []
         for source, rows in batches:
             if len(rows) > _CHECK_AT_MOST:
                 todo.append((source, rows))
@@ -365,38 +367,41 @@ class HistoryStore:
 
     def _put_items(
         self, conn: sqlite3.Connection, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str
-    ) -> dict[str, int]:
+    ) -> tuple[dict[str, int], bool]:
         """Upsert, per source, (item_id, vector, field) rows; returns, per source written, the cache
-        sequence number before its rows (row i of the batch, from 1, is numbered that + i if written).
+        sequence number before its rows (row i of the batch, from 1, is numbered that + i if written),
+        and whether a behaviour refers to one of the items.
 
         An item already cached with the same vector and version is left alone unless half the
         retention has been cached since its last write: then it is re-stamped as newly cached, so an
-        item the user still sees is never the oldest (first pruned) one."""
-        last_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
-        now, firsts = time.time(), {}
+        item the user still sees is never the oldest (first pruned) one. The caller holds the write lock
+        and has checked the memos under it: the sequence numbers come from, and go to, their memo."""
+        last_seq, added = self.memos.read_item_seq(conn), []
+        now, firsts, referenced = time.time(), {}, False
         for source, rows in batches:
             if not rows:
                 continue
             self._check_widths(conn, source, version, rows)
             firsts[source] = last = last_seq.get(source, 0)
             ids = list(dict.fromkeys(item_id for item_id, _, _ in rows))
-            existing = {
-                item_id for chunk in _chunks(ids) for (item_id,) in _select_in(conn, _EXISTING_SQL, source, chunk)
-            }
+            existing = dict(row for chunk in _chunks(ids) for row in _select_in(conn, _EXISTING_SQL, source, chunk))
+            new = [item_id for item_id in ids if item_id not in existing]
+            refs = dict(row for chunk in _chunks(new) for row in _select_in(conn, _BEHAVIOURS_SQL, source, chunk))
+            referenced = referenced or any(existing.values()) or bool(refs)
+            unreferenced = len(new) - len(refs)
+            aged = last - self.retention // 2
             changed = conn.executemany(
                 _UPSERT_ITEM,
                 [
-                    (source, item_id, vec.tobytes(), vec.size, version, now, last + i, last - self.retention // 2)
+                    (source, item_id, vec.tobytes(), vec.size, version, now, last + i, aged, refs.get(item_id, 0))
                     for i, (item_id, vec, _) in enumerate(rows, start=1)
                 ],
             ).rowcount
-            new = [item_id for item_id in ids if item_id not in existing]
-            unreferenced = sum(
-                _select_in(conn, _UNREFERENCED_SQL, source, chunk).fetchone()[0] for chunk in _chunks(new)
-            )
             if changed or unreferenced:
-                conn.execute(_ITEMS_ADDED, (source, unreferenced, len(rows) if changed else 0))
-        return firsts
+                added.append((source, unreferenced, len(rows) if changed else 0))
+                last_seq[source] = last + added[-1][2]
+        conn.executemany(_ITEMS_ADDED, added)
+        return firsts, referenced
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
         """Log the items shown to the user, as (item_id, source) pairs; returns how many."""
@@ -545,11 +550,11 @@ class PageWrite:
         new_version = _meta(conn, "embedding_version") != version
         if new_version:
             conn.execute(_SET_META, ("embedding_version", version))
-        firsts = store._put_items(conn, todo, version)
+        firsts, referenced = store._put_items(conn, todo, version)
         if new_version:
             store._forget()
         else:  # the page's history read (same connection) sees the new vectors
-            store.memos.items_cached(conn, todo, firsts, version, exact=_CHECK_AT_MOST)
+            store.memos.items_cached(todo, firsts, version, exact=_CHECK_AT_MOST, referenced=referenced)
         self._items_written = True
 
     def last_clicks(self, sources: tuple[str, ...], t: int) -> list[list[tuple[str, np.ndarray]]]:

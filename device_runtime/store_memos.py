@@ -21,8 +21,6 @@ UNREAD = object()
 """The embedding-version memo before its read."""
 NOT_CLICKS = {"exposure", "impression"}
 """Kinds of rows whose writes leave the last clicks as they were."""
-_REFERENCED_SQL = "SELECT 1 FROM items WHERE source = ? AND refs > 0 AND item_id IN ({}) LIMIT 1"
-"""Whether one of the items (source, item ids...) is referred to by a stored behaviour."""
 KNOWN_AT_MOST = 100_000
 """Items remembered by the item memo before it starts over."""
 
@@ -62,31 +60,33 @@ class ReadMemos:
 
     def items_cached(
         self,
-        conn: sqlite3.Connection,
         batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
         firsts: dict[str, int],
         version: str,
         exact: int,
+        referenced: bool,
     ) -> None:
         """After this store cached `batches` under the current `version` (row i of a source, from 1,
         numbered firsts[source] + i): remember the rows of batches up to `exact` long (all of them were
         written; a longer batch may have skipped unchanged rows, which are forgotten instead). The
-        last clicks are dropped only when a cached item has stored behaviours: its new vector may
-        change a click's vector or bring a click into the history."""
-        self.tallies, self.item_seq = None, None  # the item tallies moved
+        last clicks are dropped only when a cached item has stored behaviours (`referenced`): its new
+        vector may change a click's vector or bring a click into the history."""
+        self.tallies = None  # the item tallies moved (the sequence numbers' memo moved with them)
         for source, rows in batches:
             for i, (item_id, vec, _) in enumerate(rows, start=1):
                 if len(rows) <= exact:
                     self.known[(source, item_id)] = (vec.tobytes(), version, firsts[source] + i)
                 else:
                     self.known.pop((source, item_id), None)
-        if self.clicks and any(
-            conn.execute(_REFERENCED_SQL.format(", ".join("?" * len(rows))), (source, *[r[0] for r in rows])).fetchone()
-            for source, rows in batches
-            if rows
-        ):
+        if referenced:
             self.clicks.clear()
             self.click_arrays.clear()
+
+    def read_item_seq(self, conn: sqlite3.Connection) -> dict[str, int]:
+        """Each source's last cache sequence number (its `item` tally's total)."""
+        if self.item_seq is None:
+            self.item_seq = dict(conn.execute("SELECT source, total FROM tallies WHERE kind = 'item'").fetchall())
+        return self.item_seq
 
     def read_tallies(self, conn: sqlite3.Connection) -> dict[tuple[str, str], list[int]]:
         if self.tallies is None:
