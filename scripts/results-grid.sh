@@ -73,6 +73,6 @@ dir-cloud tradeoff --data "$synth" --betas 0.1,0.5,0.9,1.0 --targets "0.33/0.33/
 log "trade-off done"
 
 # 5. the tables, from the finished runs (nothing is trained)
-dir-cloud results --grid "$grid" --out "$work/synthetic.md"
+dir-cloud results --grid "$grid" --tuned "$tuned" --out "$work/synthetic.md"
 if [ -n "$movielens" ]; then dir-cloud results --grid "$work/mlgrid" --out "$work/movielens.md"; fi
 log "tables written: $work/synthetic.md ${movielens:+$work/movielens.md}"

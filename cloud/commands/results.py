@@ -1,6 +1,6 @@
 """Write the benchmark tables of a grid folder (label metrics, true clicks, stopping epochs, CIs, paired marks).
 
-    dir-cloud results --grid DIR [--out DIR/table.md]
+    dir-cloud results --grid DIR [--out DIR/table.md] [--tuned TUNED]
 
 Reads the finished runs of `dir-cloud benchmark --out DIR` (cloud/evaluation/results.py); trains nothing.
 """
@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", required=True, help="folder written by `dir-cloud benchmark --out`")
     parser.add_argument("--out", help="markdown file to write (default GRID/table.md)")
     parser.add_argument("--data", help="prepared data for the oracle row (default: the runs' own data folder)")
+    parser.add_argument(
+        "--tuned", help="folder of `dir-cloud tune --out`: add the tuned parameters' table (default: none)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
         json.loads((Path(args.grid) / "runs" / rows[0]["run"] / "config.json").read_text())["data"] if rows else None
     )
     oracle = oracle_row(data) if data and Path(data).exists() else None
-    print(write_results(args.grid, oracle=oracle, out=args.out))
+    print(write_results(args.grid, oracle=oracle, out=args.out, tuned=args.tuned))
     return 0

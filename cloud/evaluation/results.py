@@ -107,8 +107,38 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def write_results(grid: str | Path, oracle: dict | None = None, out: str | Path | None = None) -> str:
-    """results.csv, table.csv and the markdown tables (GRID/table.md or `out`) of a grid folder."""
+def tuning_table(tuned: str | Path) -> str:
+    """Markdown: per tuned model, its trials (finished / pruned), best trial, best validation AUC and
+    parameters, from the TUNED/MODEL.json files `dir-cloud tune --out TUNED` writes."""
+    lines = [
+        "| model | trials finished / pruned | best trial | best valid auc | parameters |",
+        "|---|---|---|---|---|",
+    ]
+    for path in sorted(Path(tuned).glob("*.json")):
+        try:
+            study = json.loads(path.read_text())
+            params = ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in study["params"].items()
+            )
+            lines.append(
+                f"| {study['model']} | {study['trials']['complete']} / {study['trials']['pruned']} | "
+                f"{study['best_trial']} | {study['best_valid_auc']:.4f} | {params} |"
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"{path}: not a study summary of `dir-cloud tune` ({type(exc).__name__}: {exc}); "
+                "remove it from --tuned or write it again with `dir-cloud tune --out`"
+            ) from exc
+    if len(lines) == 2:
+        raise ValueError(f"--tuned {tuned}: no MODEL.json of `dir-cloud tune --out {tuned}` in it")
+    return "\n".join(lines)
+
+
+def write_results(
+    grid: str | Path, oracle: dict | None = None, out: str | Path | None = None, tuned: str | Path | None = None
+) -> str:
+    """results.csv, table.csv and the markdown tables (GRID/table.md or `out`) of a grid folder; with
+    `tuned`, the tuning table too."""
     grid = Path(grid)
     rows = grid_rows(grid)
     if not rows:
@@ -142,6 +172,13 @@ def write_results(grid: str | Path, oracle: dict | None = None, out: str | Path 
             "candidates and random numbers (cloud/evaluation/page_clicks.py).",
             "",
             markdown_table(pages, page_keys, refs["arms"] if refs else None, stopping=False),
+        ]
+    if tuned:
+        text += [
+            "",
+            "Tuned parameters (`dir-cloud tune`, validation split; a DIR ablation trains with dir's):",
+            "",
+            tuning_table(tuned),
         ]
     table = "\n".join(text)
     (Path(out) if out else grid / "table.md").write_text(table + "\n")

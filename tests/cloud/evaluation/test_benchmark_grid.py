@@ -76,7 +76,15 @@ def test_tuned_parameters_reach_the_runs_and_missing_ones_are_named(synth_data, 
     assert bench(synth_data, out, "--models", "dir-isi", "--seeds", "1", "--epochs", "1", "--tuned", str(tuned)) == 0
     config = json.loads((out / "runs" / "dir-isi-device-s0" / "config.json").read_text())
     assert (config["lr"], config["model_options"]) == (0.004, {"hidden": 16})  # an ablation keeps DIR's
+    summary = {"model": "dir", "trials": {"complete": 3, "pruned": 9}, "best_trial": 2, "best_valid_auc": 0.6049}
+    (tuned / "dir.json").write_text(json.dumps({**summary, "params": {"lr": 0.004, "hidden": 16}, "config": {}}))
+    assert cloud_main(["results", "--grid", str(out), "--tuned", str(tuned)]) == 0
+    assert "| dir | 3 / 9 | 2 | 0.6049 | lr=0.004, hidden=16 |" in (out / "table.md").read_text()
+    (tuned / "din.json").write_text("{}")
     capsys.readouterr()
+    assert cloud_main(["results", "--grid", str(out), "--tuned", str(tuned)]) == 2
+    assert "din.json: not a study summary" in capsys.readouterr().err
+    (tuned / "din.json").unlink()
     assert bench(synth_data, out, "--models", "din", "--seeds", "1", "--tuned", str(tuned)) == 2
     assert "no din.json" in capsys.readouterr().err
     assert bench(synth_data, out, "--models", "dir-ca", "--seeds", "1", "--tuned", str(tuned)) == 2
