@@ -7,7 +7,11 @@
 # Runs two processes at a time (one per core of a 2-core machine), each single-threaded; logs in WORK/*.log.
 # MOVIELENS_DIR holds ml-latest-small's ratings.csv and movies.csv (its label metrics are skipped without it).
 # Then `dir-cloud results` writes the tables (last step). See docs/results.md for what each step measures.
+# For a smoke run of the script itself on tiny data, override the sizes, e.g. (CRUM needs 2 epochs)
+#   USERS=40 TRIALS=1 SEEDS_MAIN=1 SEEDS_REST=1 PAGES=5 EPOCHS=2 scripts/results-grid.sh /tmp/smoke
 set -euo pipefail
+users=${USERS:-3000} trials=${TRIALS:-12} seeds_main=${SEEDS_MAIN:-5} seeds_rest=${SEEDS_REST:-3}
+pages=${PAGES:-1000} cap=(${EPOCHS:+--epochs "$EPOCHS"})
 command -v dir-cloud > /dev/null || { echo "dir-cloud not found: run 'make venv' and '. .venv/bin/activate' first" >&2; exit 2; }
 work=${1:?usage: scripts/results-grid.sh WORK [MOVIELENS_DIR]}
 movielens=${2:-}
@@ -15,10 +19,24 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 synth=$work/synth tuned=$work/tuned grid=$work/grid
 log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$work/steps.log"; }
+# `both LOG1 CMD1 -- LOG2 CMD2`: the two commands side by side (one per core); stop if either fails
+both() {
+  local log1=$1 i
+  shift
+  for ((i = 1; i <= $#; i++)); do [ "${!i}" = "--" ] && break; done
+  local first=("${@:1:i-1}") rest=("${@:i+1}")
+  "${first[@]}" > "$work/$log1" 2>&1 &
+  local pid1=$!
+  "${rest[@]:1}" > "$work/${rest[0]}" 2>&1 &
+  local pid2=$! failed=0
+  wait "$pid1" || { log "failed: see $work/$log1"; failed=1; }
+  wait "$pid2" || { log "failed: see $work/${rest[0]}"; failed=1; }
+  return "$failed"
+}
 
 # 0. data: the default synthetic world (seed 0) and, if given, MovieLens ml-latest-small
 if [ ! -f "$synth/dataset.json" ]; then
-  dir-cloud synth --out "$work/logs" --seed 0 --force
+  dir-cloud synth --out "$work/logs" --seed 0 --users "$users" --force
   dir-cloud prepare --logs "$work/logs" --out "$synth" --force
 fi
 if [ -n "$movielens" ] && [ ! -f "$work/ml/dataset.json" ]; then
@@ -29,12 +47,12 @@ fi
 # 1. equal-budget tuning on the synthetic validation split: 12 trials per model, one study per model;
 #    the DIR ablations keep DIR's parameters (cloud.evaluation.grids.tuned_study)
 tune_queue() {
-  for m in "$@"; do dir-cloud tune --data "$synth" --model "$m" --history device --trials 12 --out "$tuned"; done
+  for m in "$@"; do
+    dir-cloud tune --data "$synth" --model "$m" --history device --trials "$trials" --out "$tuned" "${cap[@]}"
+  done
 }
 log "tuning"
-tune_queue dir pear prm din setrank svr nar4rec > "$work/tune-1.log" 2>&1 &
-tune_queue edgerec hrl crum dir-ca mir > "$work/tune-2.log" 2>&1 &
-wait
+both tune-1.log tune_queue dir pear prm din setrank svr nar4rec -- tune-2.log tune_queue edgerec hrl crum dir-ca mir
 log "tuning done"
 
 # 2. the synthetic grid, label metrics and the page's true clicks: 5 seeds for DIR and the three
@@ -51,25 +69,28 @@ EOF
 )
 others=$(for m in $baselines; do case ",$strongest," in *",$m,"*) ;; *) printf '%s,' "$m";; esac; done)
 ablations=dir-isi,dir-lrs,dir-hrs,dir-lcm,dir-pg,dir-js
-log "grid: 5 seeds for dir,$strongest; 3 for ${others}$ablations"
-bench() { dir-cloud benchmark --data "$synth" --histories device,cloud --tuned "$tuned" --pages 1000 --out "$grid" "$@"; }
-{ bench --models "dir,$strongest" --seeds 5 && bench --models "$ablations,dir-ca" --seeds 3; } > "$work/grid-1.log" 2>&1 &
-bench --models "${others%,}" --seeds 3 > "$work/grid-2.log" 2>&1 &
-wait
+log "grid: $seeds_main seeds for dir,$strongest; $seeds_rest for ${others}$ablations,dir-ca"
+bench() {
+  dir-cloud benchmark --data "$synth" --histories device,cloud --tuned "$tuned" --pages "$pages" --out "$grid" \
+    "${cap[@]}" "$@"
+}
+grid_main() { bench --models "dir,$strongest" --seeds "$seeds_main" && bench --models "$ablations,dir-ca" --seeds "$seeds_rest"; }
+both grid-1.log grid_main -- grid-2.log bench --models "${others%,}" --seeds "$seeds_rest"
 log "grid done"
 
 # 3. MovieLens: label metrics only, with the synthetic studies' parameters
 if [ -n "$movielens" ]; then
-  mlbench() { dir-cloud benchmark --data "$work/ml" --histories device,cloud --seeds 3 --tuned "$tuned" --out "$work/mlgrid" "$@"; }
-  mlbench --models "dir,$strongest,$ablations,dir-ca" > "$work/mlgrid-1.log" 2>&1 &
-  mlbench --models "${others%,}" > "$work/mlgrid-2.log" 2>&1 &
-  wait
+  mlbench() {
+    dir-cloud benchmark --data "$work/ml" --histories device,cloud --seeds "$seeds_rest" --tuned "$tuned" \
+      --out "$work/mlgrid" "${cap[@]}" "$@"
+  }
+  both mlgrid-1.log mlbench --models "dir,$strongest,$ablations,dir-ca" -- mlgrid-2.log mlbench --models "${others%,}"
   log "movielens grid done"
 fi
 
 # 4. the utility-fairness trade-off, 3 seeds per point, DIR's tuned parameters except the swept beta
 dir-cloud tradeoff --data "$synth" --betas 0.1,0.5,0.9,1.0 --targets "0.33/0.33/0.34;0.7/0.2/0.1" \
-  --seeds 3 --tuned "$tuned" --out "$work/tradeoff" > "$work/tradeoff.log" 2>&1
+  --seeds "$seeds_rest" --tuned "$tuned" --out "$work/tradeoff" "${cap[@]}" > "$work/tradeoff.log" 2>&1
 log "trade-off done"
 
 # 5. the tables, from the finished runs (nothing is trained)
