@@ -40,7 +40,7 @@ if [ ! -f "$synth/dataset.json" ]; then
   dir-cloud prepare --logs "$work/logs" --out "$synth" --force
 fi
 if [ -n "$movielens" ] && [ ! -f "$work/ml/dataset.json" ]; then
-  dir-cloud movielens --ratings "$movielens/ratings.csv" --movies "$movielens/movies.csv" --out "$work/ml-logs"
+  dir-cloud movielens --ratings "$movielens/ratings.csv" --movies "$movielens/movies.csv" --out "$work/ml-logs" --force
   dir-cloud prepare --logs "$work/ml-logs" --out "$work/ml" --force
 fi
 
