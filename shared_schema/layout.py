@@ -64,7 +64,7 @@ class TensorLayout(BaseModel):
         candidates: Sequence[np.ndarray],
         histories: Sequence[np.ndarray],
     ) -> dict[str, np.ndarray]:
-        """Pad one request into batch-1 input arrays.
+        """Pad one request into new batch-1 input arrays (`InputBuffers` refills its own in place).
 
         `candidates[s]` is `[k_s, d_s]` with `k_s <= n`; `histories[s]` is `[h_s, d_s]`, newest first
         (rows past `t` are dropped). Returns `{input name: array}` in `input_names()` order.
@@ -74,15 +74,12 @@ class TensorLayout(BaseModel):
                 f"expected {self.m} candidate and history arrays (one per source), "
                 f"got {len(candidates)} and {len(histories)}"
             )
-        out: dict[str, np.ndarray] = {}
-        for s, d in enumerate(self.vector_dims):
-            cand = _rows(candidates[s], d, f"candidates of source {s}")
-            hist = _rows(histories[s], d, f"history of source {s}")[: self.t]
+        cands = [_rows(c, d, f"candidates of source {s}") for s, (c, d) in enumerate(zip(candidates, self.vector_dims))]
+        hists = [_rows(h, d, f"history of source {s}") for s, (h, d) in enumerate(zip(histories, self.vector_dims))]
+        for s, cand in enumerate(cands):
             if cand.shape[0] > self.n:
                 raise ValueError(f"candidates of source {s}: {cand.shape[0]} items, at most n={self.n} fit")
-            out[f"cand_{s}"], out[f"cand_mask_{s}"] = _pad(cand, self.n)
-            out[f"hist_{s}"], out[f"hist_mask_{s}"] = _pad(hist, self.t)
-        return out
+        return InputBuffers(self).fill(cands, hists)
 
 
 def _rows(values: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -92,14 +89,6 @@ def _rows(values: np.ndarray, dim: int, what: str) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != dim:
         raise ValueError(f"{what}: expected shape [k, {dim}], got {list(array.shape)}")
     return array
-
-
-def _pad(rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    values = np.zeros((1, length, rows.shape[1]), dtype=np.float32)
-    mask = np.zeros((1, length), dtype=np.float32)
-    values[0, : rows.shape[0]] = rows
-    mask[0, : rows.shape[0]] = 1.0
-    return values, mask
 
 
 class InputBuffers:
@@ -116,11 +105,8 @@ class InputBuffers:
     def __init__(self, layout: TensorLayout):
         m = layout.m
         self.layout = layout
-        self.arrays = layout.assemble(
-            [np.zeros((0, d), np.float32) for d in layout.vector_dims],
-            [np.zeros((0, d), np.float32) for d in layout.vector_dims],
-        )
-        names = layout.input_names()
+        self.arrays = {spec.name: np.zeros(spec.shape, np.float32) for spec in layout.input_specs()}
+        names = list(self.arrays)
         # per source: (cand values, cand mask, n), (hist values, hist mask, t)
         self._slots = [
             (self.arrays[names[4 * s + 2 * j]], self.arrays[names[4 * s + 2 * j + 1]], (layout.n, layout.t)[j])

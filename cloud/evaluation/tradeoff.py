@@ -9,7 +9,7 @@ Runs go to OUT/runs/beta-B-sS and OUT/runs/target-SHARES-sS through cloud.evalua
 so an interrupted study continues and a finished run is reused only with the same config hash. A run of
 the single-seed layout (OUT/runs/beta-B, OUT/runs/target-SHARES) moves to the name of its saved seed.
 tradeoff.csv and targets.csv hold one row per run; tradeoff-summary.csv and targets-summary.csv hold, per
-beta (per target), the seeds, the runs the epoch cap ended, and per test metric the mean (METRIC_mean) and
+beta (per target), the seed count, the runs the epoch cap ended, and per test metric the mean (METRIC_mean) and
 the half-width of its 95% Student-t interval over seeds (METRIC_ci95; empty with one seed).
 """
 

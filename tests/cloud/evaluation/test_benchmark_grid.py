@@ -5,19 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
-
 from cloud.cli import main as cloud_main
-from cloud.data.prepare import prepare
-from cloud.data.synth import SynthConfig, generate, write_logs
-
-
-@pytest.fixture(scope="module")
-def synth_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("grid")
-    write_logs(generate(SynthConfig(users=120)), root / "logs")
-    prepare(root / "logs", root / "data")
-    return root / "data"
 
 
 def bench(data, out, *extra):

@@ -8,20 +8,10 @@ import json
 import pytest
 
 from cloud.cli import main as cloud_main
-from cloud.data.prepare import prepare
-from cloud.data.synth import SynthConfig, generate, write_logs
 from cloud.evaluation.csv_rows import read_csv_rows
 from cloud.evaluation.statistics import mean_ci
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def synth_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tradeoff")
-    write_logs(generate(SynthConfig(users=120)), root / "logs")
-    prepare(root / "logs", root / "data")
-    return root / "data"
 
 
 def tradeoff(data, out, *extra):
@@ -57,7 +47,7 @@ def test_two_seeds_give_two_runs_per_beta_and_a_summary_with_their_ci(synth_data
             mean, low, high = mean_ci(values)
             assert entry[f"{metric}_mean"] == pytest.approx(sum(values) / 2) == pytest.approx(mean)
             assert entry[f"{metric}_ci95"] == pytest.approx((high - low) / 2)
-    assert pair[0]["auc"] != pair[1]["auc"] and summary[1]["auc_ci95"] > 0  # the seeds differ
+    assert pair[0]["auc"] != pair[1]["auc"] and summary[1]["auc_ci95"] > 0  # two seeds, two different runs
     targets = read_csv_rows(out / "targets-summary.csv")
     assert [(t["target"], t["beta"], t["seeds"]) for t in targets] == [("0.2/0.4/0.4", 0.5, 2)]
 

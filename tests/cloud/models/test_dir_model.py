@@ -211,11 +211,12 @@ def test_cross_stitch_starts_at_identity(spec):
     assert torch.equal(share.detach(), torch.eye(spec.m))
 
 
-def test_every_parameter_gets_a_gradient(spec):
+@pytest.mark.parametrize("name", ["dir", "dir-ca"])
+def test_every_parameter_gets_a_gradient(spec, name):
     from cloud.training.losses import exposure_loss, utility_loss
 
     torch.manual_seed(6)
-    model = build_model("dir", spec)
+    model = build_model(name, spec)
     batch = make_batch(spec, batch=8, seed=8)
     scores = model(batch)
     loss = utility_loss(scores, batch["label"], batch["mask"]) + exposure_loss(

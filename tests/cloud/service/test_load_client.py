@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.service import BundleFolder, CloudService, create_app
-from tests.helpers.service import http_answer, raw_server, serve_in_thread, tiny_run
+from tests.helpers.service import http_answer, raw_server
 
 SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "service_load.py"
 
@@ -24,14 +23,6 @@ def bench():
     spec.loader.exec_module(module)
     yield module
     del sys.modules["service_load"]
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    run_dir, data_dir = tiny_run(tmp_path_factory.mktemp("load"))
-    service = CloudService.load(run_dir, data_dir)
-    with serve_in_thread(create_app(service, BundleFolder(tmp_path_factory.mktemp("bundles")))) as url:
-        yield service, url
 
 
 @pytest.mark.parametrize("encoding", ["json", "compact"])

@@ -13,19 +13,10 @@ import urllib.request
 import numpy as np
 import pytest
 
-from cloud.service import BundleFolder, CloudService, create_app
+from cloud.service import CloudService
 from cloud.service.slates import SlateBodies
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
 from shared_schema.messages import COMPACT, COMPACT_MEDIA_TYPE
-from tests.helpers.service import serve_in_thread, tiny_run
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    run_dir, data_dir = tiny_run(tmp_path_factory.mktemp("bodies"))
-    service = CloudService.load(run_dir, data_dir)
-    with serve_in_thread(create_app(service, BundleFolder(tmp_path_factory.mktemp("bundles")))) as url:
-        yield service, url
 
 
 def plain_slate(service: CloudService, user: str, n: int, request_id: str) -> CandidateSlate:
