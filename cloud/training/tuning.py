@@ -189,9 +189,19 @@ def _suggest(trial, name: str, spec: tuple):
     raise ValueError(f"search space entry {name}: unknown kind {kind!r} (int, float or log)")
 
 
+_ATTR_POLLS = 300  # 30 s
+
+
 def _check_study(study, expected: dict, url: str) -> None:
     """Record what a new study tunes; refuse to add trials of other data, model or space to an old one."""
+    import time
+
     saved = study.user_attrs
+    for _ in range(_ATTR_POLLS):  # another worker is still recording a new study's keys, one write each
+        if not saved or all(key in saved for key in expected):
+            break
+        time.sleep(0.1)
+        saved = study.user_attrs
     if not saved:
         for key, value in expected.items():
             study.set_user_attr(key, value)

@@ -73,6 +73,30 @@ def test_two_workers_share_one_sqlite_study(datasets, tmp_path):
     assert best["config"]["lr"] == best["params"]["lr"]
 
 
+def test_a_worker_waits_for_the_keys_another_is_still_recording(tmp_path):
+    import threading
+
+    from cloud.training.tuning import _check_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    expected = {"data": "abc", "model": "dir", "history": "device", "space": ["lr"], "pruner": {"from_epoch": 4}}
+    first = optuna.create_study(study_name="s", storage=storage)
+    first.set_user_attr("data", "abc")  # the creating worker has written its first key only
+    second = optuna.load_study(study_name="s", storage=storage)
+
+    def finish_recording():
+        for key in list(expected)[1:]:
+            first.set_user_attr(key, expected[key])
+
+    late = threading.Timer(0.5, finish_recording)
+    late.start()
+    _check_study(second, expected, storage)  # raised "created for other history, model, ..." before
+    late.join()
+    first.set_user_attr("pruner", {"from_epoch": 1})
+    with pytest.raises(ValueError, match="created for other pruner"):
+        _check_study(second, expected, storage)
+
+
 def test_study_keeps_finished_trials_and_refuses_other_data(datasets, tmp_path, capsys):
     data, other = datasets
     assert cloud_main(tune_args(data, tmp_path, "--trials", "2")) == 0
