@@ -26,7 +26,7 @@ from device_runtime.bundle import BundleRegistry, InstalledBundle, verify
 from device_runtime.decoding import decode_request
 from device_runtime.merge import MODES as MERGE_MODES
 from device_runtime.merge import merge_lists
-from device_runtime.store import HistoryStore
+from device_runtime.store import HistoryStore, row_bytes
 from device_runtime.validation import CheckedEvent
 from shared_schema import SCHEMA_VERSION, BehaviorEvent, BundleManifest, CandidateSlate, RerankResult
 from shared_schema.layout import InputBuffers
@@ -152,7 +152,7 @@ class Reranker:
                 [
                     (
                         self._sources[s],
-                        list(zip([item.item_id for item in items], vectors, [self._fields[s]] * len(items))),
+                        list(zip([item.item_id for item in items], row_bytes(vectors), [self._fields[s]] * len(items))),
                     )
                     for s, (items, vectors) in enumerate(candidates)
                     if items

@@ -114,6 +114,20 @@ _ITEMS_ADDED = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'it
 items, numbers handed out); one statement per source and write instead of a trigger per row."""
 
 
+ItemRow = tuple[str, bytes, str]
+"""A checked item vector to cache: (item_id, its float32 values as bytes (`row_bytes`), the field to name
+in errors)."""
+_ITEM_BYTES = VECTOR_DTYPE.itemsize
+
+
+def row_bytes(vectors: np.ndarray) -> list[bytes]:
+    """Each row of a float32 [k, d] array as bytes (one copy of the array, then slices)."""
+    blob, step = vectors.tobytes(), vectors.shape[1] * _ITEM_BYTES
+    if not step:
+        return [b""] * vectors.shape[0]
+    return [blob[i : i + step] for i in range(0, len(blob), step)]
+
+
 class HistoryStore:
     """Behaviour history, item vector cache and exposure log of one device user in one SQLite file.
 
@@ -223,9 +237,7 @@ class HistoryStore:
     def _check_source(self, source: object, field: str) -> str:
         return checked_source(source, field, self.sources)
 
-    def _check_widths(
-        self, conn: sqlite3.Connection, source: str, version: str, rows: list[tuple[str, np.ndarray, str]]
-    ) -> None:
+    def _check_widths(self, conn: sqlite3.Connection, source: str, version: str, rows: list[ItemRow]) -> None:
         """All vectors of a source under a version share one width: `dims`, else the stored one (in
         `meta`), else the first vector's, which is then stored."""
         key = f"dim:{version}:{source}"
@@ -234,13 +246,15 @@ class HistoryStore:
             stored = _meta_int(conn, key)
             if stored is not None:
                 self._widths[key] = stored
-        width = rows[0][1].size if stored is None else stored
-        for _, vec, field in rows:
-            for known in (self._dims.get(source), width):
-                if known is not None and vec.size != known:
+        width = len(rows[0][1]) // _ITEM_BYTES if stored is None else stored
+        for known in (self._dims.get(source), width):
+            if known is None:
+                continue
+            for _, blob, field in rows:
+                if len(blob) != known * _ITEM_BYTES:
                     raise ValueError(
-                        f"{field}: vector has {vec.size} values but source {source!r} uses {known} "
-                        f"(embedding version {version!r}); send vectors of the bundle's width"
+                        f"{field}: vector has {len(blob) // _ITEM_BYTES} values but source {source!r} uses "
+                        f"{known} (embedding version {version!r}); send vectors of the bundle's width"
                     )
         if stored is None:
             conn.execute(_SET_META, (key, width))
@@ -255,10 +269,12 @@ class HistoryStore:
         return self._record([check_event(e, f"events[{i}]", self.sources, self._dims) for i, e in enumerate(events)])
 
     def _record(self, checked: list[CheckedEvent]) -> list[int]:
-        vectors: dict[str, list[tuple[str, np.ndarray, str]]] = {}
+        vectors: dict[str, list[ItemRow]] = {}
         for event in checked:
             if event.vector is not None:
-                vectors.setdefault(event.source, []).append((event.item_id, event.vector, f"{event.field}.vector"))
+                vectors.setdefault(event.source, []).append(
+                    (event.item_id, event.vector.tobytes(), f"{event.field}.vector")
+                )
         with self._write() as conn:
             version = _meta_text(conn, "embedding_version")
             if vectors:
@@ -288,7 +304,7 @@ class HistoryStore:
         self._check_source(source, "source")
         text(embedding_version, "embedding_version")
         rows = [
-            (text(item_id, f"items[{i}].item_id"), vector(vec, f"items[{i}].vector"), f"items[{i}].vector")
+            (text(item_id, f"items[{i}].item_id"), vector(vec, f"items[{i}].vector").tobytes(), f"items[{i}].vector")
             for i, (item_id, vec) in enumerate(items)
         ]
         return self._cache([(source, rows)], embedding_version)
@@ -307,14 +323,14 @@ class HistoryStore:
                 (
                     source,
                     [
-                        (text(item_id, f"{where}.item_ids[{i}]"), rows[i], f"{where}.vectors[{i}]")
-                        for i, item_id in enumerate(ids)
+                        (text(item_id, f"{where}.item_ids[{i}]"), blob, f"{where}.vectors[{i}]")
+                        for i, (item_id, blob) in enumerate(zip(ids, row_bytes(rows)))
                     ],
                 )
             )
         return self._cache(batches, embedding_version)
 
-    def _cache(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str) -> int:
+    def _cache(self, batches: list[tuple[str, list[ItemRow]]], version: str) -> int:
         with self.page() as page:
             page.cache(batches, version)
         return sum(len(rows) for _, rows in batches)
@@ -332,9 +348,7 @@ class HistoryStore:
             raise
         page.commit()
 
-    def _not_cached(
-        self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str
-    ) -> list[tuple[str, list[tuple[str, np.ndarray, str]]]]:
+    def _not_cached(self, batches: list[tuple[str, list[ItemRow]]], version: str) -> list[tuple[str, list[ItemRow]]]:
         """The rows `_put_items` would write (new, changed, other version, due for a re-stamp), found
         from the item memo plus one read per source for the items not in it; batches too long for one
         query are kept whole. The caller has checked the memos."""
@@ -352,7 +366,7 @@ class HistoryStore:
             stale = []
             for row in rows:
                 hit = known.get((source, row[0]))
-                if hit is None or hit[2] <= aged or hit[1] != version or hit[0] != row[1].tobytes():
+                if hit is None or hit[2] <= aged or hit[1] != version or hit[0] != row[1]:
                     stale.append(row)
             if stale:
                 todo.append((source, stale))
@@ -366,7 +380,7 @@ class HistoryStore:
         self._forget()
 
     def _put_items(
-        self, conn: sqlite3.Connection, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str
+        self, conn: sqlite3.Connection, batches: list[tuple[str, list[ItemRow]]], version: str
     ) -> tuple[dict[str, int], bool]:
         """Upsert, per source, (item_id, vector, field) rows; returns, per source written, the cache
         sequence number before its rows (row i of the batch, from 1, is numbered that + i if written),
@@ -393,8 +407,18 @@ class HistoryStore:
             changed = conn.executemany(
                 _UPSERT_ITEM,
                 [
-                    (source, item_id, vec.tobytes(), vec.size, version, now, last + i, aged, refs.get(item_id, 0))
-                    for i, (item_id, vec, _) in enumerate(rows, start=1)
+                    (
+                        source,
+                        item_id,
+                        blob,
+                        len(blob) // _ITEM_BYTES,
+                        version,
+                        now,
+                        last + i,
+                        aged,
+                        refs.get(item_id, 0),
+                    )
+                    for i, (item_id, blob, _) in enumerate(rows, start=1)
                 ],
             ).rowcount
             if changed or unreferenced:
@@ -537,7 +561,7 @@ class PageWrite:
             self._conn = conn
         return self._conn
 
-    def cache(self, batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]], version: str) -> None:
+    def cache(self, batches: list[tuple[str, list[ItemRow]]], version: str) -> None:
         """Cache checked (item_id, float32 vector, field) rows per source under `version`, which becomes
         the current embedding version; items cached before with the same vector are not rewritten."""
         store = self.store

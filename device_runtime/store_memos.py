@@ -60,7 +60,7 @@ class ReadMemos:
 
     def items_cached(
         self,
-        batches: list[tuple[str, list[tuple[str, np.ndarray, str]]]],
+        batches: list[tuple[str, list[tuple[str, bytes, str]]]],
         firsts: dict[str, int],
         version: str,
         exact: int,
@@ -72,12 +72,15 @@ class ReadMemos:
         last clicks are dropped only when a cached item has stored behaviours (`referenced`): its new
         vector may change a click's vector or bring a click into the history."""
         self.tallies = None  # the item tallies moved (the sequence numbers' memo moved with them)
+        known = self.known
         for source, rows in batches:
-            for i, (item_id, vec, _) in enumerate(rows, start=1):
-                if len(rows) <= exact:
-                    self.known[(source, item_id)] = (vec.tobytes(), version, firsts[source] + i)
-                else:
-                    self.known.pop((source, item_id), None)
+            if len(rows) <= exact:
+                first = firsts[source]
+                for i, (item_id, blob, _) in enumerate(rows, start=1):
+                    known[(source, item_id)] = (blob, version, first + i)
+            else:
+                for item_id, _, _ in rows:
+                    known.pop((source, item_id), None)
         if referenced:
             self.clicks.clear()
             self.click_arrays.clear()

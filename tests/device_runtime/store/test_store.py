@@ -396,3 +396,10 @@ def test_caching_items_keeps_the_memos_it_leaves_true(store):
         assert [(i, v.tobytes()) for i, v in fresh.last_clicks(["video"], 5)[0]] == [
             (i, v.tobytes()) for i, v in store.last_clicks(["video"], 5)[0]
         ]
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (1, 1), (4, 0), (0, 3)])
+def test_row_bytes_are_each_rows_float32_bytes(shape):
+    vectors = np.arange(math.prod(shape), dtype=np.float32).reshape(shape)
+    assert store_mod.row_bytes(vectors) == [row.tobytes() for row in vectors]
+    assert store_mod.row_bytes(vectors[:, ::-1]) == [row.tobytes() for row in vectors[:, ::-1]]  # not contiguous
