@@ -124,7 +124,6 @@ def tune(
         storage=open_storage(url),
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=SAMPLER["startup_trials"]),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=PRUNER["startup_trials"], n_warmup_steps=PRUNER["from_epoch"]
         ),  # steps are epochs, from 1; Optuna prunes from step n_warmup_steps on
@@ -132,6 +131,10 @@ def tune(
     expected: dict[str, object] = {"data": fingerprint, "model": model, "history": history, "space": sorted(space)}
     expected |= {"sampler": SAMPLER, "pruner": PRUNER}
     _check_study(study, expected, url)
+    # seeded by how many trials the study held when this worker joined: a resumed study, or a second
+    # worker, does not draw the random start-up parameters of the first trials again
+    joined_at = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=seed + joined_at, n_startup_trials=SAMPLER["startup_trials"])
 
     def objective(trial: optuna.Trial) -> float:
         values = {key: _suggest(trial, key, spec) for key, spec in space.items()}

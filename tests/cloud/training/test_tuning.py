@@ -105,6 +105,7 @@ def test_study_keeps_finished_trials_and_refuses_other_data(datasets, tmp_path, 
     assert cloud_main(tune_args(data, tmp_path, "--trials", "3")) == 0  # continues: one more trial
     again = optuna.load_study(study_name="dir-device", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.params for t in again.trials[:2]] == [t.params for t in first] and len(again.trials) == 3
+    assert again.trials[2].params not in [t.params for t in first]  # the resumed sampler draws anew
     assert again.user_attrs["pruner"] == {"startup_trials": 3, "from_epoch": 4}
     assert again.user_attrs["sampler"] == {"startup_trials": 4}
     again.set_user_attr("pruner", {"startup_trials": 3, "from_epoch": 1})  # as an older study recorded it
