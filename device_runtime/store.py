@@ -103,7 +103,7 @@ _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_ver
     OR items.seq <= ?8"""
 """Insert an item (?9: how many stored behaviours refer to it), or rewrite it when its vector or version
 changed or its sequence number is <= ?8."""
-_CACHED_SQL = "SELECT item_id, vector, embedding_version, seq FROM items WHERE source = ? AND item_id IN ({})"
+_CACHED_SQL = "SELECT item_id, vector, embedding_version, seq, refs FROM items WHERE source = ? AND item_id IN ({})"
 _CHECK_AT_MOST = 500
 """`cache_items` batches up to this long are first checked against the cache with one query."""
 _EXISTING_SQL = "SELECT item_id, refs FROM items WHERE source = ? AND item_id IN ({})"
@@ -212,7 +212,7 @@ class HistoryStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the write lock first (no deadlock between two writers), with
         the read memos checked under the lock. The caller drops the memos its write made stale
-        (`_forget`, `_forget_after`); a rolled-back write drops them all."""
+        (`_forget`, `ReadMemos.forget_after`); a rolled-back write drops them all."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -229,9 +229,6 @@ class HistoryStore:
 
     def _forget(self, items: bool = True, clicks: bool = True) -> None:
         self.memos.forget(items, clicks)
-
-    def _forget_after(self, changed: set[str], vectors_written: bool = False) -> None:
-        self.memos.forget_after(changed, vectors_written)
 
     # -- validation ------------------------------------------------------------------------------
     def _check_source(self, source: object, field: str) -> str:
@@ -295,7 +292,12 @@ class HistoryStore:
                 for event in checked
             ]
             pruned = self._prune(conn)
-        self._forget_after(pruned | {event.action for event in checked}, vectors_written=bool(vectors))
+        self.memos.forget_after(
+            {event.action for event in checked},
+            pruned,
+            vectors_written=bool(vectors),
+            referred=[(event.source, event.item_id) for event in checked],
+        )
         return ids
 
     def cache_items(self, source: str, items: Sequence[tuple[str, object]], embedding_version: str) -> int:
@@ -381,28 +383,33 @@ class HistoryStore:
 
     def _put_items(
         self, conn: sqlite3.Connection, batches: list[tuple[str, list[ItemRow]]], version: str
-    ) -> tuple[dict[str, int], bool]:
+    ) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         """Upsert, per source, (item_id, vector, field) rows; returns, per source written, the cache
         sequence number before its rows (row i of the batch, from 1, is numbered that + i if written),
-        and whether a behaviour refers to one of the items.
+        and how many stored behaviours refer to each (source, item_id) given.
 
         An item already cached with the same vector and version is left alone unless half the
         retention has been cached since its last write: then it is re-stamped as newly cached, so an
         item the user still sees is never the oldest (first pruned) one. The caller holds the write lock
-        and has checked the memos under it: the sequence numbers come from, and go to, their memo."""
-        last_seq, added = self.memos.read_item_seq(conn), []
-        now, firsts, referenced = time.time(), {}, False
+        and has checked the memos under it: the sequence numbers come from, and go to, their memo, and the
+        item memo tells which items exist and their references (a behaviour write forgets it)."""
+        last_seq, known, added = self.memos.read_item_seq(conn), self.memos.known, []
+        now, firsts = time.time(), {}
+        item_refs: dict[tuple[str, str], int] = {}
         for source, rows in batches:
             if not rows:
                 continue
             self._check_widths(conn, source, version, rows)
             firsts[source] = last = last_seq.get(source, 0)
             ids = list(dict.fromkeys(item_id for item_id, _, _ in rows))
-            existing = dict(row for chunk in _chunks(ids) for row in _select_in(conn, _EXISTING_SQL, source, chunk))
+            existing = {item_id: hit[3] for item_id in ids if (hit := known.get((source, item_id))) is not None}
+            unknown = [item_id for item_id in ids if item_id not in existing]
+            existing.update(row for chunk in _chunks(unknown) for row in _select_in(conn, _EXISTING_SQL, source, chunk))
             new = [item_id for item_id in ids if item_id not in existing]
             refs = dict(row for chunk in _chunks(new) for row in _select_in(conn, _BEHAVIOURS_SQL, source, chunk))
-            referenced = referenced or any(existing.values()) or bool(refs)
             unreferenced = len(new) - len(refs)
+            item_refs.update(((source, item_id), refs.get(item_id, 0)) for item_id in new)
+            item_refs.update(((source, item_id), count) for item_id, count in existing.items())
             aged = last - self.retention // 2
             changed = conn.executemany(
                 _UPSERT_ITEM,
@@ -425,7 +432,7 @@ class HistoryStore:
                 added.append((source, unreferenced, len(rows) if changed else 0))
                 last_seq[source] = last + added[-1][2]
         conn.executemany(_ITEMS_ADDED, added)
-        return firsts, referenced
+        return firsts, item_refs
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
         """Log the items shown to the user, as (item_id, source) pairs; returns how many."""
@@ -574,11 +581,11 @@ class PageWrite:
         new_version = _meta(conn, "embedding_version") != version
         if new_version:
             conn.execute(_SET_META, ("embedding_version", version))
-        firsts, referenced = store._put_items(conn, todo, version)
+        firsts, refs = store._put_items(conn, todo, version)
         if new_version:
             store._forget()
         else:  # the page's history read (same connection) sees the new vectors
-            store.memos.items_cached(todo, firsts, version, exact=_CHECK_AT_MOST, referenced=referenced)
+            store.memos.items_cached(todo, firsts, version, exact=_CHECK_AT_MOST, refs=refs)
         self._items_written = True
 
     def last_clicks(self, sources: tuple[str, ...], t: int) -> list[list[tuple[str, np.ndarray]]]:
@@ -633,7 +640,7 @@ class PageWrite:
         if store.checkpointer is not None:
             store.checkpointer.committed()
         if pruned:
-            store._forget_after(pruned | {"exposure"})
+            store.memos.forget_after({"exposure"}, pruned)
         elif store.memos.tallies is not None:
             for source, count in self._exposed.items():
                 counts = store.memos.tallies.setdefault((source, "exposure"), [0, 0])

@@ -2,8 +2,8 @@
 
     memos = ReadMemos()
     memos.check(conn)                    # drop everything if another connection committed since
-    memos.known[("video", "v1")]         # (vector bytes, embedding version, cache sequence number)
-    memos.forget_after({"exposure"})     # after this store's own write: drop only what it made stale
+    memos.known[("video", "v1")]         # (vector bytes, embedding version, cache sequence number, refs)
+    memos.forget_after({"exposure"}, set())  # after this store's own write: drop only what it made stale
 
 `PRAGMA data_version` changes when another connection commits; this store's own writes say what they
 changed. Memos: the item cache (per item, and each source's last cache sequence number), the current
@@ -14,6 +14,7 @@ embedding version, the last clicks per (sources, t) (also as one array per sourc
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -21,6 +22,8 @@ UNREAD = object()
 """The embedding-version memo before its read."""
 NOT_CLICKS = {"exposure", "impression"}
 """Kinds of rows whose writes leave the last clicks as they were."""
+ITEM_KINDS = {"item", "click", "impression"}
+"""Kinds of rows whose pruning drops the item memo: items, and behaviours (their items' reference counts)."""
 KNOWN_AT_MOST = 100_000
 """Items remembered by the item memo before it starts over."""
 
@@ -30,7 +33,7 @@ class ReadMemos:
 
     def __init__(self) -> None:
         self.data_version: int | None = None  # PRAGMA data_version when the memos were last valid
-        self.known: dict[tuple[str, str], tuple[bytes, str, int]] = {}
+        self.known: dict[tuple[str, str], tuple[bytes, str, int, int]] = {}
         self.item_seq: dict[str, int] | None = None
         self.version: str | None | object = UNREAD
         self.clicks: dict[tuple[tuple[str, ...], int], list[list[tuple[str, np.ndarray]]]] = {}
@@ -53,10 +56,20 @@ class ReadMemos:
             self.click_arrays.clear()
         self.tallies = None
 
-    def forget_after(self, changed: set[str], vectors_written: bool = False) -> None:
-        """Drop what a write made stale, given the kinds of rows it added or pruned: the item memo when
-        vectors were written or items pruned, the last clicks unless only exposures or impressions changed."""
-        self.forget(items=vectors_written or "item" in changed, clicks=vectors_written or bool(changed - NOT_CLICKS))
+    def forget_after(
+        self, added: set[str], pruned: set[str], vectors_written: bool = False, referred: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Drop what a write made stale, given the kinds of rows it added and pruned: the item memo when
+        vectors were written, items pruned or behaviours pruned (which items they referred to is not
+        known); the last clicks unless only exposures or impressions changed. The added behaviours'
+        (source, item_id) pairs, `referred`, count as references of the remembered items."""
+        items = vectors_written or bool(pruned & ITEM_KINDS)
+        self.forget(items=items, clicks=vectors_written or bool((added | pruned) - NOT_CLICKS))
+        if not items:
+            for key in referred:
+                hit = self.known.get(key)
+                if hit is not None:
+                    self.known[key] = (*hit[:3], hit[3] + 1)
 
     def items_cached(
         self,
@@ -64,24 +77,28 @@ class ReadMemos:
         firsts: dict[str, int],
         version: str,
         exact: int,
-        referenced: bool,
+        refs: dict[tuple[str, str], int],
     ) -> None:
         """After this store cached `batches` under the current `version` (row i of a source, from 1,
-        numbered firsts[source] + i): remember the rows of batches up to `exact` long (all of them were
-        written; a longer batch may have skipped unchanged rows, which are forgotten instead). The
-        last clicks are dropped only when a cached item has stored behaviours (`referenced`): its new
-        vector may change a click's vector or bring a click into the history."""
+        numbered firsts[source] + i, referred to by refs[(source, item_id)] stored behaviours): remember the
+        rows of batches up to `exact` long (all of them were written; a longer batch may have skipped
+        unchanged rows, which are forgotten instead). The last clicks are dropped only when a cached
+        item has stored behaviours: its new vector may change a click's vector or bring a click into
+        the history."""
         self.tallies = None  # the item tallies moved (the sequence numbers' memo moved with them)
         known = self.known
         for source, rows in batches:
             if len(rows) <= exact:
                 first = firsts[source]
                 for i, (item_id, blob, _) in enumerate(rows, start=1):
-                    known[(source, item_id)] = (blob, version, first + i)
+                    hit = known.get((source, item_id))
+                    if hit is not None and hit[2] > first and hit[0] == blob:
+                        continue  # the same vector again in this batch: not rewritten, keeps its number
+                    known[(source, item_id)] = (blob, version, first + i, refs[(source, item_id)])
             else:
                 for item_id, _, _ in rows:
                     known.pop((source, item_id), None)
-        if referenced:
+        if any(refs.values()):
             self.clicks.clear()
             self.click_arrays.clear()
 

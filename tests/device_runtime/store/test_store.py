@@ -362,8 +362,9 @@ def test_read_memos_follow_this_stores_own_writes(store):
     assert [[i for i, _ in s] for s in store.last_clicks(["video", "article"], 5)] == [
         [i for i, _ in s] for s in before
     ]
+    assert store.memos.known[("video", "v2")][3] == 0
     store.record(click("v2", ts=3.0))  # a click without a vector: the item memo stays, the clicks go
-    assert store.memos.known and not store.memos.clicks
+    assert store.memos.known[("video", "v2")][3] == 1 and not store.memos.clicks  # one reference more
     assert [i for i, _ in store.last_clicks(["video"], 5)[0]] == ["v2", "v1"]
     store.record(click("v1", ts=3.5, action="impression"))  # an impression leaves the last clicks
     assert store.memos.known and store.memos.clicks

@@ -1,5 +1,5 @@
 """HistoryStore retention on real SQLite files: bounds after every write, what is kept, tallies kept by
-triggers, pruning cost independent of the stored rows, unchanged vectors not rewritten, v1 files."""
+triggers, the item memo, pruning cost independent of the stored rows, unchanged vectors not rewritten, v1 files."""
 
 from __future__ import annotations
 
@@ -179,6 +179,15 @@ def test_exposure_counts_survive_pruning(tmp_path):
         assert s.exposure_counts(["video"]).tolist() == [20]
 
 
+def check_item_memo(s: HistoryStore) -> None:
+    """Every item the store remembers is as the file has it: vector, version, sequence number, refs."""
+    for (source, item_id), hit in s.memos.known.items():
+        row = s.db.execute(
+            "SELECT vector, embedding_version, seq, refs FROM items WHERE source = ? AND item_id = ?", (source, item_id)
+        ).fetchone()
+        assert row == hit, (source, item_id)
+
+
 def test_tallies_match_full_counts_after_random_writes(tmp_path):
     rng = np.random.default_rng(0)
     with HistoryStore(tmp_path / "h.db", retention_per_source=6, prune_every=3) as s:
@@ -201,6 +210,7 @@ def test_tallies_match_full_counts_after_random_writes(tmp_path):
                 ids = [f"i{j}" for j in range(12)] + [f"b{step}_{j}" for j in range(588)]
                 s.cache_sources({source: (ids, np.stack([vec(step + j % 5, dim) for j in range(600)]))}, "e1")
             check_tallies(s)
+            check_item_memo(s)
 
 
 def test_prune_statements_walk_indexes(tmp_path):
