@@ -147,7 +147,7 @@ class Reranker:
         clock = [time.perf_counter()]
         m = self.manifest
         candidates = validation.check_slate(slate, self._rules)
-        with self.store.page() as page:
+        with self.store.page(writes=True) as page:  # a page always records its exposures
             page.cache(
                 [
                     (

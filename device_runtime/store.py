@@ -338,12 +338,16 @@ class HistoryStore:
         return sum(len(rows) for _, rows in batches)
 
     @contextmanager
-    def page(self) -> Iterator[PageWrite]:
+    def page(self, writes: bool = False) -> Iterator[PageWrite]:
         """The writes and reads of one reranked page on checked values, in at most one write transaction
-        (opened by the first write, committed when the block ends, rolled back if it raises)."""
-        self.memos.check(self.db.conn)
+        (opened by the first write, or at once when the page `writes` for sure; committed when the block
+        ends, rolled back if it raises)."""
         page = PageWrite(self)
         try:
+            if writes:
+                page._begin()  # checks the memos under the write lock: one check for the whole page
+            else:
+                self.memos.check(self.db.conn)
             yield page
         except BaseException:
             page.abort()
