@@ -46,18 +46,29 @@ fi
 
 # 1. equal-budget tuning on the synthetic validation split: 12 trials per model, one study per model;
 #    the DIR ablations keep DIR's parameters (cloud.evaluation.grids.tuned_study)
+# 2. the synthetic grid, label metrics and the page's true clicks: 5 seeds for DIR and the three
+#    baselines of highest tuned validation AUC, 3 seeds for every other model, the DIR ablations and
+#    dir-ca (DIR with candidate-aware history attention, an extension with its own study). The runs that
+#    need no baseline's study (DIR, its ablations, dir-ca) start on the first core free of tuning.
 tune_queue() {
   for m in "$@"; do
     dir-cloud tune --data "$synth" --model "$m" --history device --trials "$trials" --out "$tuned" "${cap[@]}"
   done
 }
+bench() {
+  dir-cloud benchmark --data "$synth" --histories device,cloud --tuned "$tuned" --pages "$pages" --out "$grid" \
+    "${cap[@]}" "$@"
+}
+ablations=dir-isi,dir-lrs,dir-hrs,dir-lcm,dir-pg,dir-js
+tune_then_dir_grid() {
+  tune_queue dir pear prm din setrank svr nar4rec dir-ca
+  log "grid: $seeds_main seeds for dir, $seeds_rest for $ablations,dir-ca"
+  bench --models dir --seeds "$seeds_main" && bench --models "$ablations,dir-ca" --seeds "$seeds_rest"
+}
 log "tuning"
-both tune-1.log tune_queue dir pear prm din setrank svr nar4rec -- tune-2.log tune_queue edgerec hrl crum dir-ca mir
+both tune-1.log tune_then_dir_grid -- tune-2.log tune_queue edgerec hrl crum mir
 log "tuning done"
 
-# 2. the synthetic grid, label metrics and the page's true clicks: 5 seeds for DIR and the three
-#    baselines of highest tuned validation AUC, 3 seeds for every other model, the DIR ablations and
-#    dir-ca (DIR with candidate-aware history attention, an extension with its own study)
 baselines="din setrank prm mir pear edgerec svr nar4rec crum hrl"
 strongest=$(python - "$tuned" $baselines <<'EOF'
 import json, sys
@@ -68,14 +79,8 @@ print(",".join(sorted(names, key=auc.get, reverse=True)[:3]))
 EOF
 )
 others=$(for m in $baselines; do case ",$strongest," in *",$m,"*) ;; *) printf '%s,' "$m";; esac; done)
-ablations=dir-isi,dir-lrs,dir-hrs,dir-lcm,dir-pg,dir-js
-log "grid: $seeds_main seeds for dir,$strongest; $seeds_rest for ${others}$ablations,dir-ca"
-bench() {
-  dir-cloud benchmark --data "$synth" --histories device,cloud --tuned "$tuned" --pages "$pages" --out "$grid" \
-    "${cap[@]}" "$@"
-}
-grid_main() { bench --models "dir,$strongest" --seeds "$seeds_main" && bench --models "$ablations,dir-ca" --seeds "$seeds_rest"; }
-both grid-1.log grid_main -- grid-2.log bench --models "${others%,}" --seeds "$seeds_rest"
+log "grid: $seeds_main seeds for $strongest, $seeds_rest for ${others%,} (dir's, the ablations' and dir-ca's runs are kept)"
+both grid-1.log bench --models "dir,$strongest" --seeds "$seeds_main" -- grid-2.log bench --models "${others%,}" --seeds "$seeds_rest"
 log "grid done"
 
 # 3. MovieLens: label metrics only, with the synthetic studies' parameters
