@@ -395,8 +395,8 @@ class HistoryStore:
         An item already cached with the same vector and version is left alone unless half the
         retention has been cached since its last write: then it is re-stamped as newly cached, so an
         item the user still sees is never the oldest (first pruned) one. The caller holds the write lock
-        and has checked the memos under it: the sequence numbers come from, and go to, their memo, and the
-        item memo tells which items exist and their references (a behaviour write forgets it)."""
+        and has checked the memos under it: the sequence numbers and item tallies come from, and go to,
+        their memos, and the item memo tells which items exist and how many behaviours refer to them."""
         last_seq, known, added = self.memos.read_item_seq(conn), self.memos.known, []
         now, firsts = time.time(), {}
         item_refs: dict[tuple[str, str], int] = {}
@@ -436,6 +436,11 @@ class HistoryStore:
                 added.append((source, unreferenced, len(rows) if changed else 0))
                 last_seq[source] = last + added[-1][2]
         conn.executemany(_ITEMS_ADDED, added)
+        if self.memos.tallies is not None:
+            for source, unreferenced, handed_out in added:
+                counts = self.memos.tallies.setdefault((source, "item"), [0, 0])
+                counts[0] += unreferenced
+                counts[1] += handed_out
         return firsts, item_refs
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
@@ -582,7 +587,9 @@ class PageWrite:
         if not todo and store.memos.version == version:
             return
         conn = self._begin()
-        new_version = _meta(conn, "embedding_version") != version
+        if store.memos.version is UNREAD:  # the check under the lock found another connection's commit
+            store.memos.version = _meta_text(conn, "embedding_version")
+        new_version = store.memos.version != version
         if new_version:
             conn.execute(_SET_META, ("embedding_version", version))
         firsts, refs = store._put_items(conn, todo, version)

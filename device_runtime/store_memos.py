@@ -85,7 +85,6 @@ class ReadMemos:
         unchanged rows, which are forgotten instead). The last clicks are dropped only when a cached
         item has stored behaviours: its new vector may change a click's vector or bring a click into
         the history."""
-        self.tallies = None  # the item tallies moved (the sequence numbers' memo moved with them)
         known = self.known
         for source, rows in batches:
             if len(rows) <= exact:

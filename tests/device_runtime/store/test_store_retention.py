@@ -180,12 +180,16 @@ def test_exposure_counts_survive_pruning(tmp_path):
 
 
 def check_item_memo(s: HistoryStore) -> None:
-    """Every item the store remembers is as the file has it: vector, version, sequence number, refs."""
+    """Every item the store remembers is as the file has it (vector, version, sequence number, refs), and
+    so are the remembered tallies."""
     for (source, item_id), hit in s.memos.known.items():
         row = s.db.execute(
             "SELECT vector, embedding_version, seq, refs FROM items WHERE source = ? AND item_id = ?", (source, item_id)
         ).fetchone()
         assert row == hit, (source, item_id)
+    if s.memos.tallies is not None:
+        stored = s.db.execute("SELECT source, kind, rows, total FROM tallies").fetchall()
+        assert s.memos.tallies == {(src, kind): [rows, total] for src, kind, rows, total in stored}
 
 
 def test_tallies_match_full_counts_after_random_writes(tmp_path):
