@@ -57,7 +57,7 @@ import sqlite_utils
 
 from device_runtime.checkpointer import BACKSTOP_PAGES, Checkpointer
 from device_runtime.store_memos import UNREAD, ReadMemos
-from device_runtime.store_schema import EXPOSURES_ADDED_SQL, MIGRATIONS
+from device_runtime.store_schema import MIGRATIONS, TALLY_ADD_SQL, TALLY_NEW_SQL
 from device_runtime.validation import (
     ACTIONS,
     VECTOR_DTYPE,
@@ -108,10 +108,6 @@ _CHECK_AT_MOST = 500
 """`cache_items` batches up to this long are first checked against the cache with one query."""
 _EXISTING_SQL = "SELECT item_id, refs FROM items WHERE source = ? AND item_id IN ({})"
 _BEHAVIOURS_SQL = "SELECT item_id, count(*) FROM behaviors WHERE source = ? AND item_id IN ({}) GROUP BY item_id"
-_ITEMS_ADDED = """INSERT INTO tallies (source, kind, rows, total) VALUES (?, 'item', ?, ?)
-  ON CONFLICT (source, kind) DO UPDATE SET rows = rows + excluded.rows, total = total + excluded.total"""
-"""Count a source's newly cached unreferenced items and advance its cache sequence number (source,
-items, numbers handed out); one statement per source and write instead of a trigger per row."""
 
 
 ItemRow = tuple[str, bytes, str]
@@ -435,12 +431,12 @@ class HistoryStore:
             if changed or unreferenced:
                 added.append((source, unreferenced, len(rows) if changed else 0))
                 last_seq[source] = last + added[-1][2]
-        conn.executemany(_ITEMS_ADDED, added)
-        if self.memos.tallies is not None:
-            for source, unreferenced, handed_out in added:
-                counts = self.memos.tallies.setdefault((source, "item"), [0, 0])
-                counts[0] += unreferenced
-                counts[1] += handed_out
+        # the item tallies: newly cached unreferenced items, and the cache sequence numbers handed out
+        tallies = add_to_tallies(conn, self.memos.read_tallies(conn), "item", added)
+        for source, unreferenced, handed_out in added:
+            counts = tallies.setdefault((source, "item"), [0, 0])
+            counts[0] += unreferenced
+            counts[1] += handed_out
         return firsts, item_refs
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
@@ -621,7 +617,7 @@ class PageWrite:
     def expose(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> None:
         """Log checked (item_id, source) pairs as shown at `ts`."""
         conn = self._begin()
-        self.store.memos.read_tallies(conn)  # before the insert: commit adds the page's exposures to it
+        tallies = self.store.memos.read_tallies(conn)  # before the insert: commit adds the exposures to it
         conn.executemany(
             "INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)",
             [(ts, item_id, source, request_id) for item_id, source in items],
@@ -629,7 +625,7 @@ class PageWrite:
         added: dict[str, int] = {}
         for _, source in items:
             added[source] = added.get(source, 0) + 1
-        conn.executemany(EXPOSURES_ADDED_SQL, [(count, source) for source, count in added.items()])
+        add_to_tallies(conn, tallies, "exposure", [(source, count, count) for source, count in added.items()])
         for source, count in added.items():
             self._exposed[source] = self._exposed.get(source, 0) + count
 
@@ -673,6 +669,22 @@ class PageWrite:
             rows + (self._exposed.get(source, 0) if kind == "exposure" else 0) >= bound
             for (source, kind), (rows, _) in tallies.items()
         ) or any((source, "exposure") not in tallies and count >= bound for source, count in self._exposed.items())
+
+
+def add_to_tallies(
+    conn: sqlite3.Connection, tallies: dict[tuple[str, str], list[int]], kind: str, deltas: list[tuple[str, int, int]]
+) -> dict[tuple[str, str], list[int]]:
+    """Add (source, rows, total) deltas to the `kind` tallies in the file: an update for the tallies the
+    memo `tallies` (read under the write lock) holds, an upsert for the others. Returns `tallies`."""
+    have = [(rows, total, source, kind) for source, rows, total in deltas if (source, kind) in tallies]
+    if have:
+        conn.executemany(TALLY_ADD_SQL, have)
+    if len(have) < len(deltas):
+        conn.executemany(
+            TALLY_NEW_SQL,
+            [(rows, total, source, kind) for source, rows, total in deltas if (source, kind) not in tallies],
+        )
+    return tallies
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:

@@ -11,7 +11,7 @@ Tables (version 3):
 - `exposures` (id, ts, item_id, source, request_id);
 - `tallies` (source, kind) -> rows, total, kept in the writing transaction: behaviours by triggers,
   exposures and unreferenced items by the store's writes and prunes, one statement per source and
-  write (`EXPOSURES_ADDED_SQL`, `HistoryStore._put_items`, `HistoryStore._prune`). kind `click`,
+  write (`TALLY_ADD_SQL`, `HistoryStore._put_items`, `HistoryStore._prune`). kind `click`,
   `impression`, `exposure`: rows stored now, total ever written; kind `item`: rows = unreferenced
   cached items, total = the last cache sequence number handed out;
 - `meta` (key, value): schema version, current embedding version, vector width per source and version.
@@ -120,9 +120,11 @@ def _v2_tallies(db: sqlite_utils.Database) -> None:
         conn.execute(trigger)
 
 
-EXPOSURES_ADDED_SQL = _COUNT.format("?2", "'exposure'", "?1", "?1")
-"""Count a page's exposures of one source; parameters (count, source). Run by the page write in the
-transaction of its exposure rows: one statement per source instead of a trigger per row."""
+TALLY_ADD_SQL = "UPDATE tallies SET rows = rows + ?1, total = total + ?2 WHERE source = ?3 AND kind = ?4"
+"""Add (rows, total) to the tally of (source, kind) that exists: one statement per source and kind of a
+write, in its transaction, instead of a trigger per row (an update is a third of an upsert's cost)."""
+TALLY_NEW_SQL = _COUNT.format("?3", "?4", "?1", "?2")
+"""`TALLY_ADD_SQL` for a tally that may not exist yet (an upsert)."""
 
 
 def _v3_counted_per_write(db: sqlite_utils.Database) -> None:
