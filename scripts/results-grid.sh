@@ -80,7 +80,13 @@ EOF
 )
 others=$(for m in $baselines; do case ",$strongest," in *",$m,"*) ;; *) printf '%s,' "$m";; esac; done)
 log "grid: $seeds_main seeds for $strongest, $seeds_rest for ${others%,} (dir's, the ablations' and dir-ca's runs are kept)"
-both grid-1.log bench --models "dir,$strongest" --seeds "$seeds_main" -- grid-2.log bench --models "${others%,}" --seeds "$seeds_rest"
+# MIR (19x DIR's FLOPs per list) trains on one core by itself, every other run on the other
+seeds_of() { case ",$strongest," in *",$1,"*) echo "$seeds_main" ;; *) echo "$seeds_rest" ;; esac; }
+but_mir() { local m out=; for m in ${1//,/ }; do [ "$m" = mir ] || out+="$m,"; done; echo "${out%,}"; }
+grid_but_mir() {
+  bench --models "$(but_mir "dir,$strongest")" --seeds "$seeds_main" && bench --models "$(but_mir "$others")" --seeds "$seeds_rest"
+}
+both grid-1.log grid_but_mir -- grid-2.log bench --models mir --seeds "$(seeds_of mir)"
 log "grid done"
 
 # 3. MovieLens: label metrics only, with the synthetic studies' parameters
