@@ -5,6 +5,7 @@
 
 A run's identity is its TrainConfig less IGNORED_FIELDS plus the data folder; config_hash names it in
 results.csv and in the folder a replaced run is moved to. The tables are cloud.evaluation.results'.
+The process CPU seconds a grid spent on a run (training, scoring its pages) add up in RUN/cpu.json.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -150,13 +153,12 @@ def run_grid(
                 config.check()
                 plan.append((config, out / "runs" / f"{model}-{history}-s{seed}"))
     for config, run_dir in plan:
-        train_or_reuse(
-            config, data_dir, run_dir, reuse_only, label=f"{config.model} {config.history} seed {config.seed}"
-        )
+        label = f"{config.model} {config.history} seed {config.seed}"
+        charge_cpu(run_dir, "train_s", "metrics.json", train_or_reuse, config, data_dir, run_dir, reuse_only, label)
         if page_users:
             from cloud.evaluation.page_clicks import run_pages_of
 
-            run_pages_of(run_dir, data_dir, page_users, world_seed)
+            charge_cpu(run_dir, "pages_s", "pages.json", run_pages_of, run_dir, data_dir, page_users, world_seed)
     if page_users:
         from cloud.evaluation.page_clicks import reference_pages_of
 
@@ -164,6 +166,24 @@ def run_grid(
     from cloud.evaluation.results import write_results
 
     return write_results(out, oracle=oracle_row(data_dir))
+
+
+def charge_cpu(run_dir: Path, key: str, output: str, step: Callable[..., object], *args: object) -> None:
+    """Run `step(*args)`; when it wrote RUN/`output` (it did the work rather than reuse it), add its
+    process CPU seconds to RUN/cpu.json[`key`]."""
+    from cloud.training.runs import atomic_write_json
+
+    def written() -> int | None:
+        path = run_dir / output
+        return path.stat().st_mtime_ns if path.exists() else None
+
+    before, start = written(), time.process_time()
+    step(*args)
+    if written() != before:
+        path = run_dir / "cpu.json"
+        spent = json.loads(path.read_text()) if path.exists() else {}
+        spent[key] = spent.get(key, 0.0) + time.process_time() - start
+        atomic_write_json(path, spent)
 
 
 def oracle_row(data_dir: str | Path) -> dict | None:

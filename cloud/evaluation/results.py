@@ -55,6 +55,9 @@ def grid_rows(grid: str | Path) -> list[dict]:
         pages = run_dir / "pages.json"
         if pages.exists():
             row.update({f"page_{k}": v for k, v in json.loads(pages.read_text()).items()})
+        cpu = run_dir / "cpu.json"
+        if cpu.exists():
+            row.update({f"cpu_{k}": v for k, v in json.loads(cpu.read_text()).items()})
         rows.append(row)
     return rows
 
@@ -107,22 +110,41 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def cpu_table(rows: list[dict]) -> str:
+    """Markdown: the process CPU hours the grid spent per model (training, scoring pages), from RUN/cpu.json
+    (`cloud.evaluation.grids.charge_cpu`), and how many runs finished before it was recorded."""
+    lines = ["| model | runs | training CPU h | pages CPU h |", "|---|---|---|---|"]
+    totals = [0, 0.0, 0.0]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        timed = [r for r in rows if r["model"] == model and "cpu_train_s" in r]
+        if timed:
+            train, pages = (sum(r.get(f"cpu_{k}_s", 0.0) for r in timed) / 3600 for k in ("train", "pages"))
+            lines.append(f"| {model} | {len(timed)} | {train:.2f} | {pages:.2f} |")
+            totals = [totals[0] + len(timed), totals[1] + train, totals[2] + pages]
+    lines.append(f"| **all** | {totals[0]} | {totals[1]:.2f} | {totals[2]:.2f} |")
+    untimed = len(rows) - totals[0]
+    note = f" {untimed} runs finished before their CPU time was recorded and are not counted." if untimed else ""
+    return "\n".join(lines) + ("\n\n" + note.strip() if note else "")
+
+
 def tuning_table(tuned: str | Path) -> str:
-    """Markdown: per tuned model, its trials (finished / pruned), best trial, best validation AUC and
-    parameters, from the TUNED/MODEL.json files `dir-cloud tune --out TUNED` writes."""
+    """Markdown: per tuned model, its trials (finished / pruned), their wall hours (every trial of the
+    study, failed ones too), best trial, best validation AUC and parameters, from the TUNED/MODEL.json
+    files `dir-cloud tune --out TUNED` writes."""
     lines = [
-        "| model | trials finished / pruned | best trial | best valid auc | parameters |",
-        "|---|---|---|---|---|",
+        "| model | trials finished / pruned | trial hours | best trial | best valid auc | parameters |",
+        "|---|---|---|---|---|---|",
     ]
     for path in sorted(Path(tuned).glob("*.json")):
         try:
             study = json.loads(path.read_text())
+            hours = f"{study['trial_hours']:.2f}" if "trial_hours" in study else "-"
             params = ", ".join(
                 f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in study["params"].items()
             )
             lines.append(
                 f"| {study['model']} | {study['trials']['complete']} / {study['trials']['pruned']} | "
-                f"{study['best_trial']} | {study['best_valid_auc']:.4f} | {params} |"
+                f"{hours} | {study['best_trial']} | {study['best_valid_auc']:.4f} | {params} |"
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(
@@ -173,6 +195,7 @@ def write_results(
             "",
             markdown_table(pages, page_keys, refs["arms"] if refs else None, stopping=False),
         ]
+    text += ["", "Process CPU time of the runs (`dir-cloud benchmark`):", "", cpu_table(rows)]
     if tuned:
         text += [
             "",

@@ -174,6 +174,12 @@ def tune(
         "storage": url,
         "data": fingerprint,
         "trials": {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in done},
+        "trial_hours": sum(
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in study.get_trials(deepcopy=False)
+            if t.datetime_start is not None and t.datetime_complete is not None
+        )
+        / 3600,
         "best_trial": best.number,
         "best_valid_auc": best.value,
         "params": best.params,

@@ -22,8 +22,12 @@ def test_grid_reuses_only_runs_of_the_same_config(synth_data, tmp_path, capsys):
     assert "| dir | device | 2 |" in table and "best / stopped epoch" in table and "±" in table
     stamp = (out / "runs" / "dir-device-s0" / "metrics.json").stat().st_mtime_ns
 
+    cpu = json.loads((out / "runs" / "dir-device-s0" / "cpu.json").read_text())
+    assert set(cpu) == {"train_s"} and cpu["train_s"] > 0  # the process CPU seconds of its training
+
     assert bench(synth_data, out, "--models", "dir,din", "--seeds", "2", "--epochs", "2", "--reuse-only") == 0
     assert (out / "runs" / "dir-device-s0" / "metrics.json").stat().st_mtime_ns == stamp  # reused
+    assert json.loads((out / "runs" / "dir-device-s0" / "cpu.json").read_text()) == cpu  # nothing charged
 
     capsys.readouterr()
     assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "3", "--reuse-only") == 2
@@ -46,9 +50,14 @@ def test_interrupted_grid_continues_and_results_command_rewrites_tables(synth_da
     assert (out / "runs" / "dir-device-s1" / "metrics.json").exists()
     assert (out / "runs" / "dir-device-s0" / "metrics.json").stat().st_mtime_ns == other
     (out / "table.md").unlink()
+    (out / "runs" / "dir-device-s0" / "cpu.json").unlink()  # as for a run finished before CPU time was kept
     capsys.readouterr()
     assert cloud_main(["results", "--grid", str(out)]) == 0
     assert "| dir | device | 2 |" in (out / "table.md").read_text() and "oracle" in capsys.readouterr().out
+    assert (
+        "| **all** | 1 |" in (out / "table.md").read_text()
+        and "1 runs finished before" in (out / "table.md").read_text()
+    )
 
 
 def test_tuned_parameters_reach_the_runs_and_missing_ones_are_named(synth_data, tmp_path, capsys):
@@ -67,7 +76,11 @@ def test_tuned_parameters_reach_the_runs_and_missing_ones_are_named(synth_data, 
     summary = {"model": "dir", "trials": {"complete": 3, "pruned": 9}, "best_trial": 2, "best_valid_auc": 0.6049}
     (tuned / "dir.json").write_text(json.dumps({**summary, "params": {"lr": 0.004, "hidden": 16}, "config": {}}))
     assert cloud_main(["results", "--grid", str(out), "--tuned", str(tuned)]) == 0
-    assert "| dir | 3 / 9 | 2 | 0.6049 | lr=0.004, hidden=16 |" in (out / "table.md").read_text()
+    assert "| dir | 3 / 9 | - | 2 | 0.6049 | lr=0.004, hidden=16 |" in (out / "table.md").read_text()
+    summary["trial_hours"] = 0.4567  # written by tune since it records the trials' time
+    (tuned / "dir.json").write_text(json.dumps({**summary, "params": {"lr": 0.004, "hidden": 16}, "config": {}}))
+    assert cloud_main(["results", "--grid", str(out), "--tuned", str(tuned)]) == 0
+    assert "| dir | 3 / 9 | 0.46 | 2 | 0.6049 | lr=0.004, hidden=16 |" in (out / "table.md").read_text()
     (tuned / "din.json").write_text("{}")
     capsys.readouterr()
     assert cloud_main(["results", "--grid", str(out), "--tuned", str(tuned)]) == 2
@@ -90,3 +103,7 @@ def test_grid_scores_the_pages_with_references(synth_data, tmp_path):
     assert arms["oracle"]["clicks_per_page"] > max(arms["upstream"]["clicks_per_page"], pages["clicks_per_page"])
     table = (out / "table.md").read_text()
     assert "The page's true clicks" in table and "| oracle | - | - |" in table
+    cpu = json.loads((out / "runs" / "dir-device-s0" / "cpu.json").read_text())
+    assert cpu["train_s"] > 0 and cpu["pages_s"] > 0
+    hours = [cpu["train_s"] / 3600, cpu["pages_s"] / 3600]
+    assert f"| dir | 1 | {hours[0]:.2f} | {hours[1]:.2f} |" in table and "| **all** | 1 |" in table

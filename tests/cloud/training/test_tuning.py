@@ -69,6 +69,9 @@ def test_two_workers_share_one_sqlite_study(datasets, tmp_path):
         key=lambda found: found["best_valid_auc"],
     )
     assert best["best_valid_auc"] == study.best_value and set(best["params"]) == {"lr", "hidden"}
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials]
+    hours = max(json.loads((tmp_path / f"w{i}" / "dir.json").read_text())["trial_hours"] for i in range(2))
+    assert hours == pytest.approx(sum(durations) / 3600) and hours > 0  # the worker that stopped last saw all
     assert best["config"]["model_options"] == {"hidden": best["params"]["hidden"]}
     assert best["config"]["lr"] == best["params"]["lr"]
 
