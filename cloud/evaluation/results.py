@@ -128,9 +128,8 @@ def cpu_table(rows: list[dict]) -> str:
 
 
 def tuning_table(tuned: str | Path) -> str:
-    """Markdown: per tuned model, its trials (finished / pruned), their wall hours (every trial of the
-    study, failed ones too), best trial, best validation AUC and parameters, from the TUNED/MODEL.json
-    files `dir-cloud tune --out TUNED` writes."""
+    """Markdown: per tuned model, its trials (finished / pruned) and their wall hours, best trial, best
+    validation AUC and parameters, from the TUNED/MODEL.json files `dir-cloud tune --out TUNED` writes."""
     lines = [
         "| model | trials finished / pruned | trial hours | best trial | best valid auc | parameters |",
         "|---|---|---|---|---|---|",

@@ -176,7 +176,7 @@ def tune(
         "trials": {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in done},
         "trial_hours": sum(
             (t.datetime_complete - t.datetime_start).total_seconds()
-            for t in study.get_trials(deepcopy=False)
+            for t in study.get_trials(deepcopy=False, states=done)  # a failed trial's end is when it was found dead
             if t.datetime_start is not None and t.datetime_complete is not None
         )
         / 3600,
