@@ -49,7 +49,9 @@ fi
 # 2. the synthetic grid, label metrics and the page's true clicks: 5 seeds for DIR and the three
 #    baselines of highest tuned validation AUC, 3 seeds for every other model, the DIR ablations and
 #    dir-ca (DIR with candidate-aware history attention, an extension with its own study). The runs that
-#    need no baseline's study (DIR, its ablations, dir-ca) start on the first core free of tuning.
+#    need no other study (DIR, its ablations, dir-ca) start on the first core free of tuning, then that
+#    core trains its own queue's baselines with the seeds every baseline gets ($seeds_rest; the three
+#    strongest get the rest of theirs once every study has finished).
 tune_queue() {
   for m in "$@"; do
     dir-cloud tune --data "$synth" --model "$m" --history device --trials "$trials" --out "$tuned" "${cap[@]}"
@@ -62,8 +64,9 @@ bench() {
 ablations=dir-isi,dir-lrs,dir-hrs,dir-lcm,dir-pg,dir-js
 tune_then_dir_grid() {
   tune_queue dir pear prm din setrank svr nar4rec dir-ca
-  log "grid: $seeds_main seeds for dir, $seeds_rest for $ablations,dir-ca"
-  bench --models dir --seeds "$seeds_main" && bench --models "$ablations,dir-ca" --seeds "$seeds_rest"
+  log "grid: $seeds_main seeds for dir, $seeds_rest for $ablations,dir-ca,pear,prm,din,setrank,svr,nar4rec"
+  bench --models dir --seeds "$seeds_main" && bench --models "$ablations,dir-ca" --seeds "$seeds_rest" &&
+    bench --models pear,prm,din,setrank,svr,nar4rec --seeds "$seeds_rest"
 }
 log "tuning"
 both tune-1.log tune_then_dir_grid -- tune-2.log tune_queue edgerec hrl crum mir
