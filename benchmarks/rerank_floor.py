@@ -25,7 +25,7 @@ from rerank_latency import seed_history, slates
 
 from device_runtime.bundle import read_manifest
 from device_runtime.reranker import Reranker
-from device_runtime.store_schema import TALLY_ADD_SQL
+from device_runtime.store import add_to_tallies
 from device_runtime.validation import VECTOR_DTYPE
 from shared_schema import RankedItem
 
@@ -68,8 +68,8 @@ def main() -> None:
                     [(1.0, f"f{i}-{k}", sources[k % len(sources)], "floor") for k in range(K)],
                 )
                 shown = [sources[k % len(sources)] for k in range(K)]
-                counts = [(shown.count(s), shown.count(s), s, "exposure") for s in dict.fromkeys(shown)]
-                conn.executemany(TALLY_ADD_SQL, counts)
+                counts = [(s, shown.count(s), shown.count(s)) for s in dict.fromkeys(shown)]
+                add_to_tallies(conn, reranker.store.memos.read_tallies(conn), "exposure", counts)
                 conn.execute("COMMIT")
 
             def vectors(i: int) -> None:

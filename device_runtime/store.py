@@ -226,6 +226,12 @@ class HistoryStore:
     def _forget(self, items: bool = True, clicks: bool = True) -> None:
         self.memos.forget(items, clicks)
 
+    def _version_memo(self) -> str | None:
+        """The current embedding version, read once into its memo."""
+        if self.memos.version is UNREAD:
+            self.memos.version = _meta_text(self.db.conn, "embedding_version")
+        return self.memos.version  # type: ignore[return-value]  # read above: str or None
+
     # -- validation ------------------------------------------------------------------------------
     def _check_source(self, source: object, field: str) -> str:
         return checked_source(source, field, self.sources)
@@ -432,11 +438,7 @@ class HistoryStore:
                 added.append((source, unreferenced, len(rows) if changed else 0))
                 last_seq[source] = last + added[-1][2]
         # the item tallies: newly cached unreferenced items, and the cache sequence numbers handed out
-        tallies = add_to_tallies(conn, self.memos.read_tallies(conn), "item", added)
-        for source, unreferenced, handed_out in added:
-            counts = tallies.setdefault((source, "item"), [0, 0])
-            counts[0] += unreferenced
-            counts[1] += handed_out
+        add_to_tallies(conn, self.memos.read_tallies(conn), "item", added)
         return firsts, item_refs
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
@@ -563,7 +565,6 @@ class PageWrite:
         self.store = store
         self._conn: sqlite3.Connection | None = None
         self._items_written = False
-        self._exposed: dict[str, int] = {}
 
     def _begin(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -578,14 +579,10 @@ class PageWrite:
         the current embedding version; items cached before with the same vector are not rewritten."""
         store = self.store
         todo = store._not_cached(batches, version)
-        if store.memos.version is UNREAD:
-            store.memos.version = _meta_text(store.db.conn, "embedding_version")
-        if not todo and store.memos.version == version:
+        if not todo and store._version_memo() == version:
             return
-        conn = self._begin()
-        if store.memos.version is UNREAD:  # the check under the lock found another connection's commit
-            store.memos.version = _meta_text(conn, "embedding_version")
-        new_version = store.memos.version != version
+        conn = self._begin()  # its check under the lock drops the version memo if another connection committed
+        new_version = store._version_memo() != version
         if new_version:
             conn.execute(_SET_META, ("embedding_version", version))
         firsts, refs = store._put_items(conn, todo, version)
@@ -617,7 +614,7 @@ class PageWrite:
     def expose(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> None:
         """Log checked (item_id, source) pairs as shown at `ts`."""
         conn = self._begin()
-        tallies = self.store.memos.read_tallies(conn)  # before the insert: commit adds the exposures to it
+        tallies = self.store.memos.read_tallies(conn)  # before the write, which adds to it as to the file
         conn.executemany(
             "INSERT INTO exposures (ts, item_id, source, request_id) VALUES (?, ?, ?, ?)",
             [(ts, item_id, source, request_id) for item_id, source in items],
@@ -626,8 +623,6 @@ class PageWrite:
         for _, source in items:
             added[source] = added.get(source, 0) + 1
         add_to_tallies(conn, tallies, "exposure", [(source, count, count) for source, count in added.items()])
-        for source, count in added.items():
-            self._exposed[source] = self._exposed.get(source, 0) + count
 
     def commit(self) -> None:
         """Prune what the page's writes took past the retention bound and commit (nothing when the page
@@ -648,11 +643,6 @@ class PageWrite:
             store.checkpointer.committed()
         if pruned:
             store.memos.forget_after({"exposure"}, pruned)
-        elif store.memos.tallies is not None:
-            for source, count in self._exposed.items():
-                counts = store.memos.tallies.setdefault((source, "exposure"), [0, 0])
-                counts[0] += count
-                counts[1] += count
 
     def abort(self) -> None:
         conn, self._conn = self._conn, None
@@ -661,21 +651,18 @@ class PageWrite:
         self.store._forget()
 
     def _over_bound(self, conn: sqlite3.Connection) -> bool:
-        """Whether some tally reaches R + prune_every rows with this page's exposures (from the memo)."""
+        """Whether some tally reaches R + prune_every rows with this page's writes (from the memo)."""
         store = self.store
         bound = store.retention + store.prune_every
-        tallies = store.memos.read_tallies(conn)
-        return any(
-            rows + (self._exposed.get(source, 0) if kind == "exposure" else 0) >= bound
-            for (source, kind), (rows, _) in tallies.items()
-        ) or any((source, "exposure") not in tallies and count >= bound for source, count in self._exposed.items())
+        return any(rows >= bound for rows, _ in store.memos.read_tallies(conn).values())
 
 
 def add_to_tallies(
     conn: sqlite3.Connection, tallies: dict[tuple[str, str], list[int]], kind: str, deltas: list[tuple[str, int, int]]
-) -> dict[tuple[str, str], list[int]]:
-    """Add (source, rows, total) deltas to the `kind` tallies in the file: an update for the tallies the
-    memo `tallies` (read under the write lock) holds, an upsert for the others. Returns `tallies`."""
+) -> None:
+    """Add (source, rows, total) deltas to the `kind` tallies in the file and in their memo `tallies` (read
+    under the write lock; a rolled-back write forgets it): an update for the tallies the memo holds, an
+    upsert for the others."""
     have = [(rows, total, source, kind) for source, rows, total in deltas if (source, kind) in tallies]
     if have:
         conn.executemany(TALLY_ADD_SQL, have)
@@ -684,7 +671,10 @@ def add_to_tallies(
             TALLY_NEW_SQL,
             [(rows, total, source, kind) for source, rows, total in deltas if (source, kind) not in tallies],
         )
-    return tallies
+    for source, rows, total in deltas:
+        counts = tallies.setdefault((source, kind), [0, 0])
+        counts[0] += rows
+        counts[1] += total
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:

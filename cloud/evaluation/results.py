@@ -123,8 +123,9 @@ def cpu_table(rows: list[dict]) -> str:
             totals = [totals[0] + len(timed), totals[1] + train, totals[2] + pages]
     lines.append(f"| **all** | {totals[0]} | {totals[1]:.2f} | {totals[2]:.2f} |")
     untimed = len(rows) - totals[0]
-    note = f" {untimed} runs finished before their CPU time was recorded and are not counted." if untimed else ""
-    return "\n".join(lines) + ("\n\n" + note.strip() if note else "")
+    if untimed:
+        lines += ["", f"{untimed} runs finished before their CPU time was recorded and are not counted."]
+    return "\n".join(lines)
 
 
 def tuning_table(tuned: str | Path) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 SAMPLER = {"startup_trials": 4}
@@ -53,8 +54,6 @@ def data_fingerprint(data) -> str:
 
 def open_storage(url: str):
     """Optuna's RDB storage at `url` (with heartbeats, so a killed worker's trial is marked failed)."""
-    import time
-
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -203,8 +202,6 @@ _ATTR_POLLS = 300  # 30 s
 
 def _check_study(study, expected: dict, url: str) -> None:
     """Record what a new study tunes; refuse to add trials of other data, model or space to an old one."""
-    import time
-
     saved = study.user_attrs
     for _ in range(_ATTR_POLLS):  # another worker is still recording a new study's keys, one write each
         if not saved or all(key in saved for key in expected):
