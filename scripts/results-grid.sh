@@ -49,9 +49,10 @@ fi
 # 2. the synthetic grid, label metrics and the page's true clicks: 5 seeds for DIR and the three
 #    baselines of highest tuned validation AUC, 3 seeds for every other model, the DIR ablations and
 #    dir-ca (DIR with candidate-aware history attention, an extension with its own study). The runs that
-#    need no other study (DIR, its ablations, dir-ca) start on the first core free of tuning, then that
-#    core trains its own queue's baselines with the seeds every baseline gets ($seeds_rest; the three
-#    strongest get the rest of theirs once every study has finished).
+#    need no baseline's study (DIR, its ablations, dir-ca) start on the first core free of tuning; then
+#    each core takes the next baseline whose study has finished from one shared queue, with the seeds
+#    every baseline gets ($seeds_rest); the three strongest get the rest of theirs once every study has
+#    finished. MIR (19x DIR's FLOPs per list) leads the queue, so its long runs overlap the others.
 tune_queue() {
   for m in "$@"; do
     dir-cloud tune --data "$synth" --model "$m" --history device --trials "$trials" --out "$tuned" "${cap[@]}"
@@ -61,44 +62,59 @@ bench() {
   dir-cloud benchmark --data "$synth" --histories device,cloud --tuned "$tuned" --pages "$pages" --out "$grid" \
     "${cap[@]}" "$@"
 }
+# `claim_each BENCH SEEDS MODEL...`: run `BENCH --models M --seeds SEEDS` for each model M no other core
+# has claimed, a baseline once its study has finished (its tuned JSON exists; until then it waits); both
+# cores call it with the same list, so each takes the next model the moment it is free
 ablations=dir-isi,dir-lrs,dir-hrs,dir-lcm,dir-pg,dir-js
-tune_then_dir_grid() {
-  tune_queue dir pear prm din setrank svr nar4rec dir-ca
-  log "grid: $seeds_main seeds for dir, $seeds_rest for $ablations,dir-ca,pear,prm,din,setrank,svr,nar4rec"
-  bench --models dir --seeds "$seeds_main" && bench --models "$ablations,dir-ca" --seeds "$seeds_rest" &&
-    bench --models pear,prm,din,setrank,svr,nar4rec --seeds "$seeds_rest"
+baselines="mir din setrank prm pear edgerec svr nar4rec crum hrl"
+claims=$work/claims
+rm -rf "$claims"
+mkdir -p "$claims"
+claim_each() {
+  local run=$1 seeds=$2 m waiting
+  shift 2
+  while :; do
+    waiting=0
+    for m in "$@"; do
+      [ -d "$claims/$run-$seeds-$m" ] && continue
+      case " $baselines " in *" $m "*) [ -f "$tuned/$m.json" ] || { waiting=1; continue; } ;; esac
+      mkdir "$claims/$run-$seeds-$m" 2> /dev/null || continue
+      "$run" --models "$m" --seeds "$seeds" || return 1
+    done
+    [ "$waiting" = 0 ] && return 0
+    sleep 60
+  done
 }
-log "tuning"
-both tune-1.log tune_then_dir_grid -- tune-2.log tune_queue edgerec hrl crum mir
-log "tuning done"
+queue_1() {
+  tune_queue dir pear prm din setrank svr nar4rec dir-ca
+  bench --models dir --seeds "$seeds_main" && bench --models "$ablations,dir-ca" --seeds "$seeds_rest" &&
+    claim_each bench "$seeds_rest" $baselines
+}
+queue_2() {
+  tune_queue edgerec hrl crum mir && claim_each bench "$seeds_rest" $baselines
+}
+log "tuning, then the grid: $seeds_main seeds for dir, $seeds_rest for $ablations,dir-ca and every baseline"
+both grid-1.log queue_1 -- grid-2.log queue_2
 
-baselines="din setrank prm mir pear edgerec svr nar4rec crum hrl"
 strongest=$(python - "$tuned" $baselines <<'EOF'
 import json, sys
 from pathlib import Path
 tuned, names = Path(sys.argv[1]), sys.argv[2:]
 auc = {m: json.loads((tuned / f"{m}.json").read_text())["best_valid_auc"] for m in names}
-print(",".join(sorted(names, key=auc.get, reverse=True)[:3]))
+print(" ".join(sorted(names, key=auc.get, reverse=True)[:3]))
 EOF
 )
-others=$(for m in $baselines; do case ",$strongest," in *",$m,"*) ;; *) printf '%s,' "$m";; esac; done)
-log "grid: $seeds_main seeds for $strongest, $seeds_rest for ${others%,} (dir's, the ablations' and dir-ca's runs are kept)"
-# MIR (19x DIR's FLOPs per list) trains on one core by itself, every other run on the other
-seeds_of() { case ",$strongest," in *",$1,"*) echo "$seeds_main" ;; *) echo "$seeds_rest" ;; esac; }
-but_mir() { local m out=; for m in ${1//,/ }; do [ "$m" = mir ] || out+="$m,"; done; echo "${out%,}"; }
-grid_but_mir() {
-  bench --models "$(but_mir "dir,$strongest")" --seeds "$seeds_main" && bench --models "$(but_mir "$others")" --seeds "$seeds_rest"
-}
-both grid-1.log grid_but_mir -- grid-2.log bench --models mir --seeds "$(seeds_of mir)"
+log "grid: $seeds_main seeds for the strongest baselines: $strongest"
+both grid-3.log claim_each bench "$seeds_main" $strongest -- grid-4.log claim_each bench "$seeds_main" $strongest
 log "grid done"
 
 # 3. MovieLens: label metrics only, with the synthetic studies' parameters
 if [ -n "$movielens" ]; then
   mlbench() {
-    dir-cloud benchmark --data "$work/ml" --histories device,cloud --seeds "$seeds_rest" --tuned "$tuned" \
-      --out "$work/mlgrid" "${cap[@]}" "$@"
+    dir-cloud benchmark --data "$work/ml" --histories device,cloud --tuned "$tuned" --out "$work/mlgrid" "${cap[@]}" "$@"
   }
-  both mlgrid-1.log mlbench --models "dir,$strongest,$ablations,dir-ca" -- mlgrid-2.log mlbench --models "${others%,}"
+  all_models="$baselines dir ${ablations//,/ } dir-ca"
+  both mlgrid-1.log claim_each mlbench "$seeds_rest" $all_models -- mlgrid-2.log claim_each mlbench "$seeds_rest" $all_models
   log "movielens grid done"
 fi
 
