@@ -1,4 +1,5 @@
-"""Test-set quality and speed of a bundle's int8 files against fp32, measured with the real runtimes.
+"""Test-set quality and speed of a bundle's int8 files, and of float16 item vectors, against fp32, measured with
+the real runtimes.
 
     python benchmarks/int8_quality.py                  # synth (seed 0) -> prepare -> train -> export -> score
     python benchmarks/int8_quality.py --work /tmp/q8   # keep logs/, data/, run/, bundle/ there; reruns reuse them
@@ -11,8 +12,10 @@ quantize int8 + int8-dynamic -> WORK/bundle, full int8 calibrated on `--calibrat
 (cloud.export.open_runner: one batch-1 request per list, XNNPACK for .tflite, one thread). The table gives
 per file AUC and NDCG@K over all test lists and their change against the fp32 file of the same runtime
 (fp32 files: against eager PyTorch), and p50 ms per list through open_runner (numpy in and out, int8 I/O
-(de)quantized in numpy; benchmarks/inference_latency.py times the runtime call alone). Delete WORK/bundle
-to export afresh.
+(de)quantized in numpy; benchmarks/inference_latency.py times the runtime call alone). The last row feeds
+model.tflite the item vectors rounded to float16, as the float16 wire form delivers them (against
+model.tflite with float32 vectors), and counts the test lists whose top-K by score changes. Delete
+WORK/bundle to export afresh.
 """
 
 from __future__ import annotations
@@ -121,7 +124,7 @@ def main(argv=None) -> int:
 
     from cloud.evaluation.scoring import evaluate_scores, predict
     from cloud.training.runs import load_run
-    from shared_schema.manifest import MANIFEST_NAME, BundleManifest
+    from shared_schema.manifest import FLOAT16_METRIC, MANIFEST_NAME, BundleManifest
 
     torch.set_num_threads(1)
     portable_lib._unsafe_reset_threadpool(1)
@@ -144,14 +147,19 @@ def main(argv=None) -> int:
     for f in manifest.files:
         scores, p50 = score_file(work / "bundle" / f.path, layout, test_requests)
         rows.append((f.path, f.quantization, evaluate_scores(scores, test, shares, K), p50))
-    metrics = {name: m for name, _, m, _ in rows}
+        if f.path == "model.tflite":
+            fp32_scores = scores
+    half_requests = [{k: _float16(k, a) for k, a in request.items()} for request in test_requests]
+    half, p50 = score_file(work / "bundle" / "model.tflite", layout, half_requests)
+    rows.append(("model.tflite", "float16 vectors", evaluate_scores(half, test, shares, K), p50))
+    metrics = {name: m for name, quantization, m, _ in rows if quantization == "fp32"}
     ndcg = f"ndcg@{K}"
     print(
         f"{'file':<28}{'quantization':<14}{'AUC':>8}{'dAUC':>9}{ndcg.upper():>9}{'dNDCG':>9}{'p50 ms':>9}  "
         f"dAUC target -{args.target:g}"
     )
     for name, quantization, m, p50 in rows:
-        base = metrics["eager PyTorch" if quantization == "fp32" else FP32_OF[Path(name).suffix]]
+        base = metrics["eager PyTorch"] if quantization == "fp32" else metrics[FP32_OF[Path(name).suffix]]
         d_auc, d_ndcg = m["auc"] - base["auc"], m[ndcg] - base[ndcg]
         verdict = "" if quantization == "fp32" else ("ok" if -d_auc <= args.target else "MISSES")
         speed = "-" if p50 is None else f"{p50:.4f}"
@@ -159,7 +167,26 @@ def main(argv=None) -> int:
             f"{name:<28}{quantization:<14}{m['auc']:>8.4f}{d_auc:>+9.4f}{m[ndcg]:>9.4f}{d_ndcg:>+9.4f}"
             f"{speed:>9}  {verdict}"
         )
+    masks = test.batch(np.arange(len(test_requests)))
+    real = np.concatenate([masks[f"cand_mask_{s}"].numpy() for s in range(layout.m)], axis=1) > 0
+    changed = sum(_top(a, r, K) != _top(b, r, K) for a, b, r in zip(fp32_scores, half, real, strict=True))
+    largest = float(np.abs(fp32_scores - half).reshape(len(real), -1)[real].max())
+    print(
+        f"float16 vectors: {changed} of {len(real)} test lists change their top-{K} by score; largest score change "
+        f"{largest:.2e} (the manifest's {FLOAT16_METRIC}: {manifest.metrics.get(FLOAT16_METRIC, float('nan')):.2e})"
+    )
     return 0
+
+
+def _float16(name: str, array: np.ndarray) -> np.ndarray:
+    """An item-vector input rounded to float16 (what the float16 wire form delivers); masks as they are."""
+    return array if "mask" in name else array.astype(np.float16).astype(np.float32)
+
+
+def _top(scores: np.ndarray, real: np.ndarray, k: int) -> list[int]:
+    """The flat slots of the k highest scores among the real candidates, best first."""
+    flat = np.where(real, scores.reshape(-1), -np.inf)
+    return [int(i) for i in np.argsort(-flat, kind="stable")[:k]]
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 
 Starts `dir-cloud serve` in a subprocess on a free loopback port (`--workers`, default 1 and 2 uvicorn
 workers in turn, torch 1 thread each) and, per worker count and per vector encoding (`json`: JSON numbers,
-what curl gets; `compact`: base64 float32, what the device client asks for), sends `--requests`
+what curl gets; `compact`: base64 float32, what the device client asks for; `float16`: base64 float16, what
+it asks for when its bundle allows), sends `--requests`
 GET /v1/users/{user}/slate (users in turn) after 2 warm-up requests per connection, stopping after
 `--max-seconds`. `--baseline CHECKOUT` also serves another checkout of the code (one worker, JSON vectors,
 as it shipped: `--baseline-http h11` hides httptools and uvloop from it, `httptools` lets uvicorn use them),
@@ -59,13 +60,15 @@ sys.path.insert(0, str(REPO))
 
 from device_runtime.client import ACCEPT_VECTORS, CloudClient, CloudUnavailable  # noqa: E402
 from shared_schema import CandidateSlate  # noqa: E402
-from shared_schema.messages import COMPACT_MEDIA_TYPE  # noqa: E402
+from shared_schema.messages import WireForm, media_type, wire_context  # noqa: E402
 
-ENCODINGS = {"json": "application/json", "compact": ACCEPT_VECTORS}
-"""Vector encodings compared, by the Accept header that asks for each."""
-CONTENT_TYPES = {"json": b"application/json", "compact": COMPACT_MEDIA_TYPE.encode()}
+FORMS: dict[str, WireForm] = {"json": "json", "compact": "float32", "float16": "float16"}
+"""Vector encodings compared, by name, and the wire form each asks for."""
+ENCODINGS = {"json": "application/json", "compact": ACCEPT_VECTORS["float32"], "float16": ACCEPT_VECTORS["float16"]}
+"""The Accept header that asks for each encoding (the device client's, for the compact ones)."""
+CONTENT_TYPES = {name: media_type(form).encode() for name, form in FORMS.items()}
 """The content type each encoding's answer must carry."""
-VECTOR_MARKS = {"json": b'"vector":[', "compact": b'"vector":"'}
+VECTOR_MARKS = {"json": b'"vector":[', "compact": b'"vector":"', "float16": b'"vector":"'}
 """How a vector of each encoding begins in the body."""
 HIDE_FAST_HTTP = "import sys; sys.modules.update(httptools=None, uvloop=None); import runpy; "
 """Server prelude that makes uvicorn fall back to h11 and asyncio, as before httptools joined the cloud extra."""
@@ -315,11 +318,11 @@ def validate(run: Load, encoding: str) -> None:
     """Parse every kept body in full as a slate of its user; each that fails becomes an error."""
     for user, body in run.kept:
         try:
-            slate = CandidateSlate.model_validate_json(body)
+            slate = CandidateSlate.model_validate_json(body, context=wire_context(FORMS[encoding]))
             if slate.user_id != user:
                 raise ValueError(f"slate of {slate.user_id!r} for user {user!r}")
             vector = json.loads(body)["sources"][0]["items"][0]["vector"]
-            if isinstance(vector, str) != (encoding == "compact"):
+            if isinstance(vector, str) != (encoding != "json"):
                 raise ValueError(f"{encoding} vectors asked for, got {type(vector).__name__}")
         except ValueError as exc:
             run.results.append(Result(0.0, False, error=f"invalid slate: {str(exc)[:200]}"))
@@ -434,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="keep-alive connections, one request on each")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop submitting after this long")
     parser.add_argument("--workers", default="1,2", help="uvicorn worker counts to compare (default: 1,2)")
-    parser.add_argument("--encodings", default="json,compact", help="vector encodings: json, compact")
+    parser.add_argument(
+        "--encodings", default="json,compact,float16", help="vector encodings: json, compact (float32), float16"
+    )
     parser.add_argument("--baseline", help="another checkout of this repository to serve first in every round")
     parser.add_argument(
         "--baseline-http",

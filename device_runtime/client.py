@@ -4,6 +4,7 @@
     try:
         report = client.sync(BundleRegistry(root), store)   # newer bundle installed, stale vectors refreshed
         slate = client.fetch_slate("u000042")               # CandidateSlate for Reranker.rerank
+        client.vectors                                      # "float16" after a sync to a bundle that allows it
     except CloudUnavailable as exc:                         # down, timeout, bad status, garbage answer
         ...                                                 # keep serving: installed bundle + cached vectors
 
@@ -42,8 +43,8 @@ from device_runtime.bundle import BundleRegistry, InstalledBundle
 from device_runtime.store import HistoryStore
 from shared_schema import CandidateItem, CandidateSlate, SourceCandidates
 from shared_schema.files import file_sha256
-from shared_schema.manifest import MANIFEST_NAME, MAX_FILE_PARTS, SAFE_NAME, plain_path
-from shared_schema.messages import COMPACT_MEDIA_TYPE
+from shared_schema.manifest import MANIFEST_NAME, MAX_FILE_PARTS, SAFE_NAME, BundleManifest, float16_allowed, plain_path
+from shared_schema.messages import WireForm, media_type, wire_context, wire_form
 from shared_schema.service import (
     BucketRequest,
     BundleEntry,
@@ -56,9 +57,15 @@ from shared_schema.service import (
     item_bucket,
 )
 
-ACCEPT_VECTORS = f"{COMPACT_MEDIA_TYPE}, application/json;q=0.5"
-"""What slate and vector requests accept: compact (base64 float32) vectors first, JSON numbers from
-services that do not offer them."""
+ACCEPT_VECTORS: dict[WireForm, str] = {
+    "float32": f"{media_type('float32')}, application/json;q=0.5",
+    "float16": f"{media_type('float16')}, {media_type('float32')};q=0.9, application/json;q=0.5",
+}
+"""What slate and vector requests accept, by the client's `vectors`: its compact form first, then the
+forms of services that do not offer it (float32 compact, JSON numbers)."""
+FLOAT16_TOLERANCE = 1e-3
+"""Default largest score change (the bundle's measured `float16_vectors_max_abs_diff`) for which the
+client asks for float16 vectors."""
 
 log = logging.getLogger(__name__)
 Message = TypeVar("Message", bound=BaseModel)
@@ -93,12 +100,29 @@ class SyncReport:
 class CloudClient:
     """HTTP client of `dir-cloud serve`; every failure is a `CloudUnavailable`."""
 
-    def __init__(self, base_url: str, timeout: float = 5.0, vector_batch: int = 500):
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 5.0,
+        vector_batch: int = 500,
+        float16_tolerance: float | None = FLOAT16_TOLERANCE,
+    ):
+        """`float16_tolerance`: the largest score change from float16 vectors (measured at export, in the
+        bundle's manifest) for which `use_bundle` switches to float16 vectors; None keeps float32."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url {base_url!r} must start with http:// or https://")
         if timeout <= 0 or vector_batch < 1:
             raise ValueError("timeout must be > 0 and vector_batch >= 1")
         self.base_url, self.timeout, self.vector_batch = base_url.rstrip("/"), timeout, vector_batch
+        self.float16_tolerance = float16_tolerance
+        self.vectors: WireForm = "float32"
+        """The compact form slate and vector requests ask for first; `use_bundle` (and so `sync`) sets it."""
+
+    def use_bundle(self, manifest: BundleManifest) -> None:
+        """Ask for the vector form `manifest` allows: float16 when its measured score change is within
+        `float16_tolerance`, else float32."""
+        allowed = self.float16_tolerance is not None and float16_allowed(manifest, self.float16_tolerance)
+        self.vectors = "float16" if allowed else "float32"
 
     # -- endpoints ---------------------------------------------------------------------------------
     def health(self) -> object:
@@ -119,7 +143,10 @@ class CloudClient:
         """The user's candidate slate (upstream top n per source, with vectors)."""
         query = f"?{urlencode({'n': n})}" if n is not None else ""
         return self._call(
-            "GET", f"/v1/users/{quote(user, safe='')}/slate{query}", CandidateSlate, headers={"Accept": ACCEPT_VECTORS}
+            "GET",
+            f"/v1/users/{quote(user, safe='')}/slate{query}",
+            CandidateSlate,
+            headers={"Accept": ACCEPT_VECTORS[self.vectors]},
         )
 
     def fetch_list(self, split: str, row: int) -> ListSlate:
@@ -177,7 +204,7 @@ class CloudClient:
     def _post_vectors(self, path: str, body: bytes, version: str | None) -> ItemVectors:
         """POST a vector request (compact vectors accepted); CloudUnavailable when the embedding version differs
         from `version`, the one earlier answers of the same refresh carried."""
-        headers = {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS}
+        headers = {"Content-Type": "application/json", "Accept": ACCEPT_VECTORS[self.vectors]}
         answer = self._call("POST", path, ItemVectors, body, headers)
         if version not in (None, answer.embedding_version):
             raise CloudUnavailable(
@@ -217,7 +244,8 @@ class CloudClient:
     # -- sync --------------------------------------------------------------------------------------
     def sync(self, registry: BundleRegistry, store: HistoryStore, install: bool = True) -> SyncReport:
         """Install the service's latest bundle if it is newer than the active one (via the registry's
-        verified install), then refresh cached vectors that are not of the active embedding version.
+        verified install), then refresh cached vectors that are not of the active embedding version; the
+        client then asks for the vector form the active bundle allows (`use_bundle`).
 
         A bundle the registry refuses raises its ValueError; the active bundle stays. After an install,
         reopen the Reranker to use it.
@@ -243,6 +271,7 @@ class CloudClient:
         if active is None:
             report.skipped = "no bundle is installed"
             return report
+        self.use_bundle(active.manifest)
         self._refresh(active, store, report)
         return report
 
@@ -351,9 +380,12 @@ class CloudClient:
     ) -> Message | object:
         url = self.base_url + path
         with self._open(method, url, body, headers) as response:
-            raw = response.read()
+            raw, kind = response.read(), response.headers.get("Content-Type")
         try:
-            return json.loads(raw) if model is None else model.model_validate_json(raw)
+            if model is None:
+                answer: object = json.loads(raw)
+                return answer
+            return model.model_validate_json(raw, context=wire_context(wire_form(kind)))
         except (ValueError, ValidationError) as exc:
             raise CloudUnavailable(
                 f"{method} {url}: the answer is not a valid {model.__name__ if model else 'JSON'} ({_first_line(exc)})"

@@ -175,3 +175,14 @@ class BundleManifest(BaseModel):
 
     def layout(self) -> TensorLayout:
         return TensorLayout(vector_dims=tuple(self.vector_dims), n=self.n, t=self.t)
+
+
+FLOAT16_METRIC = "float16_vectors_max_abs_diff"
+"""Manifest metric: the largest change of the model's outputs when its item vectors are rounded to float16
+(the float16 wire form), measured at export on the parity cases like `parity_max_abs_diff`."""
+
+
+def float16_allowed(manifest: BundleManifest, tolerance: float) -> bool:
+    """Whether the bundle's measured float16 effect is within `tolerance` (False for a bundle without it)."""
+    effect = manifest.metrics.get(FLOAT16_METRIC)
+    return effect is not None and math.isfinite(effect) and effect <= tolerance

@@ -1,12 +1,16 @@
 """Versioned wire messages: slates (cloud -> device), behaviour events (device-local), results.
 
 Vector values are JSON numbers (strings and booleans are refused, not coerced). On the wire an item
-vector may also travel in the compact form, a base64 string of its little-endian float32 bytes
-(`encode_vector`), which the service sends when the client asks for `COMPACT_MEDIA_TYPE`; both forms
-parse to the same floats. Ids and titles are capped in length (`MAX_ID_CHARS`, `MAX_TITLE_CHARS`).
+vector may also travel in a compact form, a base64 string of its little-endian float32 bytes, or of its
+float16 bytes where the bundle allows it (`encode_vector`). The service sends one when the client asks for
+its media type (`media_type`): the body's Content-Type says which (`wire_form`), and a body is parsed with
+that form's context. float32 parses to the same floats as JSON numbers; float16 to the nearest float16.
+Ids and titles are capped in length (`MAX_ID_CHARS`, `MAX_TITLE_CHARS`).
 
-    body = slate.model_dump_json(context=COMPACT)        # vectors as base64 float32
-    CandidateSlate.model_validate_json(body)              # either form
+    body = slate.model_dump_json(context=COMPACT)                     # vectors as base64 float32
+    CandidateSlate.model_validate_json(body)                           # JSON numbers or base64 float32
+    body = slate.model_dump_json(context=COMPACT_FLOAT16)             # base64 float16, half the bytes
+    CandidateSlate.model_validate_json(body, context=COMPACT_FLOAT16)
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pydantic import (
     Field,
     FieldSerializationInfo,
     StrictFloat,
+    ValidationInfo,
     field_serializer,
     field_validator,
 )
@@ -35,25 +40,67 @@ MAX_ID_CHARS = 256
 MAX_TITLE_CHARS = 1024
 """Longest item title accepted (characters)."""
 COMPACT_MEDIA_TYPE = "application/vnd.dir-rerank.compact+json"
-"""Content type of a JSON body whose item vectors are base64 little-endian float32 strings."""
-COMPACT = {"vectors": "base64"}
-"""Serialization context for the compact form: `message.model_dump_json(context=COMPACT)`."""
+"""Content type of a JSON body whose item vectors are base64 little-endian float32 strings; with the
+parameter `vectors=float16` (`media_type("float16")`), float16 strings."""
+WireForm = Literal["json", "float32", "float16"]
+"""How a body's item vectors travel: JSON numbers, or base64 of little-endian float32 / float16 values."""
+COMPACT_DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+COMPACT = {"vectors": "float32"}
+"""Serialization context for the float32 compact form: `message.model_dump_json(context=COMPACT)`."""
+COMPACT_FLOAT16 = {"vectors": "float16"}
+"""Context of the float16 compact form, to write a body and to parse one (a string is float32 without it)."""
 
 
-def encode_vector(values: object) -> str:
-    """Base64 of the values as little-endian float32 (the compact wire form of a vector)."""
-    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")
+def wire_context(form: WireForm) -> dict[str, str] | None:
+    """The (de)serialization context of a wire form: None for JSON numbers."""
+    return None if form == "json" else {"vectors": form}
 
 
-def decode_vector(text: str) -> list[float]:
-    """The floats of a compact vector; ValueError for text that is not base64 of whole float32 values."""
+def media_type(form: WireForm) -> str:
+    """The Content-Type of a body in `form`."""
+    if form == "json":
+        return "application/json"
+    return COMPACT_MEDIA_TYPE if form == "float32" else f"{COMPACT_MEDIA_TYPE}; vectors={form}"
+
+
+def wire_form(content_type: str | None) -> WireForm:
+    """The wire form a Content-Type names; ValueError for a compact type with an unknown vectors parameter."""
+    kind, *params = [part.strip() for part in (content_type or "").split(";")]
+    if kind.lower() != COMPACT_MEDIA_TYPE:
+        return "json"
+    named = dict(p.split("=", 1) for p in params if "=" in p)
+    form = named.get("vectors", "float32").strip().lower()
+    if form not in COMPACT_DTYPES:
+        raise ValueError(f"Content-Type {content_type!r}: vectors={form} is not one of {list(COMPACT_DTYPES)}")
+    return form  # type: ignore[return-value]
+
+
+def _dtype_of(context: object) -> str | None:
+    """The compact dtype a (de)serialization context asks for, None for JSON numbers."""
+    form = context.get("vectors") if isinstance(context, dict) else None
+    return form if form in COMPACT_DTYPES else None
+
+
+def encode_vector(values: object, dtype: str = "float32") -> str:
+    """Base64 of the values as little-endian `dtype` (float32 or float16: the compact wire forms of a vector);
+    ValueError for a value float16 cannot hold (beyond +-65504)."""
+    with np.errstate(over="ignore"):  # a float16 overflow becomes inf, refused below
+        array = np.asarray(values, dtype=COMPACT_DTYPES[dtype])
+    if dtype == "float16" and not np.isfinite(array).all():
+        raise ValueError("vector: a value beyond float16's range (+-65504); send this vector as float32")
+    return base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def decode_vector(text: str, dtype: str = "float32") -> list[float]:
+    """The floats of a compact vector; ValueError for text that is not base64 of whole `dtype` values."""
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("vector: a string vector must be base64 of little-endian float32 values") from None
-    if len(raw) % 4:
-        raise ValueError(f"vector: {len(raw)} bytes of base64 data, not whole float32 values (4 bytes each)")
-    floats: list[float] = np.frombuffer(raw, dtype="<f4").tolist()
+        raise ValueError(f"vector: a string vector must be base64 of little-endian {dtype} values") from None
+    width = COMPACT_DTYPES[dtype].itemsize
+    if len(raw) % width:
+        raise ValueError(f"vector: {len(raw)} bytes of base64 data, not whole {dtype} values ({width} bytes each)")
+    floats: list[float] = np.frombuffer(raw, dtype=COMPACT_DTYPES[dtype]).tolist()
     return floats
 
 
@@ -78,7 +125,8 @@ class CandidateItem(_Message):
     vector: list[StrictFloat] = Field(
         description="the item's dense vector from the cloud's ItemEncoder: exactly the "
         "source's vector_dims width in the bundle manifest, finite floats; "
-        "JSON numbers, or base64 of little-endian float32 values",
+        "JSON numbers, or base64 of little-endian float32 values (float16 in a body "
+        "whose Content-Type says vectors=float16)",
         examples=[[0.12, -0.5, 0.03, 1.4]],
     )
     upstream_score: float | None = Field(
@@ -95,8 +143,8 @@ class CandidateItem(_Message):
 
     @field_validator("vector", mode="before")
     @classmethod
-    def _compact(cls, v: object) -> object:
-        return decode_vector(v) if isinstance(v, str) else v
+    def _compact(cls, v: object, info: ValidationInfo) -> object:
+        return decode_vector(v, _dtype_of(info.context) or "float32") if isinstance(v, str) else v
 
     @field_validator("vector")
     @classmethod
@@ -109,7 +157,8 @@ class CandidateItem(_Message):
 
     @field_serializer("vector")
     def _encode(self, v: list[float], info: FieldSerializationInfo) -> list[float] | str:
-        return encode_vector(v) if info.context == COMPACT else v
+        dtype = _dtype_of(info.context)
+        return v if dtype is None else encode_vector(v, dtype)
 
 
 class SourceCandidates(_Message):

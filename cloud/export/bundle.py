@@ -15,7 +15,9 @@ Files: model.pte (ExecuTorch, XNNPACK), model_portable.pte (ExecuTorch portable 
 quantize="int8-dynamic" model_int8_dynamic.tflite and model_int8_dynamic.pte (int8 weights, float
 activations; the .pte via PT2E, XNNPACK-delegated), each for the backends asked for. Each file is loaded back
 with its real runtime and compared with eager PyTorch on the parity cases (cloud/export/parity.py); an
-fp32 file above `parity_tolerance` fails the export. Everything is written to a temporary folder that
+fp32 file above `parity_tolerance` fails the export. The same measure for item vectors rounded to float16
+(the float16 wire form), on the parity cases and on requests of the item encoder's own vectors, goes in the
+manifest's metrics (`float16_vectors_max_abs_diff`). Everything is written to a temporary folder that
 replaces `out_dir` at the end (shared_schema.files.replace_dir), so a failed export leaves nothing behind.
 """
 
@@ -33,14 +35,21 @@ import torch
 
 from cloud.export.capture import ExportError, capture, output_specs
 from cloud.export.executorch import lower_executorch
-from cloud.export.parity import eager_runner, max_abs_diff, open_runner, parity_cases
+from cloud.export.parity import eager_runner, float16_vectors, max_abs_diff, open_runner, parity_cases
 from cloud.export.pt2e import quantize_program
 from cloud.export.quantize import as_requests, encoder_calibration, quantize_tflite
 from cloud.export.tflite import convert_tflite
 from cloud.models.base import count_parameters
 from cloud.training import runs
 from shared_schema.files import file_sha256, replace_dir
-from shared_schema.manifest import DECODERS, MANIFEST_NAME, BundleFile, BundleManifest, decoder_settings
+from shared_schema.manifest import (
+    DECODERS,
+    FLOAT16_METRIC,
+    MANIFEST_NAME,
+    BundleFile,
+    BundleManifest,
+    decoder_settings,
+)
 from shared_schema.specs import DatasetSpec
 
 BACKENDS = ("executorch", "tflite")
@@ -66,6 +75,8 @@ QUANTIZED_FILES = {  # (backend, mode): (file, note)
 """Static int8 has no .pte: XNNPACK's partitioner rejects the statically quantized DIR graph
 ("Invalid partition, found dependency cycles"; ExecuTorch 1.4.1)."""
 PARITY_TOLERANCE = 1e-5
+FLOAT16_REQUESTS = 256
+"""Requests of the model's own item vectors (random items) on which the float16 effect is measured too."""
 EXPORTERS = ("torch", "executorch", "litert-torch", "ai-edge-quantizer")
 
 
@@ -155,6 +166,8 @@ def write_bundle(
                         f"{f.path}: max abs diff {f.parity:.3g} vs eager PyTorch exceeds "
                         f"{parity_tolerance:g} on the parity cases; the export is not trusted"
                     )
+            encoded = [(f"encoder_{i}", r) for i, r in enumerate(encoder_calibration(model, FLOAT16_REQUESTS))]
+            float16_effect = max_abs_diff(reference, float16_vectors(reference, layout), cases + encoded, layout)
         with _stage(progress, total, total, f"writing {MANIFEST_NAME}"):
             notes.update(
                 {
@@ -187,6 +200,7 @@ def write_bundle(
                 len(cases),
                 outputs,
                 settings,
+                float16_effect,
             )
             plain = manifest.decoder == "merge" and not manifest.decoder_options
             (tmp / MANIFEST_NAME).write_text(
@@ -329,6 +343,7 @@ def _manifest(
     n_cases,
     outputs,
     decoder_options,
+    float16_effect,
 ) -> BundleManifest:
     counts = count_parameters(model)
     cloud, device = counts["cloud"], counts["device"]
@@ -337,6 +352,7 @@ def _manifest(
         "params_device": float(device),
         "params_cloud": float(cloud),
         "cloud_param_share": cloud / max(cloud + device, 1),
+        FLOAT16_METRIC: float16_effect,
     }
     notes = {
         "embedding_split": f"only the device model is exported ({device} parameters); the item encoder's "
@@ -346,6 +362,9 @@ def _manifest(
         f"{n_cases} batch-1 cases, "
         "every output (full, random, empty history per source, no candidates per source, all histories "
         "empty, one candidate per source); .tflite checked with and without XNNPACK",
+        FLOAT16_METRIC: "the same measure for eager PyTorch fed item vectors rounded to float16 (the float16 "
+        f"wire form) against float32, over the parity cases and {FLOAT16_REQUESTS} requests of item-encoder "
+        "vectors of random items; a device client asks for float16 vectors when it is within its tolerance",
         "exporters": ", ".join(f"{name} {_version(name)}" for name in EXPORTERS),
         **notes,
     }

@@ -4,6 +4,7 @@
     diff = max_abs_diff(eager_runner(device_model, layout), open_runner(path, layout), cases, layout)
     diff = max_abs_diff(eager_runner(model.export_module(), layout), open_runner(path, layout, outputs=specs),
                         cases, layout)        # a model with extra outputs: every output compared
+    effect = max_abs_diff(reference, float16_vectors(reference, layout), cases, layout)  # float16 on the wire
     run = open_runner("BUNDLE/model_int8.tflite", layout, xnnpack=False, threads=1)
     scores = run(layout.assemble(candidates, histories))      # np.ndarray [1, m, n] float32
 
@@ -87,6 +88,18 @@ def max_abs_diff(reference: Runner, candidate: Runner, cases: list[tuple[str, In
             diff = np.abs(ref_rows - b[rows].astype(np.float64)) / np.maximum(1.0, np.abs(ref_rows))
             worst = max(worst, float(diff.max(initial=0.0)) if np.isfinite(diff).all() else float("inf"))
     return worst
+
+
+def float16_vectors(runner: Runner, layout: TensorLayout) -> Runner:
+    """`runner` fed item vectors rounded to float16, as the float16 wire form delivers them (masks as given)."""
+    vectors = {f"{part}_{s}" for part in ("cand", "hist") for s in range(layout.m)}
+
+    def run(inputs: Inputs):
+        return runner(
+            {name: a.astype(np.float16).astype(np.float32) if name in vectors else a for name, a in inputs.items()}
+        )
+
+    return run
 
 
 def eager_runner(device_model, layout: TensorLayout) -> Runner:

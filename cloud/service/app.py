@@ -13,6 +13,7 @@ work offline. No endpoint accepts user behaviour.
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -27,7 +28,7 @@ from cloud.service.middleware import BodyLimit, ServerTiming
 from cloud.service.state import MAX_BUCKETS, CloudService, UnknownUser
 from shared_schema import CandidateSlate
 from shared_schema.manifest import MANIFEST_NAME
-from shared_schema.messages import COMPACT, COMPACT_MEDIA_TYPE
+from shared_schema.messages import COMPACT_MEDIA_TYPE, WireForm, media_type, wire_context
 from shared_schema.service import (
     BucketRequest,
     BundleEntry,
@@ -119,19 +120,21 @@ def create_app(
         """Upstream top-n candidates per source for the user, each with its vector (docs/service.md).
 
         Vectors are JSON numbers, or base64 little-endian float32 strings when the request accepts
-        `application/vnd.dir-rerank.compact+json`. Server-Timing: `upstream` (candidate ranking), `encode`
-        (the slate's JSON, item vectors included), `handler` (both), `app` (everything in the app).
+        `application/vnd.dir-rerank.compact+json`, float16 strings when it accepts that type with the
+        parameter `vectors=float16` (the Content-Type names the form sent). Server-Timing: `upstream`
+        (candidate ranking), `encode` (the slate's JSON, item vectors included), `handler` (both), `app`
+        (everything in the app).
         """
-        compact = _wants_compact(request)
+        form = _wire_form(request, service.wire_forms)
         try:
-            body, timings = service.user_slate_json(user_id, n, compact)
+            body, timings = service.user_slate_json(user_id, n, form)
         except UnknownUser:
             raise HTTPException(
                 404,
                 f"user {user_id!r} is not known to this service; list the users with GET /v1/users?offset=0&limit=100",
             ) from None
         timing = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
-        return _json_response(body, compact, {"Server-Timing": timing})
+        return _json_response(body, form, {"Server-Timing": timing})
 
     @app.get("/v1/lists/{split}/{row}", tags=["slates"], responses=errors(404, 422))
     def list_slate(split: Literal["train", "valid", "test"], row: Annotated[int, Path(ge=0)]) -> ListSlate:
@@ -169,7 +172,7 @@ def create_app(
             answer = service.vectors(request.ids)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return _negotiated(answer, http)
+        return _negotiated(answer, http, service.wire_forms)
 
     @app.post(
         "/v1/vectors/buckets",
@@ -190,7 +193,7 @@ def create_app(
             answer = service.bucket_vectors(request.buckets)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        return _negotiated(answer, http)
+        return _negotiated(answer, http, service.wire_forms)
 
     @app.get("/v1/bundles", tags=["bundles"], responses=errors())
     def list_bundles() -> BundleList:
@@ -275,24 +278,38 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _wants_compact(request: Request) -> bool:
-    """Whether the request's Accept names the compact type (base64 float32 vectors); JSON numbers otherwise
-    (curl, older clients)."""
-    return COMPACT_MEDIA_TYPE in request.headers.get("accept", "")
+def _wire_form(request: Request, offered: Sequence[WireForm]) -> WireForm:
+    """The form of the item vectors that the request's Accept ranks highest (q value) among `offered`: a
+    compact form only when named with its media type (`vectors=float16` for float16), JSON numbers for
+    anything else (curl, older clients, */*). Of equally ranked forms the smallest body wins."""
+    ranks: dict[WireForm, float] = {}
+    for part in request.headers.get("accept", "").split(","):
+        kind, *params = [p.strip().lower() for p in part.split(";")]
+        named = {key.strip(): value.strip() for key, _, value in (p.partition("=") for p in params)}
+        try:
+            q = float(named.get("q", "1"))
+        except ValueError:
+            continue
+        named_form = named.get("vectors", "float32") if kind == COMPACT_MEDIA_TYPE else "json"
+        known = kind in (COMPACT_MEDIA_TYPE, "application/json", "application/*", "*/*")
+        for form in offered:
+            if known and form == named_form:
+                ranks[form] = max(ranks.get(form, 0.0), q)
+    accepted = [form for form in SMALLEST_FIRST if ranks.get(form, 0.0) > 0]
+    return max(accepted, key=ranks.__getitem__, default="json")
 
 
-def _negotiated(message: BaseModel, request: Request) -> Response:
+SMALLEST_FIRST: tuple[WireForm, ...] = ("float16", "float32", "json")
+
+
+def _negotiated(message: BaseModel, request: Request, offered: Sequence[WireForm]) -> Response:
     """`message` as JSON, its vectors in the form the request accepts."""
-    compact = _wants_compact(request)
-    return _json_response(message.model_dump_json(context=COMPACT) if compact else message.model_dump_json(), compact)
+    form = _wire_form(request, offered)
+    return _json_response(message.model_dump_json(context=wire_context(form)), form)
 
 
-def _json_response(body: str | bytes, compact: bool, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        body,
-        media_type=COMPACT_MEDIA_TYPE if compact else "application/json",
-        headers={**(headers or {}), "Vary": "Accept"},
-    )
+def _json_response(body: str | bytes, form: WireForm, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, media_type=media_type(form), headers={**(headers or {}), "Vary": "Accept"})
 
 
 def _bundle(bundles: BundleFolder, version: str) -> Bundle:

@@ -3,11 +3,11 @@
     vectors = encode_items(model, data, "video", np.array([3, 7]))      # float32 [2, d_video]
     slate, history = slate_for_list(model, data, "test", row=0, embedding_version="ab12...")
     bodies = SlateBodies(["video"], [["v1", "v2"]], [vectors], embedding_version="ab12...")
-    body = bodies.slate("u1", "req-1", [(np.array([1, 0]), np.array([0.9, 0.4]))], compact=False)
+    body = bodies.slate("u1", "req-1", [(np.array([1, 0]), np.array([0.9, 0.4]))], form="json")
 
 `history` holds the list's device-view behaviours as BehaviorEvents with vectors, so a device store
 can be seeded with exactly the history the model saw offline. `SlateBodies` writes a CandidateSlate's
-JSON (the bytes `model_dump_json` gives, in either vector form) from per-item pieces made once.
+JSON (the bytes `model_dump_json` gives, in any wire form of its vectors) from per-item pieces made once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic_core import to_json
 from cloud.data.prepared import PreparedData
 from cloud.models.base import RerankModel
 from shared_schema import BehaviorEvent, CandidateItem, CandidateSlate, SourceCandidates
-from shared_schema.messages import COMPACT, MAX_ID_CHARS
+from shared_schema.messages import MAX_ID_CHARS, WireForm, wire_context
 from shared_schema.specs import SCHEMA_VERSION
 
 _ITEM_TAIL = ("upstream_score", "title")
@@ -82,31 +82,37 @@ class SlateBodies:
     upstream ranking and a join of bytes, not building and validating 30 models and their 1,000 floats.
 
     Each item is validated once, at start-up, as a CandidateItem (id length, finite non-empty vector) and
-    kept as the bytes `{"item_id":...,"vector":...` in both wire forms, JSON numbers and base64 float32
-    (per worker: 0.9 KB an item for vectors of 20-40 floats, 6.4 MB and 0.2 s for 7,300 items). A request
-    adds each item's upstream score and the slate's envelope; the result equals
-    `CandidateSlate.model_dump_json()` (with `context=COMPACT` for the compact form) byte for byte
+    kept as the bytes `{"item_id":...,"vector":...` in each wire form: JSON numbers, base64 float32, and
+    base64 float16 unless a vector exceeds float16's range (then `forms` leaves it out). Per worker that is
+    1.1 KB an item for vectors of 20-40 floats (8.3 MB and 0.6 s for 7,300 items). A request adds each
+    item's upstream score and the slate's envelope; the result equals `CandidateSlate.model_dump_json()`
+    with the form's context (`shared_schema.messages.wire_context`) byte for byte
     (tests/cloud/service/test_slate_bodies.py)."""
 
     def __init__(
         self, sources: list[str], ids: list[list[str]], vectors: list[np.ndarray], embedding_version: str
     ) -> None:
-        self._plain: list[list[bytes]] = []
-        self._compact: list[list[bytes]] = []
+        self._pieces: dict[str, list[list[bytes]]] = {"json": [], "float32": [], "float16": []}
         for name, source_ids, source_vectors in zip(sources, ids, vectors):
             items = [_checked_item(name, i, v) for i, v in zip(source_ids, source_vectors.tolist())]
-            self._plain.append([_item_head(item.model_dump_json(exclude=set(_ITEM_TAIL))) for item in items])
-            self._compact.append(
-                [_item_head(item.model_dump_json(exclude=set(_ITEM_TAIL), context=COMPACT)) for item in items]
-            )
+            for form, pieces in list(self._pieces.items()):
+                try:
+                    pieces.append([_item_head(_item_json(item, form)) for item in items])  # type: ignore[arg-type]
+                except ValueError:  # float16 only: a value beyond its range
+                    del self._pieces[form]
+        self.forms: tuple[WireForm, ...] = tuple(self._pieces)  # type: ignore[arg-type]
+        """The wire forms these bodies are written in."""
         self._source_heads = [b'{"source":' + to_json(name) + b',"items":[' for name in sources]
         self._envelope_tail = b',"embedding_version":' + to_json(embedding_version) + b',"sources":['
 
-    def slate(self, user_id: str, request_id: str, picked: list[tuple[np.ndarray, np.ndarray]], compact: bool) -> bytes:
-        """The slate of `picked` (per source: item rows and upstream scores, best first) as JSON bytes."""
+    def slate(
+        self, user_id: str, request_id: str, picked: list[tuple[np.ndarray, np.ndarray]], form: WireForm
+    ) -> bytes:
+        """The slate of `picked` (per source: item rows and upstream scores, best first) as JSON bytes, its
+        vectors in `form` (one of `forms`)."""
         if not 0 < len(user_id) <= MAX_ID_CHARS:
             raise ValueError(f"user id of {len(user_id)} characters: a slate's user_id holds 1..{MAX_ID_CHARS}")
-        pieces = self._compact if compact else self._plain
+        pieces = self._pieces[form]
         sources = []
         for s, (rows, scores) in enumerate(picked):
             texts = to_json(scores.tolist())[1:-1].split(b",") if len(rows) else []  # floats hold no comma
@@ -126,6 +132,10 @@ class SlateBodies:
                 b"]}",
             ]
         )
+
+
+def _item_json(item: CandidateItem, form: WireForm) -> str:
+    return item.model_dump_json(exclude=set(_ITEM_TAIL), context=wire_context(form))
 
 
 def _checked_item(source: str, item_id: str, vector: list[float]) -> CandidateItem:

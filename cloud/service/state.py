@@ -2,7 +2,7 @@
 
     service = CloudService.load("out/run", data_dir="out/data")
     slate, timings = service.user_slate("u00042", n=10)     # CandidateSlate, {"upstream": ms, "encode": ms, ...}
-    body, timings = service.user_slate_json("u00042", compact=True)   # its JSON bytes, vectors base64
+    body, timings = service.user_slate_json("u00042", form="float32")  # its JSON bytes, vectors base64
     answer = service.vectors({"video": ["v1", "nope"]})     # ItemVectors, "nope" listed as unknown
     chosen = service.items_slate("u00042", {"video": ["v1", "v2"]})   # CandidateSlate of those items
     replay = service.list_slate("test", 0)                  # ListSlate: a prepared list and its history
@@ -24,6 +24,7 @@ from cloud.service.slates import SlateBodies, encode_items, slate_for_list
 from cloud.service.upstream import UpstreamRanker
 from cloud.training.runs import LoadedRun, load_run
 from shared_schema import SCHEMA_VERSION, CandidateItem, CandidateSlate, SourceCandidates
+from shared_schema.messages import WireForm
 from shared_schema.service import MIN_BUCKET_ITEMS, ItemVectors, ListSlate, ServiceInfo, item_bucket
 
 MAX_VECTOR_IDS = 1000
@@ -90,6 +91,8 @@ class CloudService:
         self._bodies = SlateBodies(
             self.spec.source_names, [[str(i) for i in ids] for ids in self._ids], self._vectors, self.embedding_version
         )
+        self.wire_forms = self._bodies.forms
+        """How item vectors can travel: JSON numbers, base64 float32, and float16 unless a vector exceeds it."""
 
     @classmethod
     def load(cls, run_dir: str | Path, data_dir: str | Path | None = None, **options) -> CloudService:
@@ -119,9 +122,9 @@ class CloudService:
         return CandidateSlate.model_validate_json(body), timings
 
     def user_slate_json(
-        self, user_id: str, n: int | None = None, compact: bool = False
+        self, user_id: str, n: int | None = None, form: WireForm = "json"
     ) -> tuple[bytes, dict[str, float]]:
-        """The CandidateSlate of `user_slate` as JSON bytes (vectors base64 float32 when `compact`) and the
+        """The CandidateSlate of `user_slate` as JSON bytes (its vectors in `form`, one of `wire_forms`) and the
         timings (ms) of the upstream ranking (`upstream`), of writing the slate's JSON (`encode`) and of
         the whole call (`handler`)."""
         if user_id not in self._user_index:
@@ -129,7 +132,7 @@ class CloudService:
         start = time.perf_counter()
         picked = self.ranker.candidates(self._user_index[user_id], n or self.spec.n)
         ranked = time.perf_counter()
-        body = self._bodies.slate(user_id, uuid.uuid4().hex, picked, compact)
+        body = self._bodies.slate(user_id, uuid.uuid4().hex, picked, form)
         done = time.perf_counter()
         return body, {
             "upstream": (ranked - start) * 1e3,

@@ -19,10 +19,11 @@ pytest.importorskip("executorch.runtime", reason="executorch not installed: pip 
 pytest.importorskip("litert_torch", reason="litert-torch not installed: pip install -e '.[export]'")
 
 from cloud.export import ExportError, summary, write_bundle
+from cloud.export.parity import float16_vectors, max_abs_diff, open_runner, parity_cases
 from cloud.models import count_parameters
 from cloud.training.runs import embedding_version
 from shared_schema import SCHEMA_VERSION, BundleManifest
-from shared_schema.manifest import MANIFEST_NAME
+from shared_schema.manifest import FLOAT16_METRIC, MANIFEST_NAME
 from tests.helpers.export import RUN_METRICS, SPEC, quiet, shared_bundle, small_dir
 
 FILES = {  # path: (runtime, delegate, quantization)
@@ -57,6 +58,15 @@ def test_files_have_their_checksum_size_and_parity(bundle):
         assert f.sha256 == hashlib.sha256(data).hexdigest() and f.size == len(data) > 1000
         assert f.parity_max_abs_diff is not None
         assert f.parity_max_abs_diff <= (1e-5 if f.quantization == "fp32" else 1.0)
+
+
+def test_the_float16_effect_is_measured_and_holds_on_the_device_runtime(bundle):
+    effect = bundle.manifest.metrics[FLOAT16_METRIC]
+    assert 0 < effect < 1e-2 and FLOAT16_METRIC in bundle.manifest.notes
+    layout = bundle.model.layout
+    device = open_runner(bundle.path / "model.tflite", layout)
+    on_device = max_abs_diff(device, float16_vectors(device, layout), parity_cases(layout), layout)
+    assert 0 < on_device <= effect + 2e-5  # the export's parity bound, twice
 
 
 def test_metrics_carry_the_run_and_the_embedding_split(bundle):
