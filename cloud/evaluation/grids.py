@@ -128,10 +128,11 @@ def run_grid(
     world_seed: int = 0,
 ) -> str:
     """Train (or reuse) every (model, history, seed) into OUT/runs/MODEL-HISTORY-sSEED (`seeds`: a count, or
-    the seed numbers), score the pages of each run (`page_users` > 0, synthetic data: cloud.evaluation.page_clicks),
+    the seed numbers; a model that reads no history trains on the first history only: that run serves both
+    views), score the pages of each run (`page_users` > 0, synthetic data: cloud.evaluation.page_clicks),
     and write OUT/results.csv and the tables (cloud.evaluation.results) over every finished run in OUT/runs.
     Interrupted, the same call continues where it stopped."""
-    from cloud.models import MODELS
+    from cloud.models import MODELS, reads_history
     from cloud.training.config import TrainConfig
 
     unknown = sorted(set(models) - set(MODELS))
@@ -142,7 +143,9 @@ def run_grid(
     plan = []
     for model in models:  # every config is built and checked before the first run starts
         extra = load_tuned(tuned, model) if tuned else {}
-        for history in histories:
+        if not reads_history(model) and len(histories) > 1:
+            print(f"{model} reads no history: its {histories[0]} runs serve every history view", flush=True)
+        for history in histories if reads_history(model) else histories[:1]:
             for seed in range(seeds) if isinstance(seeds, int) else seeds:
                 overrides = {**extra, "model": model, "history": history, "seed": seed, "epochs": epochs}
                 config = (

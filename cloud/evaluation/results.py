@@ -19,6 +19,7 @@ from pathlib import Path
 from cloud.evaluation.csv_rows import write_csv_rows
 from cloud.evaluation.report import METRIC_COLUMNS, cutoff
 from cloud.evaluation.statistics import mean_ci, paired_test
+from cloud.models import MODELS, reads_history
 
 PAGE_METRICS = ("clicks_per_page", "clicks_top{K}_per_page", "js@{K}")
 REFERENCE = "dir"
@@ -177,6 +178,9 @@ def write_results(
         "",
         markdown_table(label, label_keys, {"oracle (true click prob.)": oracle} if oracle else None),
     ]
+    free = sorted({r["model"] for r in rows if r["model"] in MODELS and not reads_history(r["model"])})
+    if free:
+        text += ["", f"{', '.join(free)} read no history: each run serves both history views."]
     paged = [r for r in rows if "page_clicks_per_page" in r]
     if paged:
         page_keys = [c.format(K=k) for c in PAGE_METRICS]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from typing import cast
 
 from cloud.models.base import ItemEncoder, RerankModel, count_parameters
 from cloud.models.crum import CRUM
@@ -54,6 +55,13 @@ DIR_ABLATIONS = ("dir-isi", "dir-lrs", "dir-hrs", "dir-lcm", "dir-pg", "dir-js")
 """DIR with one component removed (DIR paper, section 5.3). dir-ca adds one instead: it is an extension."""
 
 
+def reads_history(name: str) -> bool:
+    """Whether the registered model `name` reads the history inputs (RerankModel.reads_history)."""
+    factory = MODELS[name]
+    model_class = cast(type[RerankModel], factory.func if isinstance(factory, functools.partial) else factory)
+    return model_class.reads_history
+
+
 def build_model(name: str, spec: DatasetSpec, **options) -> RerankModel:
     """The registered model `name` for `spec`; `options` are its constructor's keyword arguments."""
     if name not in MODELS:
@@ -68,4 +76,4 @@ def build_model(name: str, spec: DatasetSpec, **options) -> RerankModel:
     return model
 
 
-__all__ = ["DIR_ABLATIONS", "MODELS", "ItemEncoder", "RerankModel", "build_model", "count_parameters"]
+__all__ = ["DIR_ABLATIONS", "MODELS", "ItemEncoder", "RerankModel", "build_model", "count_parameters", "reads_history"]

@@ -80,6 +80,8 @@ class RerankModel(nn.Module):
 
     uses_exposure_loss = True
     uses_utility_loss = True
+    reads_history = True
+    """False for a model whose scores ignore the history inputs: one run of it serves both history views."""
     device_decoder = "merge"
     """How the device builds the list (a key of shared_schema.manifest.DECODERS), with these options; a
     decoder that reads outputs after `scores` needs `export_module()` to return them."""

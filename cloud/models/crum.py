@@ -52,6 +52,7 @@ class CRUM(RerankModel):
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
     uses_utility_loss = False
+    reads_history = False
 
     def __init__(
         self,

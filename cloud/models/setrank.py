@@ -30,6 +30,8 @@ class SetRank(RerankModel):
     search_space = {"embedding_dim": ("int", 8, 32, 8), "width": ("int", 32, 96, 16), "ffn": ("int", 64, 256, 64)}
     """Options `dir-cloud tune` searches (cloud/training/tuning.py: ("int", low, high, step)); no dropout to tune."""
 
+    reads_history = False
+
     def __init__(
         self,
         spec: DatasetSpec,

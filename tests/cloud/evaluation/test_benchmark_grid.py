@@ -107,3 +107,12 @@ def test_grid_scores_the_pages_with_references(synth_data, tmp_path):
     assert cpu["train_s"] > 0 and cpu["pages_s"] > 0
     hours = [cpu["train_s"] / 3600, cpu["pages_s"] / 3600]
     assert f"| dir | 1 | {hours[0]:.2f} | {hours[1]:.2f} |" in table and "| **all** | 1 |" in table
+
+
+def test_a_model_that_reads_no_history_trains_once_for_both_views(synth_data, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--data", str(synth_data), "--histories", "device,cloud", "--out", str(out)]
+    assert cloud_main([*argv, "--models", "setrank,dir", "--seeds", "1", "--epochs", "1"]) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["dir-cloud-s0", "dir-device-s0", "setrank-device-s0"]
+    assert "setrank reads no history: its device runs serve every history view" in capsys.readouterr().out
+    assert "setrank read no history: each run serves both history views." in (out / "table.md").read_text()
