@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     metrics = {name: m for name, quantization, m, _ in rows if quantization == "fp32"}
     ndcg = f"ndcg@{K}"
     print(
-        f"{'file':<28}{'quantization':<14}{'AUC':>8}{'dAUC':>9}{ndcg.upper():>9}{'dNDCG':>9}{'p50 ms':>9}  "
+        f"{'file':<28}{'quantization':<17}{'AUC':>8}{'dAUC':>9}{ndcg.upper():>9}{'dNDCG':>9}{'p50 ms':>9}  "
         f"dAUC target -{args.target:g}"
     )
     for name, quantization, m, p50 in rows:
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
         verdict = "" if quantization == "fp32" else ("ok" if -d_auc <= args.target else "MISSES")
         speed = "-" if p50 is None else f"{p50:.4f}"
         print(
-            f"{name:<28}{quantization:<14}{m['auc']:>8.4f}{d_auc:>+9.4f}{m[ndcg]:>9.4f}{d_ndcg:>+9.4f}"
+            f"{name:<28}{quantization:<17}{m['auc']:>8.4f}{d_auc:>+9.4f}{m[ndcg]:>9.4f}{d_ndcg:>+9.4f}"
             f"{speed:>9}  {verdict}"
         )
     masks = test.batch(np.arange(len(test_requests)))
