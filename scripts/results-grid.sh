@@ -47,12 +47,13 @@ fi
 # 1. equal-budget tuning on the synthetic validation split: 12 trials per model, one study per model;
 #    the DIR ablations keep DIR's parameters (cloud.evaluation.grids.tuned_study)
 # 2. the synthetic grid, label metrics and the page's true clicks: 5 seeds for DIR and the three
-#    baselines of highest tuned validation AUC, 3 seeds for every other model, the DIR ablations and
-#    dir-ca (DIR with candidate-aware history attention, an extension with its own study). The runs that
-#    need no baseline's study (DIR, its ablations, dir-ca) start on the first core free of tuning; then
-#    each core takes the next baseline whose study has finished from one shared queue, with the seeds
-#    every baseline gets ($seeds_rest); the three strongest get the rest of theirs once every study has
-#    finished. MIR (19x DIR's FLOPs per list) leads the queue, so its long runs overlap the others.
+#    baselines whose pages get the most true clicks over their first 3 seeds, 3 seeds for every other
+#    model, the DIR ablations and dir-ca (DIR with candidate-aware history attention, an extension with
+#    its own study). The runs that need no baseline's study (DIR, its ablations, dir-ca) start on the
+#    first core free of tuning; then each core takes the next baseline whose study has finished from one
+#    shared queue, with the seeds every baseline gets ($seeds_rest); the three strongest get the rest of
+#    theirs once every baseline has those. MIR (19x DIR's FLOPs per list) leads the queue, so its long
+#    runs overlap the others.
 tune_queue() {
   for m in "$@"; do
     dir-cloud tune --data "$synth" --model "$m" --history device --trials "$trials" --out "$tuned" "${cap[@]}"
@@ -96,12 +97,16 @@ queue_2() {
 log "tuning, then the grid: $seeds_main seeds for dir, $seeds_rest for $ablations,dir-ca and every baseline"
 both grid-1.log queue_1 -- grid-2.log queue_2
 
-strongest=$(python - "$tuned" $baselines <<'EOF'
+# the three strongest baselines by the page's true clicks (device history, mean over the seeds every
+# baseline has): label metrics on logged lists reward reading the logging policy (docs/results.md)
+strongest=$(python - "$grid/runs" "$seeds_rest" $baselines <<'EOF'
 import json, sys
 from pathlib import Path
-tuned, names = Path(sys.argv[1]), sys.argv[2:]
-auc = {m: json.loads((tuned / f"{m}.json").read_text())["best_valid_auc"] for m in names}
-print(" ".join(sorted(names, key=auc.get, reverse=True)[:3]))
+runs, seeds, names = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+def clicks(m):
+    pages = [json.loads((runs / f"{m}-device-s{s}" / "pages.json").read_text()) for s in range(seeds)]
+    return sum(p["clicks_per_page"] for p in pages) / len(pages)
+print(" ".join(sorted(names, key=clicks, reverse=True)[:3]))
 EOF
 )
 log "grid: $seeds_main seeds for the strongest baselines: $strongest"
