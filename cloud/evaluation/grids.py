@@ -157,7 +157,9 @@ def run_grid(
                 plan.append((config, out / "runs" / f"{model}-{history}-s{seed}"))
     for config, run_dir in plan:
         label = f"{config.model} {config.history} seed {config.seed}"
-        charge_cpu(run_dir, "train_s", "metrics.json", train_or_reuse, config, data_dir, run_dir, reuse_only, label)
+        resumed = (run_dir / "checkpoint.pt").exists() and not (run_dir / "metrics.json").exists()
+        train = (train_or_reuse, config, data_dir, run_dir, reuse_only, label)
+        charge_cpu(run_dir, "train_s", "metrics.json", *train, resumed=resumed)
         if page_users:
             from cloud.evaluation.page_clicks import run_pages_of
 
@@ -171,9 +173,12 @@ def run_grid(
     return write_results(out, oracle=oracle_row(data_dir))
 
 
-def charge_cpu(run_dir: Path, key: str, output: str, step: Callable[..., object], *args: object) -> None:
+def charge_cpu(
+    run_dir: Path, key: str, output: str, step: Callable[..., object], *args: object, resumed: bool = False
+) -> None:
     """Run `step(*args)`; when it wrote RUN/`output` (it did the work rather than reuse it), add its
-    process CPU seconds to RUN/cpu.json[`key`]."""
+    process CPU seconds to RUN/cpu.json[`key`], and `"resumed": true` when the step continued work an
+    interrupted process began (`resumed`), whose CPU seconds are lost."""
     from cloud.training.runs import atomic_write_json
 
     def written() -> int | None:
@@ -186,6 +191,8 @@ def charge_cpu(run_dir: Path, key: str, output: str, step: Callable[..., object]
         path = run_dir / "cpu.json"
         spent = json.loads(path.read_text()) if path.exists() else {}
         spent[key] = spent.get(key, 0.0) + time.process_time() - start
+        if resumed:
+            spent["resumed"] = True
         atomic_write_json(path, spent)
 
 

@@ -113,7 +113,8 @@ def markdown_table(
 
 def cpu_table(rows: list[dict]) -> str:
     """Markdown: the process CPU hours the grid spent per model (training, scoring pages), from RUN/cpu.json
-    (`cloud.evaluation.grids.charge_cpu`), and how many runs finished before it was recorded."""
+    (`cloud.evaluation.grids.charge_cpu`), how many runs finished before it was recorded, and how many were
+    resumed after an interruption (counted without the interrupted part)."""
     lines = ["| model | runs | training CPU h | pages CPU h |", "|---|---|---|---|"]
     totals = [0, 0.0, 0.0]
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -124,9 +125,14 @@ def cpu_table(rows: list[dict]) -> str:
             totals = [totals[0] + len(timed), totals[1] + train, totals[2] + pages]
     lines.append(f"| **all** | {totals[0]} | {totals[1]:.2f} | {totals[2]:.2f} |")
     untimed = len(rows) - totals[0]
-    if untimed:
-        lines += ["", f"{untimed} runs finished before their CPU time was recorded and are not counted."]
-    return "\n".join(lines)
+    resumed = sum(1 for r in rows if r.get("cpu_resumed"))
+    notes = [f"{untimed} runs finished before their CPU time was recorded and are not counted."] if untimed else []
+    if resumed:
+        notes.append(
+            f"{resumed} counted runs were resumed after an interruption: the CPU time before it is not counted, "
+            "so their figures are low."
+        )
+    return "\n".join(lines + (["", " ".join(notes)] if notes else []))
 
 
 def tuning_table(tuned: str | Path) -> str:

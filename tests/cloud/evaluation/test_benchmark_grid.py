@@ -49,6 +49,8 @@ def test_interrupted_grid_continues_and_results_command_rewrites_tables(synth_da
     assert bench(synth_data, out, "--models", "dir", "--seeds", "2", "--epochs", "2") == 0
     assert (out / "runs" / "dir-device-s1" / "metrics.json").exists()
     assert (out / "runs" / "dir-device-s0" / "metrics.json").stat().st_mtime_ns == other
+    assert json.loads((out / "runs" / "dir-device-s1" / "cpu.json").read_text())["resumed"] is True
+    assert "resumed" not in json.loads((out / "runs" / "dir-device-s0" / "cpu.json").read_text())
     (out / "table.md").unlink()
     (out / "runs" / "dir-device-s0" / "cpu.json").unlink()  # as for a run finished before CPU time was kept
     capsys.readouterr()
@@ -57,6 +59,7 @@ def test_interrupted_grid_continues_and_results_command_rewrites_tables(synth_da
     assert (
         "| **all** | 1 |" in (out / "table.md").read_text()
         and "1 runs finished before" in (out / "table.md").read_text()
+        and "1 counted runs were resumed after an interruption" in (out / "table.md").read_text()
     )
 
 
