@@ -5,6 +5,9 @@
 #   scripts/results-grid.sh WORK [MOVIELENS_DIR]     # WORK: a folder outside the repository, e.g. ~/grid
 #
 # Runs two processes at a time (one per core of a 2-core machine), each single-threaded; logs in WORK/*.log.
+# Every step starts new processes that import the code as it is then: run it from a checkout nobody edits
+# for the hours it runs (e.g. `git worktree add --detach ../grid-code HEAD`, then from there
+# `PYTHONPATH=$PWD scripts/results-grid.sh WORK`, with the project's venv active).
 # MOVIELENS_DIR holds ml-latest-small's ratings.csv and movies.csv (its label metrics are skipped without it).
 # Then `dir-cloud results` writes the tables (last step). See docs/results.md for what each step measures.
 # For a smoke run of the script itself on tiny data, override the sizes, e.g. (CRUM needs 2 epochs)
