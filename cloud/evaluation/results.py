@@ -64,10 +64,11 @@ def grid_rows(grid: str | Path) -> list[dict]:
 
 
 def summary(rows: list[dict], keys: list[str]) -> list[dict]:
-    """Per (model, history): seeds, mean stopping epochs, runs stopped by the cap, and per key mean, CI,
-    and the paired comparison with DIR on the same history."""
+    """Per (model, history), in registry order (DIR, its ablations, dir-ca, the baselines; device history
+    first): seeds, mean stopping epochs, runs stopped by the cap, and per key mean, CI, and the paired
+    comparison with DIR on the same history."""
     groups: dict[tuple[str, str], dict[int, dict]] = {}
-    for row in rows:
+    for row in sorted(rows, key=_table_order):
         groups.setdefault((row["model"], row["history"]), {})[row["seed"]] = row
     out = []
     for (model, history), by_seed in groups.items():
@@ -90,6 +91,14 @@ def summary(rows: list[dict], keys: list[str]) -> list[dict]:
                 entry.update({f"{key}_vs_dir": test.diff, f"{key}_p": test.p_value, f"{key}_mark": test.mark})
         out.append(entry)
     return out
+
+
+def _table_order(row: dict) -> tuple[int, str, int, str]:
+    """Registry position of the row's model (unknown models last, by name), then device before cloud."""
+    names = list(MODELS)
+    model, history = row["model"], row["history"]
+    position = names.index(model) if model in names else len(names)
+    return position, model, ("device", "cloud").index(history) if history in ("device", "cloud") else 2, history
 
 
 def markdown_table(
@@ -117,7 +126,7 @@ def cpu_table(rows: list[dict]) -> str:
     resumed after an interruption (counted without the interrupted part)."""
     lines = ["| model | runs | training CPU h | pages CPU h |", "|---|---|---|---|"]
     totals = [0, 0.0, 0.0]
-    for model in dict.fromkeys(r["model"] for r in rows):
+    for model in dict.fromkeys(r["model"] for r in sorted(rows, key=_table_order)):
         timed = [r for r in rows if r["model"] == model and "cpu_train_s" in r]
         if timed:
             train, pages = (sum(r.get(f"cpu_{k}_s", 0.0) for r in timed) / 3600 for k in ("train", "pages"))

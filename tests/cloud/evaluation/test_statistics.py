@@ -39,3 +39,25 @@ def test_paired_test_uses_the_pairing():
     assert paired_test([0.5], [0.4]).mark == ""  # one pair: no claim
     with pytest.raises(ValueError, match="paired"):
         paired_test([1.0, 2.0], [1.0])
+
+
+def test_summary_rows_follow_the_registry_with_device_history_first():
+    from cloud.evaluation.results import summary
+
+    def run(model, history, seed, auc):
+        return {"model": model, "history": history, "seed": seed, "auc": auc, "best_epoch": 3, "stopped_epoch": 6}
+
+    rows = [
+        run(model, history, seed, 0.6 + 0.01 * seed + (0.02 if model == "din" else 0.0))
+        for model in ("din", "zz-custom", "dir-ca", "dir")
+        for history in ("cloud", "device")
+        for seed in range(3)
+    ]
+    for row in rows:
+        row["stop_reason"] = "patience"
+    table = summary(rows, ["auc"])
+    assert [(e["model"], e["history"]) for e in table] == [
+        (m, h) for m in ("dir", "dir-ca", "din", "zz-custom") for h in ("device", "cloud")
+    ]
+    din = table[4]
+    assert din["auc_vs_dir"] == pytest.approx(0.02) and din["auc_mark"] == "+"  # paired by seed against dir
