@@ -14,6 +14,7 @@ have): ▲ significantly above DIR, ▼ significantly below (p < 0.05); no mark,
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from cloud.evaluation.csv_rows import write_csv_rows
@@ -88,7 +89,16 @@ def summary(rows: list[dict], keys: list[str]) -> list[dict]:
             entry.update({f"{key}_mean": mean, f"{key}_low": low, f"{key}_high": high, f"{key}_mark": ""})
             if model != REFERENCE and shared:
                 test = paired_test([by_seed[s][key] for s in shared], [reference[s][key] for s in shared])
-                entry.update({f"{key}_vs_dir": test.diff, f"{key}_p": test.p_value, f"{key}_mark": test.mark})
+                entry.update(
+                    {
+                        f"{key}_vs_dir": test.diff,
+                        f"{key}_vs_dir_low": test.low,
+                        f"{key}_vs_dir_high": test.high,
+                        f"{key}_pairs": test.pairs,
+                        f"{key}_p": test.p_value,
+                        f"{key}_mark": test.mark,
+                    }
+                )
         out.append(entry)
     return out
 
@@ -117,6 +127,30 @@ def markdown_table(
     for name, ref in (references or {}).items():
         cells = [name, "-", "-", *(["-", "-"] if stopping else []), *(f"{ref[k]:.4f}" for k in keys)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(columns: list[tuple[str, list[dict], str]]) -> str:
+    """Markdown: per model and history, the paired difference from DIR on the same history for each
+    (title, summary entries, key): the mean over the seeds both have, its 95% interval and the p value."""
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    for title, entries, key in columns:
+        for e in entries:
+            if f"{key}_vs_dir" in e:
+                low, high, p = e[f"{key}_vs_dir_low"], e[f"{key}_vs_dir_high"], e[f"{key}_p"]
+                row = (e["model"], e["history"])
+                pvalue = "-" if math.isnan(p) else f"{p:.3f}"
+                diff = f"{e[f'{key}_vs_dir']:+.4f} [{low:+.4f}, {high:+.4f}]{MARKS[e[f'{key}_mark']]}"
+                cells.setdefault(row, {})[title] = f"{diff} | {pvalue}"
+                pairs[row] = max(pairs.get(row, 0), e[f"{key}_pairs"])
+    head = ["model", "history", "paired seeds"]
+    for title, _, _ in columns:
+        head += [f"{title} - dir [95% CI]", "p"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (model, history), by_title in cells.items():
+        values = [by_title.get(title, "- | -") for title, _, _ in columns]
+        lines.append(f"| {model} | {history} | {pairs[model, history]} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -214,6 +248,10 @@ def write_results(
             "",
             markdown_table(pages, page_keys, refs["arms"] if refs else None, stopping=False),
         ]
+    columns = [("test AUC", label, "auc")]
+    if paged:
+        columns.append(("clicks per page", pages, "page_clicks_per_page"))
+    text += ["", "Paired by seed against dir on the same history (the seeds both have):", "", paired_table(columns)]
     text += ["", "Process CPU time of the runs (`dir-cloud benchmark`):", "", cpu_table(rows)]
     if tuned:
         text += [

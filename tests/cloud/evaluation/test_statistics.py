@@ -42,13 +42,14 @@ def test_paired_test_uses_the_pairing():
 
 
 def test_summary_rows_follow_the_registry_with_device_history_first():
-    from cloud.evaluation.results import summary
+    from cloud.evaluation.results import paired_table, summary
 
     def run(model, history, seed, auc):
         return {"model": model, "history": history, "seed": seed, "auc": auc, "best_epoch": 3, "stopped_epoch": 6}
 
+    gain = {"din": [0.021, 0.019, 0.022]}  # din above dir by about 0.02 on every seed
     rows = [
-        run(model, history, seed, 0.6 + 0.01 * seed + (0.02 if model == "din" else 0.0))
+        run(model, history, seed, 0.6 + 0.01 * seed + gain.get(model, [0.0] * 3)[seed])
         for model in ("din", "zz-custom", "dir-ca", "dir")
         for history in ("cloud", "device")
         for seed in range(3)
@@ -60,4 +61,8 @@ def test_summary_rows_follow_the_registry_with_device_history_first():
         (m, h) for m in ("dir", "dir-ca", "din", "zz-custom") for h in ("device", "cloud")
     ]
     din = table[4]
-    assert din["auc_vs_dir"] == pytest.approx(0.02) and din["auc_mark"] == "+"  # paired by seed against dir
+    assert din["auc_vs_dir"] == pytest.approx(0.02067, abs=1e-4) and din["auc_mark"] == "+"  # paired by seed
+    lines = paired_table([("test AUC", table, "auc")]).splitlines()
+    assert lines[0] == "| model | history | paired seeds | test AUC - dir [95% CI] | p |"
+    assert lines[4].startswith("| din | device | 3 | +0.0207 [+0.0169, +0.0245] ▲ | 0.00")
+    assert lines[2].startswith("| dir-ca | device | 3 | +0.0000") and len(lines) == 8  # dir itself: no row
