@@ -54,8 +54,8 @@ fi
 #    model, the DIR ablations and dir-ca (DIR with candidate-aware history attention, an extension with
 #    its own study). The runs that need no baseline's study (DIR, its ablations, dir-ca) start on the
 #    first core free of tuning; then each core takes the next baseline whose study has finished from one
-#    shared queue, with the seeds every baseline gets ($seeds_rest); the three strongest get the rest of
-#    theirs once every baseline has those. MIR (19x DIR's FLOPs per list) leads the queue, so its long
+#    shared queue, with the seed count every baseline gets ($seeds_rest); the three strongest get the
+#    rest of theirs once every baseline has those. MIR (19x DIR's FLOPs per list) leads the queue, so its long
 #    runs overlap the others.
 tune_queue() {
   for m in "$@"; do
@@ -100,7 +100,7 @@ queue_2() {
 log "tuning, then the grid: $seeds_main seeds for dir, $seeds_rest for $ablations,dir-ca and every baseline"
 both grid-1.log queue_1 -- grid-2.log queue_2
 
-# the three strongest baselines by the page's true clicks (device history, mean over the seeds every
+# the three strongest baselines by the page's true clicks (device history, mean over the seed numbers every
 # baseline has): label metrics on logged lists reward reading the logging policy (docs/results.md)
 strongest=$(python - "$grid/runs" "$seeds_rest" $baselines <<'EOF'
 import json, sys

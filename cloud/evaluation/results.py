@@ -132,7 +132,7 @@ def markdown_table(
 
 def paired_table(columns: list[tuple[str, list[dict], str]]) -> str:
     """Markdown: per model and history, the paired difference from DIR on the same history for each
-    (title, summary entries, key): the mean over the seeds both have, its 95% interval and the p value."""
+    (title, summary entries, key): the mean over the seed numbers both runs have, its 95% interval and the p value."""
     cells: dict[tuple[str, str], dict[str, str]] = {}
     pairs: dict[tuple[str, str], int] = {}
     for title, entries, key in columns:
@@ -251,7 +251,8 @@ def write_results(
     columns = [("test AUC", label, "auc")]
     if paged:
         columns.append(("clicks per page", pages, "page_clicks_per_page"))
-    text += ["", "Paired by seed against dir on the same history (the seeds both have):", "", paired_table(columns)]
+    paired = "Paired by seed against dir on the same history (the seed numbers both runs have):"
+    text += ["", paired, "", paired_table(columns)]
     text += ["", "Process CPU time of the runs (`dir-cloud benchmark`):", "", cpu_table(rows)]
     if tuned:
         text += [

@@ -14,7 +14,7 @@ import logging
 import math
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
@@ -290,11 +290,9 @@ def _wire_form(request: Request, offered: Sequence[WireForm]) -> WireForm:
             q = float(named.get("q", "1"))
         except ValueError:
             continue
-        named_form = named.get("vectors", "float32") if kind == COMPACT_MEDIA_TYPE else "json"
-        known = kind in (COMPACT_MEDIA_TYPE, "application/json", "application/*", "*/*")
-        for form in offered:
-            if known and form == named_form:
-                ranks[form] = max(ranks.get(form, 0.0), q)
+        form = cast(WireForm, named.get("vectors", "float32") if kind == COMPACT_MEDIA_TYPE else "json")
+        if kind in (COMPACT_MEDIA_TYPE, "application/json", "application/*", "*/*") and form in offered:
+            ranks[form] = max(ranks.get(form, 0.0), q)
     accepted = [form for form in SMALLEST_FIRST if ranks.get(form, 0.0) > 0]
     return max(accepted, key=ranks.__getitem__, default="json")
 
