@@ -83,9 +83,9 @@ class SlateBodies:
 
     Each item is validated once, at start-up, as a CandidateItem (id length, finite non-empty vector) and
     kept as the bytes `{"item_id":...,"vector":...` in each wire form: JSON numbers, base64 float32, and
-    base64 float16 unless a vector exceeds float16's range (then `forms` leaves it out). Per worker that is
-    1.1 KB an item for vectors of 20-40 floats (8.3 MB and 0.6 s for 7,300 items). A request adds each
-    item's upstream score and the slate's envelope; the result equals `CandidateSlate.model_dump_json()`
+    base64 float16 unless a vector exceeds float16's range (then `forms` leaves it out), per worker. A
+    request adds each item's upstream score and the slate's envelope; the result equals
+    `CandidateSlate.model_dump_json()`
     with the form's context (`shared_schema.messages.wire_context`) byte for byte
     (tests/cloud/service/test_slate_bodies.py)."""
 
