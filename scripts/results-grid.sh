@@ -126,9 +126,10 @@ if [ -n "$movielens" ]; then
   log "movielens grid done"
 fi
 
-# 4. the utility-fairness trade-off, 3 seeds per point, DIR's tuned parameters except the swept beta
+# 4. the utility-fairness trade-off, 3 seeds per point, DIR's tuned parameters except the swept beta, each
+#    run also judged by its pages' true clicks (what the exposure target costs the user)
 dir-cloud tradeoff --data "$synth" --betas 0.1,0.5,0.9,1.0 --targets "0.33/0.33/0.34;0.7/0.2/0.1" \
-  --seeds "$seeds_rest" --tuned "$tuned" --out "$work/tradeoff" "${cap[@]}" > "$work/tradeoff.log" 2>&1
+  --seeds "$seeds_rest" --tuned "$tuned" --pages "$pages" --out "$work/tradeoff" "${cap[@]}" > "$work/tradeoff.log" 2>&1
 log "trade-off done"
 
 # 5. the tables, from the finished runs (nothing is trained)

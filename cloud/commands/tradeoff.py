@@ -2,6 +2,7 @@
 
     dir-cloud tradeoff --data DATA --betas 0.1,0.3,0.5,0.7,0.9,1.0 --seeds 3 --out DIR
     dir-cloud tradeoff --data DATA --betas 0.1,0.5,0.9,1.0 --targets "0.6/0.3/0.1" --seeds 5 --tuned TUNED --out DIR
+    dir-cloud tradeoff --data DATA --betas 0.5,1.0 --seeds 3 --pages 1000 --out DIR
 
 Trains DIR once per (beta, seed) and once per (alternative target distribution given with --targets, e.g.
 "0.6/0.3/0.1;0.33/0.33/0.34", seed) into DIR/runs/beta-B-sS and DIR/runs/target-SHARES-sS; each run ends
@@ -11,6 +12,8 @@ single-seed layout (DIR/runs/beta-B, before --seeds) moves to beta-B-sS, S its s
 DIR/tradeoff.csv and DIR/targets.csv (one row per run), DIR/tradeoff-summary.csv and
 DIR/targets-summary.csv (per beta / target: mean and 95% Student-t half-width over seeds of every test
 metric, runs the epoch cap ended) and PNG plots of the means with 95% CI error bars (one seed: no interval).
+--pages USERS also scores each run by the true clicks of its device pages on USERS fresh users of the
+synthetic world (as `dir-cloud benchmark --pages`), adding clicks_per_page and page_js@K to the tables.
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder written by `dir-cloud tune --out`: train with the model's best parameters, except beta, "
         "which the sweep sets (target runs keep the tuned beta; default: none, TrainConfig's, beta 0.5)",
     )
+    parser.add_argument(
+        "--pages",
+        type=int,
+        default=0,
+        metavar="USERS",
+        help="also score each run's device pages by their true clicks on USERS fresh simulated users "
+        "(synthetic data; default: 0, off)",
+    )
     parser.add_argument("--out", required=True, help="folder for the CSVs, PNG plots and runs/")
     parser.add_argument(
         "--json", action="store_true", help="print the per-run rows and the summaries as JSON instead of the table"
@@ -50,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from cloud.commands.benchmark import parse_seeds
     from cloud.evaluation.tradeoff import format_summary, run_tradeoff
 
+    if args.pages < 0:
+        raise ValueError(f"--pages: expected a number of simulated users >= 0 (0: off), got {args.pages}")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs: expected a positive epoch cap, got {args.epochs}")
     result = run_tradeoff(
@@ -61,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=[args.seed] if args.seed is not None else parse_seeds(args.seeds),
         epochs=args.epochs,
         tuned=args.tuned,
+        page_users=args.pages,
     )
     if args.json:
         print(json.dumps({"out": args.out, **result}, indent=2))

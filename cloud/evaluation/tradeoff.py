@@ -3,6 +3,7 @@ seeds as CSVs, plots and a table.
 
     result = run_tradeoff("out/data", [0.0, 0.5, 1.0], [[0.5, 0.3, 0.2]], "out/tradeoff", seeds=3)
     print(format_summary(result))                   # mean ± 95% CI half-width per beta and per target
+    run_tradeoff(..., page_users=1000)              # also the page's true clicks of every run (synthetic)
     replot_tradeoff("out/tradeoff")                 # redraw the PNGs from the CSVs
 
 Runs go to OUT/runs/beta-B-sS and OUT/runs/target-SHARES-sS through cloud.evaluation.grids.train_or_reuse,
@@ -10,7 +11,10 @@ so an interrupted study continues and a finished run is reused only with the sam
 the single-seed layout (OUT/runs/beta-B, OUT/runs/target-SHARES) moves to the name of its saved seed.
 tradeoff.csv and targets.csv hold one row per run; tradeoff-summary.csv and targets-summary.csv hold, per
 beta (per target), the seed count, the runs the epoch cap ended, and per test metric the mean (METRIC_mean) and
-the half-width of its 95% Student-t interval over seeds (METRIC_ci95; empty with one seed).
+the half-width of its 95% Student-t interval over seeds (METRIC_ci95; empty with one seed). With `page_users`,
+each run's device pages are also shown to that many fresh users of the synthetic world
+(cloud.evaluation.page_clicks, kept in RUN/pages.json), adding PAGE_COLUMNS to its row: the beta that gives
+the best label metrics need not give the pages with the most true clicks.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ import json
 from pathlib import Path
 
 from cloud.evaluation.csv_rows import read_csv_rows, write_csv_rows
-from cloud.evaluation.grids import load_tuned, train_or_reuse
+from cloud.evaluation.grids import charge_cpu, load_tuned, train_or_reuse
 from cloud.evaluation.report import METRIC_COLUMNS, cutoff
 from cloud.evaluation.statistics import mean_ci
+
+PAGE_COLUMNS = ("clicks_per_page", "page_js@{K}")
+"""The page's true clicks per page and JS@K of the shown pages' sources (runs scored with page_users)."""
 
 RUN_FIELDS = ("beta", "target", "seed", "best_epoch", "stopped_epoch", "stop_reason", "lists")
 """Columns of a per-run row that are not test metrics."""
@@ -39,13 +46,15 @@ def run_tradeoff(
     seeds: int | list[int] = 3,
     epochs: int | None = None,
     tuned: str | Path | None = None,
+    page_users: int = 0,
 ) -> dict:
     """Train (or reuse) a run per (beta, seed) and per (target, seed), `seeds` a count or the seed numbers;
-    write the CSVs and PNG plots; return the per-run rows and summaries (keys betas, targets, beta_summary,
-    target_summary) and how many runs the epoch cap ended (epoch_cap, capped_runs). `tuned`: a
-    `dir-cloud tune --out` folder whose parameters every run trains with, the swept beta replacing a tuned
-    beta (target runs keep the tuned beta). `epochs`: a cap (default: the trainer's); runs end by patience
-    on validation."""
+        write the CSVs and PNG plots; return the per-run rows and summaries (keys betas, targets, beta_summary,
+        target_summary) and how many runs the epoch cap ended (epoch_cap, capped_runs). `tuned`: a
+        `dir-cloud tune --out` folder whose parameters every run trains with, the swept beta replacing a tuned
+        beta (target runs keep the tuned beta). `epochs`: a cap (default: the trainer's); runs end by patience
+        on validation. `page_users` > 0: score each run's device pages on that many fresh simulated users (synthetic
+    data only), adding PAGE_COLUMNS to its row. The process CPU seconds of each step add up in RUN/cpu.json."""
     from cloud.models import MODELS
     from cloud.training.config import TrainConfig
 
@@ -79,12 +88,16 @@ def run_tradeoff(
     target_rows: list[dict] = []
     for fields, label, config in plan:
         name = label.replace(" ", "-").replace("/", "-")
-        metrics = train_or_reuse(
-            config, data_dir, _run_dir(out / "runs", name, config.seed), label=f"{model} {label} seed {config.seed}"
-        )
+        run_dir = _run_dir(out / "runs", name, config.seed)
+        resumed = (run_dir / "checkpoint.pt").exists() and not (run_dir / "metrics.json").exists()
+        train = (train_or_reuse, config, data_dir, run_dir, False, f"{model} {label} seed {config.seed}")
+        charge_cpu(run_dir, "train_s", "metrics.json", *train, resumed=resumed)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
         stopping = {k: metrics.get(k) for k in ("best_epoch", "stopped_epoch", "stop_reason")}
-        row = {**fields, "seed": config.seed, **stopping}
-        (target_rows if "target" in fields else beta_rows).append({**row, **metrics["test"]})
+        row = {**fields, "seed": config.seed, **stopping, **metrics["test"]}
+        if page_users:
+            row.update(_page_columns(run_dir, data_dir, page_users, cutoff(metrics["test"])))
+        (target_rows if "target" in fields else beta_rows).append(row)
     beta_summary, target_summary = summarize(beta_rows, ("beta",)), summarize(target_rows, ("target", "beta"))
     write_csv_rows(out / "tradeoff.csv", beta_rows)
     write_csv_rows(out / "tradeoff-summary.csv", beta_summary)
@@ -100,6 +113,15 @@ def run_tradeoff(
         "epoch_cap": base.epochs,
         "capped_runs": sum(r["stop_reason"] == "cap" for r in beta_rows + target_rows),
     }
+
+
+def _page_columns(run_dir: Path, data_dir: str | Path, users: int, k: str) -> dict[str, float]:
+    """PAGE_COLUMNS of a run, its pages scored (or reused from RUN/pages.json) on `users` fresh users."""
+    from cloud.evaluation.page_clicks import PAGES_FILE, run_pages_of
+
+    charge_cpu(run_dir, "pages_s", PAGES_FILE, run_pages_of, run_dir, data_dir, users)
+    pages = json.loads((run_dir / PAGES_FILE).read_text())
+    return {"clicks_per_page": pages["clicks_per_page"], f"page_js@{k}": pages[f"js@{k}"]}
 
 
 def _run_dir(runs: Path, name: str, seed: int) -> Path:
@@ -154,6 +176,7 @@ def format_summary(result: dict) -> str:
 
 def _markdown(entries: list[dict], keys: tuple[str, ...], k: str) -> str:
     metrics = [c.format(K=k) for c in METRIC_COLUMNS]
+    metrics += [c.format(K=k) for c in PAGE_COLUMNS if f"{c.format(K=k)}_mean" in entries[0]]
     head = [*keys, "seeds", "capped", "stopped epoch", *metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries:

@@ -78,6 +78,23 @@ def test_one_seed_has_no_interval_and_a_single_seed_run_folder_is_adopted(synth_
     assert (out / "runs" / "beta-0.5-s3" / "metrics.json").stat().st_mtime_ns == stamp  # moved, not retrained
 
 
+def test_pages_add_each_runs_true_clicks_to_its_row_and_the_table(synth_data, tmp_path, capsys):
+    out = tmp_path / "tradeoff"
+    assert tradeoff(synth_data, out, "--betas", "0.5,1.0", "--seeds", "1", "--pages", "6") == 0
+    table = capsys.readouterr().out
+    assert "| clicks_per_page | page_js@5 |" in table.splitlines()[3]
+    rows = read_csv_rows(out / "tradeoff.csv")
+    for row in rows:
+        run = out / "runs" / f"beta-{row['beta']:g}-s0"
+        pages = json.loads((run / "pages.json").read_text())
+        assert pages["users"] == 6
+        assert (row["clicks_per_page"], row["page_js@5"]) == (pages["clicks_per_page"], pages["js@5"])
+        assert set(json.loads((run / "cpu.json").read_text())) == {"train_s", "pages_s"}
+    assert rows[0]["clicks_per_page"] != rows[1]["clicks_per_page"]  # two betas, two different pages
+    summary = read_csv_rows(out / "tradeoff-summary.csv")
+    assert [s["clicks_per_page_mean"] for s in summary] == [r["clicks_per_page"] for r in rows]
+
+
 def test_tuned_parameters_reach_the_runs_but_the_sweep_sets_beta(synth_data, tmp_path):
     tuned = tmp_path / "tuned"
     tuned.mkdir()
@@ -105,6 +122,7 @@ def test_tuned_parameters_reach_the_runs_but_the_sweep_sets_beta(synth_data, tmp
         (["--betas", "0.5,1.5"], "--betas: expected at least one beta, each in [0, 1]"),
         (["--targets", "0.5/x"], "--targets: expected"),
         (["--epochs", "0"], "--epochs: expected a positive epoch cap"),
+        (["--pages", "-1"], "--pages: expected a number of simulated users >= 0"),
     ],
 )
 def test_bad_input_names_the_option(synth_data, tmp_path, capsys, args, message):
