@@ -2,13 +2,15 @@
 
     dir-cloud benchmark --data DATA --models dir,dir-isi,dir-js --histories device,cloud --seeds 3 --out DIR
     dir-cloud benchmark --data DATA --models dir,din --seeds 0,1,2,3,4 --tuned TUNED --pages 500 --out DIR
+    dir-cloud benchmark --data DATA --models dir --tuned TUNED --set hidden=64 --set beta=1.0 --out DIR
 
 Each run lives in DIR/runs/MODEL-HISTORY-sSEED and ends by the patience rule on validation. A finished
 run is reused only when its saved config equals the requested one (config hash); a run of another
 config is retrained (the old one moved to DIR/replaced/), or with --reuse-only the command refuses and
 names the run and the fields that differ. Interrupted, the same command continues where it stopped.
 --tuned TUNED trains each model with the parameters `dir-cloud tune --out TUNED` found (a DIR ablation
-with DIR's, so that only the removed component differs); --pages USERS
+with DIR's, so that only the removed component differs); --set KEY=VALUE changes one training field or
+model option on top of them (an experiment on the tuned model); --pages USERS
 also scores every run by the true clicks of its device pages on USERS fresh users of the synthetic
 world (cloud/evaluation/page_clicks.py; synthetic data only). Writes DIR/results.csv (one row per run),
 DIR/table.csv and DIR/table.md (cloud/evaluation/results.py: 95% CIs over seeds, paired marks against dir).
@@ -40,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder written by `dir-cloud tune --out`: each model's best parameters (default: none, the config's)",
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training field (lr, beta, ...) or model option (hidden, ...) over --tuned and --config, VALUE "
+        "read as JSON, else text; repeatable (default: none)",
+    )
+    parser.add_argument(
         "--reuse-only",
         action="store_true",
         help="train nothing: fail, naming the run and fields, unless every run exists with this config",
@@ -69,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         tuned=args.tuned,
         page_users=args.pages,
         world_seed=args.world_seed,
+        settings=parse_settings(args.set),
     )
     if args.json:
         from cloud.evaluation.csv_rows import read_csv_rows
@@ -96,6 +107,20 @@ def parse_seeds(text: str) -> int | list[int]:
     if not parts or min(parts) < 0 or ("," not in text and parts[0] < 1):
         raise ValueError(f"--seeds: expected a positive count or seeds >= 0, got {text!r}")
     return parts[0] if "," not in text else parts
+
+
+def parse_settings(items: list[str]) -> dict:
+    """{KEY: VALUE} of --set KEY=VALUE items, VALUE read as JSON (64, 1.0, true, [0.5, 0.5]) or else as text."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set: expected KEY=VALUE (e.g. hidden=64), got {item!r}")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except ValueError:
+            settings[key.strip()] = value
+    return settings
 
 
 def _names(text: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Grids of training runs (model x history x seed), each reused only when its config hash is unchanged.
 
     run_grid("out/data", ["dir", "dir-js"], ["device", "cloud"], 3, "out/bench")   # markdown tables
+    run_grid(..., tuned="tuned", settings={"hidden": 64, "beta": 1.0})    # the tuned config, two values changed
     train_or_reuse(config, "out/data", "out/bench/runs/dir-device-s0")   # reused only with the same config hash
 
 A run's identity is its TrainConfig less IGNORED_FIELDS plus the data folder; config_hash names it in
@@ -114,6 +115,31 @@ def load_tuned(tuned_dir: str | Path, model: str) -> dict:
     return json.loads(path.read_text())["config"]
 
 
+FIXED_BY_GRID = ("model", "history", "seed")
+"""TrainConfig fields a grid sets per run; `settings` cannot override them."""
+
+
+def apply_settings(overrides: dict, settings: dict, model: str) -> dict:
+    """`overrides` (TrainConfig fields, e.g. a tuned config) with `settings` on top: each key a TrainConfig
+    field or an option of `model`'s constructor (into model_options). ValueError naming --set otherwise."""
+    from cloud.models import model_options
+    from cloud.training.config import TrainConfig
+
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in FIXED_BY_GRID + ("model_options",)]
+    options = model_options(model)
+    unknown = sorted(k for k in settings if k not in fields and k not in options)
+    if unknown:
+        raise ValueError(
+            f"--set: {', '.join(unknown)} is neither a training field nor an option of model {model!r}; "
+            f"training fields: {', '.join(fields)}; {model}'s options: {', '.join(options)}"
+        )
+    merged = {**overrides, **{k: v for k, v in settings.items() if k in fields}}
+    chosen = {k: v for k, v in settings.items() if k not in fields}
+    if chosen:
+        merged["model_options"] = {**overrides.get("model_options", {}), **chosen}
+    return merged
+
+
 def run_grid(
     data_dir: str | Path,
     models: list[str],
@@ -126,10 +152,12 @@ def run_grid(
     tuned: str | Path | None = None,
     page_users: int = 0,
     world_seed: int = 0,
+    settings: dict | None = None,
 ) -> str:
     """Train (or reuse) every (model, history, seed) into OUT/runs/MODEL-HISTORY-sSEED (`seeds`: a count, or
     the seed numbers; a model that reads no history trains on the first history only: that run serves both
-    views), score the pages of each run (`page_users` > 0, synthetic data: cloud.evaluation.page_clicks),
+    views), `settings` ({field or model option: value}) applied on top of the tuned parameters and the config
+    file (apply_settings), score the pages of each run (`page_users` > 0, synthetic data: cloud.evaluation.page_clicks),
     and write OUT/results.csv and the tables (cloud.evaluation.results) over every finished run in OUT/runs.
     Interrupted, the same call continues where it stopped."""
     from cloud.models import MODELS, reads_history
@@ -142,7 +170,7 @@ def run_grid(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     plan = []
     for model in models:  # every config is built and checked before the first run starts
-        extra = load_tuned(tuned, model) if tuned else {}
+        extra = apply_settings(load_tuned(tuned, model) if tuned else {}, settings or {}, model)
         if not reads_history(model) and len(histories) > 1:
             print(f"{model} reads no history: its {histories[0]} runs serve every history view", flush=True)
         for history in histories if reads_history(model) else histories[:1]:

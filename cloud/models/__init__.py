@@ -62,12 +62,17 @@ def reads_history(name: str) -> bool:
     return model_class.reads_history
 
 
+def model_options(name: str) -> list[str]:
+    """The keyword options of the registered model `name` (its constructor's parameters but `spec`)."""
+    return [p for p in inspect.signature(MODELS[name]).parameters if p != "spec"]
+
+
 def build_model(name: str, spec: DatasetSpec, **options) -> RerankModel:
     """The registered model `name` for `spec`; `options` are its constructor's keyword arguments."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     factory = MODELS[name]
-    accepted = [p for p in inspect.signature(factory).parameters if p != "spec"]
+    accepted = model_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"model {name!r} has no option(s) {unknown}; its options: {accepted}")
@@ -76,4 +81,13 @@ def build_model(name: str, spec: DatasetSpec, **options) -> RerankModel:
     return model
 
 
-__all__ = ["DIR_ABLATIONS", "MODELS", "ItemEncoder", "RerankModel", "build_model", "count_parameters", "reads_history"]
+__all__ = [
+    "DIR_ABLATIONS",
+    "MODELS",
+    "ItemEncoder",
+    "RerankModel",
+    "build_model",
+    "count_parameters",
+    "model_options",
+    "reads_history",
+]

@@ -97,6 +97,36 @@ def test_tuned_parameters_reach_the_runs_and_missing_ones_are_named(synth_data, 
     assert "unknown model(s) ['nope']" in capsys.readouterr().err
 
 
+def test_set_changes_a_field_or_model_option_over_the_tuned_config(synth_data, tmp_path, capsys):
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "dir.json").write_text(
+        json.dumps({"config": {"lr": 0.004, "beta": 0.7, "model_options": {"hidden": 16, "embedding_dim": 8}}})
+    )
+    out = tmp_path / "bench"
+    changed = ("--set", "hidden=24", "--set", "beta=1.0", "--set", "lr_schedule=plateau")
+    assert bench(synth_data, out, "--seeds", "1", "--epochs", "1", "--tuned", str(tuned), *changed) == 0
+    config = json.loads((out / "runs" / "dir-device-s0" / "config.json").read_text())
+    assert (config["lr"], config["beta"], config["lr_schedule"]) == (0.004, 1.0, "plateau")
+    assert config["model_options"] == {"hidden": 24, "embedding_dim": 8}  # the other tuned option kept
+    assert bench(synth_data, out, "--seeds", "1", "--epochs", "1", "--tuned", str(tuned), "--reuse-only", *changed) == 0
+    assert bench(synth_data, out, "--seeds", "1", "--epochs", "1", "--tuned", str(tuned), "--reuse-only") == 2
+    assert "beta (1.0 != 0.7)" in capsys.readouterr().err  # without --set it is another config
+
+    for args, message in [
+        (["--set", "hidden"], "--set: expected KEY=VALUE (e.g. hidden=64), got 'hidden'"),
+        (["--set", "widht=3"], "--set: widht is neither a training field nor an option of model 'dir'"),
+        (
+            ["--models", "din", "--set", "hidden=8"],
+            "nor an option of model 'din'; training fields: epochs, batch_size, lr,",
+        ),
+        (["--set", "seed=3"], "--set: seed is neither"),  # the grid sets model, history and seed itself
+    ]:
+        assert bench(synth_data, tmp_path / "bad", "--seeds", "1", *args) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "runs").exists() or not any((tmp_path / "bad" / "runs").iterdir())
+
+
 def test_grid_scores_the_pages_with_references(synth_data, tmp_path):
     out = tmp_path / "bench"
     assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "1", "--pages", "12") == 0
