@@ -1,8 +1,11 @@
 """Write the benchmark tables of a grid folder (label metrics, true clicks, stopping epochs, CIs, paired marks).
 
     dir-cloud results --grid DIR [--out DIR/table.md] [--tuned TUNED]
+    dir-cloud results --grid DIR --variant dir-w64=EXP --reference pear --out exp.md
 
 Reads the finished runs of `dir-cloud benchmark --out DIR` (cloud/evaluation/results.py); trains nothing.
+--variant NAME=FOLDER adds the runs of another benchmark folder, one model trained with changed settings
+(`dir-cloud benchmark --set`), as rows named NAME; --reference MODEL pairs every row with MODEL, not dir.
 """
 
 from __future__ import annotations
@@ -16,6 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="prepared data for the oracle row (default: the runs' own data folder)")
     parser.add_argument(
         "--tuned", help="folder of `dir-cloud tune --out`: add the tuned parameters' table (default: none)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="add the runs of another `dir-cloud benchmark --out` folder as the model NAME; repeatable (default: none)",
+    )
+    parser.add_argument(
+        "--reference", default="dir", help="the model every paired comparison is against (default: dir)"
     )
 
 
@@ -31,5 +44,15 @@ def run(args: argparse.Namespace) -> int:
         json.loads((Path(args.grid) / "runs" / rows[0]["run"] / "config.json").read_text())["data"] if rows else None
     )
     oracle = oracle_row(data) if data and Path(data).exists() else None
-    print(write_results(args.grid, oracle=oracle, out=args.out, tuned=args.tuned))
+    variants = {}
+    for item in args.variant:
+        name, sep, folder = item.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise ValueError(f"--variant: expected NAME=FOLDER (e.g. dir-w64=exp/w64), got {item!r}")
+        variants[name.strip()] = folder.strip()
+    print(
+        write_results(
+            args.grid, oracle=oracle, out=args.out, tuned=args.tuned, variants=variants, reference=args.reference
+        )
+    )
     return 0

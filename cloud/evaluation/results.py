@@ -1,14 +1,17 @@
 """The benchmark tables of a grid folder: label metrics, the page's true clicks, stopping epochs, 95% CIs
-and paired marks against DIR.
+and paired marks against DIR (or another reference model).
 
     dir-cloud results --grid GRID [--out GRID/tables.md]     # or write_results("GRID") after run_grid
+    write_results("GRID", variants={"dir-w64": "exp/w64"}, reference="pear")   # an experiment's runs beside
 
 Reads every finished run under GRID/runs (config.json + metrics.json, and pages.json when the grid
 scored pages) and GRID/pages-references.json. Writes GRID/results.csv (one row per run, with its config
 hash), GRID/table.csv (per model and history: mean and 95% CI over seeds) and GRID/table.md. Each cell
 is "mean ± half-width of the 95% Student-t interval over seeds". A mark after a cell compares the row
 with DIR trained on the same history, paired by seed (cloud.evaluation.statistics.paired_test on the seed numbers both
-have): ▲ significantly above DIR, ▼ significantly below (p < 0.05); no mark, no claim.
+have): ▲ significantly above DIR, ▼ significantly below (p < 0.05); no mark, no claim. `variants` adds
+the finished runs of other grid folders (e.g. `dir-cloud benchmark --set hidden=64 --out exp/w64`) as rows
+of a model of that name; `reference` compares every row with that model instead of DIR.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cloud.models import MODELS, reads_history
 
 PAGE_METRICS = ("clicks_per_page", "clicks_top{K}_per_page", "js@{K}")
 REFERENCE = "dir"
+"""The model every row is compared with, unless write_results is given another."""
 MARKS = {"+": " ▲", "-": " ▼", "": ""}
 
 
@@ -64,10 +68,10 @@ def grid_rows(grid: str | Path) -> list[dict]:
     return rows
 
 
-def summary(rows: list[dict], keys: list[str]) -> list[dict]:
-    """Per (model, history), in registry order (DIR, its ablations, dir-ca, the baselines; device history
-    first): seeds, mean stopping epochs, runs stopped by the cap, and per key mean, CI, and the paired
-    comparison with DIR on the same history."""
+def summary(rows: list[dict], keys: list[str], reference: str = REFERENCE) -> list[dict]:
+    """Per (model, history), in registry order (DIR, its ablations, dir-ca, the baselines, then other names;
+    device history first): seeds, mean stopping epochs, runs stopped by the cap, and per key mean, CI, and
+    the paired comparison with the `reference` model on the same history."""
     groups: dict[tuple[str, str], dict[int, dict]] = {}
     for row in sorted(rows, key=_table_order):
         groups.setdefault((row["model"], row["history"]), {})[row["seed"]] = row
@@ -82,18 +86,18 @@ def summary(rows: list[dict], keys: list[str]) -> list[dict]:
             "stopped_epoch": sum(r["stopped_epoch"] or 0 for r in runs) / len(runs),
             "capped": sum(r["stop_reason"] == "cap" for r in runs),
         }
-        reference = groups.get((REFERENCE, history), {})
-        shared = sorted(set(by_seed) & set(reference))
+        against = groups.get((reference, history), {})
+        shared = sorted(set(by_seed) & set(against))
         for key in keys:
             mean, low, high = mean_ci([r[key] for r in runs])
             entry.update({f"{key}_mean": mean, f"{key}_low": low, f"{key}_high": high, f"{key}_mark": ""})
-            if model != REFERENCE and shared:
-                test = paired_test([by_seed[s][key] for s in shared], [reference[s][key] for s in shared])
+            if model != reference and shared:
+                test = paired_test([by_seed[s][key] for s in shared], [against[s][key] for s in shared])
                 entry.update(
                     {
-                        f"{key}_vs_dir": test.diff,
-                        f"{key}_vs_dir_low": test.low,
-                        f"{key}_vs_dir_high": test.high,
+                        f"{key}_vs_ref": test.diff,
+                        f"{key}_vs_ref_low": test.low,
+                        f"{key}_vs_ref_high": test.high,
                         f"{key}_pairs": test.pairs,
                         f"{key}_p": test.p_value,
                         f"{key}_mark": test.mark,
@@ -130,23 +134,24 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def paired_table(columns: list[tuple[str, list[dict], str]]) -> str:
-    """Markdown: per model and history, the paired difference from DIR on the same history for each
-    (title, summary entries, key): the mean over the seed numbers both runs have, its 95% interval and the p value."""
+def paired_table(columns: list[tuple[str, list[dict], str]], reference: str = REFERENCE) -> str:
+    """Markdown: per model and history, the paired difference from the `reference` model on the same history
+    for each (title, summary entries, key): the mean over the seed numbers both runs have, its 95% interval
+    and the p value."""
     cells: dict[tuple[str, str], dict[str, str]] = {}
     pairs: dict[tuple[str, str], int] = {}
     for title, entries, key in columns:
         for e in entries:
-            if f"{key}_vs_dir" in e:
-                low, high, p = e[f"{key}_vs_dir_low"], e[f"{key}_vs_dir_high"], e[f"{key}_p"]
+            if f"{key}_vs_ref" in e:
+                low, high, p = e[f"{key}_vs_ref_low"], e[f"{key}_vs_ref_high"], e[f"{key}_p"]
                 row = (e["model"], e["history"])
                 pvalue = "-" if math.isnan(p) else f"{p:.3f}"
-                diff = f"{e[f'{key}_vs_dir']:+.4f} [{low:+.4f}, {high:+.4f}]{MARKS[e[f'{key}_mark']]}"
+                diff = f"{e[f'{key}_vs_ref']:+.4f} [{low:+.4f}, {high:+.4f}]{MARKS[e[f'{key}_mark']]}"
                 cells.setdefault(row, {})[title] = f"{diff} | {pvalue}"
                 pairs[row] = max(pairs.get(row, 0), e[f"{key}_pairs"])
     head = ["model", "history", "paired seeds"]
     for title, _, _ in columns:
-        head += [f"{title} - dir [95% CI]", "p"]
+        head += [f"{title} - {reference} [95% CI]", "p"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, history), by_title in cells.items():
         values = [by_title.get(title, "- | -") for title, _, _ in columns]
@@ -207,23 +212,46 @@ def tuning_table(tuned: str | Path) -> str:
 
 
 def write_results(
-    grid: str | Path, oracle: dict | None = None, out: str | Path | None = None, tuned: str | Path | None = None
+    grid: str | Path,
+    oracle: dict | None = None,
+    out: str | Path | None = None,
+    tuned: str | Path | None = None,
+    variants: dict[str, str | Path] | None = None,
+    reference: str = REFERENCE,
 ) -> str:
     """results.csv, table.csv and the markdown tables (GRID/table.md or `out`) of a grid folder; with
-    `tuned`, the tuning table too."""
+    `tuned`, the tuning table too; `variants` ({name: grid folder}) add those folders' runs under that name;
+    every paired comparison is against `reference`."""
     grid = Path(grid)
     rows = grid_rows(grid)
     if not rows:
         raise ValueError(f"{grid}/runs holds no finished run (metrics.json); run `dir-cloud benchmark --out {grid}`")
+    for name, folder in (variants or {}).items():
+        if name in MODELS or name in {r["model"] for r in rows}:
+            raise ValueError(f"--variant {name}={folder}: {name} already names a model; choose another name")
+        if not Path(folder, "runs").is_dir():
+            raise ValueError(f"--variant {name}={folder}: no runs/ folder; give a `dir-cloud benchmark --out` folder")
+        found = grid_rows(folder)
+        models = {r["model"] for r in found}
+        if len(models) != 1 or len({(r["history"], r["seed"]) for r in found}) != len(found):
+            raise ValueError(
+                f"--variant {name}={folder}: expected one model's runs, one per history and seed (a `dir-cloud "
+                f"benchmark --out` folder of one model); found {len(found)} runs of {sorted(models)}"
+            )
+        rows += [{**r, "run": f"{name}:{r['run']}", "model": name} for r in found]
+    if reference not in {r["model"] for r in rows}:
+        raise ValueError(
+            f"--reference {reference}: no finished run of it; models: {sorted({r['model'] for r in rows})}"
+        )
     k = cutoff(rows[0])
     label_keys = [c.format(K=k) for c in METRIC_COLUMNS]
-    label = summary(rows, label_keys)
+    label = summary(rows, label_keys, reference)
     write_csv_rows(grid / "results.csv", rows)
     write_csv_rows(grid / "table.csv", label)
     seeds = sorted({r["seed"] for r in rows})
     text = [
         f"Test split, {len(rows)} runs (seeds {seeds}); mean ± 95% CI half-width over seeds; ▲/▼: paired "
-        "by seed against dir on the same history, p < 0.05.",
+        f"by seed against {reference} on the same history, p < 0.05.",
         "",
         markdown_table(label, label_keys, {"oracle (true click prob.)": oracle} if oracle else None),
     ]
@@ -233,7 +261,7 @@ def write_results(
     paged = [r for r in rows if "page_clicks_per_page" in r]
     if paged:
         page_keys = [c.format(K=k) for c in PAGE_METRICS]
-        pages = summary(paged, [f"page_{key}" for key in page_keys])
+        pages = summary(paged, [f"page_{key}" for key in page_keys], reference)
         for entry in pages:  # shorter column names in the table
             for key in page_keys:
                 for part in ("mean", "low", "high", "mark"):
@@ -251,8 +279,8 @@ def write_results(
     columns = [("test AUC", label, "auc")]
     if paged:
         columns.append(("clicks per page", pages, "page_clicks_per_page"))
-    paired = "Paired by seed against dir on the same history (the seed numbers both runs have):"
-    text += ["", paired, "", paired_table(columns)]
+    paired = f"Paired by seed against {reference} on the same history (the seed numbers both runs have):"
+    text += ["", paired, "", paired_table(columns, reference)]
     text += ["", "Process CPU time of the runs (`dir-cloud benchmark`):", "", cpu_table(rows)]
     if tuned:
         text += [

@@ -127,6 +127,36 @@ def test_set_changes_a_field_or_model_option_over_the_tuned_config(synth_data, t
     assert not (tmp_path / "bad" / "runs").exists() or not any((tmp_path / "bad" / "runs").iterdir())
 
 
+def test_results_add_a_variant_and_pair_against_another_reference(synth_data, tmp_path, capsys):
+    grid, exp = tmp_path / "grid", tmp_path / "exp"
+    assert bench(synth_data, grid, "--models", "dir,din", "--seeds", "2", "--epochs", "1") == 0
+    assert bench(synth_data, exp, "--seeds", "2", "--epochs", "1", "--set", "hidden=24") == 0
+    out = tmp_path / "table.md"
+    args = ["results", "--grid", str(grid), "--out", str(out)]
+    assert cloud_main([*args, "--variant", f"dir-h24={exp}", "--reference", "din"]) == 0
+    table = out.read_text()
+    assert "paired by seed against din on the same history" in table
+    assert "| model | history | paired seeds | test AUC - din [95% CI] | p |" in table
+    variant = next(line for line in table.splitlines() if line.startswith("| dir-h24 | device | 2 |"))
+    din = [r for r in csv.DictReader(open(grid / "results.csv")) if r["model"] == "din"]
+    h24 = [r for r in csv.DictReader(open(grid / "results.csv")) if r["model"] == "dir-h24"]
+    assert [r["run"] for r in h24] == ["dir-h24:dir-device-s0", "dir-h24:dir-device-s1"]
+    diff = sum(float(a["auc"]) - float(b["auc"]) for a, b in zip(h24, din, strict=True)) / 2
+    assert f"{diff:+.4f}" in [line for line in table.splitlines() if line.startswith("| dir-h24 | device | 2 | ")][-1]
+    assert variant.count("±") == 5 and "| din | device |" not in table.split("paired seeds")[1]  # no row vs itself
+
+    for extra, message in [
+        (["--variant", f"din={exp}"], "--variant din="),
+        (["--variant", f"dir-x={tmp_path}"], "no runs/ folder"),
+        (["--variant", f"two={grid}"], "expected one model's runs, one per history and seed"),
+        (["--variant", "dir-x"], "--variant: expected NAME=FOLDER"),
+        (["--reference", "pear"], "--reference pear: no finished run of it; models: ['din', 'dir']"),
+    ]:
+        capsys.readouterr()
+        assert cloud_main([*args, *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_grid_scores_the_pages_with_references(synth_data, tmp_path):
     out = tmp_path / "bench"
     assert bench(synth_data, out, "--models", "dir", "--seeds", "1", "--epochs", "1", "--pages", "12") == 0

@@ -61,7 +61,7 @@ def test_summary_rows_follow_the_registry_with_device_history_first():
         (m, h) for m in ("dir", "dir-ca", "din", "zz-custom") for h in ("device", "cloud")
     ]
     din = table[4]
-    assert din["auc_vs_dir"] == pytest.approx(0.02067, abs=1e-4) and din["auc_mark"] == "+"  # paired by seed
+    assert din["auc_vs_ref"] == pytest.approx(0.02067, abs=1e-4) and din["auc_mark"] == "+"  # paired by seed
     lines = paired_table([("test AUC", table, "auc")]).splitlines()
     assert lines[0] == "| model | history | paired seeds | test AUC - dir [95% CI] | p |"
     assert lines[4].startswith("| din | device | 3 | +0.0207 [+0.0169, +0.0245] ▲ | 0.00")
