@@ -4,16 +4,17 @@
     dir-cloud benchmark --data DATA --models dir,din --seeds 0,1,2,3,4 --tuned TUNED --pages 500 --out DIR
     dir-cloud benchmark --data DATA --models dir --tuned TUNED --set hidden=64 --set beta=1.0 --out DIR
 
-Each run lives in DIR/runs/MODEL-HISTORY-sSEED and ends by the patience rule on validation. A finished
-run is reused only when its saved config equals the requested one (config hash); a run of another
-config is retrained (the old one moved to DIR/replaced/), or with --reuse-only the command refuses and
-names the run and the fields that differ. Interrupted, the same command continues where it stopped.
---tuned TUNED trains each model with the parameters `dir-cloud tune --out TUNED` found (a DIR ablation
-with DIR's, so that only the removed component differs); --set KEY=VALUE changes one training field or
-model option on top of them (an experiment on the tuned model); --pages USERS
-also scores every run by the true clicks of its device pages on USERS fresh users of the synthetic
-world (cloud/evaluation/page_clicks.py; synthetic data only). Writes DIR/results.csv (one row per run),
-DIR/table.csv and DIR/table.md (cloud/evaluation/results.py: 95% CIs over seeds, paired marks against dir).
+Each run lives in DIR/runs/MODEL-HISTORY-sSEED and ends by the patience rule on validation. A finished run is
+reused only when its saved config equals the requested one (config hash); a run of another config is retrained
+(the old one moved to DIR/replaced/), or with --reuse-only the command refuses and names the run and the
+fields that differ. Interrupted, the same command continues where it stopped. --tuned TUNED trains each model
+with the parameters `dir-cloud tune --out TUNED` found (a DIR ablation with DIR's, so that only the removed
+component differs); --set KEY=VALUE changes one training field or model option on top of them (an experiment
+on the tuned model); --pages USERS also scores every run by the true clicks of its device pages on USERS fresh
+users of the synthetic world (cloud/evaluation/page_clicks.py; synthetic data only), each page built by the
+model's own decoder or, with --page-merge, by another merge (score, quota, controller, beam_search). Writes
+DIR/results.csv (one row per run), DIR/table.csv and DIR/table.md (cloud/evaluation/results.py: 95% CIs over
+seeds, paired marks against dir).
 """
 
 from __future__ import annotations
@@ -61,12 +62,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="USERS",
         help="also score the device pages on USERS fresh simulated users (synthetic data; 0: off)",
     )
+    parser.add_argument(
+        "--page-merge",
+        default="score",
+        help="how --pages builds the page of a model whose decoder is the merge: the runtime's merge modes, or "
+        "beam_search, SVR's decoder on its scores (an experiment; default: score, the runtime's default)",
+    )
     parser.add_argument("--world-seed", type=int, default=0, help="--seed given to `dir-cloud synth` for DATA")
 
 
 def run(args: argparse.Namespace) -> int:
     from cloud.evaluation.grids import run_grid
 
+    if args.page_merge != "score" and not args.pages:
+        raise ValueError("--page-merge: it builds the pages --pages USERS scores; give --pages too")
     table = run_grid(
         args.data,
         _names(args.models),
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         page_users=args.pages,
         world_seed=args.world_seed,
         settings=parse_settings(args.set),
+        page_merge=args.page_merge,
     )
     if args.json:
         from cloud.evaluation.csv_rows import read_csv_rows

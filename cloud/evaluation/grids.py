@@ -153,19 +153,24 @@ def run_grid(
     page_users: int = 0,
     world_seed: int = 0,
     settings: dict | None = None,
+    page_merge: str = "score",
 ) -> str:
     """Train (or reuse) every (model, history, seed) into OUT/runs/MODEL-HISTORY-sSEED (`seeds`: a count, or
     the seed numbers; a model that reads no history trains on the first history only: that run serves both
     views), `settings` ({field or model option: value}) applied on top of the tuned parameters and the config
-    file (apply_settings), score the pages of each run (`page_users` > 0, synthetic data: cloud.evaluation.page_clicks),
-    and write OUT/results.csv and the tables (cloud.evaluation.results) over every finished run in OUT/runs.
+    file (apply_settings), score the pages of each run (`page_users` > 0, synthetic data:
+    cloud.evaluation.page_clicks; a model whose decoder is the merge builds them with `page_merge`), and write
+    OUT/results.csv and the tables (cloud.evaluation.results) over every finished run in OUT/runs.
     Interrupted, the same call continues where it stopped."""
-    from cloud.models import MODELS, reads_history
+    from cloud.evaluation.page_clicks import check_page_merge
+    from cloud.models import MODELS, model_class, reads_history
     from cloud.training.config import TrainConfig
 
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise ValueError(f"--models: unknown model(s) {unknown}; known: {', '.join(sorted(MODELS))}")
+    for model in models if page_users else []:
+        check_page_merge(page_merge, model, model_class(model).device_decoder)
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     plan = []
@@ -191,7 +196,8 @@ def run_grid(
         if page_users:
             from cloud.evaluation.page_clicks import run_pages_of
 
-            charge_cpu(run_dir, "pages_s", "pages.json", run_pages_of, run_dir, data_dir, page_users, world_seed)
+            score = (run_pages_of, run_dir, data_dir, page_users, world_seed, page_merge)
+            charge_cpu(run_dir, "pages_s", "pages.json", *score)
     if page_users:
         from cloud.evaluation.page_clicks import reference_pages_of
 

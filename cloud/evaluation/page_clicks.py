@@ -5,20 +5,25 @@
     row["clicks_per_page"], row["js@5"]                                  # true expected clicks, exposure skew
     rows = reference_pages(world, K, shares, seed=0)                     # upstream, random, oracle
     run_pages_of("grid/runs/dir-device-s0", "data", users=500)           # the same, kept in RUN/pages.json
+    ModelPages(run.model, K, shares, merge="quota")                      # the runtime's quota merge instead
 
-A model's page is its final order on the device: `model.device_decoder` applied to its outputs (the
-"score" merge, SVR's beam search, NAR4Rec's contrastive decoding, HRL's slot-by-slot policy: the code of
-device_runtime.decoding). The pages are shown to fresh users of the synthetic world in the closed loop of
-cloud.simulation (device path: fresh history, no upload delay): each request's clicks are drawn from the
-true click model (cloud.data.synth.click_probability) and enter that user's history for the next request.
-Every arm sees the same users, candidates and uniforms (cloud.simulation.streams.Draws with `seed`), so
-arms differ only by their pages. The score is the true expected clicks per page (the sum of the shown
-items' click probabilities), free of the logging policy: a model that only re-reads the logged order
-shows the upstream page and scores exactly what the upstream reference scores.
+A model's page is its final order on the device: `model.device_decoder` applied to its outputs (the "score"
+merge, SVR's beam search, NAR4Rec's contrastive decoding, HRL's slot-by-slot policy: the code of
+device_runtime.decoding). A model whose decoder is the merge can be judged under another `merge`
+(PAGE_MERGES): the runtime's `quota` or `controller` mode (device_runtime.merge; the controller pays each
+user's exposure debt over their pages), or `beam_search`, SVR's decoder (default options) on the model's own
+scores, an experiment the runtime runs only for bundles that name that decoder. The pages are shown to fresh
+users of the synthetic world in the closed loop of cloud.simulation (device path: fresh history, no upload
+delay): each request's clicks are drawn from the true click model (cloud.data.synth.click_probability) and
+enter that user's history for the next request. Every arm sees the same users, candidates and uniforms
+(cloud.simulation.streams.Draws with `seed`), so arms differ only by their pages. The score is the true
+expected clicks per page (the sum of the shown items' click probabilities), free of the logging policy: a
+model that only re-reads the logged order shows the upstream page and scores exactly what the upstream
+reference scores.
 
-References: `upstream` (the generator's order), `random` (a uniformly random order of the real
-candidates, its own stream), `oracle` (greedy page under the true model: position by position, the
-candidate with the highest true click probability given the items placed above it).
+References: `upstream` (the generator's order), `random` (a uniformly random order of the real candidates, its
+own stream), `oracle` (greedy page under the true model: position by position, the candidate with the highest
+true click probability given the items placed above it).
 """
 
 from __future__ import annotations
@@ -37,23 +42,28 @@ from cloud.simulation.world import World
 from cloud.training.runs import atomic_write_json
 
 RANDOM_STREAM = 104729  # seeds the random reference's own generator, apart from the Draws streams
+PAGE_MERGES = ("score", "quota", "controller", "beam_search")
+"""How a model whose device decoder is the merge may build its page (`score`: the runtime's default)."""
 
 
 class ModelPages:
-    """A trained model's pages: its network on the layout inputs, then its own device decoder."""
+    """A trained model's pages: its network on the layout inputs, then its own device decoder, or for a
+    model whose decoder is the merge, the merge `merge` (PAGE_MERGES)."""
 
-    def __init__(self, model, K: int, target_shares: Sequence[float], batch: int = 1024):
+    def __init__(self, model, K: int, target_shares: Sequence[float], batch: int = 1024, merge: str = "score"):
         import torch
 
         from shared_schema.manifest import decoder_settings
 
+        check_page_merge(merge, model.name, model.device_decoder)
         self.torch = torch
-        self.K, self.shares, self.batch = K, list(target_shares), batch
+        self.K, self.shares, self.batch, self.merge = K, list(target_shares), batch, merge
         self.names = model.layout.input_names()
         self.network = model.export_module().eval()
         self.device_model = model.device_model.eval()
-        self.decoder = model.device_decoder
-        self.options = decoder_settings(self.decoder, model.device_decoder_options)
+        self.decoder = "beam_search" if merge == "beam_search" else model.device_decoder
+        self.options = decoder_settings(self.decoder, {} if merge == "beam_search" else model.device_decoder_options)
+        self.shown: np.ndarray | None = None  # [users, m] exposures so far per user (the controller's state)
 
     def orders(self, world: World, j: int, hist_items: np.ndarray, users: np.ndarray) -> np.ndarray:
         """Logged slots [len(users), M] of the pages shown to `users` at request j."""
@@ -64,8 +74,10 @@ class ModelPages:
         ]
         outputs = [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
         cand_slot = world.cand_slot[users, j]
-        if self.decoder == "merge":
+        if self.decoder == "merge" and self.merge == "score":
             return score_order(outputs[0], cand_slot)
+        if self.decoder == "merge":
+            return self._merged(world, outputs[0], inputs, cand_slot, users)
         from device_runtime.decoding import decode_request
 
         order = np.full((len(users), world.slot_item.shape[2]), -1, np.int64)
@@ -81,6 +93,25 @@ class ModelPages:
                 run=lambda x: self._run(self.device_model, x)[0],
             )
             order[row, : len(picked)] = [cand_slot[row, s, i] for s, i in picked]
+        return order
+
+    def _merged(self, world: World, scores: np.ndarray, inputs: dict, cand_slot: np.ndarray, users: np.ndarray):
+        """Logged slots of the runtime's quota or controller merge, each page's top-K added to its user's
+        exposures (the controller's shown counts)."""
+        from device_runtime.merge import merge_lists
+
+        m = scores.shape[1]
+        if self.shown is None:
+            self.shown = np.zeros((world.users, m))
+        order = np.full((len(users), world.slot_item.shape[2]), -1, np.int64)
+        for row, user in enumerate(users):
+            real = [np.flatnonzero(inputs[f"cand_mask_{s}"][row] > 0) for s in range(m)]
+            shown = self.shown[user].tolist() if self.merge == "controller" else None
+            per_source = [scores[row, s, real[s]].tolist() for s in range(m)]
+            picked = merge_lists(per_source, self.shares, self.K, self.merge, shown)
+            order[row, : len(picked)] = [cand_slot[row, s, real[s][i]] for s, i in picked]
+            for s, _ in picked[: self.K]:
+                self.shown[user, s] += 1
         return order
 
     def _run(self, module, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -195,22 +226,37 @@ PAGES_FILE = "pages.json"
 REFERENCES_FILE = "pages-references.json"
 
 
-def run_pages_of(run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0) -> dict:
-    """page_clicks of a finished run, kept in RUN/pages.json (recomputed when users or seed differ)."""
+def check_page_merge(merge: str, model: str, decoder: str) -> None:
+    """ValueError naming --page-merge unless `merge` is in PAGE_MERGES and applies to the model's decoder."""
+    if merge not in PAGE_MERGES:
+        raise ValueError(f"--page-merge: expected one of {', '.join(PAGE_MERGES)}, got {merge!r}")
+    if merge != "score" and decoder != "merge":
+        raise ValueError(
+            f"--page-merge {merge}: {model} builds its page with its own decoder ({decoder}); "
+            "score it with --page-merge score (its decoder) or leave it out"
+        )
+
+
+def run_pages_of(
+    run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0, merge: str = "score"
+) -> dict:
+    """page_clicks of a finished run with its pages built by `merge` (ModelPages), kept in RUN/pages.json
+    (recomputed when users, seed or merge differ; a file without the merge was scored with `score`)."""
     from cloud.data.prepared import PreparedData
     from cloud.simulation.world import build_world
     from cloud.training.runs import load_run
 
     path = Path(run_dir) / PAGES_FILE
-    setting = {"users": users, "world_seed": world_seed}
+    setting = {"users": users, "world_seed": world_seed, "merge": merge}
     if path.exists():
         saved = json.loads(path.read_text())
-        if {k: saved.get(k) for k in setting} == setting:
+        if {k: saved.get(k, "score" if k == "merge" else None) for k in setting} == setting:
             return saved
     run = load_run(run_dir)
     K, shares = int(run.config["K"]), run.config["target_shares"]
     world = build_world(run.model, PreparedData(data_dir), users, world_seed)
-    row = {**setting, **page_clicks(world, ModelPages(run.model, K, shares), K, shares, world_seed)}
+    pages = ModelPages(run.model, K, shares, merge=merge)
+    row = {**setting, **page_clicks(world, pages, K, shares, world_seed)}
     atomic_write_json(path, row)
     return row
 

@@ -55,11 +55,15 @@ DIR_ABLATIONS = ("dir-isi", "dir-lrs", "dir-hrs", "dir-lcm", "dir-pg", "dir-js")
 """DIR with one component removed (DIR paper, section 5.3). dir-ca adds one instead: it is an extension."""
 
 
+def model_class(name: str) -> type[RerankModel]:
+    """The RerankModel subclass the registered model `name` builds."""
+    factory = MODELS[name]
+    return cast(type[RerankModel], factory.func if isinstance(factory, functools.partial) else factory)
+
+
 def reads_history(name: str) -> bool:
     """Whether the registered model `name` reads the history inputs (RerankModel.reads_history)."""
-    factory = MODELS[name]
-    model_class = cast(type[RerankModel], factory.func if isinstance(factory, functools.partial) else factory)
-    return model_class.reads_history
+    return model_class(name).reads_history
 
 
 def model_options(name: str) -> list[str]:
@@ -88,6 +92,7 @@ __all__ = [
     "RerankModel",
     "build_model",
     "count_parameters",
+    "model_class",
     "model_options",
     "reads_history",
 ]

@@ -171,6 +171,25 @@ def test_grid_scores_the_pages_with_references(synth_data, tmp_path):
     hours = [cpu["train_s"] / 3600, cpu["pages_s"] / 3600]
     assert f"| dir | 1 | {hours[0]:.2f} | {hours[1]:.2f} |" in table and "| **all** | 1 |" in table
 
+    page = ("--models", "dir", "--seeds", "1", "--epochs", "1", "--pages", "12")
+    assert bench(synth_data, out, *page, "--page-merge", "quota") == 0  # the same run, its pages merged by quota
+    quota = json.loads((out / "runs" / "dir-device-s0" / "pages.json").read_text())
+    assert quota["merge"] == "quota" and quota["clicks_per_page"] != pages["clicks_per_page"]
+    assert bench(synth_data, out, *page) == 0  # a pages.json of another merge is scored again
+    again = json.loads((out / "runs" / "dir-device-s0" / "pages.json").read_text())
+    assert again == {**pages, "merge": "score"}
+
+
+def test_page_merge_needs_pages_and_a_model_that_merges(synth_data, tmp_path, capsys):
+    for args, message in [
+        (["--page-merge", "quota"], "--page-merge: it builds the pages --pages USERS scores; give --pages too"),
+        (["--models", "svr", "--pages", "5", "--page-merge", "quota"], "--page-merge quota: svr builds its page"),
+        (["--pages", "5", "--page-merge", "best"], "--page-merge: expected one of score, quota, controller"),
+    ]:
+        assert bench(synth_data, tmp_path / "out", "--seeds", "1", *args) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").iterdir())
+
 
 def test_a_model_that_reads_no_history_trains_once_for_both_views(synth_data, tmp_path, capsys):
     out = tmp_path / "bench"

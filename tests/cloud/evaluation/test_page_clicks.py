@@ -19,7 +19,7 @@ from cloud.evaluation.page_clicks import (
     run_pages,
 )
 from cloud.models import build_model
-from cloud.simulation.engine import ScoreCache, score_order
+from cloud.simulation.engine import ScoreCache, model_inputs, score_order
 from cloud.simulation.scoring import torch_scorer
 from cloud.simulation.world import build_world
 
@@ -118,3 +118,48 @@ def test_model_pages_use_the_models_own_decoder(world_and_data, name):
     assert 0 < row["clicks_per_page"] and 0 <= row[f"js@{K}"] <= np.log(2)
     if name == "dir":  # the "score" merge: the same pages as the simulation's scorer
         assert row == page_clicks(sub, ScoreCache(torch_scorer(model)), K, shares, seed=0)
+
+
+def test_a_merge_model_can_be_judged_by_the_runtimes_other_merges(world_and_data):
+    from device_runtime.decoding import beam_search
+    from device_runtime.merge import merge_lists
+
+    world, data = world_and_data
+    K, shares = data.spec.K, data.spec.target_shares
+    torch.manual_seed(0)
+    model = build_model("dir", data.spec)
+    users = np.arange(world.users)
+    hist = np.full((world.users, len(world.source_names), world.t), -1)  # no history yet
+    score = ModelPages(model, K, shares)
+    network = score._run(score.network, model_inputs(world, 0, hist, users))[0]
+    orders = {merge: ModelPages(model, K, shares, merge=merge) for merge in ("quota", "controller", "beam_search")}
+    first = {merge: pages.orders(world, 0, hist, users) for merge, pages in orders.items()}
+    for user in range(world.users):
+        slots = world.cand_slot[user, 0]
+        real = [np.flatnonzero(slots[s] >= 0) for s in range(slots.shape[0])]
+        per_source = [network[user, s, real[s]].tolist() for s in range(slots.shape[0])]
+        quota = [slots[s, real[s][i]] for s, i in merge_lists(per_source, shares, K, "quota")]
+        assert first["quota"][user, : len(quota)].tolist() == quota
+        probs = [1 / (1 + np.exp(-np.asarray(p, np.float64))) for p in per_source]
+        beam = [slots[s, real[s][i]] for s, i in beam_search(probs, K, 4, shares, 1.0)]  # SVR's defaults
+        assert first["beam_search"][user, : len(beam)].tolist() == beam
+    assert np.array_equal(first["controller"], first["quota"])  # no exposures yet: the controller is the quota
+    exposed = np.minimum((world.cand_slot[:, 0] >= 0).sum(axis=(1, 2)), K)  # each page's top K, for its user
+    assert np.array_equal(orders["controller"].shown.sum(axis=1), exposed)
+    shown = orders["controller"].shown.copy()
+    second = orders["controller"].orders(world, 1, hist, users)  # the next page pays each user's exposure debt
+    network = score._run(score.network, model_inputs(world, 1, hist, users))[0]
+    for user in range(world.users):
+        slots = world.cand_slot[user, 1]
+        real = [np.flatnonzero(slots[s] >= 0) for s in range(slots.shape[0])]
+        per_source = [network[user, s, real[s]].tolist() for s in range(slots.shape[0])]
+        picked = merge_lists(per_source, shares, K, "controller", shown[user].tolist())
+        assert second[user, : len(picked)].tolist() == [slots[s, real[s][i]] for s, i in picked]
+
+
+def test_a_merge_applies_only_to_a_model_whose_decoder_is_the_merge(world_and_data):
+    _, data = world_and_data
+    with pytest.raises(ValueError, match="--page-merge quota: svr builds its page with its own decoder"):
+        ModelPages(build_model("svr", data.spec), data.spec.K, data.spec.target_shares, merge="quota")
+    with pytest.raises(ValueError, match="--page-merge: expected one of score, quota, controller, beam_search"):
+        ModelPages(build_model("dir", data.spec), data.spec.K, data.spec.target_shares, merge="best")
