@@ -220,9 +220,12 @@ def write_results(
     reference: str = REFERENCE,
 ) -> str:
     """results.csv, table.csv and the markdown tables (GRID/table.md or `out`) of a grid folder; with
-    `tuned`, the tuning table too; `variants` ({name: grid folder}) add those folders' runs under that name;
-    every paired comparison is against `reference`."""
+    `tuned`, the tuning table too; `variants` ({name: grid folder}) add those folders' runs under that name
+    (`out` required; the CSVs then go beside it as OUT_STEM-results.csv and OUT_STEM-table.csv); every paired
+    comparison is against `reference`."""
     grid = Path(grid)
+    if variants and out is None:
+        raise ValueError("--variant: give --out too, so that the grid's own tables are not rewritten with the variants")
     rows = grid_rows(grid)
     if not rows:
         raise ValueError(f"{grid}/runs holds no finished run (metrics.json); run `dir-cloud benchmark --out {grid}`")
@@ -246,8 +249,13 @@ def write_results(
     k = cutoff(rows[0])
     label_keys = [c.format(K=k) for c in METRIC_COLUMNS]
     label = summary(rows, label_keys, reference)
-    write_csv_rows(grid / "results.csv", rows)
-    write_csv_rows(grid / "table.csv", label)
+    if variants:  # the grid's own CSVs stay the grid's: these go beside `out`
+        named = Path(out or grid / "table.md")
+        write_csv_rows(named.with_name(f"{named.stem}-results.csv"), rows)
+        write_csv_rows(named.with_name(f"{named.stem}-table.csv"), label)
+    else:
+        write_csv_rows(grid / "results.csv", rows)
+        write_csv_rows(grid / "table.csv", label)
     seeds = sorted({r["seed"] for r in rows})
     text = [
         f"Test split, {len(rows)} runs (seeds {seeds}); mean ± 95% CI half-width over seeds; ▲/▼: paired "

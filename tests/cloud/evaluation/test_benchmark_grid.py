@@ -138,13 +138,18 @@ def test_results_add_a_variant_and_pair_against_another_reference(synth_data, tm
     assert "paired by seed against din on the same history" in table
     assert "| model | history | paired seeds | test AUC - din [95% CI] | p |" in table
     variant = next(line for line in table.splitlines() if line.startswith("| dir-h24 | device | 2 |"))
-    din = [r for r in csv.DictReader(open(grid / "results.csv")) if r["model"] == "din"]
-    h24 = [r for r in csv.DictReader(open(grid / "results.csv")) if r["model"] == "dir-h24"]
+    rows = list(csv.DictReader(open(tmp_path / "table-results.csv")))
+    din, h24 = [r for r in rows if r["model"] == "din"], [r for r in rows if r["model"] == "dir-h24"]
+    assert "dir-h24" not in (grid / "results.csv").read_text()  # the grid's own CSVs keep its own runs
+    assert "auc_vs_ref" in (tmp_path / "table-table.csv").read_text()
     assert [r["run"] for r in h24] == ["dir-h24:dir-device-s0", "dir-h24:dir-device-s1"]
     diff = sum(float(a["auc"]) - float(b["auc"]) for a, b in zip(h24, din, strict=True)) / 2
     assert f"{diff:+.4f}" in [line for line in table.splitlines() if line.startswith("| dir-h24 | device | 2 | ")][-1]
     assert variant.count("±") == 5 and "| din | device |" not in table.split("paired seeds")[1]  # no row vs itself
 
+    capsys.readouterr()
+    assert cloud_main(["results", "--grid", str(grid), "--variant", f"dir-h24={exp}"]) == 2
+    assert "--variant: give --out too" in capsys.readouterr().err
     for extra, message in [
         (["--variant", f"din={exp}"], "--variant din="),
         (["--variant", f"dir-x={tmp_path}"], "no runs/ folder"),
