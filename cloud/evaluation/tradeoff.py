@@ -212,24 +212,47 @@ def _plot_tradeoff(beta_rows: list[dict], target_rows: list[dict], out: Path) ->
 
 def tradeoff_figure(beta_rows: list[dict]):
     """Mean utility@K against mean JS@K over seeds, one labelled point per beta with 95% CI error bars in
-    both axes (labels offset below-right, inside padded axes); `beta_rows`: one row per run."""
+    both axes (labels placed apart, inside padded axes); with the page columns (runs scored with
+    page_users), a second panel: true clicks per page against the pages' JS@K. `beta_rows`: one row per run."""
     plt = _pyplot()
     entries = summarize(beta_rows, ("beta",))
     k = cutoff(beta_rows[0])
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    x, y = [e[f"js@{k}_mean"] for e in entries], [e[f"utility@{k}_mean"] for e in entries]
-    ax.errorbar(
-        x, y, xerr=_half_widths(entries, f"js@{k}"), yerr=_half_widths(entries, f"utility@{k}"), fmt="o-", capsize=3
-    )
-    for e, xi, yi in zip(entries, x, y):
-        ax.annotate(f"β={e['beta']:g}", (xi, yi), xytext=(6, -12), textcoords="offset points", fontsize=9)
-    ax.margins(x=0.12, y=0.12)
-    ax.set_xlabel(f"JS@{k} divergence from the target exposure (lower is fairer)")
-    ax.set_ylabel(f"utility@{k} (test)")
-    ax.set_title(f"Utility-fairness trade-off per β: {_seeds_note(entries)}", fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    panels = [(f"js@{k}", f"utility@{k}", f"utility@{k} (test)")]
+    if f"page_js@{k}_mean" in entries[0]:
+        panels.append((f"page_js@{k}", "clicks_per_page", "true clicks per page (simulated users)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    points = []
+    for ax, (js, utility, ylabel) in zip(axes[0], panels):
+        x, y = [e[f"{js}_mean"] for e in entries], [e[f"{utility}_mean"] for e in entries]
+        ax.errorbar(x, y, xerr=_half_widths(entries, js), yerr=_half_widths(entries, utility), fmt="o-", capsize=3)
+        ax.margins(x=0.15, y=0.15)
+        ax.set_xlabel(f"JS@{k} divergence from the target exposure (lower is fairer)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        points.append(list(zip(x, y)))
+    fig.suptitle(f"Utility-fairness trade-off per β: {_seeds_note(entries)}", fontsize=10)
+    fig.tight_layout()  # before the labels: their overlap is checked where the axes finally are
+    for ax, xy in zip(axes[0], points):
+        _label_apart(fig, ax, xy, [f"β={e['beta']:g}" for e in entries])
     return fig
+
+
+LABEL_OFFSETS = ((6, -12), (6, 6), (-34, 6), (-34, -12), (6, -24), (6, 18), (-34, -24), (-34, 18))
+"""Offsets in points tried in turn for a point's label, the first that overlaps no label placed before."""
+
+
+def _label_apart(fig, ax, points: list[tuple[float, float]], labels: list[str]) -> None:
+    """Annotate each point with its label at the first LABEL_OFFSETS position clear of earlier labels."""
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for (x, y), label in zip(points, labels):
+        for offset in LABEL_OFFSETS:
+            text = ax.annotate(label, (x, y), xytext=offset, textcoords="offset points", fontsize=9)
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed) or offset == LABEL_OFFSETS[-1]:
+                placed.append(box)
+                break
+            text.remove()
 
 
 def targets_figure(target_rows: list[dict]):
