@@ -244,7 +244,7 @@ LABEL_OFFSETS = ((6, -12), (6, 6), (-34, 6), (-34, -12), (6, -24), (6, 18), (-34
 def _label_apart(fig, ax, points: list[tuple[float, float]], labels: list[str]) -> None:
     """Annotate each point with its label at the first LABEL_OFFSETS position clear of earlier labels."""
     renderer = fig.canvas.get_renderer()
-    placed = []
+    placed: list = []  # the window extents (Bbox) of the labels placed so far
     for (x, y), label in zip(points, labels):
         for offset in LABEL_OFFSETS:
             text = ax.annotate(label, (x, y), xytext=offset, textcoords="offset points", fontsize=9)
