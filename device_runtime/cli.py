@@ -306,8 +306,9 @@ def _cell(value: object) -> str:
 def _open(args: argparse.Namespace) -> Reranker:
     Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     order = [o.strip() for o in args.order.split(",") if o.strip()]
-    merge = args.merge or ("controller" if _active(args.root).manifest.decoder == "merge" else "score")
-    return Reranker.open(args.root, args.db, args.backend, args.delegate, merge, args.threads, order, args.quantization)
+    return Reranker.open(
+        args.root, args.db, args.backend, args.delegate, args.merge, args.threads, order, args.quantization
+    )
 
 
 def _active(root: str) -> InstalledBundle:

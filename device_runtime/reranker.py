@@ -1,6 +1,6 @@
 """The Reranker facade: slate in, merged list out, using the local behaviour history.
 
-    with Reranker.open("~/.dir-device", "history.db", merge="controller") as reranker:
+    with Reranker.open("~/.dir-device", "history.db") as reranker:   # merge: controller (default_merge)
         result = reranker.rerank(slate)          # RerankResult, timings_ms per stage
         reranker.record(BehaviorEvent(item_id="v3", source="video", action="click", ts=time.time()))
         reranker.info()                          # bundle, backend, delegate, attempts, store stats
@@ -56,6 +56,13 @@ def check_event(manifest: BundleManifest, event: BehaviorEvent) -> CheckedEvent:
     )
 
 
+def default_merge(manifest: BundleManifest) -> str:
+    """The merge mode a Reranker uses unless told: `controller` for a bundle whose decoder is the merge (its
+    pages get the most true clicks and hold the target shares: docs/results.md, "Why DIR's pages trail"),
+    `score` for a bundle whose decoder builds the list itself."""
+    return "controller" if manifest.decoder == "merge" else "score"
+
+
 def list_decoder(manifest: BundleManifest, merge: str) -> tuple[str, dict[str, float | int]]:
     """(the bundle's list decoder, its options); ValueError for an unknown merge mode, or a merge mode
     other than `score` for a bundle whose decoder builds the list itself."""
@@ -73,19 +80,21 @@ def list_decoder(manifest: BundleManifest, merge: str) -> tuple[str, dict[str, f
 class Reranker:
     """Reranks slates with one bundle, one backend and one history store.
 
-    `merge` is the merge mode (score, quota, controller) of a bundle whose list decoder is `merge`;
-    `list_decoder` is (decoder, options) as `list_decoder(manifest, merge)` gives it (computed when None)."""
+    `merge` is the merge mode (score, quota, controller) of a bundle whose list decoder is `merge` (None:
+    `default_merge`); `list_decoder` is (decoder, options) as `list_decoder(manifest, merge)` gives it
+    (computed when None)."""
 
     def __init__(
         self,
         bundle: InstalledBundle,
         store: HistoryStore,
         backend: Backend,
-        merge: str = "score",
+        merge: str | None = None,
         decoder: tuple[str, dict[str, float | int]] | None = None,
     ):
-        self.bundle, self.store, self.backend, self.merge = bundle, store, backend, merge
         self.manifest = m = bundle.manifest
+        merge = default_merge(m) if merge is None else merge
+        self.bundle, self.store, self.backend, self.merge = bundle, store, backend, merge
         self._decoder, self._decoder_options = decoder if decoder is not None else list_decoder(m, merge)
         self._layout = m.layout()
         self._sources = tuple(m.source_names)
@@ -109,7 +118,7 @@ class Reranker:
         db_path: str | os.PathLike[str],
         backend: str = "auto",
         delegate: str = "auto",
-        merge: str = "score",
+        merge: str | None = None,
         threads: int = 1,
         order: Sequence[str] = DEFAULT_ORDER,
         quantization: str | None = None,
@@ -118,11 +127,13 @@ class Reranker:
     ) -> Reranker:
         """Open the bundle (or a registry's active one), its backend and the history store at `db_path`.
 
+        `merge`: None for `default_merge` (controller, or score for a bundle with a list decoder);
         `order`: what backend/delegate `auto` tries; `quantization`: pick only files of that kind
         (e.g. "int8"); `retention_per_source`: behaviours the store keeps per source and action;
         `prune_every`: the store deletes past the retention in batches of this many rows (fewer than
         R + prune_every are kept), so most writes, such as a page's exposures, delete nothing."""
         bundle = open_bundle(bundle_or_root)
+        merge = default_merge(bundle.manifest) if merge is None else merge
         decoder = list_decoder(bundle.manifest, merge)
         loaded = load_backend(
             bundle.path, bundle.manifest, backend, delegate, threads, order, quantization=quantization

@@ -58,7 +58,10 @@ def measure_device(
     same, diff = 0, 0.0
     with tempfile.TemporaryDirectory(prefix="dir-sim-device-") as tmp:
         for u in range(sub.users):
-            with Reranker.open(bundle, Path(tmp) / f"user{u}.db", backend=backend, threads=threads) as reranker:
+            # the score merge: the simulated device path sorts by score, and its orders are compared with it
+            with Reranker.open(
+                bundle, Path(tmp) / f"user{u}.db", backend=backend, threads=threads, merge="score"
+            ) as reranker:
                 if reranker.manifest.embedding_version != embedding_version:
                     raise ValueError(
                         f"bundle {bundle} has embedding version {reranker.manifest.embedding_version!r} but the "

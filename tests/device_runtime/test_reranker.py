@@ -17,8 +17,18 @@ STAGES = {"validate_cache", "history_read", "assembly", "inference", "merge", "r
 
 @pytest.fixture
 def reranker(device_bundle, tmp_path):
-    with Reranker.open(device_bundle, tmp_path / "history.db", backend="tflite", delegate="cpu") as r:
+    with Reranker.open(device_bundle, tmp_path / "history.db", backend="tflite", delegate="cpu", merge="score") as r:
         yield r
+
+
+def test_a_merge_bundle_is_merged_by_the_controller_unless_told(device_bundle, tmp_path):
+    with Reranker.open(device_bundle, tmp_path / "history.db", backend="tflite", delegate="cpu") as reranker:
+        manifest = reranker.manifest
+        assert reranker.merge == "controller"
+        result = reranker.rerank(make_slate(manifest, counts=[manifest.n] * len(manifest.source_names)))
+        assert result.merge == "controller"
+        shown = reranker.store.exposure_counts(manifest.source_names)
+        assert list(shown) == quota_slots(manifest.K, manifest.target_shares).tolist()  # no debt yet: the quota
 
 
 def _clicks(manifest, source_index: int, count: int, seed: int = 1, t0: float = 1000.0) -> list[BehaviorEvent]:
@@ -103,7 +113,7 @@ def test_open_from_a_registry_serves_the_active_bundle(device_bundle, tmp_path):
     assert info["attempts"][-1]["result"] == "ok"
     assert (info["backend"], info["delegate"]) == (result.backend, result.delegate)
     assert info["store"]["rows"]["exposures"] == installed.manifest.K
-    assert (info["merge"], info["decoder"], info["decoder_options"]) == ("score", "merge", {})
+    assert (info["merge"], info["decoder"], info["decoder_options"]) == ("controller", "merge", {})  # default_merge
 
 
 def _with(slate: CandidateSlate, **changes) -> CandidateSlate:
