@@ -149,7 +149,7 @@ def test_device_keeps_serving_offline_when_the_cloud_is_garbage_or_down(cloud, t
         cloud.client.sync(registry, store)
     (tmp_path / "slate.json").write_text(cloud.client.fetch_slate(cloud.users[1]).model_dump_json())
     cached = CandidateSlate.model_validate_json((tmp_path / "slate.json").read_text())
-    with Reranker.open(registry.root, db) as reranker:
+    with Reranker.open(registry.root, db, merge="score") as reranker:  # score: no exposure debt between pages
         online = reranker.rerank(cached)
     active = registry.active()
 
@@ -167,7 +167,7 @@ def test_device_keeps_serving_offline_when_the_cloud_is_garbage_or_down(cloud, t
     with HistoryStore(db) as store, pytest.raises(CloudUnavailable, match="unavailable"):
         cloud.client.sync(registry, store)
     assert registry.active() == active
-    with Reranker.open(registry.root, db) as reranker:  # a restart offline: last bundle + cached slate
+    with Reranker.open(registry.root, db, merge="score") as reranker:  # restart offline: last bundle, cached slate
         offline = reranker.rerank(cached)
     assert [i.item_id for i in offline.items] == [i.item_id for i in online.items]
     assert _scores(offline) == _scores(online)
