@@ -131,6 +131,9 @@ def test_results_add_a_variant_and_pair_against_another_reference(synth_data, tm
     grid, exp = tmp_path / "grid", tmp_path / "exp"
     assert bench(synth_data, grid, "--models", "dir,din", "--seeds", "2", "--epochs", "1") == 0
     assert bench(synth_data, exp, "--seeds", "2", "--epochs", "1", "--set", "hidden=24") == 0
+    only_din = tmp_path / "din"
+    assert bench(synth_data, only_din, "--models", "din", "--seeds", "1", "--epochs", "1") == 0  # no dir to pair with
+    assert "| din | device | 1 |" in (only_din / "table.md").read_text()
     out = tmp_path / "table.md"
     args = ["results", "--grid", str(grid), "--out", str(out)]
     assert cloud_main([*args, "--variant", f"dir-h24={exp}", "--reference", "din"]) == 0
