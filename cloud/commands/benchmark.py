@@ -119,17 +119,24 @@ def parse_seeds(text: str) -> int | list[int]:
     return parts[0] if "," not in text else parts
 
 
+def split_pair(item: str, option: str, form: str, example: str) -> tuple[str, str]:
+    """The two stripped sides of an `option` item in the `form` KEY=VALUE; ValueError naming the option and
+    the form unless both sides are there."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ValueError(f"{option}: expected {form} (e.g. {example}), got {item!r}")
+    return key.strip(), value.strip()
+
+
 def parse_settings(items: list[str]) -> dict:
     """{KEY: VALUE} of --set KEY=VALUE items, VALUE read as JSON (64, 1.0, true, [0.5, 0.5]) or else as text."""
     settings = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set: expected KEY=VALUE (e.g. hidden=64), got {item!r}")
+        key, value = split_pair(item, "--set", "KEY=VALUE", "hidden=64")
         try:
-            settings[key.strip()] = json.loads(value)
+            settings[key] = json.loads(value)
         except ValueError:
-            settings[key.strip()] = value
+            settings[key] = value
     return settings
 
 

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from cloud.commands.benchmark import split_pair
     from cloud.evaluation.grids import oracle_row
     from cloud.evaluation.results import grid_rows, write_results
 
@@ -44,12 +45,7 @@ def run(args: argparse.Namespace) -> int:
         json.loads((Path(args.grid) / "runs" / rows[0]["run"] / "config.json").read_text())["data"] if rows else None
     )
     oracle = oracle_row(data) if data and Path(data).exists() else None
-    variants = {}
-    for item in args.variant:
-        name, sep, folder = item.partition("=")
-        if not sep or not name.strip() or not folder.strip():
-            raise ValueError(f"--variant: expected NAME=FOLDER (e.g. dir-w64=exp/w64), got {item!r}")
-        variants[name.strip()] = folder.strip()
+    variants = dict(split_pair(item, "--variant", "NAME=FOLDER", "dir-w64=exp/w64") for item in args.variant)
     print(
         write_results(
             args.grid, oracle=oracle, out=args.out, tuned=args.tuned, variants=variants, reference=args.reference

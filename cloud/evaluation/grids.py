@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -189,15 +190,9 @@ def run_grid(
                 config.check()
                 plan.append((config, out / "runs" / f"{model}-{history}-s{seed}"))
     for config, run_dir in plan:
-        label = f"{config.model} {config.history} seed {config.seed}"
-        resumed = (run_dir / "checkpoint.pt").exists() and not (run_dir / "metrics.json").exists()
-        train = (train_or_reuse, config, data_dir, run_dir, reuse_only, label)
-        charge_cpu(run_dir, "train_s", "metrics.json", *train, resumed=resumed)
+        train_charged(config, data_dir, run_dir, reuse_only, f"{config.model} {config.history} seed {config.seed}")
         if page_users:
-            from cloud.evaluation.page_clicks import run_pages_of
-
-            score = (run_pages_of, run_dir, data_dir, page_users, world_seed, page_merge)
-            charge_cpu(run_dir, "pages_s", "pages.json", *score)
+            pages_charged(run_dir, data_dir, page_users, world_seed, page_merge)
     if page_users:
         from cloud.evaluation.page_clicks import reference_pages_of
 
@@ -207,12 +202,26 @@ def run_grid(
     return write_results(out, oracle=oracle_row(data_dir))
 
 
+def train_charged(config, data_dir: str | Path, run_dir: Path, reuse_only: bool = False, label: str = "") -> dict:
+    """train_or_reuse, its CPU seconds charged to RUN/cpu.json["train_s"] (charge_cpu); the run's metrics."""
+    resumed = (run_dir / "checkpoint.pt").exists() and not (run_dir / "metrics.json").exists()
+    train = (train_or_reuse, config, data_dir, run_dir, reuse_only, label)
+    return charge_cpu(run_dir, "train_s", "metrics.json", *train, resumed=resumed)
+
+
+def pages_charged(run_dir: Path, data_dir: str | Path, users: int, world_seed: int = 0, merge: str = "score") -> dict:
+    """cloud.evaluation.page_clicks.run_pages_of, its CPU seconds charged to RUN/cpu.json["pages_s"]; its row."""
+    from cloud.evaluation.page_clicks import PAGES_FILE, run_pages_of
+
+    return charge_cpu(run_dir, "pages_s", PAGES_FILE, run_pages_of, run_dir, data_dir, users, world_seed, merge)
+
+
 def charge_cpu(
-    run_dir: Path, key: str, output: str, step: Callable[..., object], *args: object, resumed: bool = False
-) -> None:
-    """Run `step(*args)`; when it wrote RUN/`output` (it did the work rather than reuse it), add its
-    process CPU seconds to RUN/cpu.json[`key`], and `"resumed": true` when the step continued work an
-    interrupted process began (`resumed`), whose CPU seconds are lost."""
+    run_dir: Path, key: str, output: str, step: Callable[..., Any], *args: object, resumed: bool = False
+) -> Any:
+    """Run `step(*args)` and return what it returns; when it wrote RUN/`output` (it did the work rather than
+    reuse it), add its process CPU seconds to RUN/cpu.json[`key`], and `"resumed": true` when the step
+    continued work an interrupted process began (`resumed`), whose CPU seconds are lost."""
     from cloud.training.runs import atomic_write_json
 
     def written() -> int | None:
@@ -220,7 +229,7 @@ def charge_cpu(
         return path.stat().st_mtime_ns if path.exists() else None
 
     before, start = written(), time.process_time()
-    step(*args)
+    result = step(*args)
     if written() != before:
         path = run_dir / "cpu.json"
         spent = json.loads(path.read_text()) if path.exists() else {}
@@ -228,6 +237,7 @@ def charge_cpu(
         if resumed:
             spent["resumed"] = True
         atomic_write_json(path, spent)
+    return result
 
 
 def oracle_row(data_dir: str | Path) -> dict | None:

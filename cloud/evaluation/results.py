@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from cloud.evaluation.csv_rows import write_csv_rows
@@ -216,7 +217,7 @@ def write_results(
     oracle: dict | None = None,
     out: str | Path | None = None,
     tuned: str | Path | None = None,
-    variants: dict[str, str | Path] | None = None,
+    variants: Mapping[str, str | Path] | None = None,
     reference: str = REFERENCE,
 ) -> str:
     """results.csv, table.csv and the markdown tables (GRID/table.md or `out`) of a grid folder; with
@@ -224,8 +225,13 @@ def write_results(
     (`out` required; the CSVs then go beside it as OUT_STEM-results.csv and OUT_STEM-table.csv); every paired
     comparison is against `reference`."""
     grid = Path(grid)
-    if variants and out is None:
-        raise ValueError("--variant: give --out too, so that the grid's own tables are not rewritten with the variants")
+    csv_dir, csv_stem = grid, ""  # with variants the CSVs go beside `out`: the grid's own stay the grid's
+    if variants:
+        if out is None:
+            raise ValueError(
+                "--variant: give --out too, so that the grid's own tables are not rewritten with the variants"
+            )
+        csv_dir, csv_stem = Path(out).parent, f"{Path(out).stem}-"
     rows = grid_rows(grid)
     if not rows:
         raise ValueError(f"{grid}/runs holds no finished run (metrics.json); run `dir-cloud benchmark --out {grid}`")
@@ -249,13 +255,8 @@ def write_results(
     k = cutoff(rows[0])
     label_keys = [c.format(K=k) for c in METRIC_COLUMNS]
     label = summary(rows, label_keys, reference)
-    if variants:  # the grid's own CSVs stay the grid's: these go beside `out`
-        named = Path(out or grid / "table.md")
-        write_csv_rows(named.with_name(f"{named.stem}-results.csv"), rows)
-        write_csv_rows(named.with_name(f"{named.stem}-table.csv"), label)
-    else:
-        write_csv_rows(grid / "results.csv", rows)
-        write_csv_rows(grid / "table.csv", label)
+    write_csv_rows(csv_dir / f"{csv_stem}results.csv", rows)
+    write_csv_rows(csv_dir / f"{csv_stem}table.csv", label)
     seeds = sorted({r["seed"] for r in rows})
     text = [
         f"Test split, {len(rows)} runs (seeds {seeds}); mean ± 95% CI half-width over seeds; ▲/▼: paired "

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from cloud.evaluation.csv_rows import read_csv_rows, write_csv_rows
-from cloud.evaluation.grids import charge_cpu, load_tuned, train_or_reuse
+from cloud.evaluation.grids import load_tuned, pages_charged, train_charged
 from cloud.evaluation.report import METRIC_COLUMNS, cutoff
 from cloud.evaluation.statistics import mean_ci
 
@@ -49,12 +49,13 @@ def run_tradeoff(
     page_users: int = 0,
 ) -> dict:
     """Train (or reuse) a run per (beta, seed) and per (target, seed), `seeds` a count or the seed numbers;
-        write the CSVs and PNG plots; return the per-run rows and summaries (keys betas, targets, beta_summary,
-        target_summary) and how many runs the epoch cap ended (epoch_cap, capped_runs). `tuned`: a
-        `dir-cloud tune --out` folder whose parameters every run trains with, the swept beta replacing a tuned
-        beta (target runs keep the tuned beta). `epochs`: a cap (default: the trainer's); runs end by patience
-        on validation. `page_users` > 0: score each run's device pages on that many fresh simulated users (synthetic
-    data only), adding PAGE_COLUMNS to its row. The process CPU seconds of each step add up in RUN/cpu.json."""
+    write the CSVs and PNG plots; return the per-run rows and summaries (keys betas, targets, beta_summary,
+    target_summary) and how many runs the epoch cap ended (epoch_cap, capped_runs). `tuned`: a
+    `dir-cloud tune --out` folder whose parameters every run trains with, the swept beta replacing a tuned
+    beta (target runs keep the tuned beta). `epochs`: a cap (default: the trainer's); runs end by patience
+    on validation. `page_users` > 0: score each run's device pages on that many fresh simulated users
+    (synthetic data only), adding PAGE_COLUMNS to its row. The process CPU seconds of each step add up in
+    RUN/cpu.json."""
     from cloud.models import MODELS
     from cloud.training.config import TrainConfig
 
@@ -89,14 +90,12 @@ def run_tradeoff(
     for fields, label, config in plan:
         name = label.replace(" ", "-").replace("/", "-")
         run_dir = _run_dir(out / "runs", name, config.seed)
-        resumed = (run_dir / "checkpoint.pt").exists() and not (run_dir / "metrics.json").exists()
-        train = (train_or_reuse, config, data_dir, run_dir, False, f"{model} {label} seed {config.seed}")
-        charge_cpu(run_dir, "train_s", "metrics.json", *train, resumed=resumed)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = train_charged(config, data_dir, run_dir, label=f"{model} {label} seed {config.seed}")
         stopping = {k: metrics.get(k) for k in ("best_epoch", "stopped_epoch", "stop_reason")}
         row = {**fields, "seed": config.seed, **stopping, **metrics["test"]}
         if page_users:
-            row.update(_page_columns(run_dir, data_dir, page_users, cutoff(metrics["test"])))
+            pages, k = pages_charged(run_dir, data_dir, page_users), cutoff(metrics["test"])
+            row.update({"clicks_per_page": pages["clicks_per_page"], f"page_js@{k}": pages[f"js@{k}"]})
         (target_rows if "target" in fields else beta_rows).append(row)
     beta_summary, target_summary = summarize(beta_rows, ("beta",)), summarize(target_rows, ("target", "beta"))
     write_csv_rows(out / "tradeoff.csv", beta_rows)
@@ -113,15 +112,6 @@ def run_tradeoff(
         "epoch_cap": base.epochs,
         "capped_runs": sum(r["stop_reason"] == "cap" for r in beta_rows + target_rows),
     }
-
-
-def _page_columns(run_dir: Path, data_dir: str | Path, users: int, k: str) -> dict[str, float]:
-    """PAGE_COLUMNS of a run, its pages scored (or reused from RUN/pages.json) on `users` fresh users."""
-    from cloud.evaluation.page_clicks import PAGES_FILE, run_pages_of
-
-    charge_cpu(run_dir, "pages_s", PAGES_FILE, run_pages_of, run_dir, data_dir, users)
-    pages = json.loads((run_dir / PAGES_FILE).read_text())
-    return {"clicks_per_page": pages["clicks_per_page"], f"page_js@{k}": pages[f"js@{k}"]}
 
 
 def _run_dir(runs: Path, name: str, seed: int) -> Path:
