@@ -16,6 +16,7 @@ of a model of that name; `reference` compares every row with that model instead 
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Mapping
@@ -65,8 +66,21 @@ def grid_rows(grid: str | Path) -> list[dict]:
         cpu = run_dir / "cpu.json"
         if cpu.exists():
             row.update({f"cpu_{k}": v for k, v in json.loads(cpu.read_text()).items()})
+        else:
+            row["epochs_train_s"] = logged_train_seconds(run_dir, identity)
         rows.append(row)
     return rows
+
+
+def logged_train_seconds(run_dir: Path, identity: Mapping) -> float | None:
+    """The seconds a run's training epochs took, from the lists/s of RUN/epochs.csv and the training lists of
+    its data (DATA/dataset.json); None when either is gone. Validation and page scoring are not included."""
+    dataset, epochs = Path(identity.get("data") or "") / "dataset.json", run_dir / "epochs.csv"
+    if not (dataset.is_file() and epochs.is_file()):
+        return None
+    lists = json.loads(dataset.read_text())["stats"]["lists"]["train"]
+    with epochs.open(newline="") as f:
+        return sum(lists / float(r["lists_per_s"]) for r in csv.DictReader(f))
 
 
 def summary(rows: list[dict], keys: list[str], reference: str = REFERENCE) -> list[dict]:
@@ -176,6 +190,12 @@ def cpu_table(rows: list[dict]) -> str:
     untimed = len(rows) - totals[0]
     resumed = sum(1 for r in rows if r.get("cpu_resumed"))
     notes = [f"{untimed} runs finished before their CPU time was recorded and are not counted."] if untimed else []
+    logged = [r["epochs_train_s"] for r in rows if r.get("epochs_train_s") is not None]
+    if logged:
+        notes.append(
+            f"The training epochs of {len(logged)} of them took {sum(logged) / 3600:.2f} h by the lists/s they "
+            "logged (validation and page scoring not included)."
+        )
     if resumed:
         notes.append(
             f"{resumed} counted runs were resumed after an interruption: the CPU time before it is not counted, "

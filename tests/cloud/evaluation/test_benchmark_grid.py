@@ -59,6 +59,7 @@ def test_interrupted_grid_continues_and_results_command_rewrites_tables(synth_da
     assert (
         "| **all** | 1 |" in (out / "table.md").read_text()
         and "1 runs finished before" in (out / "table.md").read_text()
+        and "The training epochs of 1 of them took 0.0" in (out / "table.md").read_text()
         and "1 counted runs were resumed after an interruption" in (out / "table.md").read_text()
     )
 
