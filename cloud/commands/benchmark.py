@@ -68,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how --pages builds the page of a model whose decoder is the merge: the runtime's merge modes, or "
         "beam_search, SVR's decoder on its scores (an experiment; default: score, the runtime's default)",
     )
+    parser.add_argument(
+        "--page-block",
+        type=int,
+        default=0,
+        metavar="B",
+        help="which USERS fresh users --pages shows the pages to: 0, the first; 1, 2, ...: disjoint later sets of "
+        "the same world, to confirm on new users what set 0 found (default: 0)",
+    )
     parser.add_argument("--world-seed", type=int, default=0, help="--seed given to `dir-cloud synth` for DATA")
 
 
@@ -76,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.page_merge != "score" and not args.pages:
         raise ValueError("--page-merge: it builds the pages --pages USERS scores; give --pages too")
+    if args.page_block and not args.pages:
+        raise ValueError("--page-block: it picks the users --pages USERS shows pages to; give --pages too")
+    if args.page_block < 0:
+        raise ValueError(f"--page-block: expected 0 or more, got {args.page_block}")
     table = run_grid(
         args.data,
         _names(args.models),
@@ -90,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         world_seed=args.world_seed,
         settings=parse_settings(args.set),
         page_merge=args.page_merge,
+        page_block=args.page_block,
     )
     if args.json:
         from cloud.evaluation.csv_rows import read_csv_rows

@@ -155,12 +155,14 @@ def run_grid(
     world_seed: int = 0,
     settings: dict | None = None,
     page_merge: str = "score",
+    page_block: int = 0,
 ) -> str:
     """Train (or reuse) every (model, history, seed) into OUT/runs/MODEL-HISTORY-sSEED (`seeds`: a count, or
     the seed numbers; a model that reads no history trains on the first history only: that run serves both
     views), `settings` ({field or model option: value}) applied on top of the tuned parameters and the config
     file (apply_settings), score the pages of each run (`page_users` > 0, synthetic data:
-    cloud.evaluation.page_clicks; a model whose decoder is the merge builds them with `page_merge`), and write
+    cloud.evaluation.page_clicks, on the `page_block`-th set of fresh users; a model whose decoder is the merge
+    builds them with `page_merge`), and write
     OUT/results.csv and the tables (cloud.evaluation.results) over every finished run in OUT/runs.
     Interrupted, the same call continues where it stopped."""
     from cloud.evaluation.page_clicks import check_page_merge
@@ -192,11 +194,11 @@ def run_grid(
     for config, run_dir in plan:
         train_charged(config, data_dir, run_dir, reuse_only, f"{config.model} {config.history} seed {config.seed}")
         if page_users:
-            pages_charged(run_dir, data_dir, page_users, world_seed, page_merge)
+            pages_charged(run_dir, data_dir, page_users, world_seed, page_merge, page_block)
     if page_users:
         from cloud.evaluation.page_clicks import reference_pages_of
 
-        reference_pages_of(out, data_dir, page_users, world_seed)
+        reference_pages_of(out, data_dir, page_users, world_seed, page_block)
     from cloud.evaluation.results import write_results
 
     return write_results(out, oracle=oracle_row(data_dir))
@@ -209,11 +211,14 @@ def train_charged(config, data_dir: str | Path, run_dir: Path, reuse_only: bool 
     return charge_cpu(run_dir, "train_s", "metrics.json", *train, resumed=resumed)
 
 
-def pages_charged(run_dir: Path, data_dir: str | Path, users: int, world_seed: int = 0, merge: str = "score") -> dict:
+def pages_charged(
+    run_dir: Path, data_dir: str | Path, users: int, world_seed: int = 0, merge: str = "score", block: int = 0
+) -> dict:
     """cloud.evaluation.page_clicks.run_pages_of, its CPU seconds charged to RUN/cpu.json["pages_s"]; its row."""
     from cloud.evaluation.page_clicks import PAGES_FILE, run_pages_of
 
-    return charge_cpu(run_dir, "pages_s", PAGES_FILE, run_pages_of, run_dir, data_dir, users, world_seed, merge)
+    scored = (run_dir, data_dir, users, world_seed, merge, block)
+    return charge_cpu(run_dir, "pages_s", PAGES_FILE, run_pages_of, *scored)
 
 
 def charge_cpu(

@@ -5,6 +5,7 @@
     row["clicks_per_page"], row["js@5"]                                  # true expected clicks, exposure skew
     rows = reference_pages(world, K, shares, seed=0)                     # upstream, random, oracle
     run_pages_of("grid/runs/dir-device-s0", "data", users=500)           # the same, kept in RUN/pages.json
+    run_pages_of("grid/runs/dir-device-s0", "data", users=500, block=1)  # 500 other users (a confirmation)
     ModelPages(run.model, K, shares, merge="quota")                      # the runtime's quota merge instead
 
 A model's page is its final order on the device: `model.device_decoder` applied to its outputs (the "score"
@@ -237,44 +238,50 @@ def check_page_merge(merge: str, model: str, decoder: str) -> None:
         )
 
 
+SETTING_DEFAULTS = {"merge": "score", "block": 0}
+"""What a pages file written before these settings existed was scored with."""
+
+
 def run_pages_of(
-    run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0, merge: str = "score"
+    run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0, merge: str = "score", block: int = 0
 ) -> dict:
-    """page_clicks of a finished run with its pages built by `merge` (ModelPages), kept in RUN/pages.json
-    (recomputed when users, seed or merge differ; a file without the merge was scored with `score`)."""
+    """page_clicks of a finished run with its pages built by `merge` (ModelPages), shown to the `block`-th set
+    of `users` fresh users (0: the first; 1, 2, ...: disjoint later sets, e.g. to confirm a result found on
+    set 0), kept in RUN/pages.json (recomputed when any of these settings differ)."""
     from cloud.data.prepared import PreparedData
     from cloud.simulation.world import build_world
     from cloud.training.runs import load_run
 
     path = Path(run_dir) / PAGES_FILE
-    setting = {"users": users, "world_seed": world_seed, "merge": merge}
+    setting = {"users": users, "world_seed": world_seed, "merge": merge, "block": block}
     if path.exists():
         saved = json.loads(path.read_text())
-        if {k: saved.get(k, "score" if k == "merge" else None) for k in setting} == setting:
+        if {k: saved.get(k, SETTING_DEFAULTS.get(k)) for k in setting} == setting:
             return saved
     run = load_run(run_dir)
     K, shares = int(run.config["K"]), run.config["target_shares"]
-    world = build_world(run.model, PreparedData(data_dir), users, world_seed)
+    world = build_world(run.model, PreparedData(data_dir), users, world_seed, skip=block * users)
     pages = ModelPages(run.model, K, shares, merge=merge)
     row = {**setting, **page_clicks(world, pages, K, shares, world_seed)}
     atomic_write_json(path, row)
     return row
 
 
-def reference_pages_of(grid: str | Path, data_dir: str | Path, users: int, world_seed: int = 0) -> dict:
-    """reference_pages for a grid's users, kept in GRID/pages-references.json."""
+def reference_pages_of(grid: str | Path, data_dir: str | Path, users: int, world_seed: int = 0, block: int = 0) -> dict:
+    """reference_pages for a grid's users (run_pages_of's `block`), kept in GRID/pages-references.json."""
     from cloud.data.prepared import PreparedData
     from cloud.models import build_model
     from cloud.simulation.world import build_world
 
     path = Path(grid) / REFERENCES_FILE
-    setting = {"users": users, "world_seed": world_seed}
+    setting = {"users": users, "world_seed": world_seed, "block": block}
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("setting") == setting:
+        if {"block": 0, **saved.get("setting", {})} == setting:
             return saved["arms"]
     data = PreparedData(data_dir)
-    world = build_world(build_model("dir", data.spec), data, users, world_seed)  # the references read no vectors
+    # the references read no vectors
+    world = build_world(build_model("dir", data.spec), data, users, world_seed, skip=block * users)
     arms = reference_pages(world, data.spec.K, data.spec.target_shares, world_seed)
     atomic_write_json(path, {"setting": setting, "arms": arms})
     return arms

@@ -72,6 +72,27 @@ def grid_rows(grid: str | Path) -> list[dict]:
     return rows
 
 
+def same_page_users(paged: list[dict], refs: dict | None) -> tuple[int, int]:
+    """The (users, block) every run's pages and the references were shown to; ValueError naming two runs (or
+    the references) scored on different users, since their clicks would not be comparable."""
+    from cloud.evaluation.page_clicks import SETTING_DEFAULTS
+
+    def users_of(setting: Mapping) -> tuple:
+        return tuple(setting.get(k, SETTING_DEFAULTS.get(k)) for k in ("users", "world_seed", "block"))
+
+    found = {users_of({k.removeprefix("page_"): v for k, v in r.items()}): r["run"] for r in paged}
+    if refs:
+        found.setdefault(users_of(refs["setting"]), "pages-references.json")
+    if len(found) > 1:
+        (a, run_a), (b, run_b) = list(found.items())[:2]
+        raise ValueError(
+            f"{run_a} and {run_b} were scored on different simulated users (users, world seed, block {a} vs "
+            f"{b}): score them again with the same `dir-cloud benchmark --pages USERS --page-block B`"
+        )
+    users, _, block = next(iter(found))
+    return users, block
+
+
 def logged_train_seconds(run_dir: Path, identity: Mapping) -> float | None:
     """The seconds a run's training epochs took, from the lists/s of RUN/epochs.csv and the training lists of
     its data (DATA/dataset.json); None when either is gone. Validation and page scoring are not included."""
@@ -297,10 +318,11 @@ def write_results(
                     entry[f"{key}_{part}"] = entry[f"page_{key}_{part}"]
         refs_path = grid / "pages-references.json"
         refs = json.loads(refs_path.read_text()) if refs_path.exists() else None
-        users = paged[0].get("page_users")
+        users, block = same_page_users(paged, refs)
+        which = f" (set {block} of them: disjoint from set 0's users)" if block else ""
         text += [
             "",
-            f"The page's true clicks: {users} fresh simulated users per run, every arm on the same users, "
+            f"The page's true clicks: {users} fresh simulated users per run{which}, every arm on the same users, "
             "candidates and random numbers (cloud/evaluation/page_clicks.py).",
             "",
             markdown_table(pages, page_keys, refs["arms"] if refs else None, stopping=False),

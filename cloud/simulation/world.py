@@ -77,11 +77,13 @@ class World:
         )
 
 
-def build_world(model, data: PreparedData, users: int, world_seed: int = 0) -> World:
-    """Draw `users` fresh users of the synthetic world behind `data` and encode its items with `model`."""
+def build_world(model, data: PreparedData, users: int, world_seed: int = 0, skip: int = 0) -> World:
+    """Draw `users` fresh users of the synthetic world behind `data` and encode its items with `model`; with
+    `skip`, the users after the first `skip` fresh ones (a disjoint set of users for the same world)."""
     spec = data.spec
     base = SynthConfig(seed=world_seed)
-    config = replace(base, users=data.num_users + users, lists_per_user=base.requests_per_user - base.warmup)
+    first = data.num_users + skip
+    config = replace(base, users=first + users, lists_per_user=base.requests_per_user - base.warmup)
     tables = generate(config)
     catalog = tables.items
     names = list(spec.source_names)
@@ -94,7 +96,7 @@ def build_world(model, data: PreparedData, users: int, world_seed: int = 0) -> W
     item_local, vectors = _encode_catalog(model, data, catalog, item_source, world_seed)
 
     truth, events = tables.truth, tables.events
-    first, R, W = data.num_users, config.requests_per_user, config.warmup
+    R, W = config.requests_per_user, config.warmup
     rows = _item_rows(catalog, events["item_id"])
     mine = truth.event_user >= first
     logged = mine & (events["list_id"].to_numpy() != "")

@@ -207,3 +207,29 @@ def test_a_model_that_reads_no_history_trains_once_for_both_views(synth_data, tm
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["dir-cloud-s0", "dir-device-s0", "setrank-device-s0"]
     assert "setrank reads no history: its device runs serve every history view" in capsys.readouterr().out
     assert "setrank read no history: each run serves both history views." in (out / "table.md").read_text()
+
+
+def test_page_block_shows_the_pages_to_other_users_and_results_refuse_mixed_users(synth_data, tmp_path, capsys):
+    grid, exp = tmp_path / "grid", tmp_path / "exp"
+    page = ("--seeds", "1", "--epochs", "1", "--pages", "12")
+    assert bench(synth_data, grid, "--models", "dir", *page) == 0
+    first = json.loads((grid / "runs" / "dir-device-s0" / "pages.json").read_text())
+    first_refs = json.loads((grid / "pages-references.json").read_text())["arms"]
+    assert bench(synth_data, grid, "--models", "dir", *page, "--page-block", "1") == 0  # same run, other users
+    later = json.loads((grid / "runs" / "dir-device-s0" / "pages.json").read_text())
+    refs = json.loads((grid / "pages-references.json").read_text())
+    assert (first["block"], later["block"], refs["setting"]["block"]) == (0, 1, 1)
+    assert later["clicks_per_page"] != first["clicks_per_page"] and refs["arms"] != first_refs
+    assert "12 fresh simulated users per run (set 1 of them" in (grid / "table.md").read_text()
+
+    assert bench(synth_data, exp, *page, "--set", "hidden=24") == 0  # scored on set 0
+    capsys.readouterr()
+    args = ["results", "--grid", str(grid), "--variant", f"dir-h24={exp}", "--out", str(tmp_path / "t.md")]
+    assert cloud_main(args) == 2
+    assert "were scored on different simulated users" in capsys.readouterr().err
+    for extra, message in [
+        (["--page-block", "1"], "--page-block: it picks the users --pages USERS shows pages to; give --pages too"),
+        (["--pages", "5", "--page-block", "-1"], "--page-block: expected 0 or more, got -1"),
+    ]:
+        assert bench(synth_data, tmp_path / "out", "--seeds", "1", *extra) == 2
+        assert message in capsys.readouterr().err

@@ -163,3 +163,15 @@ def test_a_merge_applies_only_to_a_model_whose_decoder_is_the_merge(world_and_da
         ModelPages(build_model("svr", data.spec), data.spec.K, data.spec.target_shares, merge="quota")
     with pytest.raises(ValueError, match="--page-merge: expected one of score, quota, controller, beam_search"):
         ModelPages(build_model("dir", data.spec), data.spec.K, data.spec.target_shares, merge="best")
+
+
+def test_a_later_block_of_fresh_users_is_other_users_of_the_same_world(world_and_data):
+    world, data = world_and_data
+    model = build_model("dir", data.spec)
+    both = build_world(model, data, users=40, skip=0)
+    later = build_world(model, data, users=20, skip=20)
+    expected = both.subset(np.arange(20, 40))
+    for field in ("slot_item", "interest", "pref", "request_ts", "cand_slot", "warm_user", "warm_item", "latent"):
+        assert np.array_equal(getattr(later, field), getattr(expected, field)), field
+    assert not np.array_equal(later.interest, both.subset(np.arange(20)).interest)  # not the first users again
+    assert np.array_equal(both.slot_item, world.slot_item)  # skip=0 is the default set
