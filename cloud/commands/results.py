@@ -16,7 +16,9 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", required=True, help="folder written by `dir-cloud benchmark --out`")
     parser.add_argument("--out", help="markdown file to write (default GRID/table.md)")
-    parser.add_argument("--data", help="prepared data for the oracle row (default: the runs' own data folder)")
+    parser.add_argument(
+        "--data", help="prepared data for the reference orders' rows (default: the runs' own data folder)"
+    )
     parser.add_argument(
         "--tuned", help="folder of `dir-cloud tune --out`: add the tuned parameters' table (default: none)"
     )
@@ -37,18 +39,23 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cloud.commands.benchmark import split_pair
-    from cloud.evaluation.grids import oracle_row
+    from cloud.evaluation.grids import reference_rows
     from cloud.evaluation.results import grid_rows, write_results
 
     rows = grid_rows(args.grid)
     data = args.data or (
         json.loads((Path(args.grid) / "runs" / rows[0]["run"] / "config.json").read_text())["data"] if rows else None
     )
-    oracle = oracle_row(data) if data and Path(data).exists() else None
+    references = reference_rows(data) if data and Path(data).exists() else None
     variants = dict(split_pair(item, "--variant", "NAME=FOLDER", "dir-w64=exp/w64") for item in args.variant)
     print(
         write_results(
-            args.grid, oracle=oracle, out=args.out, tuned=args.tuned, variants=variants, reference=args.reference
+            args.grid,
+            references=references,
+            out=args.out,
+            tuned=args.tuned,
+            variants=variants,
+            reference=args.reference,
         )
     )
     return 0

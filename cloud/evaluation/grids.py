@@ -24,7 +24,7 @@ import numpy as np
 
 from cloud.data.batches import ListBatcher
 from cloud.data.prepared import PreparedData
-from cloud.evaluation.scoring import evaluate_oracle
+from cloud.evaluation.scoring import evaluate_oracle, evaluate_references
 
 IGNORED_FIELDS = ("threads", "device", "eval_batch_size")
 """TrainConfig fields that do not change what a run computes; the config hash leaves them out."""
@@ -201,7 +201,7 @@ def run_grid(
         reference_pages_of(out, data_dir, page_users, world_seed, page_block)
     from cloud.evaluation.results import write_results
 
-    return write_results(out, oracle=oracle_row(data_dir))
+    return write_results(out, references=reference_rows(data_dir))
 
 
 def train_charged(config, data_dir: str | Path, run_dir: Path, reuse_only: bool = False, label: str = "") -> dict:
@@ -245,10 +245,14 @@ def charge_cpu(
     return result
 
 
-def oracle_row(data_dir: str | Path) -> dict | None:
+def reference_rows(data_dir: str | Path) -> dict[str, dict]:
+    """The label metrics of the test split's reference orders (random, logged, popularity:
+    cloud.evaluation.scoring) and, on synthetic data, of the oracle that ranks by the true click probability."""
     data = PreparedData(data_dir)
-    test = data.split("test")
-    if not data.has_click_prob:
-        return None
-    batcher = ListBatcher(data.item_tables(), test, "device")
-    return evaluate_oracle(batcher, np.asarray(test["click_prob"]), data.spec.target_shares, data.spec.K)
+    shares, K = data.spec.target_shares, data.spec.K
+    rows = {f"{name} order": row for name, row in evaluate_references(data, "test", shares, K).items()}
+    if data.has_click_prob:
+        test = data.split("test")
+        batcher = ListBatcher(data.item_tables(), test, "device")
+        rows["oracle (true click prob.)"] = evaluate_oracle(batcher, np.asarray(test["click_prob"]), shares, K)
+    return rows

@@ -152,7 +152,7 @@ def _table_order(row: dict) -> tuple[int, str, int, str]:
 
 
 def markdown_table(
-    entries: list[dict], keys: list[str], references: dict[str, dict] | None = None, stopping: bool = True
+    entries: list[dict], keys: list[str], references: Mapping[str, dict] | None = None, stopping: bool = True
 ) -> str:
     head = ["model", "history", "seeds", *(["best / stopped epoch", "capped"] if stopping else []), *keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -255,7 +255,7 @@ def tuning_table(tuned: str | Path) -> str:
 
 def write_results(
     grid: str | Path,
-    oracle: dict | None = None,
+    references: Mapping[str, dict] | None = None,
     out: str | Path | None = None,
     tuned: str | Path | None = None,
     variants: Mapping[str, str | Path] | None = None,
@@ -303,7 +303,7 @@ def write_results(
         f"Test split, {len(rows)} runs (seeds {seeds}); mean ± 95% CI half-width over seeds; ▲/▼: paired "
         f"by seed against {reference} on the same history, p < 0.05.",
         "",
-        markdown_table(label, label_keys, {"oracle (true click prob.)": oracle} if oracle else None),
+        markdown_table(label, label_keys, references),
     ]
     free = sorted({r["model"] for r in rows if r["model"] in MODELS and not reads_history(r["model"])})
     if free:

@@ -55,7 +55,9 @@ def test_interrupted_grid_continues_and_results_command_rewrites_tables(synth_da
     (out / "runs" / "dir-device-s0" / "cpu.json").unlink()  # as for a run finished before CPU time was kept
     capsys.readouterr()
     assert cloud_main(["results", "--grid", str(out)]) == 0
-    assert "| dir | device | 2 |" in (out / "table.md").read_text() and "oracle" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| dir | device | 2 |" in (out / "table.md").read_text() and "oracle" in printed
+    assert "| logged order | - | - | - | - |" in printed and "| popularity order |" in printed
     assert (
         "| **all** | 1 |" in (out / "table.md").read_text()
         and "1 runs finished before" in (out / "table.md").read_text()
