@@ -2,6 +2,7 @@
 
     python benchmarks/baselines_latency.py               # DIR, EdgeRec, SVR (beam 1 and 4), NAR4Rec, CRUM, HRL
     python benchmarks/baselines_latency.py --calls 500 --beam 2 8
+    python benchmarks/baselines_latency.py --models dir,svr --tuned docs/results/tuned --variant dir-w64=dir:hidden=64
 
 Each model is untrained (latency does not depend on the weights), converted with cloud.export to
 TFLite as its bundle exports it (`model.export_module()`, with its decoder's extra outputs) and run with
@@ -13,7 +14,9 @@ benchmarks/inference_latency.py (m=3, n=10, t=20). Per row: p50 / p99 ms of the 
 NAR4Rec `contrastive` (alpha 0.2) on the exported matching matrix and encodings (all three outputs read
 back); for HRL `slot_policy` (K network calls, each with the placed candidates masked). DIR, EdgeRec,
 CRUM and SVR set the inputs once; NAR4Rec and HRL go through the device's TFLite backend (inputs set on
-every call).
+every call). Sizes: each model's defaults, or with `--tuned` the model options its study found
+(`dir-cloud tune --out TUNED`); `--variant LABEL=MODEL:KEY=VALUE[,KEY=VALUE]` adds a row of MODEL with those
+options changed (over the tuned ones).
 """
 
 from __future__ import annotations
@@ -63,12 +66,47 @@ def decoder(model, request: dict, spec, beam: int, path: Path, names: tuple[str,
     return decode
 
 
+def rows_to_time(models: list[str], tuned: str | None, variants: list[str]) -> list[tuple[str, str, dict]]:
+    """(label, model, constructor options) per row: each model at its default or tuned sizes, then each
+    --variant LABEL=MODEL:KEY=VALUE[,KEY=VALUE] (VALUE read as JSON, else text) over that model's options."""
+    import json
+
+    from cloud.evaluation.grids import load_tuned
+
+    def options(model: str) -> dict:
+        return dict(load_tuned(tuned, model).get("model_options", {})) if tuned else {}
+
+    rows = [(model, model, options(model)) for model in models]
+    for item in variants:
+        label, _, rest = item.partition("=")
+        model, _, pairs = rest.partition(":")
+        if not (label and model and pairs):
+            raise SystemExit(
+                f"--variant {item!r}: expected LABEL=MODEL:KEY=VALUE[,KEY=VALUE], e.g. dir-w64=dir:hidden=64"
+            )
+        changed = options(model)
+        for pair in pairs.split(","):
+            key, _, value = pair.partition("=")
+            try:
+                changed[key] = json.loads(value)
+            except json.JSONDecodeError:
+                changed[key] = value
+        rows.append((label, model, changed))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--beam", type=int, nargs="+", default=[1, 4], help="SVR beam widths")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: all six)")
+    parser.add_argument("--tuned", help="folder of `dir-cloud tune --out`: the models' tuned sizes (default: none)")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="LABEL=MODEL:KEY=VALUE[,KEY=VALUE]: one more row (repeatable)"
+    )
     args = parser.parse_args(argv)
+    rows = rows_to_time([m for m in args.models.split(",") if m], args.tuned, args.variant)
 
     import torch
 
@@ -85,10 +123,12 @@ def main(argv=None) -> int:
     )
     print(f"{'model':<16}{'device params':>14}{'net p50':>10}{'net p99':>10}{'+decode p50':>13}{'+decode p99':>13}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
+        for label, name, options in rows:
+            if options:
+                print(f"{label}: {name} with {options}")
             torch.manual_seed(0)
-            model = build_model(name, spec).eval()
-            path = Path(tmp) / f"{name}.tflite"
+            model = build_model(name, spec, **options).eval()
+            path = Path(tmp) / f"{label}.tflite"
             names = ("scores", *DECODERS[model.device_decoder].outputs)
             path.write_bytes(convert_tflite(model.export_module(), model.layout, names))
             request = random_inputs(model.layout, np.random.default_rng(0))
@@ -97,8 +137,8 @@ def main(argv=None) -> int:
             net = time_call(call, args.calls, args.warmup)
             for beam in args.beam if name == "svr" else [0]:
                 full = time_call(decoder(model, request, spec, beam, path, names), args.calls, args.warmup)
-                label = f"svr (beam {beam})" if name == "svr" else name
-                print(f"{label:<16}{params:>14,}{net[0]:>10.4f}{net[1]:>10.4f}{full[0]:>13.4f}{full[1]:>13.4f}")
+                row = f"{label} (beam {beam})" if name == "svr" else label
+                print(f"{row:<16}{params:>14,}{net[0]:>10.4f}{net[1]:>10.4f}{full[0]:>13.4f}{full[1]:>13.4f}")
     return 0
 
 
