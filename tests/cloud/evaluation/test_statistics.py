@@ -66,3 +66,22 @@ def test_summary_rows_follow_the_registry_with_device_history_first():
     assert lines[0] == "| model | history | paired seeds | test AUC - dir [95% CI] | p |"
     assert lines[4].startswith("| din | device | 3 | +0.0207 [+0.0169, +0.0245] ▲ | 0.00")
     assert lines[2].startswith("| dir-ca | device | 3 | +0.0000") and len(lines) == 8  # dir itself: no row
+
+
+def test_one_paired_seed_shows_its_difference_without_an_interval():
+    from cloud.evaluation.results import paired_table, summary
+
+    rows = [
+        {
+            "model": m,
+            "history": "device",
+            "seed": 0,
+            "auc": auc,
+            "best_epoch": 3,
+            "stopped_epoch": 6,
+            "stop_reason": "patience",
+        }
+        for m, auc in (("dir", 0.60), ("din", 0.61))
+    ]
+    lines = paired_table([("test AUC", summary(rows, ["auc"]), "auc")]).splitlines()
+    assert lines[2] == "| din | device | 1 | +0.0100 [one pair: no interval] | - |"
