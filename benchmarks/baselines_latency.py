@@ -68,9 +68,9 @@ def decoder(model, request: dict, spec, beam: int, path: Path, names: tuple[str,
 
 def rows_to_time(models: list[str], tuned: str | None, variants: list[str]) -> list[tuple[str, str, dict]]:
     """(label, model, constructor options) per row: each model at its default or tuned sizes, then each
-    --variant LABEL=MODEL:KEY=VALUE[,KEY=VALUE] (VALUE read as JSON, else text) over that model's options."""
-    import json
-
+    --variant LABEL=MODEL:KEY=VALUE[,KEY=VALUE] (VALUE read as `dir-cloud benchmark --set` reads it) over that
+    model's options."""
+    from cloud.commands.benchmark import parse_settings, split_pair
     from cloud.evaluation.grids import load_tuned
 
     def options(model: str) -> dict:
@@ -78,20 +78,12 @@ def rows_to_time(models: list[str], tuned: str | None, variants: list[str]) -> l
 
     rows = [(model, model, options(model)) for model in models]
     for item in variants:
-        label, _, rest = item.partition("=")
+        form = ("--variant", "LABEL=MODEL:KEY=VALUE[,KEY=VALUE]", "dir-w64=dir:hidden=64")
+        label, rest = split_pair(item, *form)
         model, _, pairs = rest.partition(":")
-        if not (label and model and pairs):
-            raise SystemExit(
-                f"--variant {item!r}: expected LABEL=MODEL:KEY=VALUE[,KEY=VALUE], e.g. dir-w64=dir:hidden=64"
-            )
-        changed = options(model)
-        for pair in pairs.split(","):
-            key, _, value = pair.partition("=")
-            try:
-                changed[key] = json.loads(value)
-            except json.JSONDecodeError:
-                changed[key] = value
-        rows.append((label, model, changed))
+        if not (model and pairs):
+            raise ValueError(f"{form[0]}: expected {form[1]} (e.g. {form[2]}), got {item!r}")
+        rows.append((label, model, {**options(model), **parse_settings(pairs.split(","))}))
     return rows
 
 

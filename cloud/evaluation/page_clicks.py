@@ -30,7 +30,7 @@ true click probability given the items placed above it).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +242,11 @@ SETTING_DEFAULTS = {"merge": "score", "block": 0}
 """What a pages file written before these settings existed was scored with."""
 
 
+def saved_setting(saved: Mapping, keys: Sequence[str]) -> dict:
+    """The `keys` of a saved pages setting, SETTING_DEFAULTS filled in for those an older file lacks."""
+    return {k: saved.get(k, SETTING_DEFAULTS.get(k)) for k in keys}
+
+
 def run_pages_of(
     run_dir: str | Path, data_dir: str | Path, users: int, world_seed: int = 0, merge: str = "score", block: int = 0
 ) -> dict:
@@ -256,7 +261,7 @@ def run_pages_of(
     setting = {"users": users, "world_seed": world_seed, "merge": merge, "block": block}
     if path.exists():
         saved = json.loads(path.read_text())
-        if {k: saved.get(k, SETTING_DEFAULTS.get(k)) for k in setting} == setting:
+        if saved_setting(saved, list(setting)) == setting:
             return saved
     run = load_run(run_dir)
     K, shares = int(run.config["K"]), run.config["target_shares"]
@@ -277,7 +282,7 @@ def reference_pages_of(grid: str | Path, data_dir: str | Path, users: int, world
     setting = {"users": users, "world_seed": world_seed, "block": block}
     if path.exists():
         saved = json.loads(path.read_text())
-        if {"block": 0, **saved.get("setting", {})} == setting:
+        if saved_setting(saved.get("setting", {}), list(setting)) == setting:
             return saved["arms"]
     data = PreparedData(data_dir)
     # the references read no vectors

@@ -17,6 +17,7 @@ of a model of that name; `reference` compares every row with that model instead 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -75,10 +76,10 @@ def grid_rows(grid: str | Path) -> list[dict]:
 def same_page_users(paged: list[dict], refs: dict | None) -> tuple[int, int]:
     """The (users, block) every run's pages and the references were shown to; ValueError naming two runs (or
     the references) scored on different users, since their clicks would not be comparable."""
-    from cloud.evaluation.page_clicks import SETTING_DEFAULTS
+    from cloud.evaluation.page_clicks import saved_setting
 
     def users_of(setting: Mapping) -> tuple:
-        return tuple(setting.get(k, SETTING_DEFAULTS.get(k)) for k in ("users", "world_seed", "block"))
+        return tuple(saved_setting(setting, ("users", "world_seed", "block")).values())
 
     found = {users_of({k.removeprefix("page_"): v for k, v in r.items()}): r["run"] for r in paged}
     if refs:
@@ -99,9 +100,15 @@ def logged_train_seconds(run_dir: Path, identity: Mapping) -> float | None:
     dataset, epochs = Path(identity.get("data") or "") / "dataset.json", run_dir / "epochs.csv"
     if not (dataset.is_file() and epochs.is_file()):
         return None
-    lists = json.loads(dataset.read_text())["stats"]["lists"]["train"]
+    lists = _train_lists(str(dataset.resolve()))
     with epochs.open(newline="") as f:
         return sum(lists / float(r["lists_per_s"]) for r in csv.DictReader(f))
+
+
+@functools.lru_cache(maxsize=8)
+def _train_lists(dataset_json: str) -> int:
+    """The training lists of a prepared data folder (its dataset.json, read once for all of a grid's runs)."""
+    return json.loads(Path(dataset_json).read_text())["stats"]["lists"]["train"]
 
 
 def summary(rows: list[dict], keys: list[str], reference: str = REFERENCE) -> list[dict]:
