@@ -77,13 +77,13 @@ def rows_to_time(models: list[str], tuned: str | None, variants: list[str]) -> l
         return dict(load_tuned(tuned, model).get("model_options", {})) if tuned else {}
 
     rows = [(model, model, options(model)) for model in models]
+    form = ("--variant", "LABEL=MODEL:KEY=VALUE[,KEY=VALUE]", "dir-w64=dir:hidden=64")
     for item in variants:
-        form = ("--variant", "LABEL=MODEL:KEY=VALUE[,KEY=VALUE]", "dir-w64=dir:hidden=64")
         label, rest = split_pair(item, *form)
         model, _, pairs = rest.partition(":")
         if not (model and pairs):
             raise ValueError(f"{form[0]}: expected {form[1]} (e.g. {form[2]}), got {item!r}")
-        rows.append((label, model, {**options(model), **parse_settings(pairs.split(","))}))
+        rows.append((label, model, {**options(model), **parse_settings(pairs.split(","), "--variant")}))
     return rows
 
 
@@ -98,7 +98,10 @@ def main(argv=None) -> int:
         "--variant", action="append", default=[], help="LABEL=MODEL:KEY=VALUE[,KEY=VALUE]: one more row (repeatable)"
     )
     args = parser.parse_args(argv)
-    rows = rows_to_time([m for m in args.models.split(",") if m], args.tuned, args.variant)
+    try:
+        rows = rows_to_time([m for m in args.models.split(",") if m], args.tuned, args.variant)
+    except ValueError as error:
+        parser.error(str(error))
 
     import torch
 

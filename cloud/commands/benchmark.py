@@ -141,11 +141,12 @@ def split_pair(item: str, option: str, form: str, example: str) -> tuple[str, st
     return key.strip(), value.strip()
 
 
-def parse_settings(items: list[str]) -> dict:
-    """{KEY: VALUE} of --set KEY=VALUE items, VALUE read as JSON (64, 1.0, true, [0.5, 0.5]) or else as text."""
+def parse_settings(items: list[str], option: str = "--set") -> dict:
+    """{KEY: VALUE} of KEY=VALUE items, VALUE read as JSON (64, 1.0, true, [0.5, 0.5]) or else as text; a
+    malformed item's error names `option`."""
     settings = {}
     for item in items:
-        key, value = split_pair(item, "--set", "KEY=VALUE", "hidden=64")
+        key, value = split_pair(item, option, "KEY=VALUE", "hidden=64")
         try:
             settings[key] = json.loads(value)
         except ValueError:
