@@ -29,8 +29,10 @@ indexes find them): after every write each holds fewer than R + `prune_every` ro
 R), and pruning costs O(rows written), not O(rows stored). A larger `prune_every` prunes in batches
 (less work per row, a longer write now and then); a smaller R than the file was kept at is applied,
 once, by the next write. Caching items already cached with the same vector and version writes
-nothing (one read per source, no write transaction); such an item is re-stamped as newly cached once
-R/2 items have been cached after it, so an item still being shown is not pruned.
+nothing (one read per source, no write transaction). "Most recently cached" goes by each item's stamp
+(its cache sequence number): an item is stamped when first cached and re-stamped when cached again
+(same vector or not) once R/2 items have been cached after it, so an item still being shown is not
+pruned; a new vector for a recently stamped item keeps its stamp (its index entry is not rewritten).
 
 Read memos (`device_runtime.store_memos`): what this store last read of the item cache, the last clicks
 and the tallies is kept in memory and reused until the file changes. A page whose items were all seen
@@ -98,11 +100,16 @@ _SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UP
 _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_version, updated_at, seq, refs)
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)
   ON CONFLICT (source, item_id) DO UPDATE SET vector = excluded.vector, dim = excluded.dim,
-    embedding_version = excluded.embedding_version, updated_at = excluded.updated_at, seq = excluded.seq
+    embedding_version = excluded.embedding_version, updated_at = excluded.updated_at,
+    seq = CASE WHEN items.seq <= ?8 THEN excluded.seq ELSE items.seq END
   WHERE items.vector IS NOT excluded.vector OR items.embedding_version IS NOT excluded.embedding_version
     OR items.seq <= ?8"""
 """Insert an item (?9: how many stored behaviours refer to it), or rewrite it when its vector or version
-changed or its sequence number is <= ?8."""
+changed or its sequence number is <= ?8 (aged); only an aged item takes the new sequence number ?7."""
+_REWRITE_ITEM = """UPDATE items SET vector = ?3, dim = ?4, embedding_version = ?5, updated_at = ?6
+  WHERE source = ?1 AND item_id = ?2"""
+"""A new vector or version for an item known to be cached and not aged: it keeps its sequence number, so
+its `items_free` entry is not rewritten (a third of the write's cost)."""
 _CACHED_SQL = "SELECT item_id, vector, embedding_version, seq, refs FROM items WHERE source = ? AND item_id IN ({})"
 _CHECK_AT_MOST = 500
 """`cache_items` batches up to this long are first checked against the cache with one query."""
@@ -389,24 +396,28 @@ class HistoryStore:
 
     def _put_items(
         self, conn: sqlite3.Connection, batches: list[tuple[str, list[ItemRow]]], version: str
-    ) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-        """Upsert, per source, (item_id, vector, field) rows; returns, per source written, the cache
-        sequence number before its rows (row i of the batch, from 1, is numbered that + i if written),
-        and how many stored behaviours refer to each (source, item_id) given.
+    ) -> tuple[dict[tuple[str, str], int | None], dict[tuple[str, str], int]]:
+        """Upsert, per source, (item_id, vector, field) rows; returns each (source, item_id)'s cache
+        sequence number after the write (None where the item memo did not know it) and how many stored
+        behaviours refer to it.
 
-        An item already cached with the same vector and version is left alone unless half the
-        retention has been cached since its last write: then it is re-stamped as newly cached, so an
+        A new item gets the source's next sequence number (row i of the batch, from 1, is offered the
+        last one + i). An item cached before keeps its number unless half the retention has been cached
+        since it got it: then it is re-stamped as newly cached (also when its vector is the same), so an
         item the user still sees is never the oldest (first pruned) one. The caller holds the write lock
         and has checked the memos under it: the sequence numbers and item tallies come from, and go to,
-        their memos, and the item memo tells which items exist and how many behaviours refer to them."""
+        their memos, and the item memo tells which items exist, their numbers and how many behaviours
+        refer to them."""
         last_seq, known, added = self.memos.read_item_seq(conn), self.memos.known, []
-        now, firsts = time.time(), {}
+        now = time.time()
+        stamps: dict[tuple[str, str], int | None] = {}
         item_refs: dict[tuple[str, str], int] = {}
         for source, rows in batches:
             if not rows:
                 continue
             self._check_widths(conn, source, version, rows)
-            firsts[source] = last = last_seq.get(source, 0)
+            last = last_seq.get(source, 0)
+            aged = last - self.retention // 2
             ids = list(dict.fromkeys(item_id for item_id, _, _ in rows))
             existing = {item_id: hit[3] for item_id in ids if (hit := known.get((source, item_id))) is not None}
             unknown = [item_id for item_id in ids if item_id not in existing]
@@ -416,30 +427,25 @@ class HistoryStore:
             unreferenced = len(new) - len(refs)
             item_refs.update(((source, item_id), refs.get(item_id, 0)) for item_id in new)
             item_refs.update(((source, item_id), count) for item_id, count in existing.items())
-            aged = last - self.retention // 2
-            changed = conn.executemany(
-                _UPSERT_ITEM,
-                [
-                    (
-                        source,
-                        item_id,
-                        blob,
-                        len(blob) // _ITEM_BYTES,
-                        version,
-                        now,
-                        last + i,
-                        aged,
-                        refs.get(item_id, 0),
-                    )
-                    for i, (item_id, blob, _) in enumerate(rows, start=1)
-                ],
-            ).rowcount
-            if changed or unreferenced:
-                added.append((source, unreferenced, len(rows) if changed else 0))
+            rewrite, upsert = [], []
+            for i, (item_id, blob, _) in enumerate(rows, start=1):
+                key, hit = (source, item_id), known.get((source, item_id))
+                values = (source, item_id, blob, len(blob) // _ITEM_BYTES, version, now)
+                if hit is not None and hit[2] > aged:
+                    rewrite.append(values)
+                    stamps.setdefault(key, hit[2])
+                else:
+                    upsert.append((*values, last + i, aged, refs.get(item_id, 0)))
+                    stamps.setdefault(key, last + i if hit is not None or item_id not in existing else None)
+            if rewrite:
+                conn.executemany(_REWRITE_ITEM, rewrite)
+            upserted = conn.executemany(_UPSERT_ITEM, upsert).rowcount if upsert else 0
+            if upserted or unreferenced:  # numbers were handed out only if an upsert wrote
+                added.append((source, unreferenced, len(rows) if upserted else 0))
                 last_seq[source] = last + added[-1][2]
         # the item tallies: newly cached unreferenced items, and the cache sequence numbers handed out
         add_to_tallies(conn, self.memos.read_tallies(conn), "item", added)
-        return firsts, item_refs
+        return stamps, item_refs
 
     def record_exposures(self, items: Sequence[tuple[str, str]], ts: float, request_id: str = "") -> int:
         """Log the items shown to the user, as (item_id, source) pairs; returns how many."""
@@ -585,11 +591,11 @@ class PageWrite:
         new_version = store._version_memo() != version
         if new_version:
             conn.execute(_SET_META, ("embedding_version", version))
-        firsts, refs = store._put_items(conn, todo, version)
+        stamps, refs = store._put_items(conn, todo, version)
         if new_version:
             store._forget()
         else:  # the page's history read (same connection) sees the new vectors
-            store.memos.items_cached(todo, firsts, version, exact=_CHECK_AT_MOST, refs=refs)
+            store.memos.items_cached(todo, stamps, version, exact=_CHECK_AT_MOST, refs=refs)
         self._items_written = True
 
     def last_clicks(self, sources: tuple[str, ...], t: int) -> list[list[tuple[str, np.ndarray]]]:

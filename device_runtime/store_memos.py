@@ -74,29 +74,26 @@ class ReadMemos:
     def items_cached(
         self,
         batches: list[tuple[str, list[tuple[str, bytes, str]]]],
-        firsts: dict[str, int],
+        stamps: dict[tuple[str, str], int | None],
         version: str,
         exact: int,
         refs: dict[tuple[str, str], int],
     ) -> None:
-        """After this store cached `batches` under the current `version` (row i of a source, from 1,
-        numbered firsts[source] + i, referred to by refs[(source, item_id)] stored behaviours): remember the
-        rows of batches up to `exact` long (all of them were written; a longer batch may have skipped
-        unchanged rows, which are forgotten instead). The last clicks are dropped only when a cached
-        item has stored behaviours: its new vector may change a click's vector or bring a click into
-        the history."""
+        """After this store cached `batches` under the current `version` (each (source, item_id) now with
+        cache sequence number stamps[...], None if not known, and referred to by refs[...] stored
+        behaviours): remember the rows of batches up to `exact` long (all of them were written; a longer
+        batch may have skipped unchanged rows, which are forgotten instead), the last vector of an item
+        given twice. The last clicks are dropped only when a cached item has stored behaviours: its new
+        vector may change a click's vector or bring a click into the history."""
         known = self.known
         for source, rows in batches:
-            if len(rows) <= exact:
-                first = firsts[source]
-                for i, (item_id, blob, _) in enumerate(rows, start=1):
-                    hit = known.get((source, item_id))
-                    if hit is not None and hit[2] > first and hit[0] == blob:
-                        continue  # the same vector again in this batch: not rewritten, keeps its number
-                    known[(source, item_id)] = (blob, version, first + i, refs[(source, item_id)])
-            else:
-                for item_id, _, _ in rows:
-                    known.pop((source, item_id), None)
+            for item_id, blob, _ in rows:
+                key = (source, item_id)
+                stamp = stamps[key]
+                if len(rows) <= exact and stamp is not None:
+                    known[key] = (blob, version, stamp, refs[key])
+                else:
+                    known.pop(key, None)
         if any(refs.values()):
             self.clicks.clear()
             self.click_arrays.clear()

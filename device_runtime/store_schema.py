@@ -5,8 +5,9 @@
 
 Tables (version 3):
 - `items` (source, item_id) -> float32 vector blob, dim, embedding_version, updated_at; `seq`, the
-  source's cache sequence number of the row's last (re)write; `refs`, how many stored behaviours refer
-  to the item (kept by triggers; `items_free` indexes the unreferenced ones by age);
+  item's stamp: the source's cache sequence number given when it was first cached, and again when it is
+  cached after R/2 newer items; `refs`, how many stored behaviours refer to the item (kept by triggers;
+  `items_free` indexes the unreferenced ones by age);
 - `behaviors` (autoincrement id, ts, item_id, source, action);
 - `exposures` (id, ts, item_id, source, request_id);
 - `tallies` (source, kind) -> rows, total, kept in the writing transaction: behaviours by triggers,

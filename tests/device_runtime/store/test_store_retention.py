@@ -101,12 +101,35 @@ def test_an_item_a_kept_behaviour_refers_to_is_never_pruned(tmp_path):
         check_tallies(s)
 
 
-def test_an_item_shown_again_is_restamped_and_kept(tmp_path):
+@pytest.mark.parametrize("new_vector", [False, True])
+def test_an_item_shown_again_is_restamped_and_kept(tmp_path, new_vector):
     with HistoryStore(tmp_path / "h.db", retention_per_source=10, prune_every=1) as s:
         for page in range(30):  # "hit" is on every page, between 4 new items
-            s.cache_items("video", [("hit", vec(0)), *((f"p{page}-{j}", vec(j)) for j in range(4))], "e1")
+            hit = vec(100 + page if new_vector else 0)
+            s.cache_items("video", [("hit", hit), *((f"p{page}-{j}", vec(j)) for j in range(4))], "e1")
             assert "hit" in item_ids(s)
         assert len(item_ids(s)) == 10
+        check_tallies(s)
+        check_item_memo(s)
+
+
+def test_a_new_vector_keeps_a_recent_items_number_and_restamps_an_aged_one(tmp_path):
+    with HistoryStore(tmp_path / "h.db", retention_per_source=10, prune_every=1) as s:
+
+        def number(item_id):
+            return s.db.execute("SELECT seq FROM items WHERE item_id = ?", (item_id,)).fetchone()[0]
+
+        s.cache_items("video", [("x", vec(0))], "e1")
+        first = number("x")
+        s.cache_items("video", [("x", vec(1))], "e1")  # a new vector, cached just now: the number stays
+        assert number("x") == first
+        (blob,) = s.db.execute("SELECT vector FROM items WHERE item_id = 'x'").fetchone()
+        np.testing.assert_array_equal(np.frombuffer(blob, np.float32), vec(1))
+        check_item_memo(s)
+        s.cache_items("video", [(f"p{j}", vec(j)) for j in range(5)], "e1")  # half the retention after it
+        s.cache_items("video", [("x", vec(2))], "e1")  # aged: re-stamped as the newest item
+        assert number("x") > max(number(f"p{j}") for j in range(5))
+        check_item_memo(s)
         check_tallies(s)
 
 
