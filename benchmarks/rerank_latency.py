@@ -13,7 +13,7 @@ are timed too.
 benchmark, as on a phone running other apps; `both` (the default) measures every pair idle and then
 with it. Per pair and mode the table gives the ratio of the end-to-end p50 to the inference stage's p50,
 the runtime's own time (the median over requests of the wall time less the inference stage: what the
-runtime adds to the model call, whatever the model) and each stage's share of the stage sum. Pairs that
+runtime adds to the model call) and each stage's share of the stage sum. Pairs that
 do not load are listed with the loader's error.
 Targets: p50 <= 1 ms, p99 <= 3 ms, end-to-end p50 <= 2x inference.
 """

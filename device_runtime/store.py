@@ -429,12 +429,13 @@ class HistoryStore:
             item_refs.update(((source, item_id), count) for item_id, count in existing.items())
             rewrite, upsert = [], []
             for i, (item_id, blob, _) in enumerate(rows, start=1):
-                key, hit = (source, item_id), known.get((source, item_id))
+                key = (source, item_id)
+                hit = known.get(key)
                 values = (source, item_id, blob, len(blob) // _ITEM_BYTES, version, now)
                 if hit is not None and hit[2] > aged:
                     rewrite.append(values)
                     stamps.setdefault(key, hit[2])
-                else:
+                else:  # new or aged: stamped last + i; cached but not in the memo: its stamp is not known
                     upsert.append((*values, last + i, aged, refs.get(item_id, 0)))
                     stamps.setdefault(key, last + i if hit is not None or item_id not in existing else None)
             if rewrite:

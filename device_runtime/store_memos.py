@@ -87,10 +87,11 @@ class ReadMemos:
         vector may change a click's vector or bring a click into the history."""
         known = self.known
         for source, rows in batches:
+            whole = len(rows) <= exact
             for item_id, blob, _ in rows:
                 key = (source, item_id)
                 stamp = stamps[key]
-                if len(rows) <= exact and stamp is not None:
+                if whole and stamp is not None:
                     known[key] = (blob, version, stamp, refs[key])
                 else:
                     known.pop(key, None)
