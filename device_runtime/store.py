@@ -107,9 +107,10 @@ _UPSERT_ITEM = """INSERT INTO items (source, item_id, vector, dim, embedding_ver
 """Insert an item (?9: how many stored behaviours refer to it), or rewrite it when its vector or version
 changed or its sequence number is <= ?8 (aged); only an aged item takes the new sequence number ?7."""
 _REWRITE_ITEM = """UPDATE items SET vector = ?3, dim = ?4, embedding_version = ?5, updated_at = ?6
-  WHERE source = ?1 AND item_id = ?2"""
-"""A new vector or version for an item known to be cached and not aged: it keeps its sequence number, so
-its `items_free` entry is not rewritten (a third of the write's cost)."""
+  WHERE source = ?1 AND item_id = ?2 AND (vector IS NOT ?3 OR embedding_version IS NOT ?5)"""
+"""A new vector or version for an item known to be cached and not aged (an unchanged one is not
+rewritten): it keeps its sequence number, so its `items_free` entry is not rewritten (a third of the
+write's cost)."""
 _CACHED_SQL = "SELECT item_id, vector, embedding_version, seq, refs FROM items WHERE source = ? AND item_id IN ({})"
 _CHECK_AT_MOST = 500
 """`cache_items` batches up to this long are first checked against the cache with one query."""

@@ -159,6 +159,29 @@ def test_caching_an_unchanged_vector_writes_nothing(tmp_path):
         )
 
 
+def test_an_unchanged_vector_the_memo_knows_as_recent_is_not_rewritten(tmp_path):
+    with HistoryStore(tmp_path / "h.db", retention_per_source=2000) as s:
+        many = [(f"m{i}", vec(i)) for i in range(600)]
+        s.cache_items("video", many[:300], "e1")  # short batches: the item memo knows them all
+        s.cache_items("video", many[300:], "e1")
+
+        def written_at(item_id):
+            return s.db.execute("SELECT updated_at FROM items WHERE item_id = ?", (item_id,)).fetchone()[0]
+
+        before = written_at("m1")
+        changes = s.db.conn.total_changes
+        s.cache_items("video", many, "e1")  # longer than one check query: handed to the write whole
+        assert s.db.conn.total_changes == changes
+        s.record(click("m1", vector=vec(1)))  # a click carrying the vector already cached
+        assert written_at("m1") == before
+        many[1] = ("m1", vec(77))  # a changed vector is still rewritten, the last one given wins
+        s.cache_items("video", many + [("m1", vec(78))], "e1")
+        (blob,) = s.db.execute("SELECT vector FROM items WHERE item_id = 'm1'").fetchone()
+        np.testing.assert_array_equal(np.frombuffer(blob, np.float32), vec(78))
+        check_item_memo(s)
+        check_tallies(s)
+
+
 BAD_PAGES = [
     (
         {"article": (["a0", "a1"], np.ones((2, 4)))},
